@@ -1,0 +1,54 @@
+# losscape: set-up, build, demo, tests, benchmark. Each target does all the set-up it needs.
+#   make demo   - synthetic CIFAR-10 (or $CIFAR10_DIR), train a small ResNet, compute a 2-D surface
+#   make test   - the whole test suite (CPU)
+#   make bench  - speed benchmark (see BENCHMARKS.md)
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch-sys finds libtorch through this Python's torch wheel (../shared/docs/toolchain.md).
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+BIN := target/release/losscape
+
+DEMO ?= demo
+DEMO_ARCH ?= resnet8
+DEMO_EPOCHS ?= 6
+DEMO_TRAIN ?= 2500
+DEMO_EVAL ?= 500
+DEMO_GRID ?= -1:1:21
+
+.PHONY: all venv build test demo bench clean
+
+all: build
+
+$(VENV)/.stamp: models/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r models/requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+build: $(VENV)/.stamp
+	cargo build --release
+
+test: build
+	cargo test --release -- --test-threads=2
+
+# With CIFAR10_DIR=/path/to/cifar-10-batches-bin (binary version) the demo uses real CIFAR-10,
+# training on its first $(DEMO_TRAIN) images; otherwise it makes a synthetic set first.
+demo: build
+ifdef CIFAR10_DIR
+	$(eval DATA := $(CIFAR10_DIR))
+else
+	$(eval DATA := $(DEMO)/data)
+	$(PY) models/synthetic_cifar.py --out $(DATA) --train $(DEMO_TRAIN) --test 500
+endif
+	$(PY) models/train.py --data $(DATA) --arch $(DEMO_ARCH) --epochs $(DEMO_EPOCHS) --limit $(DEMO_TRAIN) --out $(DEMO)/train
+	$(BIN) surface --model $(DEMO)/train/model.pt --data $(DATA) --limit $(DEMO_EVAL) \
+		--x=$(DEMO_GRID) --y=$(DEMO_GRID) --out $(DEMO)/surface --overwrite
+	@echo "demo: outputs in $(DEMO)/surface (loss.npy, acc.npy, x.npy, y.npy, meta.json)"
+
+clean:
+	rm -rf target $(DEMO)

@@ -1,0 +1,77 @@
+//! Which device a run uses: `auto|cpu|cuda|cuda:N`, checked against what libtorch can see.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// The `--device` option before it is resolved against the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The first GPU when libtorch sees one, else the CPU.
+    Auto,
+    Cpu,
+    /// `cuda` (= cuda:0) or `cuda:N`.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
+                _ => bail!("device {s:?}: expected auto, cpu, cuda or cuda:N"),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Auto => write!(f, "auto"),
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The tch device this spec names on this machine, or an error saying why it cannot be had.
+    pub fn resolve(self) -> Result<Device> {
+        let gpus = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Auto if gpus > 0 => Ok(Device::Cuda(0)),
+            DeviceSpec::Auto => Ok(Device::Cpu),
+            DeviceSpec::Cuda(_) if gpus == 0 => {
+                bail!("--device {self}: CUDA is not available (libtorch sees no GPU); use --device cpu")
+            }
+            DeviceSpec::Cuda(n) if n >= gpus => {
+                bail!("--device {self}: only {gpus} GPU(s) visible (cuda:0..cuda:{})", gpus - 1)
+            }
+            DeviceSpec::Cuda(n) => Ok(Device::Cuda(n)),
+        }
+    }
+}
+
+/// "cpu" or "cuda:N", as written in meta.json.
+pub fn name(d: Device) -> String {
+    match d {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".into(),
+    }
+}
+
+/// Wait for queued device work, so that a clock read after it measures the work.
+pub fn synchronize(d: Device) {
+    if let Device::Cuda(n) = d {
+        tch::Cuda::synchronize(n as i64);
+    }
+}

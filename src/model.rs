@@ -1,0 +1,81 @@
+//! The model: a TorchScript module on the run's device, in eval mode, and its named parameters,
+//! which share storage with the module (writing into them in place perturbs the model).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use tch::{CModule, Device, Tensor};
+
+use crate::torch_msg;
+
+pub struct Model {
+    module: CModule,
+    /// `named_parameters()` in the module's order; these tensors alias the module's weights.
+    pub params: Vec<(String, Tensor)>,
+    pub device: Device,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+impl Model {
+    /// Load a TorchScript file (scripted or traced) onto `device` and put it in eval mode.
+    pub fn load(path: &Path, device: Device) -> Result<Model> {
+        let bytes = std::fs::read(path).with_context(|| format!("model {}: cannot read", path.display()))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            let msg = torch_msg(&e);
+            let hint = if msg.contains("constants.pkl") {
+                "looks like a torch.save checkpoint (e.g. a state_dict), not TorchScript: export it with \
+                 models/export.py --arch NAME --weights CKPT"
+            } else {
+                "not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace; \
+                 models/export.py does both)"
+            };
+            let msg = msg.split(". This is an internal miniz error").next().unwrap_or(&msg).to_string();
+            anyhow::anyhow!("model {}: {hint}: {msg}", path.display())
+        })?;
+        module.f_set_eval().map_err(|e| anyhow::anyhow!("model {}: {}", path.display(), torch_msg(&e)))?;
+        let params = module
+            .named_parameters()
+            .map_err(|e| anyhow::anyhow!("model {}: cannot list parameters: {}", path.display(), torch_msg(&e)))?;
+        if params.is_empty() {
+            bail!("model {}: has no parameters, so it has no loss landscape", path.display());
+        }
+        for (name, p) in &params {
+            if !p.is_floating_point() {
+                bail!("model {}: parameter {name} is {:?}, not floating point", path.display(), p.kind());
+            }
+        }
+        Ok(Model { module, params, device, path: path.to_path_buf(), sha256 })
+    }
+
+    /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.module
+            .forward_ts(&[x])
+            .map_err(|e| anyhow::anyhow!("model {}: forward failed: {}", self.path.display(), torch_msg(&e)))
+    }
+
+    /// Copies of the current parameter values (on the model's device), in `params` order.
+    pub fn snapshot(&self) -> Vec<Tensor> {
+        let _g = tch::no_grad_guard();
+        self.params.iter().map(|(_, p)| p.detach().copy()).collect()
+    }
+
+    /// Write `values` into the parameters in place (bit-exact copy).
+    pub fn load_values(&self, values: &[Tensor]) {
+        let _g = tch::no_grad_guard();
+        for ((_, p), v) in self.params.iter().zip(values) {
+            p.shallow_clone().copy_(v);
+        }
+    }
+
+    pub fn num_params(&self) -> i64 {
+        self.params.iter().map(|(_, p)| p.numel() as i64).sum()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

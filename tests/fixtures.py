@@ -1,0 +1,246 @@
+"""Test fixtures for losscape's integration tests, made fresh at test time (nothing binary is
+committed), and PyTorch reference values to compare losscape against.
+
+    python tests/fixtures.py make DIR
+        tiny models (scripted, traced, MLP, broken ones), the same synthetic images in CIFAR-10
+        binary, CIFAR-10 python and X.npy/y.npy (NCHW and NHWC) form, regression data, bad inputs.
+    python tests/fixtures.py reference --model M --data D --directions F --points P --out OUT.json
+        [--loss ce|mse] [--limit N]: the loss/accuracy PyTorch gives at θ + a·δ + b·η for each
+        (a, b) in P (a JSON list), with the data normalized as losscape documents.
+    python tests/fixtures.py directions --model M --seed S --norm filter|layer|model|none
+        --ignore biasbn|keep --out F: directions computed in PyTorch from torch.manual_seed(S),
+        as ../shared/docs/landscape.md defines them.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "models"))
+import arch  # noqa: E402
+import cifar_io  # noqa: E402
+from export import export  # noqa: E402
+
+
+def randomize_bn(model, g):
+    """Give BatchNorm layers non-trivial affine params and running stats, so eval mode matters."""
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            with torch.no_grad():
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(1 + 0.5 * torch.rand(m.running_var.shape, generator=g))
+
+
+class BadOutput(nn.Module):
+    """Returns [N, 10, 1]: not [N, classes]."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)).unsqueeze(2)
+
+
+def make(out):
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(1234)
+    torch.manual_seed(1234)
+    # Images: 5 train files of 12 records, 1 test file of 20; the same in every format.
+    rng = np.random.default_rng(7)
+    tr_x = rng.integers(0, 256, size=(60, 3, 32, 32), dtype=np.uint8)
+    tr_y = rng.integers(0, 10, size=60).astype(np.uint8)
+    te_x = rng.integers(0, 256, size=(20, 3, 32, 32), dtype=np.uint8)
+    te_y = rng.integers(0, 10, size=20).astype(np.uint8)
+
+    # A tiny CIFAR ResNet-8 (width 4): conv weights, BN, a Linear with bias; fitted a little to the
+    # train images so that the landscape has a basin (BN starts from random affine params and statistics).
+    model = arch.CifarResNet(8, num_classes=10, width=4)
+    randomize_bn(model, g)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    xt, yt = torch.from_numpy(cifar_io.normalize(tr_x)), torch.from_numpy(tr_y.astype(np.int64))
+    for _ in range(40):
+        loss = F.cross_entropy(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    export(model, os.path.join(out, "resnet.pt"))
+    export(model, os.path.join(out, "resnet_traced.pt"), trace=True)
+    torch.save(model.state_dict(), os.path.join(out, "state_dict.pt"))  # not TorchScript
+    export(BadOutput(), os.path.join(out, "bad_output.pt"))
+    with open(os.path.join(out, "garbage.pt"), "wb") as f:
+        f.write(b"this is not a model\n")
+
+    for split, x, y in (("train", tr_x, tr_y), ("test", te_x, te_y)):
+        cifar_io.write_binary(os.path.join(out, "cifar-bin"), split, x, y)
+        cifar_io.write_python(os.path.join(out, "cifar-py", "cifar-10-batches-py"), split, x, y)
+    os.makedirs(os.path.join(out, "npy_nchw"), exist_ok=True)
+    np.save(os.path.join(out, "npy_nchw", "X.npy"), tr_x)
+    np.save(os.path.join(out, "npy_nchw", "y.npy"), tr_y.astype(np.int64))
+    os.makedirs(os.path.join(out, "npy_nhwc"), exist_ok=True)
+    np.save(os.path.join(out, "npy_nhwc", "X.npy"), np.ascontiguousarray(tr_x.transpose(0, 2, 3, 1)))
+    np.save(os.path.join(out, "npy_nhwc", "y.npy"), tr_y.astype(np.int32))
+    # Float images, already normalized by the user.
+    os.makedirs(os.path.join(out, "npy_float"), exist_ok=True)
+    np.save(os.path.join(out, "npy_float", "X.npy"), cifar_io.normalize(tr_x))
+    np.save(os.path.join(out, "npy_float", "y.npy"), tr_y.astype(np.int64))
+
+    # Regression: an MLP fitting y = x^2 (trained briefly), MSE.
+    xs = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+    ys = xs ** 2
+    mlp = arch.SmallMLP(16)
+    opt = torch.optim.Adam(mlp.parameters(), lr=0.01)
+    for _ in range(300):
+        loss = F.mse_loss(mlp(torch.from_numpy(xs)), torch.from_numpy(ys))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    export(mlp, os.path.join(out, "mlp.pt"))
+    os.makedirs(os.path.join(out, "square"), exist_ok=True)
+    np.save(os.path.join(out, "square", "X.npy"), xs)
+    np.save(os.path.join(out, "square", "y.npy"), ys)
+
+    # Bad inputs.
+    bad = os.path.join(out, "bad")
+    os.makedirs(bad, exist_ok=True)
+    trunc = os.path.join(bad, "truncated")
+    cifar_io.write_binary(trunc, "train", tr_x, tr_y)
+    with open(os.path.join(trunc, "data_batch_3.bin"), "r+b") as f:
+        f.truncate(12 * 3073 - 100)
+    badlabel = os.path.join(bad, "cifar_label")
+    cifar_io.write_binary(badlabel, "train", tr_x, tr_y)
+    with open(os.path.join(badlabel, "data_batch_2.bin"), "r+b") as f:
+        f.seek(3073 * 5)
+        f.write(bytes([11]))
+    for name, x, y in (("labels_range", tr_x, np.full(60, 12, dtype=np.int64)),
+                       ("length", tr_x, tr_y[:50].astype(np.int64)),
+                       ("float_targets", tr_x, np.zeros(60, dtype=np.float32))):
+        os.makedirs(os.path.join(bad, name), exist_ok=True)
+        np.save(os.path.join(bad, name, "X.npy"), x)
+        np.save(os.path.join(bad, name, "y.npy"), y)
+    # Directions for a different model: a Linear net's parameter names.
+    other = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    from safetensors.torch import save_file
+    save_file({f"x.{k}": v.detach() for k, v in other.named_parameters()}, os.path.join(bad, "other_dirs.safetensors"))
+    print(f"fixtures -> {out}")
+
+
+def load_data(path, split="train", limit=None):
+    """(inputs float32, targets) normalized exactly as losscape documents."""
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "data_batch_1.bin")):
+        x, y = cifar_io.read_binary(path, split)
+        x = cifar_io.normalize(x)
+    else:
+        d = path if os.path.isdir(path) else os.path.dirname(path)
+        x = np.load(os.path.join(d, "X.npy"))
+        y = np.load(os.path.join(d, "y.npy"))
+        if x.dtype == np.uint8:
+            x = x.astype(np.float32) / 255.0
+        if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+            x = x.transpose(0, 3, 1, 2)
+    if limit:
+        x, y = x[:limit], y[:limit]
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y))
+
+
+def reference(a):
+    from safetensors.torch import load_file
+    model = torch.jit.load(a.model, map_location="cpu").eval()
+    dirs = load_file(a.directions)
+    params = dict(model.named_parameters())
+    theta = {k: v.detach().clone() for k, v in params.items()}
+    x, y = load_data(a.data, a.split, a.limit)
+    points = json.loads(a.points)
+    results = []
+    with torch.no_grad():
+        for alpha, beta in points:
+            for k, p in params.items():
+                v = theta[k] + dirs[f"x.{k}"] * alpha
+                if f"y.{k}" in dirs:
+                    v = v + dirs[f"y.{k}"] * beta
+                p.copy_(v)
+            out = model(x).float()
+            if a.loss == "ce":
+                loss = F.cross_entropy(out, y.long(), reduction="sum").double().item() / len(y)
+                acc = (out.argmax(1) == y.long()).sum().item() / len(y)
+            else:
+                loss = F.mse_loss(out.reshape(len(y), -1), y.float().reshape(len(y), -1), reduction="sum").double().item()
+                loss /= out.numel()
+                acc = float("nan")
+            results.append({"loss": loss, "acc": None if acc != acc else acc})
+        for k, p in params.items():
+            p.copy_(theta[k])
+    with open(a.out, "w") as f:
+        json.dump(results, f)
+
+
+def directions(a):
+    """The definition, written out in PyTorch, to compare losscape's directions with."""
+    from safetensors.torch import save_file
+    model = torch.jit.load(a.model, map_location="cpu")
+    params = [(k, v.detach().float()) for k, v in model.named_parameters()]
+    torch.manual_seed(a.seed)
+    out = {}
+    for axis in ("x", "y"):
+        d = {k: torch.randn(p.shape) for k, p in params}
+        for k, p in params:
+            if p.dim() <= 1:
+                if a.ignore == "biasbn":
+                    d[k].zero_()
+                elif a.norm != "none":
+                    d[k].mul_(p.norm() / (d[k].norm() + 1e-10))
+            elif a.norm == "filter":
+                for i in range(p.shape[0]):
+                    d[k][i].mul_(p[i].norm() / (d[k][i].norm() + 1e-10))
+            elif a.norm == "layer":
+                d[k].mul_(p.norm() / (d[k].norm() + 1e-10))
+        if a.norm == "model":
+            keep = [k for k, p in params if not (p.dim() <= 1 and a.ignore == "biasbn")]
+            pn = torch.sqrt(sum((dict(params)[k].double() ** 2).sum() for k in keep))
+            dn = torch.sqrt(sum((d[k].double() ** 2).sum() for k in keep))
+            for k in keep:
+                d[k].mul_(float(pn / (dn + 1e-10)))
+        out.update({f"{axis}.{k}": v.contiguous() for k, v in d.items()})
+    save_file(out, a.out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("dir")
+    r = sub.add_parser("reference")
+    r.add_argument("--model", required=True)
+    r.add_argument("--data", required=True)
+    r.add_argument("--split", default="train")
+    r.add_argument("--limit", type=int)
+    r.add_argument("--directions", required=True)
+    r.add_argument("--points", required=True)
+    r.add_argument("--loss", default="ce")
+    r.add_argument("--out", required=True)
+    d = sub.add_parser("directions")
+    d.add_argument("--model", required=True)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--norm", default="filter")
+    d.add_argument("--ignore", default="biasbn")
+    d.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    if a.cmd == "make":
+        make(a.dir)
+    elif a.cmd == "reference":
+        reference(a)
+    else:
+        directions(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+//! losscape's integration tests: one test binary (every test binary links libtorch). Fixtures
+//! are made at test time by the committed tests/fixtures.py, which also computes the PyTorch
+//! reference values that losscape is checked against. CPU only; nothing here is timed.
+
+mod common;
+
+mod cli;
+mod directions;
+mod grid;
+mod surface;
