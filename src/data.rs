@@ -121,6 +121,14 @@ impl Dataset {
         Dataset::from_host(host, spec, device)
     }
 
+    /// Keep 4-D images channels_last on the device (NHWC memory, NCHW shape); batches then come
+    /// out channels_last, as cuDNN prefers. Values are unchanged.
+    pub fn to_channels_last(&mut self) {
+        if self.x.dim() == 4 {
+            self.x = crate::model::channels_last(&self.x);
+        }
+    }
+
     /// Samples [start, start+len) ready for the model: float32, normalized, on the device.
     pub fn inputs(&self, start: usize, len: usize) -> Tensor {
         let xb = self.x.narrow(0, start as i64, len as i64);

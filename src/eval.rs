@@ -170,7 +170,10 @@ impl<'a> Perturber<'a> {
             if d.is_zero(i) {
                 None
             } else {
-                Some(d.tensors[i].1.to_device(model.device).to_kind(model.params[i].1.kind()))
+                // Same dtype and memory format as the parameter it moves.
+                let mut t = model.params[i].1.empty_like();
+                t.copy_(&d.tensors[i].1);
+                Some(t)
             }
         };
         let dirs = (0..model.params.len()).map(|i| (on_device(x, i), y.and_then(|y| on_device(y, i)))).collect();

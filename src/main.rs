@@ -66,9 +66,12 @@ struct SurfaceArgs {
     /// Loss: ce (class labels) or mse (float targets). Default: by the dtype of the labels.
     #[arg(long, value_enum)]
     loss: Option<LossKind>,
-    /// Samples per forward pass [default: 4096 on CUDA, 512 on CPU].
+    /// Samples per forward pass [default: 4096 on CUDA, 64 on CPU].
     #[arg(long, value_name = "B")]
     batch_size: Option<usize>,
+    /// channels_last memory format for conv weights and images [default: true].
+    #[arg(long, value_name = "BOOL")]
+    channels_last: Option<bool>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
@@ -106,6 +109,7 @@ fn surface_config(a: SurfaceArgs) -> SurfaceConfig {
         directions: a.directions,
         loss: a.loss,
         batch_size: a.batch_size,
+        channels_last: a.channels_last,
         device: a.device,
         out: a.out,
         overwrite: a.overwrite,

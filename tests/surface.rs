@@ -63,9 +63,12 @@ fn two_d_non_square_grid_is_stored_rows_y_columns_x() {
 
 #[test]
 fn center_point_is_the_models_plain_loss() {
-    let model = Model::load(&fxp("resnet.pt"), Device::Cpu).unwrap();
-    let data = Dataset::load(&DataSpec::new(fxp("cifar-bin"), Split::Train), Device::Cpu).unwrap();
-    let ev = Evaluator::new(&model, &data, None, 512).unwrap();
+    // Evaluated as a run does by default (channels_last, default batch), without any perturbation.
+    let mut model = Model::load(&fxp("resnet.pt"), Device::Cpu).unwrap();
+    let mut data = Dataset::load(&DataSpec::new(fxp("cifar-bin"), Split::Train), Device::Cpu).unwrap();
+    model.to_channels_last().unwrap();
+    data.to_channels_last();
+    let ev = Evaluator::new(&model, &data, None, surface::default_batch_size(Device::Cpu)).unwrap();
     let plain = ev.evaluate().unwrap();
     let out = out_dir("center");
     let mut c = config("resnet.pt", "cifar-bin", "-1:1:3", &out);
@@ -139,6 +142,21 @@ fn float_npy_is_used_as_given_and_limit_takes_the_first_n() {
     let ten = Dataset::load(&spec, Device::Cpu).unwrap();
     assert_eq!((ten.n, ten.available), (10, 60));
     assert!(same_bits(&ten.x, &bytes.x.narrow(0, 0, 10)));
+}
+
+#[test]
+fn channels_last_does_not_change_the_values() {
+    let a = out_dir("cl-on");
+    let b = out_dir("cl-off");
+    let mut ca = config("resnet.pt", "cifar-bin", "-1:1:5", &a);
+    ca.channels_last = Some(true);
+    let mut cb = config("resnet.pt", "cifar-bin", "-1:1:5", &b);
+    cb.channels_last = Some(false);
+    let (sa, sb) = (surface::run(&ca).unwrap(), surface::run(&cb).unwrap());
+    assert_eq!(sa.meta["channels_last"], true);
+    for (x, y) in sa.loss.iter().zip(&sb.loss) {
+        assert_rel(*x as f64, *y as f64, 1e-5, "channels_last on vs off");
+    }
 }
 
 #[test]
