@@ -34,7 +34,7 @@ build: $(VENV)/.stamp
 	cargo build --release
 
 test: build
-	cargo test --release -- --test-threads=2
+	cargo test --release --test tests -- --test-threads=2
 
 # With CIFAR10_DIR=/path/to/cifar-10-batches-bin (binary version) the demo uses real CIFAR-10,
 # training on its first $(DEMO_TRAIN) images; otherwise it makes a synthetic set first.
@@ -49,6 +49,10 @@ endif
 	$(BIN) surface --model $(DEMO)/train/model.pt --data $(DATA) --limit $(DEMO_EVAL) \
 		--x=$(DEMO_GRID) --y=$(DEMO_GRID) --out $(DEMO)/surface --overwrite
 	@echo "demo: outputs in $(DEMO)/surface (loss.npy, acc.npy, x.npy, y.npy, meta.json)"
+
+# Speed: reference-style loop vs best eager PyTorch vs losscape, in one run on this machine.
+bench: build
+	$(PY) bench/bench.py --bin $(BIN) $(BENCH_ARGS)
 
 clean:
 	rm -rf target $(DEMO)

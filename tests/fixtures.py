@@ -4,6 +4,8 @@ committed), and PyTorch reference values to compare losscape against.
     python tests/fixtures.py make DIR
         tiny models (scripted, traced, MLP, broken ones), the same synthetic images in CIFAR-10
         binary, CIFAR-10 python and X.npy/y.npy (NCHW and NHWC) form, regression data, bad inputs.
+    python tests/fixtures.py archs DIR
+        every reference architecture of models/arch.py as TorchScript.
     python tests/fixtures.py reference --model M --data D --directions F --points P --out OUT.json
         [--loss ce|mse] [--limit N]: the loss/accuracy PyTorch gives at θ + a·δ + b·η for each
         (a, b) in P (a JSON list), with the data normalized as losscape documents.
@@ -51,6 +53,7 @@ class BadOutput(nn.Module):
 
 
 def make(out):
+    from safetensors.torch import save_file
     os.makedirs(out, exist_ok=True)
     g = torch.Generator().manual_seed(1234)
     torch.manual_seed(1234)
@@ -128,9 +131,28 @@ def make(out):
         np.save(os.path.join(bad, name, "y.npy"), y)
     # Directions for a different model: a Linear net's parameter names.
     other = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
-    from safetensors.torch import save_file
     save_file({f"x.{k}": v.detach() for k, v in other.named_parameters()}, os.path.join(bad, "other_dirs.safetensors"))
+    # A resnet8 checkpoint in the wrappers people save: nested under 'net' with DataParallel's
+    # 'module.' prefix (torch.save), and a plain safetensors state dict; plus its TorchScript.
+    ck = os.path.join(out, "ckpt")
+    os.makedirs(ck, exist_ok=True)
+    torch.manual_seed(5)
+    r8 = arch.build("resnet8")
+    randomize_bn(r8, g)
+    sd = {k: v.detach().clone() for k, v in r8.state_dict().items()}
+    torch.save({"epoch": 3, "net": {f"module.{k}": v for k, v in sd.items()}}, os.path.join(ck, "nested.pt"))
+    save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(ck, "plain.safetensors"))
+    export(r8, os.path.join(ck, "resnet8.pt"))
     print(f"fixtures -> {out}")
+
+
+def archs(out):
+    """Every reference architecture as TorchScript (random init)."""
+    os.makedirs(out, exist_ok=True)
+    for name in arch.ARCHS:
+        torch.manual_seed(0)
+        example = torch.zeros(2, 1) if name == "mlp" else None
+        export(arch.build(name), os.path.join(out, f"{name}.pt"), example=example)
 
 
 def load_data(path, split="train", limit=None):
@@ -217,6 +239,8 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
     m.add_argument("dir")
+    ar = sub.add_parser("archs")
+    ar.add_argument("dir")
     r = sub.add_parser("reference")
     r.add_argument("--model", required=True)
     r.add_argument("--data", required=True)
@@ -236,6 +260,8 @@ def main():
     torch.set_num_threads(1)
     if a.cmd == "make":
         make(a.dir)
+    elif a.cmd == "archs":
+        archs(a.dir)
     elif a.cmd == "reference":
         reference(a)
     else:

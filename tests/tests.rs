@@ -7,4 +7,5 @@ mod common;
 mod cli;
 mod directions;
 mod grid;
+mod models;
 mod surface;
