@@ -98,11 +98,15 @@ def reference_loop(name, imgs, labels, dev, npoints):
     return len(labels) / t, t
 
 
-def eager_loop(name, imgs, labels, dev, npoints, batch):
-    """Resident uint8 data, channels_last, cudnn.benchmark, large batch, one sync per point."""
+def eager_loop(name, imgs, labels, dev, npoints, batch, precision="tf32"):
+    """Resident uint8 data, channels_last, cudnn.benchmark, large batch, one sync per point;
+    bf16/fp16 through autocast (PyTorch's recommended route), TF32 as PyTorch's flags say."""
     torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
     torch.manual_seed(0)
-    cl = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    cl = torch.channels_last
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     net = arch.build(name).to(dev).eval().to(memory_format=cl)
     x_all = torch.from_numpy(imgs).to(dev)
     y_all = torch.from_numpy(labels.astype(np.int64)).to(dev)
@@ -115,7 +119,9 @@ def eager_loop(name, imgs, labels, dev, npoints, batch):
     n = len(labels)
     pts = grid_points(3)[:npoints + 1]
     times = []
-    with torch.inference_mode():
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
         for a, b in pts:
             sync(dev)
             t0 = time.perf_counter()
@@ -125,24 +131,45 @@ def eager_loop(name, imgs, labels, dev, npoints, batch):
             correct = torch.zeros((), dtype=torch.int64, device=dev)
             for i in range(0, n, batch):
                 xb = (x_all[i:i + batch].float() * scale + shift).contiguous(memory_format=cl)
-                out = net(xb)
+                out = net(xb).float()
                 loss += F.cross_entropy(out, y_all[i:i + batch], reduction="sum").double()
                 correct += (out.argmax(1) == y_all[i:i + batch]).sum()
             _ = (loss / n).item(), correct.item()
             times.append(time.perf_counter() - t0)
     t = sum(times[1:]) / (len(times) - 1)
-    return n / t, t
+    mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    return n / t, t, mem
 
 
-def losscape_run(binary, model_pt, data_dir, dev, points, limit, out, batch=None):
+def gpu_memory_of(proc):
+    """Largest device memory nvidia-smi reports for a running process (MiB), polled."""
+    peak = 0
+    while proc.poll() is None:
+        try:
+            q = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                               capture_output=True, text=True, timeout=5).stdout
+            for line in q.splitlines():
+                pid, used = [v.strip() for v in line.split(",")]
+                if int(pid) == proc.pid:
+                    peak = max(peak, int(used))
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+        time.sleep(0.2)
+    return peak or None
+
+
+def losscape_run(binary, model_pt, data_dir, dev, points, limit, out, precision, extra=()):
+    """Run the binary; (its meta.json, wall seconds, peak GPU MiB as nvidia-smi saw it)."""
     k = int(round(points ** 0.5))
     cmd = [binary, "surface", "--model", model_pt, "--data", data_dir, "--limit", str(limit),
-           f"--x=-1:1:{k}", f"--y=-1:1:{k}", "--device", dev, "--out", out, "--overwrite", "--quiet"]
-    if batch:
-        cmd += ["--batch-size", str(batch)]
-    subprocess.run(cmd, check=True)
-    m = json.load(open(os.path.join(out, "meta.json")))
-    return m["timing"]["images_per_second"], m["timing"]["seconds_per_point"], m
+           f"--x=-1:1:{k}", f"--y=-1:1:{k}", "--device", dev, "--precision", precision,
+           "--out", out, "--overwrite", "--quiet", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    mem = gpu_memory_of(proc) if dev.startswith("cuda") else None
+    if proc.wait() != 0:
+        raise SystemExit(f"losscape failed: {' '.join(cmd)}")
+    return json.load(open(os.path.join(out, "meta.json"))), time.perf_counter() - t0, mem
 
 
 def main():
@@ -156,6 +183,9 @@ def main():
     ap.add_argument("--ref-points", type=int, default=2)
     ap.add_argument("--eager-batch", type=int, default=0, help="default 1024 on CUDA, 64 on CPU")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--precisions", nargs="+", help="default: tf32 bf16 on CUDA, fp32 on CPU")
+    ap.add_argument("--loss-cap", type=float, default=0,
+                    help="also time the grid with --loss-cap C (C = this x the centre loss) and report the saving")
     ap.add_argument("--json")
     ap.add_argument("--work", help="keep data and models here (default: a temporary directory)")
     a = ap.parse_args()
@@ -172,30 +202,48 @@ def main():
     data_dir = os.path.join(work, "data")
     cifar_io.write_binary(data_dir, "train", imgs, labels)
     machine = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
+    precisions = a.precisions or (["tf32", "bf16"] if cuda else ["fp32"])
     rows = []
     for name in a.models:
         torch.manual_seed(0)
         pt = os.path.join(work, f"{name}.pt")
         export(arch.build(name), pt)
-        r = {"model": name}
+        ref = None
         if not a.skip_reference:
             rn = min(a.ref_n, a.n)
-            r["reference_ips"], _ = reference_loop(name, imgs[:rn], labels[:rn], dev, a.ref_points)
-        r["eager_ips"], _ = eager_loop(name, imgs, labels, dev, a.points, eager_batch)
-        r["losscape_ips"], r["losscape_s_per_point"], meta = losscape_run(
-            a.bin, pt, data_dir, a.device, a.points, a.n, os.path.join(work, f"run-{name}"))
-        r["losscape_device"] = meta["device"]
-        r["losscape_batch"] = meta["batch_size"]
-        rows.append(r)
-        print(json.dumps(r), flush=True)
-    print(f"\nmachine: {machine}; torch {torch.__version__}; {a.n} images/point, {a.points} points; "
-          f"fp32 (PyTorch default TF32 for cuDNN convolutions)")
-    print(f"{'model':10} {'reference':>12} {'eager':>12} {'losscape':>12} {'s/point':>9} {'vs ref':>8} {'vs eager':>9}")
+            ref, _ = reference_loop(name, imgs[:rn], labels[:rn], dev, a.ref_points)
+        for prec in precisions:
+            r = {"model": name, "precision": prec, "reference_ips": ref}
+            r["eager_ips"], _, r["eager_peak_alloc_mib"] = eager_loop(name, imgs, labels, dev, a.points, eager_batch, prec)
+            meta, wall, r["losscape_gpu_mib"] = losscape_run(
+                a.bin, pt, data_dir, a.device, a.points, a.n, os.path.join(work, f"run-{name}-{prec}"), prec)
+            t = meta["timing"]
+            r.update(losscape_ips=t["images_per_second"], losscape_s_per_point=t["seconds_per_point"],
+                     perturb_fraction=t["perturb_fraction"], losscape_wall_s=wall, losscape_batch=meta["batch_size"],
+                     losscape_device=meta["device"], host_rss_mib=meta["peak_host_rss_mb"],
+                     precision_check=meta.get("precision_check"))
+            if a.loss_cap and prec == precisions[0]:
+                cap = a.loss_cap * meta["precision_check"]["center_loss"] if meta.get("precision_check") else a.loss_cap
+                mc, wc, _ = losscape_run(a.bin, pt, data_dir, a.device, a.points, a.n,
+                                         os.path.join(work, f"cap-{name}"), prec, ["--loss-cap", str(cap)])
+                r["loss_cap"] = {"cap": cap, "capped_points": mc["loss_cap"]["capped_points"],
+                                 "eval_s_without": t["eval_seconds"], "eval_s_with": mc["timing"]["eval_seconds"]}
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    print(f"\nmachine: {machine}; torch {torch.__version__}; {a.n} images/point, {a.points} points per method")
+    print(f"{'model':10} {'prec':5} {'reference':>10} {'eager':>10} {'losscape':>10} {'s/point':>8} {'vs ref':>7} "
+          f"{'vs eager':>8} {'perturb':>8} {'51x51 min':>9}")
     for r in rows:
-        ref = r.get("reference_ips")
-        print(f"{r['model']:10} {ref or float('nan'):12.0f} {r['eager_ips']:12.0f} {r['losscape_ips']:12.0f} "
-              f"{r['losscape_s_per_point']:9.3f} {(r['losscape_ips'] / ref) if ref else float('nan'):8.2f}x "
-              f"{r['losscape_ips'] / r['eager_ips']:8.2f}x")
+        ref = r["reference_ips"]
+        print(f"{r['model']:10} {r['precision']:5} {ref or float('nan'):10.0f} {r['eager_ips']:10.0f} "
+              f"{r['losscape_ips']:10.0f} {r['losscape_s_per_point']:8.3f} "
+              f"{(r['losscape_ips'] / ref) if ref else float('nan'):6.2f}x {r['losscape_ips'] / r['eager_ips']:7.2f}x "
+              f"{100 * r['perturb_fraction']:7.2f}% {r['losscape_s_per_point'] * 2601 / 60 * 50000 / a.n:9.1f}")
+    for r in rows:
+        if "loss_cap" in r:
+            c = r["loss_cap"]
+            print(f"{r['model']}: --loss-cap {c['cap']:.3g} capped {c['capped_points']}/{a.points} points, "
+                  f"eval {c['eval_s_without']:.2f}s -> {c['eval_s_with']:.2f}s")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"date": datetime.date.today().isoformat(), "machine": machine, "device": a.device,

@@ -21,20 +21,33 @@ pub enum LossKind {
     Mse,
 }
 
-/// Loss and accuracy of one full pass. `acc` is NaN for MSE.
+/// Loss and accuracy of one full pass. `acc` is NaN for MSE and for capped points.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PointValue {
     pub loss: f64,
     pub acc: f64,
+    /// The pass stopped early: `loss` is a lower bound (the partial sum / N) above the cap.
+    pub capped: bool,
 }
 
 pub struct Evaluator<'a> {
     model: &'a Model,
     data: &'a Dataset,
     pub loss: LossKind,
+    /// Samples per forward pass; halved by the `*_fitting` calls on out-of-memory.
     pub batch_size: usize,
     /// Output entries per sample (classes for CE).
     pub outputs_per_sample: i64,
+    /// dtype the inputs are cast to (the model's forward dtype).
+    pub input_kind: Kind,
+    /// Stop a pass once its partial mean proves the loss exceeds this.
+    pub loss_cap: Option<f64>,
+}
+
+/// Whether an error is an allocator's out-of-memory (CUDA or CPU).
+pub fn is_oom(e: &anyhow::Error) -> bool {
+    let s = format!("{e:#}").to_lowercase();
+    s.contains("out of memory") || s.contains("not enough memory") || s.contains("can't allocate memory")
 }
 
 impl<'a> Evaluator<'a> {
@@ -95,7 +108,36 @@ impl<'a> Evaluator<'a> {
                 per_out
             }
         };
-        Ok(Evaluator { model, data, loss, batch_size, outputs_per_sample })
+        Ok(Evaluator { model, data, loss, batch_size, outputs_per_sample, input_kind: Kind::Float, loss_cap: None })
+    }
+
+    /// Run `f`, halving the batch size and retrying each time it runs out of memory.
+    fn fitting<T>(&mut self, f: impl Fn(&Self) -> Result<T>) -> Result<T> {
+        loop {
+            match f(self) {
+                Err(e) if is_oom(&e) && self.batch_size > 1 => {
+                    let smaller = self.batch_size / 2;
+                    eprintln!("losscape: out of memory at batch size {}; retrying with {smaller}", self.batch_size);
+                    self.batch_size = smaller;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// `warm_up`, shrinking the batch until it fits.
+    pub fn warm_up_fitting(&mut self, passes: usize) -> Result<()> {
+        self.fitting(|ev| ev.warm_up(passes))
+    }
+
+    /// `evaluate`, shrinking the batch until it fits (then warming the new shapes up).
+    pub fn evaluate_fitting(&mut self) -> Result<PointValue> {
+        let before = self.batch_size;
+        let v = self.fitting(|ev| ev.evaluate())?;
+        if self.batch_size != before {
+            self.warm_up_fitting(1)?;
+        }
+        Ok(v)
     }
 
     /// Run the batch shapes of a pass (full and ragged tail) a few times, so that TorchScript's
@@ -110,7 +152,7 @@ impl<'a> Evaluator<'a> {
         }
         for _ in 0..passes {
             for &len in &shapes {
-                let _ = self.model.forward(&self.data.inputs(0, len))?;
+                let _ = self.model.forward(&self.data.inputs(0, len).to_kind(self.input_kind))?;
             }
         }
         crate::device::synchronize(self.model.device);
@@ -122,12 +164,17 @@ impl<'a> Evaluator<'a> {
         let _g = tch::no_grad_guard();
         let dev = self.model.device;
         let n = self.data.n;
+        let denom = match self.loss {
+            LossKind::Ce => n as f64,
+            LossKind::Mse => n as f64 * self.outputs_per_sample as f64,
+        };
         let mut loss_sum = Tensor::zeros([], (Kind::Double, dev));
         let mut correct = Tensor::zeros([], (Kind::Int64, dev));
         let mut start = 0;
         while start < n {
             let len = self.batch_size.min(n - start);
-            let out = self.model.forward(&self.data.inputs(start, len))?.to_kind(Kind::Float);
+            let xb = self.data.inputs(start, len).to_kind(self.input_kind);
+            let out = self.model.forward(&xb)?.to_kind(Kind::Float);
             let yb = self.data.targets(start, len);
             match self.loss {
                 LossKind::Ce => {
@@ -141,25 +188,35 @@ impl<'a> Evaluator<'a> {
                 }
             }
             start += len;
+            if let (Some(cap), true) = (self.loss_cap, start < n) {
+                // Every sample's loss is >= 0, so the partial sum bounds the total from below.
+                // (A host sync per batch: only paid when a cap is asked for.)
+                let partial = loss_sum.double_value(&[]) / denom;
+                if partial > cap {
+                    return Ok(PointValue { loss: partial, acc: f64::NAN, capped: true });
+                }
+            }
         }
         // The one host sync of the point.
         let both = Tensor::stack(&[loss_sum, correct.to_kind(Kind::Double)], 0);
         let v = Vec::<f64>::try_from(&both)?;
-        Ok(match self.loss {
-            LossKind::Ce => PointValue { loss: v[0] / n as f64, acc: v[1] / n as f64 },
-            LossKind::Mse => {
-                PointValue { loss: v[0] / (n as f64 * self.outputs_per_sample as f64), acc: f64::NAN }
-            }
-        })
+        let acc = match self.loss {
+            LossKind::Ce => v[1] / n as f64,
+            LossKind::Mse => f64::NAN,
+        };
+        Ok(PointValue { loss: v[0] / denom, acc, capped: false })
     }
 }
 
-/// Moves the model's parameters to θ* + αδ + βη and back. θ* is copied once at creation; the
-/// model's parameters equal θ* bit for bit again after `restore` (also done on drop).
+/// Moves the model's parameters to θ* + αδ + βη and back. θ* is copied once at creation (in the
+/// model's dtype then, normally float32: the masters); points are formed in that dtype and copied
+/// into the parameters, whatever dtype the model has been cast to since. After `restore` (also
+/// done on drop) the model has its original dtype and θ* bit for bit.
 pub struct Perturber<'a> {
     model: &'a Model,
     theta0: Vec<Tensor>,
-    /// Per parameter: its (δ, η) on the device in the parameter's dtype, None where zero.
+    master_kind: Kind,
+    /// Per parameter: its (δ, η) on the device in the masters' dtype and memory format, None where zero.
     dirs: Vec<(Option<Tensor>, Option<Tensor>)>,
 }
 
@@ -170,14 +227,14 @@ impl<'a> Perturber<'a> {
             if d.is_zero(i) {
                 None
             } else {
-                // Same dtype and memory format as the parameter it moves.
-                let mut t = model.params[i].1.empty_like();
+                // Same dtype and memory format as the master it is added to.
+                let mut t = theta0[i].empty_like();
                 t.copy_(&d.tensors[i].1);
                 Some(t)
             }
         };
         let dirs = (0..model.params.len()).map(|i| (on_device(x, i), y.and_then(|y| on_device(y, i)))).collect();
-        Perturber { model, theta0, dirs }
+        Perturber { model, master_kind: model.kind(), theta0, dirs }
     }
 
     /// Number of parameter tensors that move (the rest have zero directions).
@@ -200,6 +257,10 @@ impl<'a> Perturber<'a> {
     }
 
     pub fn restore(&self) {
+        if self.model.kind() != self.master_kind {
+            // Back to the masters' dtype first: loading float32 values into bf16 would round them.
+            let _ = self.model.cast(self.master_kind);
+        }
         self.model.load_values(&self.theta0);
     }
 }

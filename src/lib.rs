@@ -13,15 +13,26 @@ pub mod eval;
 pub mod grid;
 pub mod model;
 pub mod output;
+pub mod precision;
 pub mod progress;
 pub mod surface;
 
-/// The first line of a libtorch error (its C++ backtrace follows on later lines), so that every
-/// error the user sees is one line.
+/// One line of a libtorch error, so that every error the user sees is one line: the first line
+/// (a C++ backtrace follows it), or, when the TorchScript interpreter wrapped the error in its
+/// traceback, the line naming the original exception (`RuntimeError: ...`).
 pub fn torch_msg(e: &tch::TchError) -> String {
     let s = match e {
         tch::TchError::Torch(s) => s.clone(),
         other => other.to_string(),
     };
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("unknown libtorch error").to_string()
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if s.contains("failed in the TorchScript interpreter") {
+        let is_exception = |l: &&&str| {
+            l.split_once(": ").is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
+        };
+        if let Some(l) = lines.iter().rev().find(is_exception) {
+            return l.to_string();
+        }
+    }
+    lines.first().copied().unwrap_or("unknown libtorch error").to_string()
 }

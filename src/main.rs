@@ -11,6 +11,7 @@ use losscape::device::DeviceSpec;
 use losscape::directions::{Ignore, Norm};
 use losscape::eval::LossKind;
 use losscape::grid::{Axis, Spacing};
+use losscape::precision::Precision;
 use losscape::surface::{self, SurfaceConfig};
 
 /// Loss landscapes of neural networks: 1-D and 2-D loss grids around a trained TorchScript model
@@ -69,6 +70,12 @@ struct SurfaceArgs {
     /// Samples per forward pass [default: 4096 on CUDA, 64 on CPU].
     #[arg(long, value_name = "B")]
     batch_size: Option<usize>,
+    /// Forward precision: fp32 (strict, TF32 off), tf32, bf16 or fp16 [default: tf32 on CUDA, fp32 on CPU].
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
+    /// Stop a point's pass once its partial mean proves loss > C; such points are flagged in capped.npy.
+    #[arg(long, value_name = "C")]
+    loss_cap: Option<f64>,
     /// channels_last memory format for conv weights and images [default: true].
     #[arg(long, value_name = "BOOL")]
     channels_last: Option<bool>,
@@ -110,6 +117,8 @@ fn surface_config(a: SurfaceArgs) -> SurfaceConfig {
         loss: a.loss,
         batch_size: a.batch_size,
         channels_last: a.channels_last,
+        precision: a.precision,
+        loss_cap: a.loss_cap,
         device: a.device,
         out: a.out,
         overwrite: a.overwrite,

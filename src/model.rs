@@ -1,16 +1,18 @@
 //! The model: a TorchScript module on the run's device, in eval mode, and its named parameters,
 //! which share storage with the module (writing into them in place perturbs the model).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
-use tch::{CModule, Device, Tensor};
+use tch::{CModule, Device, Kind, Tensor};
 
 use crate::torch_msg;
 
 pub struct Model {
-    module: CModule,
+    /// In a RefCell so that `cast` can change the module's dtype while evaluators hold `&Model`.
+    module: RefCell<CModule>,
     /// `named_parameters()` in the module's order; these tensors alias the module's weights.
     pub params: Vec<(String, Tensor)>,
     pub device: Device,
@@ -47,12 +49,13 @@ impl Model {
                 bail!("model {}: parameter {name} is {:?}, not floating point", path.display(), p.kind());
             }
         }
-        Ok(Model { module, params, device, path: path.to_path_buf(), sha256 })
+        Ok(Model { module: RefCell::new(module), params, device, path: path.to_path_buf(), sha256 })
     }
 
     /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.module
+            .borrow()
             .forward_ts(&[x])
             .map_err(|e| anyhow::anyhow!("model {}: forward failed: {}", self.path.display(), torch_msg(&e)))
     }
@@ -84,6 +87,21 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Cast every floating-point parameter and buffer to `kind` (TorchScript's `Module.to`,
+    /// which keeps each tensor's memory format). The handles in `params` follow, since `to`
+    /// swaps the data under the same tensors.
+    pub fn cast(&self, kind: Kind) -> Result<()> {
+        self.module.borrow_mut().to(self.device, kind, false);
+        if let Some((name, p)) = self.params.iter().find(|(_, p)| p.kind() != kind) {
+            bail!("model {}: parameter {name} is still {:?} after casting to {kind:?}", self.path.display(), p.kind());
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.params[0].1.kind()
     }
 
     pub fn num_params(&self) -> i64 {

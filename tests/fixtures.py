@@ -41,6 +41,19 @@ def randomize_bn(model, g):
                 m.running_var.copy_(1 + 0.5 * torch.rand(m.running_var.shape, generator=g))
 
 
+class OomAbove8(nn.Module):
+    """Raises the CUDA allocator's out-of-memory error for batches over 8 samples."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if x.size(0) > 8:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated by tests/fixtures.py)")
+        return self.inner(x)
+
+
 class BadOutput(nn.Module):
     """Returns [N, 10, 1]: not [N, classes]."""
 
@@ -77,6 +90,7 @@ def make(out):
         opt.step()
     export(model, os.path.join(out, "resnet.pt"))
     export(model, os.path.join(out, "resnet_traced.pt"), trace=True)
+    export(OomAbove8(model), os.path.join(out, "oom_above_8.pt"))
     torch.save(model.state_dict(), os.path.join(out, "state_dict.pt"))  # not TorchScript
     export(BadOutput(), os.path.join(out, "bad_output.pt"))
     with open(os.path.join(out, "garbage.pt"), "wb") as f:

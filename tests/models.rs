@@ -87,3 +87,17 @@ fn train_saves_a_checkpoint_per_epoch_and_a_torchscript_model() {
         assert!(same_bits(p, &last[n]), "{n}: model.pt differs from the last checkpoint");
     }
 }
+
+#[test]
+fn casting_the_model_moves_its_parameter_handles_along() {
+    let m = Model::load(&fxp("resnet.pt"), Device::Cpu).unwrap();
+    let before = m.snapshot();
+    m.cast(tch::Kind::BFloat16).unwrap();
+    assert!(m.params.iter().all(|(_, p)| p.kind() == tch::Kind::BFloat16));
+    m.cast(tch::Kind::Float).unwrap();
+    // fp32 -> bf16 -> fp32 loses bits; loading the fp32 snapshot back restores them exactly.
+    m.load_values(&before);
+    for ((n, p), b) in m.params.iter().zip(&before) {
+        assert!(same_bits(p, b), "{n}");
+    }
+}

@@ -247,3 +247,79 @@ print("ok")
     let o = std::process::Command::new(python()).args(["-c", script, out.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn out_of_memory_halves_the_batch_and_the_run_goes_on() {
+    let a = out_dir("oom");
+    let mut c = config("oom_above_8.pt", "cifar-bin", "-1:1:3", &a);
+    c.batch_size = Some(60);
+    let s = surface::run(&c).unwrap();
+    assert_eq!(s.meta["batch_size"], 7, "60 -> 30 -> 15 -> 7 fits under the fixture's limit of 8");
+    let b = out_dir("oom-ref");
+    let mut r = config("resnet.pt", "cifar-bin", "-1:1:3", &b);
+    r.batch_size = Some(7);
+    let sr = surface::run(&r).unwrap();
+    assert_eq!(s.loss, sr.loss, "same model, same batch in the end: same values");
+}
+
+#[test]
+fn loss_cap_flags_points_and_leaves_the_others_alone() {
+    let a = out_dir("cap");
+    let mut c = config("resnet.pt", "cifar-bin", "-1:1:7", &a);
+    c.batch_size = Some(8);
+    let full = surface::run(&c).unwrap();
+    let b = out_dir("cap-on");
+    let mut cc = c.clone();
+    cc.out = b.clone();
+    cc.loss_cap = Some(10.0);
+    let s = surface::run(&cc).unwrap();
+    let (shape, capped) = npy(&b.join("capped.npy"));
+    assert_eq!(shape, vec![7]);
+    for i in 0..7 {
+        if full.loss[i] > 10.0 {
+            // Either proved above the cap early (flagged, a lower bound above 10) or, when only
+            // the last batch proves it, evaluated in full.
+            assert!(s.loss[i] > 10.0 && s.loss[i] <= full.loss[i] * (1.0 + 1e-6), "x[{i}]: {} vs {}", s.loss[i], full.loss[i]);
+        } else {
+            assert_eq!(capped[i], 0.0, "x[{i}] below the cap was flagged");
+            assert_eq!(s.loss[i], full.loss[i], "x[{i}] below the cap changed");
+        }
+    }
+    assert!(capped.iter().filter(|&&v| v == 1.0).count() >= 2, "{capped:?} / {:?}", full.loss);
+    assert_eq!(s.meta["loss_cap"]["capped_points"].as_u64().unwrap() as usize, capped.iter().filter(|&&v| v == 1.0).count());
+}
+
+#[test]
+fn reduced_precision_reports_its_deviation_and_restores_the_model() {
+    let a = out_dir("bf16");
+    let mut c = config("resnet.pt", "cifar-bin", "-0.5:0.5:3", &a);
+    c.precision = Some(losscape::precision::Precision::Bf16);
+    let s = surface::run(&c).unwrap();
+    let b = out_dir("fp32");
+    let mut r = c.clone();
+    r.out = b;
+    r.precision = None;
+    let sr = surface::run(&r).unwrap();
+    assert_eq!(sr.meta["precision"], "fp32");
+    assert!(sr.meta["precision_check"].is_null());
+    assert_eq!(s.meta["dtype"], "bfloat16");
+    let pc = &s.meta["precision_check"];
+    assert_rel(pc["center_loss_fp32"].as_f64().unwrap(), sr.loss[1] as f64, 1e-6, "fp32 reference");
+    assert_rel(pc["center_loss"].as_f64().unwrap(), s.loss[1] as f64, 1e-6, "bf16 centre");
+    for (x, y) in s.loss.iter().zip(&sr.loss) {
+        assert!((x - y).abs() <= 0.1 * y.abs() + 0.05, "bf16 {x} vs fp32 {y}");
+    }
+    // A bf16 pass then a restore gives the float32 parameters back bit for bit.
+    let model = Model::load(&fxp("resnet.pt"), Device::Cpu).unwrap();
+    let before = model.snapshot();
+    let (dx, dy) = directions::random(&model.params, 0, Norm::Filter, Ignore::Biasbn, true);
+    {
+        let p = Perturber::new(&model, &dx, dy.as_ref());
+        model.cast(tch::Kind::BFloat16).unwrap();
+        p.set(0.3, 0.2);
+    }
+    assert_eq!(model.kind(), tch::Kind::Float);
+    for ((n, p), b) in model.params.iter().zip(&before) {
+        assert!(same_bits(p, b), "{n}");
+    }
+}
