@@ -185,7 +185,7 @@ def main():
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--precisions", nargs="+", help="default: tf32 bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--loss-cap", type=float, default=0,
-                    help="also time the grid with --loss-cap C (C = this x the centre loss) and report the saving")
+                    help="also time the grid with --loss-cap C (C = this x the grid's lowest loss) and report the saving")
     ap.add_argument("--json")
     ap.add_argument("--work", help="keep data and models here (default: a temporary directory)")
     a = ap.parse_args()
@@ -223,7 +223,7 @@ def main():
                      losscape_device=meta["device"], host_rss_mib=meta["peak_host_rss_mb"],
                      precision_check=meta.get("precision_check"))
             if a.loss_cap and prec == precisions[0]:
-                cap = a.loss_cap * meta["precision_check"]["center_loss"] if meta.get("precision_check") else a.loss_cap
+                cap = a.loss_cap * meta["loss_min"]
                 mc, wc, _ = losscape_run(a.bin, pt, data_dir, a.device, a.points, a.n,
                                          os.path.join(work, f"cap-{name}"), prec, ["--loss-cap", str(cap)])
                 r["loss_cap"] = {"cap": cap, "capped_points": mc["loss_cap"]["capped_points"],
