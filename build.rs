@@ -3,12 +3,12 @@
 //!    otherwise `--as-needed` drops it and CUDA is silently unavailable at run time;
 //! 2. an rpath to the libtorch lib dir, so `target/release/losscape` runs without LD_LIBRARY_PATH;
 //! 3. the libtorch version, recorded in every run's meta.json;
-//! 4. a small C++ shim (src/ffi/context.cpp) for libtorch switches tch does not expose (TF32).
+//! 4. a small C++ shim (src/ffi/shim.cpp) for the libtorch calls tch does not expose.
 use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    println!("cargo:rerun-if-changed=src/ffi/context.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/shim.cpp");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB");
     let lib = Path::new(&lib);
     if lib.join("libtorch_cuda.so").exists() {
@@ -32,7 +32,7 @@ fn main() {
     let include = lib.join("../include");
     cc::Build::new()
         .cpp(true)
-        .file("src/ffi/context.cpp")
+        .file("src/ffi/shim.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use tch::{Kind, Reduction, Tensor};
 
+use crate::checkpoint::State;
 use crate::data::{Dataset, Targets};
 use crate::directions::Direction;
 use crate::model::Model;
@@ -208,60 +209,127 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// Moves the model's parameters to θ* + αδ + βη and back. θ* is copied once at creation (in the
-/// model's dtype then, normally float32: the masters); points are formed in that dtype and copied
-/// into the parameters, whatever dtype the model has been cast to since. After `restore` (also
-/// done on drop) the model has its original dtype and θ* bit for bit.
+/// How a grid point (α, β) gives the values of the moving tensors.
+enum Path {
+    /// origin + α·δ + β·η (per tensor: None where that direction is zero there).
+    Affine(Vec<(Option<Tensor>, Option<Tensor>)>),
+    /// (1 − α)·origin + α·end, by `lerp`, which is exact at α = 0 and α = 1.
+    Lerp(Vec<Tensor>),
+}
+
+/// Moves the model's state (parameters, then floating-point buffers) to the values of a grid
+/// point and back. The origin and directions are copied at creation as masters in the model's
+/// dtype then (normally float32); points are formed afresh from them in that dtype and copied into
+/// the model, whatever dtype it has been cast to since. After `restore` (also done on drop) the
+/// model has its original dtype and values bit for bit.
 pub struct Perturber<'a> {
     model: &'a Model,
-    theta0: Vec<Tensor>,
+    /// Handles to the model's tensors: `Model::state()`.
+    targets: Vec<Tensor>,
+    /// The model's values at creation.
+    original: Vec<Tensor>,
+    /// The values at (0, 0).
+    origin: Vec<Tensor>,
+    path: Path,
     master_kind: Kind,
-    /// Per parameter: its (δ, η) on the device in the masters' dtype and memory format, None where zero.
-    dirs: Vec<(Option<Tensor>, Option<Tensor>)>,
+}
+
+/// A device copy of `src` with the dtype and memory format of `like`.
+fn master_like(like: &Tensor, src: &Tensor) -> Tensor {
+    let mut t = like.empty_like();
+    t.copy_(src);
+    t
 }
 
 impl<'a> Perturber<'a> {
+    /// θ* + αδ + βη around the model's own values (the `surface` command).
     pub fn new(model: &'a Model, x: &Direction, y: Option<&Direction>) -> Perturber<'a> {
-        let theta0 = model.snapshot();
-        let on_device = |d: &Direction, i: usize| -> Option<Tensor> {
-            if d.is_zero(i) {
-                None
-            } else {
-                // Same dtype and memory format as the master it is added to.
-                let mut t = theta0[i].empty_like();
-                t.copy_(&d.tensors[i].1);
-                Some(t)
-            }
-        };
-        let dirs = (0..model.params.len()).map(|i| (on_device(x, i), y.and_then(|y| on_device(y, i)))).collect();
-        Perturber { model, master_kind: model.kind(), theta0, dirs }
+        Perturber::affine(model, None, x, y)
     }
 
-    /// Number of parameter tensors that move (the rest have zero directions).
-    pub fn moving(&self) -> usize {
-        self.dirs.iter().filter(|(a, b)| a.is_some() || b.is_some()).count()
-    }
-
-    /// Set the parameters to θ* + αδ + βη, each formed afresh from θ*.
-    pub fn set(&self, alpha: f64, beta: f64) {
+    /// origin + αδ + βη, where origin is a checkpoint's state (None: the model's own values).
+    /// δ and η are matched to the model's state by name; tensors they do not name stay put.
+    pub fn affine(model: &'a Model, origin: Option<&State>, x: &Direction, y: Option<&Direction>) -> Perturber<'a> {
         let _g = tch::no_grad_guard();
-        for (((_, p), t0), (dx, dy)) in self.model.params.iter().zip(&self.theta0).zip(&self.dirs) {
-            let v = match (dx, dy) {
-                (None, None) => continue,
-                (Some(dx), None) => t0 + dx * alpha,
-                (None, Some(dy)) => t0 + dy * beta,
-                (Some(dx), Some(dy)) => t0 + dx * alpha + dy * beta,
-            };
-            p.shallow_clone().copy_(&v);
+        let (targets, original, origin) = Perturber::start(model, origin);
+        let names: Vec<String> = model.state().into_iter().map(|(n, _)| n).collect();
+        let lookup = |d: &Direction| -> Vec<Option<Tensor>> {
+            let by_name: std::collections::HashMap<&str, &Tensor> = d.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            names
+                .iter()
+                .zip(&origin)
+                .map(|(n, o)| by_name.get(n.as_str()).filter(|t| t.abs().max().double_value(&[]) != 0.0).map(|t| master_like(o, t)))
+                .collect()
+        };
+        let dx = lookup(x);
+        let dy = y.map(lookup).unwrap_or_else(|| names.iter().map(|_| None).collect());
+        let path = Path::Affine(dx.into_iter().zip(dy).collect());
+        Perturber { model, targets, original, origin, path, master_kind: model.kind() }
+    }
+
+    /// The segment from `from` (α = 0) to `to` (α = 1), both checkpoint states of the model.
+    pub fn line(model: &'a Model, from: &State, to: &State) -> Perturber<'a> {
+        let _g = tch::no_grad_guard();
+        let (targets, original, origin) = Perturber::start(model, Some(from));
+        let end = origin.iter().zip(&to.tensors).map(|(o, t)| master_like(o, t)).collect();
+        Perturber { model, targets, original, origin, path: Path::Lerp(end), master_kind: model.kind() }
+    }
+
+    /// (targets, original values, origin masters), with the origin loaded into the model.
+    fn start(model: &Model, origin: Option<&State>) -> (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>) {
+        let targets: Vec<Tensor> = model.state().into_iter().map(|(_, t)| t).collect();
+        let original: Vec<Tensor> = targets.iter().map(|t| t.detach().copy()).collect();
+        let origin: Vec<Tensor> = match origin {
+            None => original.iter().map(|t| t.copy()).collect(),
+            Some(s) => targets.iter().zip(&s.tensors).map(|(t, v)| master_like(t, v)).collect(),
+        };
+        for (t, o) in targets.iter().zip(&origin) {
+            t.shallow_clone().copy_(o);
+        }
+        (targets, original, origin)
+    }
+
+    /// Number of tensors that move (the rest have zero directions).
+    pub fn moving(&self) -> usize {
+        match &self.path {
+            Path::Affine(d) => d.iter().filter(|(a, b)| a.is_some() || b.is_some()).count(),
+            Path::Lerp(end) => self.origin.iter().zip(end).filter(|(o, e)| !o.equal(e)).count(),
         }
     }
 
+    /// Set the model to the point (α, β), formed afresh from the masters.
+    pub fn set(&self, alpha: f64, beta: f64) {
+        let _g = tch::no_grad_guard();
+        match &self.path {
+            Path::Affine(dirs) => {
+                for ((p, t0), (dx, dy)) in self.targets.iter().zip(&self.origin).zip(dirs) {
+                    let v = match (dx, dy) {
+                        (None, None) => continue,
+                        (Some(dx), None) => t0 + dx * alpha,
+                        (None, Some(dy)) => t0 + dy * beta,
+                        (Some(dx), Some(dy)) => t0 + dx * alpha + dy * beta,
+                    };
+                    p.shallow_clone().copy_(&v);
+                }
+            }
+            Path::Lerp(end) => {
+                for ((p, a), b) in self.targets.iter().zip(&self.origin).zip(end) {
+                    p.shallow_clone().copy_(&a.lerp(b, alpha));
+                }
+            }
+        }
+    }
+
+    /// Put the model back as it was at creation: its dtype, then its values, bit for bit.
     pub fn restore(&self) {
+        let _g = tch::no_grad_guard();
         if self.model.kind() != self.master_kind {
             // Back to the masters' dtype first: loading float32 values into bf16 would round them.
             let _ = self.model.cast(self.master_kind);
         }
-        self.model.load_values(&self.theta0);
+        for (t, v) in self.targets.iter().zip(&self.original) {
+            t.shallow_clone().copy_(v);
+        }
     }
 }
 

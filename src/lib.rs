@@ -6,10 +6,12 @@
 //! dataset mean) → [`output`] (.npy + meta.json). [`surface`] runs them in order for the
 //! `surface` command.
 
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod directions;
 pub mod eval;
+pub mod ffi;
 pub mod grid;
 pub mod model;
 pub mod output;

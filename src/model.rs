@@ -15,6 +15,8 @@ pub struct Model {
     module: RefCell<CModule>,
     /// `named_parameters()` in the module's order; these tensors alias the module's weights.
     pub params: Vec<(String, Tensor)>,
+    /// `named_buffers()` (BatchNorm running statistics, ...), aliasing the module's buffers.
+    pub buffers: Vec<(String, Tensor)>,
     pub device: Device,
     pub path: PathBuf,
     pub sha256: String,
@@ -49,7 +51,9 @@ impl Model {
                 bail!("model {}: parameter {name} is {:?}, not floating point", path.display(), p.kind());
             }
         }
-        Ok(Model { module: RefCell::new(module), params, device, path: path.to_path_buf(), sha256 })
+        let buffers = crate::ffi::named_buffers(&module, &params[0].1)
+            .map_err(|e| anyhow::anyhow!("model {}: {e:#}", path.display()))?;
+        Ok(Model { module: RefCell::new(module), params, buffers, device, path: path.to_path_buf(), sha256 })
     }
 
     /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.
@@ -102,6 +106,16 @@ impl Model {
 
     pub fn kind(&self) -> Kind {
         self.params[0].1.kind()
+    }
+
+    /// What a checkpoint sets and what interpolation between checkpoints moves: the parameters,
+    /// then the floating-point buffers (integer ones such as `num_batches_tracked` are left alone).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .chain(self.buffers.iter().filter(|(_, b)| b.is_floating_point()))
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
     }
 
     pub fn num_params(&self) -> i64 {

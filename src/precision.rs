@@ -4,14 +4,8 @@
 
 use std::fmt;
 
-use anyhow::{bail, Result};
 use serde::Serialize;
 use tch::{Device, Kind};
-
-extern "C" {
-    fn losscape_set_tf32(on: i32) -> i32;
-    fn losscape_tf32_conv() -> i32;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -70,17 +64,4 @@ impl Precision {
     }
 }
 
-/// Allow or forbid TF32 for CUDA float32 convolutions and matmuls (process-wide).
-pub fn set_tf32(on: bool) -> Result<()> {
-    // SAFETY: plain C functions of src/ffi/context.cpp; they catch all C++ exceptions.
-    if unsafe { losscape_set_tf32(on as i32) } != 0 {
-        bail!("libtorch refused to {} TF32", if on { "enable" } else { "disable" });
-    }
-    Ok(())
-}
-
-/// Whether CUDA float32 convolutions may use TF32 right now.
-pub fn tf32_conv() -> bool {
-    // SAFETY: as above.
-    unsafe { losscape_tf32_conv() == 1 }
-}
+pub use crate::ffi::{set_tf32, tf32_conv};
