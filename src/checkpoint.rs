@@ -43,11 +43,18 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
     };
     match crate::ffi::torch_load(path) {
         Ok(t) => Ok((Format::TorchSave, t)),
-        Err(e) => bail!(
-            "checkpoint {}: neither TorchScript ({ts_err}) nor a torch.save zip file ({e:#}); \
-             convert it with models/convert_checkpoint.py (writes .safetensors)",
-            path.display()
-        ),
+        Err(e) => {
+            let why = if ts_err.contains("central directory") || ts_err.contains("not a ZIP archive") {
+                "not a zip archive, so neither TorchScript nor a current torch.save file (an old-style torch.save?)".to_string()
+            } else {
+                format!("not TorchScript ({ts_err}) nor a readable torch.save zip file ({e:#})")
+            };
+            bail!(
+                "checkpoint {}: {why}; convert it with `python models/convert_checkpoint.py {} OUT.safetensors`",
+                path.display(),
+                path.display()
+            )
+        }
     }
 }
 

@@ -219,9 +219,10 @@ enum Path {
 
 /// Moves the model's state (parameters, then floating-point buffers) to the values of a grid
 /// point and back. The origin and directions are copied at creation as masters in the model's
-/// dtype then (normally float32); points are formed afresh from them in that dtype and copied into
-/// the model, whatever dtype it has been cast to since. After `restore` (also done on drop) the
-/// model has its original dtype and values bit for bit.
+/// native dtype (normally float32); points are formed afresh from them in that dtype and copied
+/// into the model, whatever dtype it has been cast to since. Make it before casting the model:
+/// after `restore` (also done on drop) the model has its native dtype and the values it had at
+/// creation, bit for bit.
 pub struct Perturber<'a> {
     model: &'a Model,
     /// Handles to the model's tensors: `Model::state()`.
@@ -234,9 +235,12 @@ pub struct Perturber<'a> {
     master_kind: Kind,
 }
 
-/// A device copy of `src` with the dtype and memory format of `like`.
-fn master_like(like: &Tensor, src: &Tensor) -> Tensor {
+/// A device copy of `src` in dtype `kind` with the memory format of `like`.
+fn master_like(like: &Tensor, src: &Tensor, kind: Kind) -> Tensor {
     let mut t = like.empty_like();
+    if t.kind() != kind {
+        t = t.to_kind(kind);
+    }
     t.copy_(src);
     t
 }
@@ -258,30 +262,33 @@ impl<'a> Perturber<'a> {
             names
                 .iter()
                 .zip(&origin)
-                .map(|(n, o)| by_name.get(n.as_str()).filter(|t| t.abs().max().double_value(&[]) != 0.0).map(|t| master_like(o, t)))
+                .map(|(n, o)| {
+                    by_name.get(n.as_str()).filter(|t| t.abs().max().double_value(&[]) != 0.0).map(|t| master_like(o, t, o.kind()))
+                })
                 .collect()
         };
         let dx = lookup(x);
         let dy = y.map(lookup).unwrap_or_else(|| names.iter().map(|_| None).collect());
         let path = Path::Affine(dx.into_iter().zip(dy).collect());
-        Perturber { model, targets, original, origin, path, master_kind: model.kind() }
+        Perturber { model, targets, original, origin, path, master_kind: model.native_kind }
     }
 
     /// The segment from `from` (α = 0) to `to` (α = 1), both checkpoint states of the model.
     pub fn line(model: &'a Model, from: &State, to: &State) -> Perturber<'a> {
         let _g = tch::no_grad_guard();
         let (targets, original, origin) = Perturber::start(model, Some(from));
-        let end = origin.iter().zip(&to.tensors).map(|(o, t)| master_like(o, t)).collect();
-        Perturber { model, targets, original, origin, path: Path::Lerp(end), master_kind: model.kind() }
+        let end = origin.iter().zip(&to.tensors).map(|(o, t)| master_like(o, t, o.kind())).collect();
+        Perturber { model, targets, original, origin, path: Path::Lerp(end), master_kind: model.native_kind }
     }
 
     /// (targets, original values, origin masters), with the origin loaded into the model.
     fn start(model: &Model, origin: Option<&State>) -> (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>) {
         let targets: Vec<Tensor> = model.state().into_iter().map(|(_, t)| t).collect();
         let original: Vec<Tensor> = targets.iter().map(|t| t.detach().copy()).collect();
+        let kind = model.native_kind;
         let origin: Vec<Tensor> = match origin {
-            None => original.iter().map(|t| t.copy()).collect(),
-            Some(s) => targets.iter().zip(&s.tensors).map(|(t, v)| master_like(t, v)).collect(),
+            None => original.iter().map(|t| master_like(t, t, kind)).collect(),
+            Some(s) => targets.iter().zip(&s.tensors).map(|(t, v)| master_like(t, v, kind)).collect(),
         };
         for (t, o) in targets.iter().zip(&origin) {
             t.shallow_clone().copy_(o);
@@ -317,6 +324,14 @@ impl<'a> Perturber<'a> {
                     p.shallow_clone().copy_(&a.lerp(b, alpha));
                 }
             }
+        }
+    }
+
+    /// Set the model to a whole other state (a checkpoint's), e.g. to evaluate it in place.
+    pub fn set_state(&self, state: &State) {
+        let _g = tch::no_grad_guard();
+        for (t, v) in self.targets.iter().zip(&state.tensors) {
+            t.shallow_clone().copy_(v);
         }
     }
 

@@ -28,7 +28,7 @@ extern "C" fn collect(ctx: *mut c_void, name: *const c_char, t: *mut c_void) {
 
 fn err_text(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::clean(&String::from_utf8_lossy(&buf[..end]))
 }
 
 /// Allow or forbid TF32 for CUDA float32 convolutions and matmuls (process-wide).

@@ -7,6 +7,7 @@
 //! `surface` command.
 
 pub mod checkpoint;
+pub mod checkpoints;
 pub mod data;
 pub mod device;
 pub mod directions;
@@ -15,8 +16,10 @@ pub mod ffi;
 pub mod grid;
 pub mod model;
 pub mod output;
+pub mod pca;
 pub mod precision;
 pub mod progress;
+pub mod run;
 pub mod surface;
 
 /// One line of a libtorch error, so that every error the user sees is one line: the first line
@@ -36,5 +39,10 @@ pub fn torch_msg(e: &tch::TchError) -> String {
             return l.to_string();
         }
     }
-    lines.first().copied().unwrap_or("unknown libtorch error").to_string()
+    clean(lines.first().copied().unwrap_or("unknown libtorch error"))
+}
+
+/// A libtorch message without the boilerplate libtorch appends to zip-reader errors.
+pub fn clean(msg: &str) -> String {
+    msg.split(". This is an internal miniz error").next().unwrap_or(msg).trim().to_string()
 }

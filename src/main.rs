@@ -1,21 +1,24 @@
 //! The `losscape` command line: parses arguments into typed configs, runs, and turns any error
-//! into one line on stderr and exit status 1 (2 for usage errors, from clap).
+//! into one line on stderr and exit status 1 (2 for usage errors).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use losscape::checkpoints::{LineConfig, Origin, PlaneConfig, TrajectoryConfig};
 use losscape::data::{DataSpec, Layout, Split};
 use losscape::device::DeviceSpec;
 use losscape::directions::{Ignore, Norm};
 use losscape::eval::LossKind;
 use losscape::grid::{Axis, Spacing};
 use losscape::precision::Precision;
-use losscape::surface::{self, SurfaceConfig};
+use losscape::run::{EvalOptions, GridSpec};
+use losscape::surface::{self, Surface, SurfaceConfig};
 
-/// Loss landscapes of neural networks: 1-D and 2-D loss grids around a trained TorchScript model
-/// along filter-normalized random directions (Li et al., NeurIPS 2018).
+/// Loss landscapes of neural networks: loss grids around trained TorchScript models along
+/// filter-normalized random directions, between checkpoints, and on the PCA plane of a training
+/// trajectory (Li et al., NeurIPS 2018).
 #[derive(Parser)]
 #[command(name = "losscape", version, about)]
 struct Cli {
@@ -25,15 +28,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Evaluate the loss on a 1-D (--x) or 2-D (--x and --y) grid of θ + αδ + βη.
+    /// Loss on a 1-D (--x) or 2-D (--x and --y) grid of θ* + αδ + βη, δ and η random directions.
     Surface(SurfaceArgs),
+    /// Loss along the segment θ(α) = (1−α)·θ_A + α·θ_B between two checkpoints.
+    Line(LineArgs),
+    /// Loss on the plane through three checkpoints: origin A, axes B − A and C − A.
+    Plane(PlaneArgs),
+    /// PCA of a training trajectory: the optimizer's path on the plane of its top two principal
+    /// directions, and the loss surface on that plane.
+    Trajectory(TrajectoryArgs),
 }
 
+/// Data, evaluation and output options shared by every command.
 #[derive(Args)]
-struct SurfaceArgs {
-    /// TorchScript model file (torch.jit.script or torch.jit.trace, see models/export.py).
-    #[arg(long, value_name = "M.pt")]
-    model: PathBuf,
+struct EvalArgs {
     /// CIFAR-10 directory (binary or python version), a directory with X.npy + y.npy, or an X .npy file.
     #[arg(long, value_name = "DIR_OR_NPY")]
     data: PathBuf,
@@ -43,6 +51,68 @@ struct SurfaceArgs {
     /// Use the first N samples only (in file order).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Loss: ce (class labels) or mse (float targets). Default: by the dtype of the labels.
+    #[arg(long, value_enum)]
+    loss: Option<LossKind>,
+    /// Samples per forward pass, halved on out-of-memory [default: 4096 on CUDA, 64 on CPU].
+    #[arg(long, value_name = "B")]
+    batch_size: Option<usize>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
+    /// Forward precision: fp32 (strict, TF32 off), tf32, bf16 or fp16 [default: tf32 on CUDA, fp32 on CPU].
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
+    /// Stop a point's pass once its partial mean proves loss > C; such points are flagged in capped.npy.
+    #[arg(long, value_name = "C")]
+    loss_cap: Option<f64>,
+    /// channels_last memory format for conv weights and images [default: true].
+    #[arg(long, value_name = "BOOL")]
+    channels_last: Option<bool>,
+    /// Per-channel mean of byte images on the [0, 1] scale, comma-separated [default for CIFAR-10: 0.4914,0.4824,0.4467].
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    mean: Option<Vec<f32>>,
+    /// Per-channel std of byte images on the [0, 1] scale [default for CIFAR-10: 0.2471,0.2435,0.2616].
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    /// Layout of 4-D X.npy.
+    #[arg(long, value_enum, default_value = "auto")]
+    layout: Layout,
+    /// Run directory for loss.npy, acc.npy, x.npy, y.npy, directions.safetensors, meta.json.
+    #[arg(long, value_name = "RUN_DIR")]
+    out: PathBuf,
+    /// Replace a complete run already in RUN_DIR.
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl EvalArgs {
+    fn options(self) -> EvalOptions {
+        let data = DataSpec { path: self.data, split: self.split, limit: self.limit, mean: self.mean, std: self.std, layout: self.layout };
+        EvalOptions {
+            data,
+            loss: self.loss,
+            batch_size: self.batch_size,
+            precision: self.precision,
+            loss_cap: self.loss_cap,
+            channels_last: self.channels_last,
+            device: self.device,
+            out: self.out,
+            overwrite: self.overwrite,
+            quiet: self.quiet,
+            argv: std::env::args().collect(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct SurfaceArgs {
+    /// TorchScript model file (torch.jit.script or torch.jit.trace, see models/export.py).
+    #[arg(long, value_name = "M.pt")]
+    model: PathBuf,
     /// x axis (α): MIN:MAX:N, e.g. -1:1:51.
     #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true)]
     x: Axis,
@@ -64,90 +134,142 @@ struct SurfaceArgs {
     /// Reuse directions from a directions.safetensors of an earlier run (x.<param>, y.<param>).
     #[arg(long, value_name = "FILE")]
     directions: Option<PathBuf>,
-    /// Loss: ce (class labels) or mse (float targets). Default: by the dtype of the labels.
-    #[arg(long, value_enum)]
-    loss: Option<LossKind>,
-    /// Samples per forward pass [default: 4096 on CUDA, 64 on CPU].
-    #[arg(long, value_name = "B")]
-    batch_size: Option<usize>,
-    /// Forward precision: fp32 (strict, TF32 off), tf32, bf16 or fp16 [default: tf32 on CUDA, fp32 on CPU].
-    #[arg(long, value_enum)]
-    precision: Option<Precision>,
-    /// Stop a point's pass once its partial mean proves loss > C; such points are flagged in capped.npy.
-    #[arg(long, value_name = "C")]
-    loss_cap: Option<f64>,
-    /// channels_last memory format for conv weights and images [default: true].
-    #[arg(long, value_name = "BOOL")]
-    channels_last: Option<bool>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: DeviceSpec,
-    /// Per-channel mean of byte images on the [0, 1] scale, comma-separated [default for CIFAR-10: 0.4914,0.4824,0.4467].
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
-    mean: Option<Vec<f32>>,
-    /// Per-channel std of byte images on the [0, 1] scale [default for CIFAR-10: 0.2471,0.2435,0.2616].
-    #[arg(long, value_delimiter = ',')]
-    std: Option<Vec<f32>>,
-    /// Layout of 4-D X.npy.
-    #[arg(long, value_enum, default_value = "auto")]
-    layout: Layout,
-    /// Run directory for loss.npy, acc.npy, x.npy, y.npy, directions.safetensors, meta.json.
-    #[arg(long, value_name = "RUN_DIR")]
-    out: PathBuf,
-    /// Replace a complete run already in RUN_DIR.
-    #[arg(long)]
-    overwrite: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    eval: EvalArgs,
 }
 
-fn surface_config(a: SurfaceArgs) -> SurfaceConfig {
-    let data = DataSpec { path: a.data, split: a.split, limit: a.limit, mean: a.mean, std: a.std, layout: a.layout };
-    SurfaceConfig {
-        model: a.model,
-        data,
-        x: a.x,
-        y: a.y,
-        spacing: a.spacing,
-        norm: a.norm,
-        ignore: a.ignore,
-        seed: a.seed,
-        directions: a.directions,
-        loss: a.loss,
-        batch_size: a.batch_size,
-        channels_last: a.channels_last,
-        precision: a.precision,
-        loss_cap: a.loss_cap,
-        device: a.device,
-        out: a.out,
-        overwrite: a.overwrite,
-        quiet: a.quiet,
-        argv: std::env::args().collect(),
+#[derive(Args)]
+struct LineArgs {
+    /// Checkpoint at α = 0: TorchScript, torch.save state_dict (zip) or .safetensors.
+    #[arg(long, value_name = "A")]
+    from: PathBuf,
+    /// Checkpoint at α = 1.
+    #[arg(long, value_name = "B")]
+    to: PathBuf,
+    /// TorchScript architecture the state dicts are applied to [default: A, if it is TorchScript].
+    #[arg(long, value_name = "M.pt")]
+    arch: Option<PathBuf>,
+    /// α axis: MIN:MAX:N.
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true, default_value = "-0.5:1.5:41")]
+    x: Axis,
+    #[command(flatten)]
+    eval: EvalArgs,
+}
+
+#[derive(Args)]
+struct PlaneArgs {
+    /// Three checkpoints A B C: the plane's origin A and axes B − A, C − A.
+    #[arg(long, num_args = 3, value_names = ["A", "B", "C"])]
+    models: Vec<PathBuf>,
+    /// TorchScript architecture the state dicts are applied to [default: A, if it is TorchScript].
+    #[arg(long, value_name = "M.pt")]
+    arch: Option<PathBuf>,
+    /// x axis (coefficient of B − A).
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true, default_value = "-0.5:1.5:21")]
+    x: Axis,
+    /// y axis (coefficient of C − A, or of its part orthogonal to B − A).
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true, default_value = "-0.5:1.5:21")]
+    y: Axis,
+    /// Gram–Schmidt: make the y axis orthogonal to B − A (C then sits at (c, 1), recorded in meta.json).
+    #[arg(long)]
+    orthogonalize: bool,
+    #[command(flatten)]
+    eval: EvalArgs,
+}
+
+#[derive(Args)]
+struct TrajectoryArgs {
+    /// A directory of checkpoints, or a glob such as 'run/epoch_*.pt' (quote it); ordered naturally.
+    #[arg(long, value_name = "DIR_OR_GLOB")]
+    checkpoints: String,
+    /// TorchScript architecture the state dicts are applied to [default: the last checkpoint, if TorchScript].
+    #[arg(long, value_name = "M.pt")]
+    arch: Option<PathBuf>,
+    /// The plane's origin: the last checkpoint, or another checkpoint file.
+    #[arg(long, default_value = "last", value_name = "last|FILE")]
+    origin: Origin,
+    /// Parameters with dim <= 1 (biases, BatchNorm): biasbn = left out of the PCA, keep = included.
+    #[arg(long, value_enum, default_value = "biasbn")]
+    ignore: Ignore,
+    /// x axis [default: the path's extent plus a margin, 21 points].
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true)]
+    x: Option<Axis>,
+    /// y axis [default: the path's extent plus a margin, 21 points].
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true)]
+    y: Option<Axis>,
+    /// Margin around the path, as a fraction of its extent on each axis.
+    #[arg(long, default_value_t = 0.25)]
+    margin: f64,
+    /// Points per axis when the extent is automatic.
+    #[arg(long, default_value_t = 21)]
+    n: usize,
+    #[command(flatten)]
+    eval: EvalArgs,
+}
+
+fn report(s: &Surface, quiet: bool, out: &std::path::Path) {
+    if quiet {
+        return;
     }
+    let t = &s.meta["timing"];
+    eprintln!(
+        "losscape: {} points on {} in {:.1}s ({:.0} images/s), loss {} .. {} -> {}",
+        s.grid.len(),
+        s.meta["device"].as_str().unwrap_or("?"),
+        t["wall_seconds"].as_f64().unwrap_or(0.0),
+        t["images_per_second"].as_f64().unwrap_or(0.0),
+        s.meta["loss_min"],
+        s.meta["loss_max"],
+        out.display()
+    );
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let (s, quiet, out) = match cli.command {
         Command::Surface(a) => {
-            let cfg = surface_config(a);
-            let s = surface::run(&cfg)?;
-            if !cfg.quiet {
-                let t = &s.meta["timing"];
-                eprintln!(
-                    "losscape: {} points on {} in {:.1}s ({:.0} images/s), loss {} .. {} -> {}",
-                    s.grid.len(),
-                    s.meta["device"].as_str().unwrap_or("?"),
-                    t["wall_seconds"].as_f64().unwrap_or(0.0),
-                    t["images_per_second"].as_f64().unwrap_or(0.0),
-                    s.meta["loss_min"],
-                    s.meta["loss_max"],
-                    cfg.out.display()
-                );
-            }
-            Ok(())
+            let cfg = SurfaceConfig {
+                model: a.model,
+                grid: GridSpec { x: a.x, y: a.y, spacing: a.spacing },
+                norm: a.norm,
+                ignore: a.ignore,
+                seed: a.seed,
+                directions: a.directions,
+                eval: a.eval.options(),
+            };
+            (surface::run(&cfg)?, cfg.eval.quiet, cfg.eval.out)
         }
-    }
+        Command::Line(a) => {
+            let cfg = LineConfig { from: a.from, to: a.to, arch: a.arch, x: a.x, eval: a.eval.options() };
+            (losscape::checkpoints::line(&cfg)?, cfg.eval.quiet, cfg.eval.out)
+        }
+        Command::Plane(a) => {
+            let [m0, m1, m2]: [PathBuf; 3] = a.models.try_into().expect("clap gives exactly 3");
+            let cfg = PlaneConfig {
+                models: [m0, m1, m2],
+                arch: a.arch,
+                grid: GridSpec { x: a.x, y: Some(a.y), spacing: Spacing::Linear },
+                orthogonalize: a.orthogonalize,
+                eval: a.eval.options(),
+            };
+            (losscape::checkpoints::plane(&cfg)?, cfg.eval.quiet, cfg.eval.out)
+        }
+        Command::Trajectory(a) => {
+            let cfg = TrajectoryConfig {
+                checkpoints: a.checkpoints,
+                arch: a.arch,
+                origin: a.origin,
+                ignore: a.ignore,
+                x: a.x,
+                y: a.y,
+                margin: a.margin,
+                n: a.n,
+                eval: a.eval.options(),
+            };
+            (losscape::checkpoints::trajectory(&cfg)?, cfg.eval.quiet, cfg.eval.out)
+        }
+    };
+    report(&s, quiet, &out);
+    Ok(())
 }
 
 /// clap's usage errors, folded into one line (help and --version print as usual).

@@ -18,6 +18,8 @@ pub struct Model {
     /// `named_buffers()` (BatchNorm running statistics, ...), aliasing the module's buffers.
     pub buffers: Vec<(String, Tensor)>,
     pub device: Device,
+    /// dtype of the parameters as loaded (float32 normally); `cast` may change the current one.
+    pub native_kind: Kind,
     pub path: PathBuf,
     pub sha256: String,
 }
@@ -36,7 +38,6 @@ impl Model {
                 "not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace; \
                  models/export.py does both)"
             };
-            let msg = msg.split(". This is an internal miniz error").next().unwrap_or(&msg).to_string();
             anyhow::anyhow!("model {}: {hint}: {msg}", path.display())
         })?;
         module.f_set_eval().map_err(|e| anyhow::anyhow!("model {}: {}", path.display(), torch_msg(&e)))?;
@@ -53,7 +54,8 @@ impl Model {
         }
         let buffers = crate::ffi::named_buffers(&module, &params[0].1)
             .map_err(|e| anyhow::anyhow!("model {}: {e:#}", path.display()))?;
-        Ok(Model { module: RefCell::new(module), params, buffers, device, path: path.to_path_buf(), sha256 })
+        let native_kind = params[0].1.kind();
+        Ok(Model { module: RefCell::new(module), params, buffers, device, native_kind, path: path.to_path_buf(), sha256 })
     }
 
     /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.

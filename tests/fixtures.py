@@ -157,7 +157,99 @@ def make(out):
     torch.save({"epoch": 3, "net": {f"module.{k}": v for k, v in sd.items()}}, os.path.join(ck, "nested.pt"))
     save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(ck, "plain.safetensors"))
     export(r8, os.path.join(ck, "resnet8.pt"))
+    trajectories(out, model, g)
     print(f"fixtures -> {out}")
+
+
+def numpy_pca(vectors):
+    """sklearn.decomposition.PCA(n_components=2) written out: mean-centred SVD."""
+    c = vectors - vectors.mean(axis=0, keepdims=True)
+    _, s, vt = np.linalg.svd(c, full_matrices=False)
+    var = s ** 2
+    return vt[:2], var[:2] / var.sum()
+
+
+def trajectories(out, model, g):
+    """Checkpoint sets for line / plane / trajectory, with numpy reference values."""
+    from safetensors.torch import save_file
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    params = [k for k, _ in model.named_parameters()]
+    big = [k for k in params if sd[k].dim() > 1]          # what biasbn PCA looks at
+    sizes = [sd[k].numel() for k in big]
+
+    def write_sd(path, state, how):
+        state = {k: v.contiguous() for k, v in state.items()}
+        if how == "safetensors":
+            save_file(state, path)
+        elif how == "zip":
+            torch.save(state, path)
+        elif how == "nested":
+            torch.save({"epoch": 7, "net": {f"module.{k}": v for k, v in state.items()},
+                        "optimizer": {"lr": 0.1, "momentum_buffer": torch.zeros(3)}}, path)
+
+    # B: the model moved along a random direction (all params and BN stats), in every form.
+    b = {k: (v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v) for k, v in sd.items()}
+    ck = os.path.join(out, "ckpt")
+    m_b = arch.CifarResNet(8, num_classes=10, width=4)
+    m_b.load_state_dict(b)
+    export(m_b, os.path.join(ck, "b.pt"))
+    write_sd(os.path.join(ck, "b_zip.pt"), b, "zip")
+    write_sd(os.path.join(ck, "b_nested.pth"), b, "nested")
+    write_sd(os.path.join(ck, "b.safetensors"), b, "safetensors")
+    c = {k: (v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v) for k, v in sd.items()}
+    write_sd(os.path.join(ck, "c.safetensors"), c, "safetensors")
+    torch.save(b, os.path.join(ck, "b_legacy.pt"), _use_new_zipfile_serialization=False)
+    mlp = arch.SmallMLP(16)
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, os.path.join(ck, "other_arch.safetensors"))
+
+    # A trajectory inside a known plane: theta_i = theta_T + a_i e1 + b_i e2 (e1, e2 orthonormal over
+    # the dim > 1 parameters), 12 checkpoints named so that natural order matters (epoch_10 > epoch_9).
+    flat = torch.randn(sum(sizes), 2, generator=g, dtype=torch.float64)
+    e, _ = torch.linalg.qr(flat)
+    t = np.arange(12)
+    coords = np.stack([3.0 * np.cos(t / 4.0) - 3.0 * np.cos(11 / 4.0), 1.0 * np.sin(t / 3.0) - np.sin(11 / 3.0)], 1)
+    pdir = os.path.join(out, "traj_plane")
+    os.makedirs(pdir, exist_ok=True)
+    for i in range(12):
+        v = e[:, 0] * coords[i, 0] + e[:, 1] * coords[i, 1]
+        st = dict(sd)
+        for k, piece in zip(big, torch.split(v, sizes)):
+            st[k] = (sd[k].double() + piece.view(sd[k].shape)).float()
+        write_sd(os.path.join(pdir, f"epoch_{i}.safetensors"), st, "safetensors")
+    with open(os.path.join(out, "traj_plane.json"), "w") as f:
+        json.dump({"coords": coords.tolist()}, f)
+
+    # A random trajectory in all directions (6 checkpoints, mixed formats and a duplicated stem),
+    # with numpy's PCA of it as the reference.
+    rdir = os.path.join(out, "traj_rand")
+    os.makedirs(rdir, exist_ok=True)
+    states = []
+    for i in range(6):
+        st = {k: (v + (0.3 / (i + 1)) * torch.randn(v.shape, generator=g) if v.is_floating_point() else v)
+              for k, v in sd.items()}
+        states.append(st)
+        write_sd(os.path.join(rdir, f"step{i + 1}.safetensors"), st, "safetensors")
+        if i % 2 == 0:
+            write_sd(os.path.join(rdir, f"step{i + 1}.pt"), st, "zip")  # same stem: the .safetensors wins
+    vec = np.stack([np.concatenate([(st[k] - states[-1][k]).double().flatten().numpy() for k in big]) for st in states])
+    comps, ratio = numpy_pca(vec)
+    save_file({f"{n}.{k}": torch.from_numpy(piece.copy()).view(sd[k].shape).float()
+               for n, comp in (("pc1", comps[0]), ("pc2", comps[1]))
+               for k, piece in zip(big, np.split(comp, np.cumsum(sizes)[:-1]))},
+              os.path.join(out, "traj_rand_pca.safetensors"))
+    with open(os.path.join(out, "traj_rand_pca.json"), "w") as f:
+        json.dump({"ratio": ratio.tolist(), "proj": (vec @ comps.T).tolist()}, f)
+
+    # Isotropic noise: the top two components explain little.
+    idir = os.path.join(out, "traj_iso")
+    os.makedirs(idir, exist_ok=True)
+    for i in range(8):
+        st = {k: (v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v) for k, v in sd.items()}
+        write_sd(os.path.join(idir, f"ck{i}.safetensors"), st, "safetensors")
+    few = os.path.join(out, "traj_few")
+    os.makedirs(few, exist_ok=True)
+    for i in range(2):
+        write_sd(os.path.join(few, f"e{i}.safetensors"), sd, "safetensors")
 
 
 def archs(out):

@@ -15,7 +15,7 @@ use crate::common::{assert_rel, fxp, npy, out_dir, python, reference, same_bits}
 
 fn config(model: &str, data: &str, x: &str, out: &Path) -> SurfaceConfig {
     let mut c = SurfaceConfig::new(fxp(model), DataSpec::new(fxp(data), Split::Train), x.parse().unwrap(), out);
-    c.device = DeviceSpec::Cpu;
+    c.eval.device = DeviceSpec::Cpu;
     c
 }
 
@@ -26,7 +26,7 @@ fn one_d_grid_matches_pytorch_with_the_saved_directions() {
     c.seed = 7;
     let s = surface::run(&c).unwrap();
     let pts: Vec<(f64, f64)> = s.grid.x.iter().map(|&a| (a, 0.0)).collect();
-    let r = reference(&c.model, &c.data.path, &out.join("directions.safetensors"), &pts, "ce", &[]);
+    let r = reference(&c.model, &c.eval.data.path, &out.join("directions.safetensors"), &pts, "ce", &[]);
     for (k, ((l, a), (rl, ra))) in s.loss.iter().zip(&s.acc).zip(&r).enumerate() {
         assert_rel(*l as f64, *rl, 1e-5, &format!("loss at x = {}", s.grid.x[k]));
         assert!((*a as f64 - ra).abs() < 1e-6, "acc at x = {}: {a} vs {ra}", s.grid.x[k]);
@@ -39,8 +39,8 @@ fn one_d_grid_matches_pytorch_with_the_saved_directions() {
 fn two_d_non_square_grid_is_stored_rows_y_columns_x() {
     let out = out_dir("twod");
     let mut c = config("resnet_traced.pt", "cifar-bin", "-0.5:1:3", &out);
-    c.y = Some("-1:0.25:2".parse().unwrap());
-    c.data.split = Split::Test;
+    c.grid.y = Some("-1:0.25:2".parse().unwrap());
+    c.eval.data.split = Split::Test;
     let s = surface::run(&c).unwrap();
     let (shape, loss) = npy(&out.join("loss.npy"));
     assert_eq!(shape, vec![2, 3]);
@@ -54,7 +54,7 @@ fn two_d_non_square_grid_is_stored_rows_y_columns_x() {
             pts.push((x, y));
         }
     }
-    let r = reference(&c.model, &c.data.path, &out.join("directions.safetensors"), &pts, "ce", &["--split", "test"]);
+    let r = reference(&c.model, &c.eval.data.path, &out.join("directions.safetensors"), &pts, "ce", &["--split", "test"]);
     for (k, (l, (rl, _))) in loss.iter().zip(&r).enumerate() {
         assert_rel(*l, *rl, 1e-5, &format!("loss[{}, {}] at {:?}", k / 3, k % 3, pts[k]));
     }
@@ -72,11 +72,11 @@ fn center_point_is_the_models_plain_loss() {
     let plain = ev.evaluate().unwrap();
     let out = out_dir("center");
     let mut c = config("resnet.pt", "cifar-bin", "-1:1:3", &out);
-    c.y = Some("-2:2:3".parse().unwrap());
+    c.grid.y = Some("-2:2:3".parse().unwrap());
     let s = surface::run(&c).unwrap();
     assert_eq!(s.loss[4], plain.loss as f32, "center of the grid vs plain evaluation");
     assert_eq!(s.acc[4], plain.acc as f32);
-    let r = reference(&c.model, &c.data.path, &out.join("directions.safetensors"), &[(0.0, 0.0)], "ce", &[]);
+    let r = reference(&c.model, &c.eval.data.path, &out.join("directions.safetensors"), &[(0.0, 0.0)], "ce", &[]);
     assert_rel(plain.loss, r[0].0, 1e-5, "plain loss vs PyTorch");
 }
 
@@ -149,9 +149,9 @@ fn channels_last_does_not_change_the_values() {
     let a = out_dir("cl-on");
     let b = out_dir("cl-off");
     let mut ca = config("resnet.pt", "cifar-bin", "-1:1:5", &a);
-    ca.channels_last = Some(true);
+    ca.eval.channels_last = Some(true);
     let mut cb = config("resnet.pt", "cifar-bin", "-1:1:5", &b);
-    cb.channels_last = Some(false);
+    cb.eval.channels_last = Some(false);
     let (sa, sb) = (surface::run(&ca).unwrap(), surface::run(&cb).unwrap());
     assert_eq!(sa.meta["channels_last"], true);
     for (x, y) in sa.loss.iter().zip(&sb.loss) {
@@ -173,12 +173,12 @@ fn batch_size_does_not_change_the_loss() {
 fn mse_regression_matches_pytorch() {
     let out = out_dir("mse");
     let mut c = config("mlp.pt", "square", "-1:1:5", &out);
-    c.y = Some("-1:1:3".parse().unwrap());
+    c.grid.y = Some("-1:1:3".parse().unwrap());
     c.ignore = Ignore::Keep;
     let s = surface::run(&c).unwrap();
     assert_eq!(s.meta["loss"], "mse");
     let pts: Vec<(f64, f64)> = (0..s.grid.len()).map(|k| s.grid.point(k)).collect();
-    let r = reference(&c.model, &c.data.path, &out.join("directions.safetensors"), &pts, "mse", &[]);
+    let r = reference(&c.model, &c.eval.data.path, &out.join("directions.safetensors"), &pts, "mse", &[]);
     for (k, (l, (rl, _))) in s.loss.iter().zip(&r).enumerate() {
         assert_rel(*l as f64, *rl, 1e-5, &format!("mse at {:?}", pts[k]));
     }
@@ -194,15 +194,15 @@ fn same_seed_reruns_are_bit_identical_and_reused_directions_reproduce_a_run() {
     let b = out_dir("rerun-b");
     let c2 = out_dir("rerun-c");
     let mut ca = config("resnet.pt", "cifar-py", "-0.5:0.5:3", &a);
-    ca.y = Some("0:1:2".parse().unwrap());
+    ca.grid.y = Some("0:1:2".parse().unwrap());
     ca.seed = 99;
     let sa = surface::run(&ca).unwrap();
     let mut cb = ca.clone();
-    cb.out = b.clone();
+    cb.eval.out = b.clone();
     let sb = surface::run(&cb).unwrap();
     assert_eq!(sa.loss, sb.loss);
     let mut cc = ca.clone();
-    cc.out = c2.clone();
+    cc.eval.out = c2.clone();
     cc.seed = 1;
     cc.directions = Some(a.join("directions.safetensors"));
     let sc = surface::run(&cc).unwrap();
@@ -225,7 +225,7 @@ fn non_finite_losses_are_recorded_and_the_run_goes_on() {
 fn outputs_are_readable_by_numpy_and_json() {
     let out = out_dir("numpy");
     let mut c = config("resnet.pt", "cifar-bin", "-1:1:4", &out);
-    c.y = Some("-1:1:3".parse().unwrap());
+    c.grid.y = Some("-1:1:3".parse().unwrap());
     surface::run(&c).unwrap();
     let script = r#"
 import json, sys, numpy as np
@@ -252,12 +252,12 @@ print("ok")
 fn out_of_memory_halves_the_batch_and_the_run_goes_on() {
     let a = out_dir("oom");
     let mut c = config("oom_above_8.pt", "cifar-bin", "-1:1:3", &a);
-    c.batch_size = Some(60);
+    c.eval.batch_size = Some(60);
     let s = surface::run(&c).unwrap();
     assert_eq!(s.meta["batch_size"], 7, "60 -> 30 -> 15 -> 7 fits under the fixture's limit of 8");
     let b = out_dir("oom-ref");
     let mut r = config("resnet.pt", "cifar-bin", "-1:1:3", &b);
-    r.batch_size = Some(7);
+    r.eval.batch_size = Some(7);
     let sr = surface::run(&r).unwrap();
     assert_eq!(s.loss, sr.loss, "same model, same batch in the end: same values");
 }
@@ -266,12 +266,12 @@ fn out_of_memory_halves_the_batch_and_the_run_goes_on() {
 fn loss_cap_flags_points_and_leaves_the_others_alone() {
     let a = out_dir("cap");
     let mut c = config("resnet.pt", "cifar-bin", "-1:1:7", &a);
-    c.batch_size = Some(8);
+    c.eval.batch_size = Some(8);
     let full = surface::run(&c).unwrap();
     let b = out_dir("cap-on");
     let mut cc = c.clone();
-    cc.out = b.clone();
-    cc.loss_cap = Some(10.0);
+    cc.eval.out = b.clone();
+    cc.eval.loss_cap = Some(10.0);
     let s = surface::run(&cc).unwrap();
     let (shape, capped) = npy(&b.join("capped.npy"));
     assert_eq!(shape, vec![7]);
@@ -293,12 +293,12 @@ fn loss_cap_flags_points_and_leaves_the_others_alone() {
 fn reduced_precision_reports_its_deviation_and_restores_the_model() {
     let a = out_dir("bf16");
     let mut c = config("resnet.pt", "cifar-bin", "-0.5:0.5:3", &a);
-    c.precision = Some(losscape::precision::Precision::Bf16);
+    c.eval.precision = Some(losscape::precision::Precision::Bf16);
     let s = surface::run(&c).unwrap();
     let b = out_dir("fp32");
     let mut r = c.clone();
-    r.out = b;
-    r.precision = None;
+    r.eval.out = b;
+    r.eval.precision = None;
     let sr = surface::run(&r).unwrap();
     assert_eq!(sr.meta["precision"], "fp32");
     assert!(sr.meta["precision_check"].is_null());

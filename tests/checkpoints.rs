@@ -1,0 +1,242 @@
+//! Checkpoints: reading the forms people save, `line`, `plane`, `trajectory` and the PCA.
+
+use std::path::Path;
+
+use losscape::model::Model;
+use losscape::pca;
+use tch::{Device, Kind, Tensor};
+
+use crate::common::{assert_rel, fxp, losscape, npy, out_dir};
+
+fn run_ok(args: &[&str]) -> (serde_json::Value, String) {
+    let o = losscape(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{args:?}: {err}");
+    let out = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).expect("--out");
+    let meta = serde_json::from_str(&std::fs::read_to_string(Path::new(out).join("meta.json")).unwrap()).unwrap();
+    (meta, err)
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = losscape(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+fn p(rel: &str) -> String {
+    fxp(rel).to_str().unwrap().to_string()
+}
+
+fn center_loss(model: &str) -> f64 {
+    let out = out_dir(&format!("center-{}", model.replace('/', "_")));
+    let (m, _) = run_ok(&["surface", "--model", &p(model), "--data", &p("cifar-bin"), "--x=0:0:1", "--out", out.to_str().unwrap(), "-q"]);
+    m["loss_min"].as_f64().unwrap()
+}
+
+#[test]
+fn every_checkpoint_form_gives_the_same_line_and_the_endpoints_are_the_models() {
+    let mut first: Option<Vec<f64>> = None;
+    for b in ["ckpt/b.pt", "ckpt/b_zip.pt", "ckpt/b_nested.pth", "ckpt/b.safetensors"] {
+        let out = out_dir(&format!("line-{}", b.replace('/', "_")));
+        let (meta, _) = run_ok(&[
+            "line", "--from", &p("resnet.pt"), "--to", &p(b), "--data", &p("cifar-bin"), "--x=0:1:3", "--out", out.to_str().unwrap(), "-q",
+        ]);
+        let (_, loss) = npy(&out.join("loss.npy"));
+        assert_eq!(loss[0], meta["line"]["from"]["loss"].as_f64().unwrap() as f32 as f64);
+        assert_eq!(loss[2], meta["line"]["to"]["loss"].as_f64().unwrap() as f32 as f64);
+        match &first {
+            None => first = Some(loss),
+            Some(f) => assert_eq!(f, &loss, "{b} gives another line than ckpt/b.pt"),
+        }
+    }
+    let loss = first.unwrap();
+    assert_eq!(loss[0], center_loss("resnet.pt"), "α = 0 is model A exactly");
+    assert_eq!(loss[2], center_loss("ckpt/b.pt"), "α = 1 is model B exactly");
+    assert!(loss[1] != loss[0] && loss[1] != loss[2]);
+}
+
+#[test]
+fn checkpoint_errors_name_the_problem() {
+    let line = |to: &str, name: &str| {
+        let out = out_dir(name);
+        fails(&["line", "--from", &p("resnet.pt"), "--to", to, "--data", &p("cifar-bin"), "--x=0:1:2", "--out", out.to_str().unwrap()])
+    };
+    let e = line(&p("resnet.pt"), "line-same");
+    assert!(e.contains("identical") && e.contains("resnet.pt"), "{e}");
+    let e = line(&p("ckpt/b_legacy.pt"), "line-legacy");
+    assert!(e.contains("b_legacy.pt") && e.contains("models/convert_checkpoint.py"), "{e}");
+    let e = line(&p("ckpt/other_arch.safetensors"), "line-other");
+    assert!(e.contains("other_arch.safetensors") && e.contains("conv1.weight"), "{e}");
+    // A state dict with a missing, an unexpected and a mis-shaped tensor: all three are listed.
+    let m = Model::load(&fxp("resnet.pt"), Device::Cpu).unwrap();
+    let mut named: Vec<(String, Tensor)> = m.state().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    named.retain(|(n, _)| n != "linear.bias");
+    named.push(("extra.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+    named[0].1 = Tensor::zeros([1, 1], (Kind::Float, Device::Cpu));
+    let f = out_dir("broken-sd").with_extension("safetensors");
+    Tensor::write_safetensors(&named, &f).unwrap();
+    let e = line(f.to_str().unwrap(), "line-broken");
+    for part in ["1 missing [linear.bias]", "1 unexpected [extra.weight]", "conv1.weight: checkpoint [1, 1] vs model [4, 3, 3, 3]"] {
+        assert!(e.contains(part), "{part:?} not in {e}");
+    }
+    let e = fails(&["line", "--from", &p("ckpt/b.safetensors"), "--to", &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"), "--out", out_dir("noarch").to_str().unwrap()]);
+    assert!(e.contains("--arch"), "{e}");
+}
+
+#[test]
+fn plane_puts_b_and_c_at_the_unit_points() {
+    let out = out_dir("plane");
+    let (meta, _) = run_ok(&[
+        "plane", "--models", &p("resnet.pt"), &p("ckpt/b.safetensors"), &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"),
+        "--x=0:1:2", "--y=0:1:2", "--out", out.to_str().unwrap(), "-q",
+    ]);
+    let pl = &meta["plane"];
+    let c = |k: &str, i: usize| pl[k]["coords"][i].as_f64().unwrap();
+    assert!((c("B", 0) - 1.0).abs() < 1e-9 && c("B", 1).abs() < 1e-9, "{pl}");
+    assert!(c("C", 0).abs() < 1e-9 && (c("C", 1) - 1.0).abs() < 1e-9, "{pl}");
+    // Grid points (0,0), (1,0), (0,1) are the three models.
+    let (_, loss) = npy(&out.join("loss.npy"));
+    assert_eq!(loss[0], pl["A"]["loss"].as_f64().unwrap() as f32 as f64);
+    assert_rel(loss[1], pl["B"]["loss"].as_f64().unwrap(), 1e-5, "B");
+    assert_rel(loss[2], pl["C"]["loss"].as_f64().unwrap(), 1e-5, "C");
+    let out = out_dir("plane-gs");
+    let (meta, _) = run_ok(&[
+        "plane", "--models", &p("resnet.pt"), &p("ckpt/b.safetensors"), &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"),
+        "--x=0:1:2", "--y=0:1:2", "--orthogonalize", "--out", out.to_str().unwrap(), "-q",
+    ]);
+    let pl = &meta["plane"];
+    assert!(pl["cos_xy"].as_f64().unwrap().abs() < 1e-6, "{pl}");
+    assert!((pl["C"]["coords"][1].as_f64().unwrap() - 1.0).abs() < 1e-9, "{pl}");
+    assert!(pl["C"]["coords"][0].as_f64().unwrap().abs() > 1e-3, "C should move off x = 0: {pl}");
+    let e = fails(&[
+        "plane", "--models", &p("resnet.pt"), &p("resnet.pt"), &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"),
+        "--out", out_dir("plane-zero").to_str().unwrap(),
+    ]);
+    assert!(e.contains("identical"), "{e}");
+}
+
+fn dist(a: &[f64], b: &[f64]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+}
+
+#[test]
+fn a_trajectory_inside_a_known_plane_is_recovered() {
+    let out = out_dir("traj-plane");
+    let (meta, _) = run_ok(&[
+        "trajectory", "--checkpoints", &p("traj_plane"), "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--n", "5",
+        "--out", out.to_str().unwrap(), "-q",
+    ]);
+    let tr = &meta["trajectory"];
+    let files: Vec<String> = tr["checkpoints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(files.len(), 12);
+    for (i, f) in files.iter().enumerate() {
+        assert!(f.ends_with(&format!("epoch_{i}.safetensors")), "natural order broken at {i}: {f}");
+    }
+    assert!(tr["explained_variance_ratio_top2"].as_f64().unwrap() > 1.0 - 1e-6, "{tr}");
+    let (shape, path) = npy(&out.join("path.npy"));
+    assert_eq!(shape, vec![12, 2]);
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fxp("traj_plane.json")).unwrap()).unwrap();
+    let truth: Vec<Vec<f64>> = truth["coords"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()).collect();
+    // The plane is found up to a rotation/reflection within it: all distances are kept, and the
+    // origin (the last checkpoint) is at (0, 0).
+    assert!(dist(&path[22..24], &[0.0, 0.0]) < 1e-5);
+    for i in 0..12 {
+        for j in 0..i {
+            let (d, t) = (dist(&path[2 * i..2 * i + 2], &path[2 * j..2 * j + 2]), dist(&truth[i], &truth[j]));
+            assert!((d - t).abs() < 1e-4 * t.max(1.0), "|p{i} - p{j}| = {d}, constructed {t}");
+        }
+    }
+    // And the coordinates are the constructed ones after one orthogonal 2x2 map (fit on two points).
+    let (_, pl) = npy(&out.join("path_loss.npy"));
+    assert_eq!(pl.len(), 12);
+    assert_rel(pl[11], center_loss("resnet.pt"), 1e-6, "the last checkpoint is the model");
+    let g = &meta["grid"];
+    let (xmin, xmax) = (g["x"]["min"].as_f64().unwrap(), g["x"]["max"].as_f64().unwrap());
+    for i in 0..12 {
+        assert!(path[2 * i] > xmin && path[2 * i] < xmax, "path outside the grid's x range");
+    }
+}
+
+#[test]
+fn pca_matches_numpy_on_the_same_vectors() {
+    let out = out_dir("traj-rand");
+    let (meta, _) = run_ok(&[
+        "trajectory", "--checkpoints", &p("traj_rand"), "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--n", "3",
+        "--out", out.to_str().unwrap(), "-q",
+    ]);
+    let tr = &meta["trajectory"];
+    let files = tr["checkpoints"].as_array().unwrap();
+    assert_eq!(files.len(), 6, "one file per stem: {files:?}");
+    assert!(files.iter().all(|f| f.as_str().unwrap().ends_with(".safetensors")));
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fxp("traj_rand_pca.json")).unwrap()).unwrap();
+    for k in 0..2 {
+        assert_rel(tr["explained_variance_ratio"][k].as_f64().unwrap(), reference["ratio"][k].as_f64().unwrap(), 1e-6, "ratio");
+    }
+    let ours: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(out.join("directions.safetensors")).unwrap().into_iter().collect();
+    let theirs = Tensor::read_safetensors(fxp("traj_rand_pca.safetensors")).unwrap();
+    let mut signs = [0.0f64; 2];
+    for (key, t) in &theirs {
+        let (pc, name) = key.split_once('.').unwrap();
+        let k = if pc == "pc1" { 0 } else { 1 };
+        let o = &ours[&format!("{}.{name}", if k == 0 { "x" } else { "y" })];
+        let s = (o * t).sum(Kind::Double).double_value(&[]);
+        signs[k] += s;
+        let diff = (o - t * s.signum()).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{key}: max difference {diff:e}");
+    }
+    let (_, path) = npy(&out.join("path.npy"));
+    let proj = reference["proj"].as_array().unwrap();
+    for (i, row) in proj.iter().enumerate() {
+        for k in 0..2 {
+            let want = row[k].as_f64().unwrap() * signs[k].signum();
+            assert!((path[2 * i + k] - want).abs() < 1e-4, "path[{i}][{k}] = {} vs {want}", path[2 * i + k]);
+        }
+    }
+}
+
+#[test]
+fn trajectory_inputs_that_say_little_or_too_little() {
+    let out = out_dir("traj-iso");
+    let (_, err) = run_ok(&[
+        "trajectory", "--checkpoints", &p("traj_iso"), "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--n", "3",
+        "--out", out.to_str().unwrap(), "-q",
+    ]);
+    assert!(err.contains("warning") && err.contains("explain only"), "{err}");
+    let few = p("traj_few");
+    let e = fails(&["trajectory", "--checkpoints", &few, "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--out", out_dir("traj-few").to_str().unwrap()]);
+    assert!(e.contains("at least 3") && e.contains("found 2") && e.contains(&few), "{e}");
+    let glob = format!("{}/nothing_*.pt", few);
+    let e = fails(&["trajectory", "--checkpoints", &glob, "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--out", out_dir("traj-none").to_str().unwrap()]);
+    assert!(e.contains("found 0"), "{e}");
+}
+
+/// 100 checkpoints of a ResNet-56-sized parameter vector (0.85M floats), through the library's PCA.
+#[test]
+fn pca_of_100_resnet56_sized_checkpoints() {
+    let mut shapes: Vec<Vec<i64>> = vec![vec![64, 64, 3, 3]; 23];
+    shapes.push(vec![10, 64]);
+    let p: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
+    let t = 100;
+    tch::manual_seed(3);
+    let origin: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
+    let e1: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
+    let e2: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
+    let states: Vec<Vec<Tensor>> = (0..t)
+        .map(|i| {
+            let (a, b) = ((i as f64 / 10.0).cos() * 5.0, (i as f64 / 7.0).sin());
+            origin.iter().zip(&e1).zip(&e2).map(|((o, x), y)| o + x * a + y * b).collect()
+        })
+        .collect();
+    let include = vec![true; shapes.len()];
+    let started = std::time::Instant::now();
+    let r = pca::pca(&states, &origin, &include, Device::Cpu).unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let rss = losscape::run::peak_rss_mb().unwrap_or(f64::NAN);
+    eprintln!("PCA of {t} x {p} floats: {secs:.1} s, process peak RSS {rss:.0} MiB");
+    assert!(p > 840_000);
+    assert!(r.explained_variance_ratio[0] + r.explained_variance_ratio[1] > 1.0 - 1e-6, "{:?}", r.explained_variance_ratio);
+    let norm: f64 = r.components[0].iter().map(|c| c.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
+    assert!((norm - 1.0).abs() < 1e-6, "pc1 is a unit vector, norm² = {norm}");
+}
