@@ -48,7 +48,9 @@ endif
 	$(PY) models/train.py --data $(DATA) --arch $(DEMO_ARCH) --epochs $(DEMO_EPOCHS) --limit $(DEMO_TRAIN) --out $(DEMO)/train
 	$(BIN) surface --model $(DEMO)/train/model.pt --data $(DATA) --limit $(DEMO_EVAL) \
 		--x=$(DEMO_GRID) --y=$(DEMO_GRID) --out $(DEMO)/surface --overwrite
-	@echo "demo: outputs in $(DEMO)/surface (loss.npy, acc.npy, x.npy, y.npy, meta.json)"
+	$(BIN) trajectory --checkpoints $(DEMO)/train/checkpoints --arch $(DEMO)/train/model.pt --data $(DATA) \
+		--limit $(DEMO_EVAL) --n 15 --out $(DEMO)/trajectory --overwrite
+	@echo "demo: a random-direction surface in $(DEMO)/surface, the PCA plane of the training path in $(DEMO)/trajectory"
 
 # Speed: reference-style loop vs best eager PyTorch vs losscape, in one run on this machine.
 bench: build
