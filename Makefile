@@ -18,7 +18,11 @@ DEMO_TRAIN ?= 2500
 DEMO_EVAL ?= 500
 DEMO_GRID ?= -1:1:21
 
-.PHONY: all venv build test demo bench clean
+PLOTLY := node_modules/plotly.js-dist-min/plotly.min.js
+# Debian packages the tests need (a headless browser for the HTML page); root or sudo installs them.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all venv build test demo bench clean test-deps
 
 all: build
 
@@ -30,10 +34,19 @@ $(VENV)/.stamp: models/requirements.txt
 
 venv: $(VENV)/.stamp
 
-build: $(VENV)/.stamp
+# plotly.js, embedded into surface.html at build time (pinned in package.json / package-lock.json).
+$(PLOTLY): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+build: $(VENV)/.stamp $(PLOTLY)
 	cargo build --release
 
-test: build
+test-deps:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+test: build test-deps
 	cargo test --release --test tests -- --test-threads=2
 
 # With CIFAR10_DIR=/path/to/cifar-10-batches-bin (binary version) the demo uses real CIFAR-10,

@@ -17,6 +17,7 @@ pub mod grid;
 pub mod model;
 pub mod output;
 pub mod pca;
+pub mod plot;
 pub mod precision;
 pub mod progress;
 pub mod run;

@@ -12,6 +12,7 @@ use losscape::device::DeviceSpec;
 use losscape::directions::{Ignore, Norm};
 use losscape::eval::LossKind;
 use losscape::grid::{Axis, Spacing};
+use losscape::plot::{self, PlotOptions};
 use losscape::precision::Precision;
 use losscape::run::{EvalOptions, GridSpec};
 use losscape::surface::{self, Surface, SurfaceConfig};
@@ -37,6 +38,32 @@ enum Command {
     /// PCA of a training trajectory: the optimizer's path on the plane of its top two principal
     /// directions, and the loss surface on that plane.
     Trajectory(TrajectoryArgs),
+    /// (Re)draw the pictures of a run directory from its saved files alone (no model, no data).
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// A run directory (with meta.json).
+    run_dir: PathBuf,
+    /// Colours, heights and contour spacing on log10(loss).
+    #[arg(long)]
+    log: bool,
+    /// Lower end of the colour range (loss units).
+    #[arg(long, allow_hyphen_values = true)]
+    vmin: Option<f64>,
+    /// Upper end of the colour range (loss units).
+    #[arg(long, allow_hyphen_values = true)]
+    vmax: Option<f64>,
+    /// Number of contour levels.
+    #[arg(long, default_value_t = 12)]
+    levels: usize,
+    /// Clip the 3-D surface's height at this loss.
+    #[arg(long)]
+    zmax: Option<f64>,
+    /// Resolution: 100 gives 800x640 pictures.
+    #[arg(long, default_value_t = 100)]
+    dpi: u32,
 }
 
 /// Data, evaluation and output options shared by every command.
@@ -87,22 +114,33 @@ struct EvalArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Do not draw the pictures at the end (`losscape plot RUN_DIR` draws them later).
+    #[arg(long)]
+    no_plots: bool,
 }
 
 impl EvalArgs {
-    fn options(self) -> EvalOptions {
-        let data = DataSpec { path: self.data, split: self.split, limit: self.limit, mean: self.mean, std: self.std, layout: self.layout };
+    fn options(&self) -> EvalOptions {
+        let s = self;
+        let data = DataSpec {
+            path: s.data.clone(),
+            split: s.split,
+            limit: s.limit,
+            mean: s.mean.clone(),
+            std: s.std.clone(),
+            layout: s.layout,
+        };
         EvalOptions {
             data,
-            loss: self.loss,
-            batch_size: self.batch_size,
-            precision: self.precision,
-            loss_cap: self.loss_cap,
-            channels_last: self.channels_last,
-            device: self.device,
-            out: self.out,
-            overwrite: self.overwrite,
-            quiet: self.quiet,
+            loss: s.loss,
+            batch_size: s.batch_size,
+            precision: s.precision,
+            loss_cap: s.loss_cap,
+            channels_last: s.channels_last,
+            device: s.device,
+            out: s.out.clone(),
+            overwrite: s.overwrite,
+            quiet: s.quiet,
             argv: std::env::args().collect(),
         }
     }
@@ -225,7 +263,15 @@ fn report(s: &Surface, quiet: bool, out: &std::path::Path) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let (s, quiet, out) = match cli.command {
+    let (s, quiet, out, plots) = match cli.command {
+        Command::Plot(a) => {
+            let o = PlotOptions { log: a.log, vmin: a.vmin, vmax: a.vmax, levels: a.levels, zmax: a.zmax, dpi: a.dpi };
+            let files = plot::plot_run(&a.run_dir, &o)?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            return Ok(());
+        }
         Command::Surface(a) => {
             let cfg = SurfaceConfig {
                 model: a.model,
@@ -236,11 +282,11 @@ fn run(cli: Cli) -> Result<()> {
                 directions: a.directions,
                 eval: a.eval.options(),
             };
-            (surface::run(&cfg)?, cfg.eval.quiet, cfg.eval.out)
+            (surface::run(&cfg)?, cfg.eval.quiet, cfg.eval.out, !a.eval.no_plots)
         }
         Command::Line(a) => {
             let cfg = LineConfig { from: a.from, to: a.to, arch: a.arch, x: a.x, eval: a.eval.options() };
-            (losscape::checkpoints::line(&cfg)?, cfg.eval.quiet, cfg.eval.out)
+            (losscape::checkpoints::line(&cfg)?, cfg.eval.quiet, cfg.eval.out, !a.eval.no_plots)
         }
         Command::Plane(a) => {
             let [m0, m1, m2]: [PathBuf; 3] = a.models.try_into().expect("clap gives exactly 3");
@@ -251,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
                 orthogonalize: a.orthogonalize,
                 eval: a.eval.options(),
             };
-            (losscape::checkpoints::plane(&cfg)?, cfg.eval.quiet, cfg.eval.out)
+            (losscape::checkpoints::plane(&cfg)?, cfg.eval.quiet, cfg.eval.out, !a.eval.no_plots)
         }
         Command::Trajectory(a) => {
             let cfg = TrajectoryConfig {
@@ -265,10 +311,16 @@ fn run(cli: Cli) -> Result<()> {
                 n: a.n,
                 eval: a.eval.options(),
             };
-            (losscape::checkpoints::trajectory(&cfg)?, cfg.eval.quiet, cfg.eval.out)
+            (losscape::checkpoints::trajectory(&cfg)?, cfg.eval.quiet, cfg.eval.out, !a.eval.no_plots)
         }
     };
     report(&s, quiet, &out);
+    if plots {
+        // The run itself is complete; a picture that fails is reported, not fatal.
+        if let Err(e) = plot::plot_run(&out, &PlotOptions::default()) {
+            eprintln!("losscape: warning: pictures not drawn: {e:#} (the run's data is complete; see `losscape plot`)");
+        }
+    }
     Ok(())
 }
 

@@ -9,4 +9,5 @@ mod cli;
 mod directions;
 mod grid;
 mod models;
+mod plots;
 mod surface;

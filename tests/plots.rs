@@ -1,0 +1,212 @@
+//! Pictures: critical points of analytic surfaces, every picture redrawn from the files alone,
+//! the exports read back by independent parsers, the HTML page in a real headless Chromium, and
+//! the example notebook executed top to bottom.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use losscape::output::{write_json, write_npy};
+use losscape::plot::{classify, CriticalKind};
+
+use crate::common::{fxp, losscape, out_dir, python, root};
+
+fn grid(n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..n).map(|k| lo + (hi - lo) * k as f64 / (n - 1) as f64).collect()
+}
+
+fn surface(x: &[f64], y: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    y.iter().flat_map(|&b| x.iter().map(move |&a| (a, b))).map(|(a, b)| f(a, b)).collect()
+}
+
+fn kinds(x: &[f64], y: &[f64], z: &[f64]) -> Vec<(CriticalKind, f64, f64)> {
+    classify(x, y, z).into_iter().map(|p| (p.kind, p.coords[0], p.coords[1])).collect()
+}
+
+#[test]
+fn critical_points_of_analytic_surfaces() {
+    let x = grid(21, -2.0, 2.0);
+    let y = grid(21, -2.0, 2.0);
+    assert_eq!(kinds(&x, &y, &surface(&x, &y, |a, b| a * a + b * b)), vec![(CriticalKind::Minimum, 0.0, 0.0)], "bowl");
+    assert_eq!(kinds(&x, &y, &surface(&x, &y, |a, b| -(a * a) - 2.0 * b * b)), vec![(CriticalKind::Maximum, 0.0, 0.0)], "cap");
+    assert_eq!(kinds(&x, &y, &surface(&x, &y, |a, b| a * a - b * b)), vec![(CriticalKind::Saddle, 0.0, 0.0)], "saddle");
+    // Double well (a² − 1)² + b²: minima at a = ±1, a saddle between them.
+    let mut dw = kinds(&x, &y, &surface(&x, &y, |a, b| (a * a - 1.0).powi(2) + b * b));
+    dw.sort_by(|p, q| p.1.total_cmp(&q.1));
+    assert_eq!(dw, vec![(CriticalKind::Minimum, -1.0, 0.0), (CriticalKind::Saddle, 0.0, 0.0), (CriticalKind::Minimum, 1.0, 0.0)]);
+    // Non-finite neighbours: not classified, no panic.
+    let mut z = surface(&x, &y, |a, b| a * a + b * b);
+    z[10 * 21 + 11] = f64::NAN;
+    assert!(kinds(&x, &y, &z).is_empty());
+}
+
+/// A run directory made by hand: a double well on a non-square grid, with NaN and inf cells.
+fn synthetic_run(name: &str, nx: usize, ny: usize) -> PathBuf {
+    let d = out_dir(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let x = grid(nx, -2.0, 2.0);
+    let y = grid(ny, -1.0, 1.0);
+    let mut loss: Vec<f32> = surface(&x, &y, |a, b| 0.1 + (a * a - 1.0).powi(2) + b * b).into_iter().map(|v| v as f32).collect();
+    loss[0] = f32::NAN;
+    loss[nx - 1] = f32::INFINITY;
+    let acc: Vec<f32> = loss.iter().map(|l| (1.0 / (1.0 + l)).min(1.0)).collect();
+    write_npy(&d.join("x.npy"), &[nx as u64], &x).unwrap();
+    write_npy(&d.join("y.npy"), &[ny as u64], &y).unwrap();
+    write_npy(&d.join("loss.npy"), &[ny as u64, nx as u64], &loss).unwrap();
+    write_npy(&d.join("acc.npy"), &[ny as u64, nx as u64], &acc).unwrap();
+    let meta = serde_json::json!({
+        "schema_version": 1, "kind": "surface", "model": {"path": "analytic"}, "loss": "ce",
+        "data": {"n": 0, "split": "none"}, "grid": {"dims": 2, "shape": [ny, nx]}, "directions": {"norm": "filter"},
+    });
+    write_json(&d.join("meta.json"), &meta).unwrap();
+    d
+}
+
+fn png_size(p: &Path) -> (u32, u32) {
+    let b = std::fs::read(p).unwrap();
+    assert_eq!(&b[1..4], b"PNG", "{} is not a PNG", p.display());
+    (u32::from_be_bytes(b[16..20].try_into().unwrap()), u32::from_be_bytes(b[20..24].try_into().unwrap()))
+}
+
+#[test]
+fn plot_redraws_every_picture_from_the_files_alone() {
+    let d = synthetic_run("plot-synthetic", 41, 23);
+    let o = losscape(&["plot", d.to_str().unwrap(), "--log", "--levels", "8", "--dpi", "80", "--zmax", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["contour.png", "heatmap.png", "surface3d.png"] {
+        assert_eq!(png_size(&d.join(f)), (640, 512), "{f}");
+    }
+    let cp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("critical_points.json")).unwrap()).unwrap();
+    assert_eq!(cp["counts"]["minimum"], 2, "{cp}");
+    assert_eq!(cp["counts"]["saddle"], 1, "{cp}");
+    // The exports, read back by Python's own parsers.
+    let check = r#"
+import sys, xml.etree.ElementTree as ET
+d = sys.argv[1]
+root = ET.parse(d + "/surface.vtp").getroot()
+assert root.tag == "VTKFile" and root.get("type") == "PolyData"
+piece = root.find("PolyData/Piece")
+npts, npolys = int(piece.get("NumberOfPoints")), int(piece.get("NumberOfPolys"))
+assert npts == 41 * 23, npts
+assert npolys == 40 * 22 - 2, npolys            # the two quads touching the NaN and inf corners are left out
+arrays = {a.get("Name"): a.text.split() for a in root.iter("DataArray")}
+assert len(arrays["loss"]) == npts and len(arrays["connectivity"]) == 4 * npolys
+pts = root.find("PolyData/Piece/Points/DataArray").text.split()
+assert len(pts) == 3 * npts
+with open(d + "/surface.ply") as f:
+    head = [next(f).strip() for _ in range(11)]
+assert head[0] == "ply" and "element vertex %d" % npts in head and "element face %d" % npolys in head, head
+print("ok")
+"#;
+    let o = Command::new(python()).args(["-c", check, d.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Bad options: one line each.
+    for (args, word) in [(vec!["--dpi", "5"], "--dpi"), (vec!["--vmin", "2", "--vmax", "1"], "--vmin")] {
+        let mut a = vec!["plot", d.to_str().unwrap()];
+        a.extend(args);
+        let o = losscape(&a);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{e}");
+        assert!(e.contains(word) && e.lines().count() == 1, "{e}");
+    }
+    let o = losscape(&["plot", "/nonexistent/run"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("meta.json"));
+}
+
+#[test]
+fn runs_draw_their_pictures_unless_told_not_to() {
+    let a = out_dir("pictures-on");
+    let o = losscape(&["surface", "--model", fxp("resnet.pt").to_str().unwrap(), "--data", fxp("cifar-bin").to_str().unwrap(),
+                       "--x=-1:1:5", "--y=-1:1:4", "--out", a.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["contour.png", "heatmap.png", "surface3d.png", "critical_points.json", "surface.vtp", "surface.ply", "surface.html"] {
+        assert!(a.join(f).exists(), "{f} missing");
+    }
+    let b = out_dir("pictures-off");
+    let o = losscape(&["surface", "--model", fxp("resnet.pt").to_str().unwrap(), "--data", fxp("cifar-bin").to_str().unwrap(),
+                       "--x=-1:1:5", "--out", b.to_str().unwrap(), "-q", "--no-plots"]);
+    assert!(o.status.success());
+    assert!(!b.join("curve.png").exists());
+    let o = losscape(&["plot", b.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_eq!(png_size(&b.join("curve.png")), (800, 640));
+}
+
+fn chromium() -> PathBuf {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(o) = Command::new("which").arg(c).output() {
+            if o.status.success() {
+                return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            }
+        }
+    }
+    panic!("no headless Chromium found: `make test` installs Debian's chromium package");
+}
+
+fn headless(url: &str, extra: &[&str]) -> std::process::Output {
+    let profile = out_dir(&format!("chromium-profile-{}", url.len() + extra.len()));
+    let mut args = vec![
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+        "--virtual-time-budget=20000",
+    ];
+    let ud = format!("--user-data-dir={}", profile.display());
+    args.push(&ud);
+    args.extend_from_slice(extra);
+    args.push(url);
+    Command::new(chromium()).args(&args).output().expect("run chromium")
+}
+
+#[test]
+fn the_html_page_works_in_headless_chromium() {
+    let d = out_dir("html-traj");
+    let o = losscape(&["trajectory", "--checkpoints", fxp("traj_rand").to_str().unwrap(), "--arch", fxp("resnet.pt").to_str().unwrap(),
+                       "--data", fxp("cifar-bin").to_str().unwrap(), "--n", "7", "--out", d.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = d.join("surface.html");
+    let size = std::fs::metadata(&html).unwrap().len();
+    assert!(size < 6_000_000, "surface.html is {size} bytes");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(!page.contains("<script src") && !page.contains("<link "), "the page must load nothing from outside");
+    for (hash, view) in [("", "3d"), ("#contour", "contour")] {
+        let o = headless(&format!("file://{}{hash}", html.display()), &["--dump-dom"]);
+        let dom = String::from_utf8_lossy(&o.stdout);
+        assert!(dom.contains("data-plot-status=\"ok\""), "plot did not finish ({hash}): {}", &dom[..dom.len().min(300)]);
+        assert!(!dom.contains("data-plot-error"), "JS error: {}", &dom[..dom.len().min(500)]);
+        assert!(dom.contains(&format!("data-view=\"{view}\"")));
+        assert!(dom.contains("main-svg"), "no plotly SVG in the page");
+    }
+    let shot = d.join("screenshot.png");
+    let o = headless(&format!("file://{}", html.display()), &["--window-size=1000,800", &format!("--screenshot={}", shot.display())]);
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&o.stderr));
+    let check = r#"
+import sys
+import numpy as np
+from PIL import Image
+px = np.asarray(Image.open(sys.argv[1]).convert("RGB")).reshape(-1, 3)
+colours = len(np.unique(px, axis=0))
+busy = float((px != 255).any(axis=1).mean())
+assert colours > 200 and busy > 0.05, (colours, busy)
+print(colours, busy)
+"#;
+    let o = Command::new(python()).args(["-c", check, shot.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "blank screenshot? {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn the_example_notebook_runs_top_to_bottom() {
+    let d = out_dir("notebook-traj");
+    let o = losscape(&["trajectory", "--checkpoints", fxp("traj_plane").to_str().unwrap(), "--arch", fxp("resnet.pt").to_str().unwrap(),
+                       "--data", fxp("cifar-bin").to_str().unwrap(), "--n", "6", "--out", d.to_str().unwrap(), "-q", "--no-plots"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let executed = out_dir("notebook-out").with_extension("ipynb");
+    let o = Command::new(python())
+        .arg(root().join("examples/run_notebook.py"))
+        .arg(&d)
+        .arg(&executed)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "notebook failed: {}", String::from_utf8_lossy(&o.stderr));
+    let nb = std::fs::read_to_string(&executed).unwrap();
+    assert!(nb.contains("image/png"), "the notebook drew no figure");
+    assert!(nb.contains("explained variance of PC1, PC2"), "the path cell did not run");
+}
