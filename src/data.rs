@@ -104,6 +104,8 @@ pub struct Dataset {
     pub normalization: Option<Normalization>,
     /// Per-batch affine map for byte input: x * scale + shift.
     affine: Option<(Tensor, Tensor)>,
+    /// sha256 of the samples used (inputs then targets, as stored): identifies the data of a run.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -207,8 +209,20 @@ impl Dataset {
         } else {
             (None, None)
         };
-        let x = x.contiguous().to_device(device);
-        let y = y.contiguous().to_device(device);
+        let x = x.contiguous();
+        let y = y.contiguous();
+        let sha256 = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for t in [&x, &y] {
+                let bytes = t.numel() * t.kind().elt_size_in_bytes();
+                // SAFETY: a contiguous CPU tensor's data is `bytes` long and lives as long as `t`.
+                h.update(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, bytes) });
+            }
+            h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let x = x.to_device(device);
+        let y = y.to_device(device);
         Ok(Dataset {
             x,
             y,
@@ -220,6 +234,7 @@ impl Dataset {
             split: if h.format == DataFormat::Npy { None } else { Some(spec.split) },
             normalization,
             affine,
+            sha256,
         })
     }
 }

@@ -12,7 +12,9 @@ pub enum DeviceSpec {
     /// The first GPU when libtorch sees one, else the CPU.
     Auto,
     Cpu,
-    /// `cuda` (= cuda:0) or `cuda:N`.
+    /// `cuda`: every visible GPU (CUDA_VISIBLE_DEVICES is honoured by CUDA itself).
+    AllCuda,
+    /// `cuda:N`.
     Cuda(usize),
 }
 
@@ -23,7 +25,7 @@ impl FromStr for DeviceSpec {
         match s {
             "auto" => Ok(DeviceSpec::Auto),
             "cpu" => Ok(DeviceSpec::Cpu),
-            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            "cuda" | "gpu" => Ok(DeviceSpec::AllCuda),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
                 _ => bail!("device {s:?}: expected auto, cpu, cuda or cuda:N"),
@@ -37,27 +39,35 @@ impl fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Auto => write!(f, "auto"),
             DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::AllCuda => write!(f, "cuda"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
 }
 
 impl DeviceSpec {
-    /// The tch device this spec names on this machine, or an error saying why it cannot be had.
-    pub fn resolve(self) -> Result<Device> {
+    /// Every device this spec names on this machine (several for `cuda`/`auto` with several GPUs),
+    /// or an error saying why it cannot be had.
+    pub fn resolve_all(self) -> Result<Vec<Device>> {
         let gpus = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
         match self {
-            DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Auto if gpus > 0 => Ok(Device::Cuda(0)),
-            DeviceSpec::Auto => Ok(Device::Cpu),
-            DeviceSpec::Cuda(_) if gpus == 0 => {
+            DeviceSpec::Cpu => Ok(vec![Device::Cpu]),
+            DeviceSpec::Auto if gpus > 0 => Ok((0..gpus).map(Device::Cuda).collect()),
+            DeviceSpec::Auto => Ok(vec![Device::Cpu]),
+            DeviceSpec::AllCuda | DeviceSpec::Cuda(_) if gpus == 0 => {
                 bail!("--device {self}: CUDA is not available (libtorch sees no GPU); use --device cpu")
             }
+            DeviceSpec::AllCuda => Ok((0..gpus).map(Device::Cuda).collect()),
             DeviceSpec::Cuda(n) if n >= gpus => {
                 bail!("--device {self}: only {gpus} GPU(s) visible (cuda:0..cuda:{})", gpus - 1)
             }
-            DeviceSpec::Cuda(n) => Ok(Device::Cuda(n)),
+            DeviceSpec::Cuda(n) => Ok(vec![Device::Cuda(n)]),
         }
+    }
+
+    /// The first device of `resolve_all`.
+    pub fn resolve(self) -> Result<Device> {
+        Ok(self.resolve_all()?[0])
     }
 }
 

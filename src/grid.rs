@@ -5,10 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How the N coordinates of an axis are placed between MIN and MAX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Spacing {
     /// Evenly spaced, like numpy.linspace(MIN, MAX, N).
@@ -19,7 +19,7 @@ pub enum Spacing {
 }
 
 /// One axis of a grid: N coordinates from MIN to MAX (both included).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Axis {
     pub min: f64,
     pub max: f64,

@@ -21,6 +21,8 @@ pub mod plot;
 pub mod precision;
 pub mod progress;
 pub mod run;
+pub mod shard;
+pub mod store;
 pub mod surface;
 
 /// One line of a libtorch error, so that every error the user sees is one line: the first line

@@ -15,7 +15,8 @@ use losscape::grid::{Axis, Spacing};
 use losscape::plot::{self, PlotOptions};
 use losscape::precision::Precision;
 use losscape::run::{EvalOptions, GridSpec};
-use losscape::surface::{self, Surface, SurfaceConfig};
+use losscape::shard::Shard;
+use losscape::surface::{self, Outcome, Surface, SurfaceConfig};
 
 /// Loss landscapes of neural networks: loss grids around trained TorchScript models along
 /// filter-normalized random directions, between checkpoints, and on the PCA plane of a training
@@ -31,6 +32,10 @@ struct Cli {
 enum Command {
     /// Loss on a 1-D (--x) or 2-D (--x and --y) grid of θ* + αδ + βη, δ and η random directions.
     Surface(SurfaceArgs),
+    /// Make a run directory (config.json and directions) for `surface --shard` tasks to fill.
+    Directions(SurfaceArgs),
+    /// Assemble loss.npy, acc.npy and meta.json from the shards of a run directory.
+    Merge(MergeArgs),
     /// Loss along the segment θ(α) = (1−α)·θ_A + α·θ_B between two checkpoints.
     Line(LineArgs),
     /// Loss on the plane through three checkpoints: origin A, axes B − A and C − A.
@@ -40,6 +45,21 @@ enum Command {
     Trajectory(TrajectoryArgs),
     /// (Re)draw the pictures of a run directory from its saved files alone (no model, no data).
     Plot(PlotArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The run directory the shards wrote to.
+    run_dir: PathBuf,
+    /// Write NaN for missing points instead of failing.
+    #[arg(long)]
+    allow_partial: bool,
+    /// Do not draw the pictures.
+    #[arg(long)]
+    no_plots: bool,
+    /// No messages.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -172,6 +192,16 @@ struct SurfaceArgs {
     /// Reuse directions from a directions.safetensors of an earlier run (x.<param>, y.<param>).
     #[arg(long, value_name = "FILE")]
     directions: Option<PathBuf>,
+    /// Evaluate only share I of N of the grid (points k with k mod N = I) [default: the SLURM
+    /// array task's share inside a job array, else the whole grid].
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// CPU worker threads, each with its own model and data (on CUDA: one worker per GPU of --device).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Save progress at most every this many seconds (and at the end); 0 saves after every point.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    checkpoint_every: f64,
     #[command(flatten)]
     eval: EvalArgs,
 }
@@ -263,6 +293,7 @@ fn report(s: &Surface, quiet: bool, out: &std::path::Path) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let prepare_only = matches!(cli.command, Command::Directions(_));
     let (s, quiet, out, plots) = match cli.command {
         Command::Plot(a) => {
             let o = PlotOptions { log: a.log, vmin: a.vmin, vmax: a.vmax, levels: a.levels, zmax: a.zmax, dpi: a.dpi };
@@ -272,7 +303,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             return Ok(());
         }
-        Command::Surface(a) => {
+        Command::Merge(a) => {
+            let s = surface::merge(&a.run_dir, a.allow_partial, a.quiet)?;
+            (s, a.quiet, a.run_dir, !a.no_plots)
+        }
+        Command::Surface(a) | Command::Directions(a) => {
+            if !(a.checkpoint_every >= 0.0 && a.checkpoint_every.is_finite()) {
+                anyhow::bail!("--checkpoint-every {}: must be a number of seconds >= 0", a.checkpoint_every);
+            }
             let cfg = SurfaceConfig {
                 model: a.model,
                 grid: GridSpec { x: a.x, y: a.y, spacing: a.spacing },
@@ -281,8 +319,30 @@ fn run(cli: Cli) -> Result<()> {
                 seed: a.seed,
                 directions: a.directions,
                 eval: a.eval.options(),
+                shard: a.shard,
+                workers: a.workers,
+                checkpoint_every: std::time::Duration::from_secs_f64(a.checkpoint_every),
+                prepare_only,
             };
-            (surface::run(&cfg)?, cfg.eval.quiet, cfg.eval.out, !a.eval.no_plots)
+            match surface::run_sharded(&cfg)? {
+                Outcome::Complete(s) => (s, cfg.eval.quiet, cfg.eval.out, !a.eval.no_plots),
+                Outcome::ShardDone { shard, points, missing } => {
+                    if !cfg.eval.quiet {
+                        eprintln!(
+                            "losscape: shard {shard} done ({points} points); {missing} points of the grid are in other shards \
+                             — `losscape merge {}` once they are done (the last shard to finish merges by itself)",
+                            cfg.eval.out.display()
+                        );
+                    }
+                    return Ok(());
+                }
+                Outcome::Prepared { points } => {
+                    if !cfg.eval.quiet {
+                        eprintln!("losscape: {} is ready for `surface --shard I/N` tasks ({points} points)", cfg.eval.out.display());
+                    }
+                    return Ok(());
+                }
+            }
         }
         Command::Line(a) => {
             let cfg = LineConfig { from: a.from, to: a.to, arch: a.arch, x: a.x, eval: a.eval.options() };

@@ -62,7 +62,7 @@ impl EvalOptions {
 }
 
 /// The axes of a grid as asked for.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GridSpec {
     pub x: Axis,
     /// None: a 1-D curve.
@@ -100,9 +100,14 @@ pub struct Session {
 impl Session {
     /// Resolve the device, check the options and the output directory, load model and data.
     pub fn open(model: &Path, opts: &EvalOptions) -> Result<Session> {
-        let started = Instant::now();
         let dev = opts.device.resolve()?;
         RunDir::check(&opts.out, opts.overwrite)?;
+        Session::open_on(model, opts, dev)
+    }
+
+    /// Load model and data on `dev` (a worker's device), checking the options.
+    pub fn open_on(model: &Path, opts: &EvalOptions, dev: Device) -> Result<Session> {
+        let started = Instant::now();
         if let Some(c) = opts.loss_cap {
             if !(c.is_finite() && c > 0.0) {
                 bail!("--loss-cap {c}: must be a positive number");
@@ -242,30 +247,19 @@ pub fn write_grid(dir: &mut RunDir, s: &Session, grid: &Grid, v: &GridValues) ->
     Ok(())
 }
 
-/// The part of meta.json every evaluating command writes. `layout` says what loss[j, i] is.
-pub fn common_meta(
-    kind: &str,
-    s: &Session,
-    ev: &Evaluator,
-    spec: &GridSpec,
-    grid: &Grid,
-    v: &GridValues,
-    precision_check: Option<Value>,
-    layout: &str,
-) -> Map<String, Value> {
+/// The part of meta.json known before any point is evaluated.
+pub fn base_meta(kind: &str, s: &Session, ev: &Evaluator, spec: &GridSpec, grid: &Grid, layout: &str) -> Map<String, Value> {
     let two = grid.y.is_some();
-    let images = (grid.len() * s.data.n) as f64;
-    let finite = || v.loss.iter().copied().filter(|x| x.is_finite());
     let meta = json!({
         "schema_version": 1,
         "kind": kind,
         "tool": {"name": "losscape", "version": env!("CARGO_PKG_VERSION")},
         "argv": s.opts.argv,
         "model": {"path": s.model.path, "sha256": s.model.sha256, "parameters": s.model.num_params(),
-                  "parameter_tensors": s.model.params.len(), "moving_tensors": v.moving},
+                  "parameter_tensors": s.model.params.len()},
         "data": {
             "path": s.data.path, "format": s.data.format, "split": s.data.split, "n": s.data.n,
-            "available": s.data.available, "subset": "first n samples in file order",
+            "available": s.data.available, "subset": "first n samples in file order", "sha256": s.data.sha256,
             "targets": s.data.targets, "sample_shape": s.data.sample_shape(), "normalization": s.data.normalization,
         },
         "loss": ev.loss,
@@ -277,36 +271,67 @@ pub fn common_meta(
         },
         "outputs": {"loss": "loss.npy", "acc": "acc.npy", "x": "x.npy", "y": if two { json!("y.npy") } else { json!(null) },
                     "capped": if s.opts.loss_cap.is_some() { json!("capped.npy") } else { json!(null) }},
-        "loss_cap": s.opts.loss_cap.map(|c| json!({
-            "cap": c,
-            "capped_points": v.capped.iter().filter(|&&c| c == 1).count(),
-            "meaning": "capped[j, i] = 1: the pass stopped early once its partial mean exceeded the cap; loss holds that lower bound and acc is NaN",
-        })),
         "device": device::name(s.dev),
         "precision": s.precision,
         "dtype": s.precision.dtype_name(),
-        "tf32_convolutions": s.dev.is_cuda() && precision::tf32_conv(),
-        "precision_check": precision_check,
+        "tf32_convolutions": s.dev.is_cuda() && s.precision != Precision::Fp32,
         "libtorch_version": env!("LOSSCAPE_LIBTORCH_VERSION"),
-        "batch_size": ev.batch_size,
         "channels_last": s.channels_last,
-        "loss_min": finite().reduce(f32::min),
-        "loss_max": finite().reduce(f32::max),
-        "nonfinite_points": v.loss.iter().filter(|x| !x.is_finite()).count(),
-        "timing": {
-            "wall_seconds": s.started.elapsed().as_secs_f64(),
-            "eval_seconds": v.eval_secs,
-            "seconds_per_point": v.eval_secs / grid.len() as f64,
-            "images_per_second": images / v.eval_secs,
-            "perturb_seconds": v.perturb_secs,
-            "perturb_fraction": v.perturb_secs / v.eval_secs,
-        },
-        "peak_host_rss_mb": peak_rss_mb(),
     });
     match meta {
         Value::Object(m) => m,
         _ => unreachable!("json! of an object"),
     }
+}
+
+/// The part of meta.json that summarizes the values: range, non-finite count, the loss cap.
+pub fn value_meta(meta: &mut Map<String, Value>, loss: &[f32], capped: &[u8], loss_cap: Option<f64>) {
+    let finite = || loss.iter().copied().filter(|x| x.is_finite());
+    meta.insert("loss_min".into(), json!(finite().reduce(f32::min)));
+    meta.insert("loss_max".into(), json!(finite().reduce(f32::max)));
+    meta.insert("nonfinite_points".into(), json!(loss.iter().filter(|x| !x.is_finite()).count()));
+    meta.insert(
+        "loss_cap".into(),
+        json!(loss_cap.map(|c| json!({
+            "cap": c,
+            "capped_points": capped.iter().filter(|&&c| c == 1).count(),
+            "meaning": "capped[j, i] = 1: the pass stopped early once its partial mean exceeded the cap; loss holds that lower bound and acc is NaN",
+        }))),
+    );
+}
+
+/// Timing fields of meta.json for `points` evaluated over `eval_secs`.
+pub fn timing_meta(wall: f64, eval_secs: f64, perturb_secs: f64, points: usize, n: usize) -> Value {
+    json!({
+        "wall_seconds": wall,
+        "eval_seconds": eval_secs,
+        "seconds_per_point": eval_secs / points.max(1) as f64,
+        "images_per_second": (points * n) as f64 / eval_secs,
+        "perturb_seconds": perturb_secs,
+        "perturb_fraction": perturb_secs / eval_secs,
+    })
+}
+
+/// The part of meta.json every evaluating command writes. `layout` says what loss[j, i] is.
+#[allow(clippy::too_many_arguments)]
+pub fn common_meta(
+    kind: &str,
+    s: &Session,
+    ev: &Evaluator,
+    spec: &GridSpec,
+    grid: &Grid,
+    v: &GridValues,
+    precision_check: Option<Value>,
+    layout: &str,
+) -> Map<String, Value> {
+    let mut meta = base_meta(kind, s, ev, spec, grid, layout);
+    meta["model"]["moving_tensors"] = json!(v.moving);
+    meta.insert("precision_check".into(), json!(precision_check));
+    meta.insert("batch_size".into(), json!(ev.batch_size));
+    value_meta(&mut meta, &v.loss, &v.capped, s.opts.loss_cap);
+    meta.insert("timing".into(), timing_meta(s.started.elapsed().as_secs_f64(), v.eval_secs, v.perturb_secs, grid.len(), s.data.n));
+    meta.insert("peak_host_rss_mb".into(), json!(peak_rss_mb()));
+    meta
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB; None where /proc is not there.

@@ -128,10 +128,20 @@ fn a_run_reports_progress_and_does_not_clobber_a_finished_run() {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let before = std::fs::read(out.join("loss.npy")).unwrap();
+    let mtime = std::fs::metadata(out.join("loss.npy")).unwrap().modified().unwrap();
+    // The same run again: already complete, nothing recomputed or rewritten.
     let o = losscape(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("already holds this run"), "{err}");
+    assert_eq!(std::fs::metadata(out.join("loss.npy")).unwrap().modified().unwrap(), mtime);
+    // Another configuration into the same directory: refused, naming what differs.
+    let mut other = args.clone();
+    let i = other.iter().position(|a| *a == "-1:1:3").unwrap();
+    other[i] = "-2:2:3";
+    let o = losscape(&other);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--overwrite") && err.contains("meta.json"), "{err}");
+    assert!(err.contains("another configuration") && err.contains("grid.x.") && err.contains("--overwrite"), "{err}");
     assert_eq!(std::fs::read(out.join("loss.npy")).unwrap(), before, "refused run touched the old one");
     let mut again = args.clone();
     again.extend(["--overwrite", "--quiet"]);
