@@ -166,6 +166,15 @@ impl ShardStore {
             ),
             Err(fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("{}: cannot lock", lock_path.display())),
         }
+        // Temporary files of this shard left by a killed process (we hold the lock: nobody else writes them).
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&format!(".{stem}.")) && n.contains(".tmp-") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let _ = lock.set_len(0);
         let _ = writeln!(lock, "pid {} on {}", std::process::id(), hostname());
         let mut store = ShardStore {

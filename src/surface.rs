@@ -173,7 +173,12 @@ pub fn run_sharded(cfg: &SurfaceConfig) -> Result<Outcome> {
     let config = RunConfig { identity, meta: serde_json::Value::Object(meta) };
 
     // The directory: an identical complete run is left alone; another configuration is refused.
-    if out.join("meta.json").exists() && !cfg.eval.overwrite {
+    // (A merge --allow-partial leaves a meta.json that counts its missing points: not complete.)
+    let partial = std::fs::read_to_string(out.join("meta.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|m| m["shards"]["missing_points"].as_u64().unwrap_or(0) > 0);
+    if out.join("meta.json").exists() && !cfg.eval.overwrite && !partial {
         match RunConfig::read(out) {
             Ok(old) if old.identity == config.identity => {
                 if !cfg.eval.quiet {

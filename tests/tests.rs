@@ -10,4 +10,5 @@ mod directions;
 mod grid;
 mod models;
 mod plots;
+mod shards;
 mod surface;
