@@ -1,0 +1,30 @@
+//! A tiny smoke run of the benchmark (`make bench` runs it at full size): the three ways of
+//! evaluating run on the same data and the table of ratios comes out. Nothing is timed here.
+
+use std::process::Command;
+
+use crate::common::{out_dir, python, root};
+
+#[test]
+fn the_benchmark_runs_end_to_end() {
+    let work = out_dir("bench-smoke");
+    let json = work.with_extension("json");
+    let o = Command::new(python())
+        .arg(root().join("bench/bench.py"))
+        .args(["--bin", env!("CARGO_BIN_EXE_losscape"), "--device", "cpu", "--models", "resnet8", "--n", "96", "--points", "4"])
+        .args(["--ref-n", "64", "--ref-points", "1", "--loss-cap", "1.5", "--work"])
+        .arg(&work)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("vs ref") && out.contains("vs eager") && out.contains("resnet8"), "{out}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let row = &r["rows"][0];
+    for k in ["reference_ips", "eager_ips", "losscape_ips", "perturb_fraction"] {
+        assert!(row[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {row}");
+    }
+    assert_eq!(row["losscape_device"], "cpu");
+}
