@@ -137,8 +137,11 @@ pub struct ShardStore {
     every: Duration,
     last_save: Instant,
     unsaved: usize,
-    /// Evaluation seconds of this and earlier sessions of the shard.
+    /// Evaluation seconds of earlier sessions of the shard (this one's run from `session`).
     pub eval_seconds: f64,
+    session: Option<Instant>,
+    /// Seconds spent forming perturbed parameters in earlier sessions.
+    pub perturb_base: f64,
     pub info: Value,
     /// Fields added to every save of the shard's JSON.
     pub extra: Value,
@@ -188,6 +191,8 @@ impl ShardStore {
             last_save: Instant::now(),
             unsaved: 0,
             eval_seconds: 0.0,
+            session: None,
+            perturb_base: 0.0,
             info: json!({}),
             extra: json!({}),
         };
@@ -198,6 +203,7 @@ impl ShardStore {
                 bail!("{} was written for configuration {} but this run is {hash}", json_path.display(), info["config_hash"]);
             }
             store.eval_seconds = info["eval_seconds"].as_f64().unwrap_or(0.0);
+            store.perturb_base = info["perturb_seconds"].as_f64().unwrap_or(0.0);
             let npy = store.dir.join(format!("{stem}.npy"));
             if npy.exists() {
                 store.done = read_points(&npy, total)?;
@@ -209,6 +215,15 @@ impl ShardStore {
             }
         }
         Ok(store)
+    }
+
+    /// Start timing this session's evaluation (added to the earlier sessions' in every save).
+    pub fn start_session(&mut self) {
+        self.session = Some(Instant::now());
+    }
+
+    fn total_eval_seconds(&self) -> f64 {
+        self.eval_seconds + self.session.map_or(0.0, |t| t.elapsed().as_secs_f64())
     }
 
     pub fn record(&mut self, k: usize, p: Point) {
@@ -239,7 +254,7 @@ impl ShardStore {
             "points_done": self.done.len(),
             "points": own,
             "complete": self.done.len() == own,
-            "eval_seconds": self.eval_seconds,
+            "eval_seconds": self.total_eval_seconds(),
             "host": hostname(),
             "columns": "shards/<shard>.npy [m, 4] float64: point index (row-major), loss bits, accuracy bits (float32 bit patterns), capped",
         });

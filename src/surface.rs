@@ -207,7 +207,6 @@ pub fn run_sharded(cfg: &SurfaceConfig) -> Result<Outcome> {
     if !cfg.eval.quiet && !st.done.is_empty() {
         eprintln!("losscape: shard {shard}: {} points already done, {} to go", st.done.len(), todo.len());
     }
-    let session_start = Instant::now();
     let outcome = if devices.len() > 1 || cfg.workers > 1 {
         drop(ev);
         let workers: Vec<Device> = if devices.iter().all(|d| d.is_cuda()) { devices.clone() } else { vec![Device::Cpu; cfg.workers] };
@@ -216,7 +215,6 @@ pub fn run_sharded(cfg: &SurfaceConfig) -> Result<Outcome> {
     } else {
         evaluate_serial(cfg, &s, ev, &dx, dy.as_ref(), &grid, &todo, &mut st, &mut fresh)?
     };
-    let _ = session_start;
     fresh.path = None;
     if outcome.missing_in_shard > 0 {
         bail!("shard {shard}: {} points were not evaluated", outcome.missing_in_shard);
@@ -282,11 +280,12 @@ fn evaluate_serial(
     let p = Perturber::new(&s.model, dx, dy);
     let check = if todo.is_empty() { None } else { s.prepare(&mut ev)? };
     let t0 = Instant::now();
+    st.start_session();
     let mut progress = Progress::new(todo.len(), s.data.n, cfg.eval.quiet);
     let mut perturb = 0.0;
     let extra = |st: &ShardStore, eval: f64, perturb: f64, ev: &crate::eval::Evaluator| {
         json!({"workers": [{"device": device::name(s.dev), "batch_size": ev.batch_size}], "precision_check": check,
-               "perturb_seconds": perturb, "session_eval_seconds": eval, "moving_tensors": p.moving(),
+               "perturb_seconds": st.perturb_base + perturb, "session_eval_seconds": eval, "moving_tensors": p.moving(),
                "peak_host_rss_mb": run::peak_rss_mb(), "points_this_session": todo.len().min(st.done.len())})
     };
     for &k in todo {
@@ -299,13 +298,11 @@ fn evaluate_serial(
         st.record(k, point_of(v));
         progress.point_done(v.loss);
         let e = extra(st, t0.elapsed().as_secs_f64(), perturb, &ev);
-        st.eval_seconds += 0.0;
         st.maybe_save(false, &e)?;
         fresh.path = None;
     }
     device::synchronize(s.dev);
     progress.finish();
-    st.eval_seconds += t0.elapsed().as_secs_f64();
     let e = extra(st, t0.elapsed().as_secs_f64(), perturb, &ev);
     st.maybe_save(true, &e)?;
     drop(p);
@@ -334,7 +331,7 @@ fn evaluate_parallel(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<Result<(usize, usize, crate::eval::PointValue)>>();
-    let t0 = Instant::now();
+    st.start_session();
     let mut counts = vec![0usize; devices.len()];
     let mut infos: Vec<Value> = vec![json!(null); devices.len()];
     let (itx, irx) = mpsc::channel::<(usize, Value)>();
@@ -403,11 +400,11 @@ fn evaluate_parallel(
         let _ = st.maybe_save(true, &json!({}));
         return Err(e);
     }
-    st.eval_seconds += t0.elapsed().as_secs_f64();
     for (w, c) in counts.iter().enumerate() {
         infos[w]["points"] = json!(c);
     }
-    st.maybe_save(true, &json!({"workers": infos, "perturb_seconds": infos.iter().filter_map(|i| i["perturb_seconds"].as_f64()).sum::<f64>(),
+    let perturb: f64 = infos.iter().filter_map(|i| i["perturb_seconds"].as_f64()).sum();
+    st.maybe_save(true, &json!({"workers": infos, "perturb_seconds": st.perturb_base + perturb,
                                 "precision_check": infos[0]["precision_check"], "peak_host_rss_mb": run::peak_rss_mb()}))?;
     Ok(ShardResult { missing_in_shard: todo.iter().filter(|k| !st.done.contains_key(k)).count() })
 }
