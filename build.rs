@@ -23,8 +23,7 @@ fn main() {
     let version = std::fs::read_to_string(lib.join("../version.py"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim().trim_matches('\'').to_string()))
+            s.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim().trim_matches('\'').to_string()))
         })
         .or_else(|| std::fs::read_to_string(lib.join("../build-version")).ok().map(|s| s.trim().to_string()))
         .unwrap_or_else(|| "unknown".into());
@@ -32,7 +31,8 @@ fn main() {
 
     // plotly.js for surface.html, embedded when `npm install` (the Makefile runs it) has put it here.
     println!("cargo:rustc-check-cfg=cfg(losscape_plotly)");
-    let plotly = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("node_modules/plotly.js-dist-min/plotly.min.js");
+    let plotly =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("node_modules/plotly.js-dist-min/plotly.min.js");
     println!("cargo:rerun-if-changed={}", plotly.display());
     if plotly.exists() {
         println!("cargo:rustc-cfg=losscape_plotly");

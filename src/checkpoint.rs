@@ -26,13 +26,15 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
         bail!("checkpoint {}: no such file", path.display());
     }
     if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
-        let t = Tensor::read_safetensors(path)
-            .map_err(|e| anyhow!("checkpoint {}: not a readable safetensors file: {}", path.display(), torch_msg(&e)))?;
+        let t = Tensor::read_safetensors(path).map_err(|e| {
+            anyhow!("checkpoint {}: not a readable safetensors file: {}", path.display(), torch_msg(&e))
+        })?;
         return Ok((Format::Safetensors, t));
     }
     let ts_err = match CModule::load_on_device(path, Device::Cpu) {
         Ok(m) => {
-            let mut named = m.named_parameters().map_err(|e| anyhow!("checkpoint {}: {}", path.display(), torch_msg(&e)))?;
+            let mut named =
+                m.named_parameters().map_err(|e| anyhow!("checkpoint {}: {}", path.display(), torch_msg(&e)))?;
             if let Some((_, first)) = named.first() {
                 let buffers = crate::ffi::named_buffers(&m, &first.shallow_clone())?;
                 named.extend(buffers);
@@ -45,7 +47,8 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
         Ok(t) => Ok((Format::TorchSave, t)),
         Err(e) => {
             let why = if ts_err.contains("central directory") || ts_err.contains("not a ZIP archive") {
-                "not a zip archive, so neither TorchScript nor a current torch.save file (an old-style torch.save?)".to_string()
+                "not a zip archive, so neither TorchScript nor a current torch.save file (an old-style torch.save?)"
+                    .to_string()
             } else {
                 format!("not TorchScript ({ts_err}) nor a readable torch.save zip file ({e:#})")
             };
@@ -71,8 +74,11 @@ impl State {
     /// The model's own current values.
     pub fn of_model(model: &Model) -> State {
         let _g = tch::no_grad_guard();
-        let (names, tensors) =
-            model.state().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).to_kind(Kind::Float).copy())).unzip();
+        let (names, tensors) = model
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).to_kind(Kind::Float).copy()))
+            .unzip();
         State { path: model.path.clone(), format: Format::Torchscript, names, tensors }
     }
 
@@ -92,7 +98,13 @@ fn match_names(path: &Path, named: Vec<(String, Tensor)>, targets: &[(String, Te
     let first = &targets[0].0;
     let prefix = named
         .iter()
-        .filter_map(|(k, _)| if k == first { Some(String::new()) } else { k.strip_suffix(&format!(".{first}")).map(|p| format!("{p}.")) })
+        .filter_map(|(k, _)| {
+            if k == first {
+                Some(String::new())
+            } else {
+                k.strip_suffix(&format!(".{first}")).map(|p| format!("{p}."))
+            }
+        })
         .min_by_key(|p| p.len());
     let Some(prefix) = prefix else {
         let keys: Vec<&str> = named.iter().take(5).map(|(k, _)| k.as_str()).collect();
@@ -102,22 +114,23 @@ fn match_names(path: &Path, named: Vec<(String, Tensor)>, targets: &[(String, Te
             path.display()
         );
     };
-    let mut by_name: std::collections::HashMap<String, Tensor> = named
-        .into_iter()
-        .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|k| (k.to_string(), t)))
-        .collect();
+    let mut by_name: std::collections::HashMap<String, Tensor> =
+        named.into_iter().filter_map(|(k, t)| k.strip_prefix(&prefix).map(|k| (k.to_string(), t))).collect();
     let mut out = Vec::with_capacity(targets.len());
     let mut missing = Vec::new();
     let mut conflicts = Vec::new();
     for (name, t) in targets {
         match by_name.remove(name) {
             None => missing.push(name.as_str()),
-            Some(v) if v.size() != t.size() => conflicts.push(format!("{name}: checkpoint {:?} vs model {:?}", v.size(), t.size())),
+            Some(v) if v.size() != t.size() => {
+                conflicts.push(format!("{name}: checkpoint {:?} vs model {:?}", v.size(), t.size()))
+            }
             Some(v) => out.push(v.to_kind(Kind::Float)),
         }
     }
     // Integer buffers (num_batches_tracked) are not part of the state; ignore them.
-    let mut unexpected: Vec<String> = by_name.into_iter().filter(|(_, t)| t.is_floating_point()).map(|(k, _)| k).collect();
+    let mut unexpected: Vec<String> =
+        by_name.into_iter().filter(|(_, t)| t.is_floating_point()).map(|(k, _)| k).collect();
     unexpected.sort();
     if !missing.is_empty() || !unexpected.is_empty() || !conflicts.is_empty() {
         let few = |v: &[&str]| v.iter().take(4).copied().collect::<Vec<_>>().join(", ");

@@ -38,7 +38,9 @@ fn arch_file(arch: &Option<PathBuf>, fallback: &Path, what: &str) -> Result<Path
 
 /// b − a over every tensor of the state, named as the state is.
 fn difference(a: &State, b: &State) -> Direction {
-    Direction { tensors: a.names.iter().zip(a.tensors.iter().zip(&b.tensors)).map(|(n, (x, y))| (n.clone(), y - x)).collect() }
+    Direction {
+        tensors: a.names.iter().zip(a.tensors.iter().zip(&b.tensors)).map(|(n, (x, y))| (n.clone(), y - x)).collect(),
+    }
 }
 
 /// Least-squares coordinates (u, v) of `w` on the span of `dx`, `dy`.
@@ -49,7 +51,12 @@ fn coordinates(w: &Direction, dx: &Direction, dy: &Direction) -> [f64; 2] {
     [(c * p - b * q) / det, (a * q - b * p) / det]
 }
 
-fn finish(dir: RunDir, meta: serde_json::Map<String, Value>, grid: crate::grid::Grid, v: run::GridValues) -> Result<Surface> {
+fn finish(
+    dir: RunDir,
+    meta: serde_json::Map<String, Value>,
+    grid: crate::grid::Grid,
+    v: run::GridValues,
+) -> Result<Surface> {
     let meta = Value::Object(meta);
     dir.commit(&meta)?;
     Ok(Surface { grid, loss: v.loss, acc: v.acc, meta })
@@ -76,7 +83,11 @@ pub fn line(cfg: &LineConfig) -> Result<Surface> {
     let b = State::load(&cfg.to, &s.model)?;
     let d = difference(&a, &b);
     if d.norm() == 0.0 {
-        bail!("line: {} and {} are identical (‖B − A‖ = 0): nothing to interpolate", cfg.from.display(), cfg.to.display());
+        bail!(
+            "line: {} and {} are identical (‖B − A‖ = 0): nothing to interpolate",
+            cfg.from.display(),
+            cfg.to.display()
+        );
     }
     let spec = GridSpec { x: cfg.x, y: None, spacing: Spacing::Linear };
     let grid = spec.grid();
@@ -88,7 +99,16 @@ pub fn line(cfg: &LineConfig) -> Result<Surface> {
     let ends = run::evaluate_states(&mut ev, &p, &[a, b])?;
     drop(p);
     run::write_grid(&mut dir, &s, &grid, &v)?;
-    let mut meta = run::common_meta("line", &s, &ev, &spec, &grid, &v, check, "loss[i] = L((1 - x[i]) * theta_A + x[i] * theta_B)");
+    let mut meta = run::common_meta(
+        "line",
+        &s,
+        &ev,
+        &spec,
+        &grid,
+        &v,
+        check,
+        "loss[i] = L((1 - x[i]) * theta_A + x[i] * theta_B)",
+    );
     meta.insert(
         "line".into(),
         json!({
@@ -136,7 +156,7 @@ pub fn plane(cfg: &PlaneConfig) -> Result<Surface> {
         }
     }
     let cos = dx.cosine(&dy);
-    if !(cos.abs() < 1.0 - 1e-9) || dy.norm() <= 1e-9 * dx.norm() {
+    if cos.is_nan() || cos.abs() >= 1.0 - 1e-9 || dy.norm() <= 1e-9 * dx.norm() {
         bail!("plane: {} lies on the line through {} and {}: no plane", pc.display(), pa.display(), pb.display());
     }
     let grid = cfg.grid.grid();
@@ -151,7 +171,8 @@ pub fn plane(cfg: &PlaneConfig) -> Result<Surface> {
     run::write_grid(&mut dir, &s, &grid, &v)?;
     let layout = "loss[j, i] = L(theta_A + x[i] * dx + y[j] * dy): rows are y, columns are x (meshgrid 'xy')";
     let mut meta = run::common_meta("plane", &s, &ev, &cfg.grid, &grid, &v, check, layout);
-    let named = |i: usize, path: &Path| json!({"path": path, "coords": points[i], "loss": own[i].loss, "acc": own[i].acc});
+    let named =
+        |i: usize, path: &Path| json!({"path": path, "coords": points[i], "loss": own[i].loss, "acc": own[i].acc});
     meta.insert(
         "plane".into(),
         json!({
@@ -215,7 +236,8 @@ pub fn list_checkpoints(spec: &str) -> Result<Vec<PathBuf>> {
                 continue;
             }
             let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let keep_old = by_stem.get(&stem).is_some_and(|old| old.extension().and_then(|e| e.to_str()) == Some("safetensors"));
+            let keep_old =
+                by_stem.get(&stem).is_some_and(|old| old.extension().and_then(|e| e.to_str()) == Some("safetensors"));
             if !keep_old {
                 by_stem.insert(stem, f);
             }
@@ -237,7 +259,11 @@ pub fn trajectory(cfg: &TrajectoryConfig) -> Result<Surface> {
             "trajectory: PCA needs at least 3 checkpoints, found {} in {} ({})",
             files.len(),
             cfg.checkpoints,
-            if files.is_empty() { "no .pt/.pth/.t7/.ckpt/.safetensors files".to_string() } else { format!("{:?}", files) }
+            if files.is_empty() {
+                "no .pt/.pth/.t7/.ckpt/.safetensors files".to_string()
+            } else {
+                format!("{:?}", files)
+            }
         );
     }
     let last = files.last().expect("3 or more");
@@ -267,7 +293,8 @@ pub fn trajectory(cfg: &TrajectoryConfig) -> Result<Surface> {
         .enumerate()
         .map(|(j, (_, t))| j < nparams && (cfg.ignore == Ignore::Keep || t.dim() > 1))
         .collect();
-    let vectors: Vec<Vec<Tensor>> = states.iter().map(|st| st.tensors.iter().map(|t| t.shallow_clone()).collect()).collect();
+    let vectors: Vec<Vec<Tensor>> =
+        states.iter().map(|st| st.tensors.iter().map(|t| t.shallow_clone()).collect()).collect();
     let pca_device = if s.dev.is_cuda() { s.dev } else { Device::Cpu };
     let pc = pca::pca(&vectors, &origin_state.tensors, &include, pca_device)?;
     let top2 = pc.explained_variance_ratio[0] + pc.explained_variance_ratio.get(1).copied().unwrap_or(0.0);
@@ -282,7 +309,12 @@ pub fn trajectory(cfg: &TrajectoryConfig) -> Result<Surface> {
     }
     let names = &states[0].names;
     let dir_of = |k: usize| Direction {
-        tensors: names.iter().zip(&pc.components[k]).take(nparams).map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+        tensors: names
+            .iter()
+            .zip(&pc.components[k])
+            .take(nparams)
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
     };
     let (dx, dy) = (dir_of(0), dir_of(1));
     let axis = |k: usize, given: Option<Axis>| -> Result<Axis> {

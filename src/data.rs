@@ -171,7 +171,9 @@ impl Dataset {
             (Some(m), Some(s), _) => (m.clone(), s.clone()),
             (Some(m), None, _) => (m.clone(), vec![1.0; m.len()]),
             (None, Some(s), _) => (vec![0.0; s.len()], s.clone()),
-            (None, None, DataFormat::CifarBinary | DataFormat::CifarPython) => (CIFAR_MEAN.to_vec(), CIFAR_STD.to_vec()),
+            (None, None, DataFormat::CifarBinary | DataFormat::CifarPython) => {
+                (CIFAR_MEAN.to_vec(), CIFAR_STD.to_vec())
+            }
             (None, None, DataFormat::Npy) => (vec![], vec![]),
         };
         if mean.len() != std.len() {
@@ -182,7 +184,10 @@ impl Dataset {
         }
         if !mean.is_empty() {
             if !bytes {
-                bail!("--mean/--std apply to byte (uint8) images only; {} holds float data, used as given", spec.path.display());
+                bail!(
+                    "--mean/--std apply to byte (uint8) images only; {} holds float data, used as given",
+                    spec.path.display()
+                );
             }
             if !is_image || (mean.len() != channels && mean.len() != 1) {
                 bail!(
@@ -348,9 +353,7 @@ fn read_cifar_python(dir: &Path, split: Split) -> Result<HostData> {
         let V::Dict(d) = value else {
             bail!("CIFAR-10 file {}: pickle holds no dict", file.display());
         };
-        let get = |key: &str| {
-            d.get(&H::Bytes(key.as_bytes().to_vec())).or_else(|| d.get(&H::String(key.to_string())))
-        };
+        let get = |key: &str| d.get(&H::Bytes(key.as_bytes().to_vec())).or_else(|| d.get(&H::String(key.to_string())));
         let Some(V::List(ls)) = get("labels") else {
             bail!("CIFAR-10 file {}: no 'labels' list", file.display());
         };
@@ -384,9 +387,7 @@ fn longest_bytes(v: &serde_pickle::Value) -> Option<&Vec<u8>> {
     use serde_pickle::Value as V;
     match v {
         V::Bytes(b) => Some(b),
-        V::Tuple(items) | V::List(items) => {
-            items.iter().filter_map(longest_bytes).max_by_key(|b| b.len())
-        }
+        V::Tuple(items) | V::List(items) => items.iter().filter_map(longest_bytes).max_by_key(|b| b.len()),
         _ => None,
     }
 }
@@ -418,9 +419,9 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
         (TypeChar::Uint, 4) => {
             Tensor::from_slice(&npy.into_vec::<u32>().with_context(ctx)?.iter().map(|&v| v as i64).collect::<Vec<_>>())
         }
-        (TypeChar::Uint, 8) => Tensor::from_slice(
-            &npy.into_vec::<u64>().with_context(ctx)?.iter().map(|&v| v as i64).collect::<Vec<_>>(),
-        ),
+        (TypeChar::Uint, 8) => {
+            Tensor::from_slice(&npy.into_vec::<u64>().with_context(ctx)?.iter().map(|&v| v as i64).collect::<Vec<_>>())
+        }
         _ => bail!(
             "{}: dtype {} is not supported (use uint8 or float32 for X, integers or floats for y)",
             path.display(),

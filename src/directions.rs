@@ -49,7 +49,11 @@ impl Direction {
 
     /// Euclidean norm over all parameters.
     pub fn norm(&self) -> f64 {
-        self.tensors.iter().map(|(_, t)| t.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum::<f64>().sqrt()
+        self.tensors
+            .iter()
+            .map(|(_, t)| t.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt()
     }
 
     /// Euclidean inner product with `other` over all parameters.
@@ -57,7 +61,9 @@ impl Direction {
         self.tensors
             .iter()
             .zip(&other.tensors)
-            .map(|((_, a), (_, b))| (a.to_kind(Kind::Double) * b.to_kind(Kind::Double)).sum(Kind::Double).double_value(&[]))
+            .map(|((_, a), (_, b))| {
+                (a.to_kind(Kind::Double) * b.to_kind(Kind::Double)).sum(Kind::Double).double_value(&[])
+            })
             .sum()
     }
 
@@ -70,7 +76,13 @@ impl Direction {
 /// Two random directions (η only when `two`), drawn from torch's CPU generator seeded with `seed`:
 /// for each of δ then η, one `randn(shape)` per parameter in order — the same numbers PyTorch gives
 /// after `torch.manual_seed(seed)` — then normalized against `params`.
-pub fn random(params: &[(String, Tensor)], seed: i64, norm: Norm, ignore: Ignore, two: bool) -> (Direction, Option<Direction>) {
+pub fn random(
+    params: &[(String, Tensor)],
+    seed: i64,
+    norm: Norm,
+    ignore: Ignore,
+    two: bool,
+) -> (Direction, Option<Direction>) {
     // torch's default CPU generator is process-global: hold it while seeding and drawing, so
     // that concurrent callers (threads of one process) cannot interleave their draws.
     static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -148,7 +160,8 @@ pub fn save(path: &Path, x: &Direction, y: Option<&Direction>) -> Result<()> {
     if let Some(y) = y {
         named.extend(y.tensors.iter().map(|(n, t)| (format!("y.{n}"), t)));
     }
-    Tensor::write_safetensors(&named, path).map_err(|e| anyhow!("{}: cannot write directions: {}", path.display(), torch_msg(&e)))
+    Tensor::write_safetensors(&named, path)
+        .map_err(|e| anyhow!("{}: cannot write directions: {}", path.display(), torch_msg(&e)))
 }
 
 /// Read directions saved by `save` and check them against the model's parameters: every name and

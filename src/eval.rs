@@ -73,7 +73,10 @@ impl<'a> Evaluator<'a> {
         let outputs_per_sample = match loss {
             LossKind::Ce => {
                 if data.targets != Targets::Classes {
-                    bail!("--loss ce needs integer class labels, but {} holds float targets (use --loss mse)", data.path.display());
+                    bail!(
+                        "--loss ce needs integer class labels, but {} holds float targets (use --loss mse)",
+                        data.path.display()
+                    );
                 }
                 if osz.len() != 2 || osz[0] != b as i64 {
                     bail!(
@@ -148,7 +151,7 @@ impl<'a> Evaluator<'a> {
         let n = self.data.n;
         let full = self.batch_size.min(n);
         let mut shapes = vec![full];
-        if n > full && n % full != 0 {
+        if n > full && !n.is_multiple_of(full) {
             shapes.push(n % full);
         }
         for _ in 0..passes {
@@ -258,12 +261,16 @@ impl<'a> Perturber<'a> {
         let (targets, original, origin) = Perturber::start(model, origin);
         let names: Vec<String> = model.state().into_iter().map(|(n, _)| n).collect();
         let lookup = |d: &Direction| -> Vec<Option<Tensor>> {
-            let by_name: std::collections::HashMap<&str, &Tensor> = d.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let by_name: std::collections::HashMap<&str, &Tensor> =
+                d.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
             names
                 .iter()
                 .zip(&origin)
                 .map(|(n, o)| {
-                    by_name.get(n.as_str()).filter(|t| t.abs().max().double_value(&[]) != 0.0).map(|t| master_like(o, t, o.kind()))
+                    by_name
+                        .get(n.as_str())
+                        .filter(|t| t.abs().max().double_value(&[]) != 0.0)
+                        .map(|t| master_like(o, t, o.kind()))
                 })
                 .collect()
         };

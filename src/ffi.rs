@@ -13,8 +13,20 @@ extern "C" {
     fn losscape_set_tf32(on: i32) -> i32;
     fn losscape_tf32_conv() -> i32;
     fn losscape_module_first_param(module: *mut c_void, out: *mut *mut c_void) -> i32;
-    fn losscape_module_named_buffers(module: *mut c_void, ctx: *mut c_void, f: NamedTensorCb, err: *mut c_char, len: usize) -> i32;
-    fn losscape_torch_load(path: *const c_char, ctx: *mut c_void, f: NamedTensorCb, err: *mut c_char, len: usize) -> i32;
+    fn losscape_module_named_buffers(
+        module: *mut c_void,
+        ctx: *mut c_void,
+        f: NamedTensorCb,
+        err: *mut c_char,
+        len: usize,
+    ) -> i32;
+    fn losscape_torch_load(
+        path: *const c_char,
+        ctx: *mut c_void,
+        f: NamedTensorCb,
+        err: *mut c_char,
+        len: usize,
+    ) -> i32;
 }
 
 /// Receives each (name, new at::Tensor*) from the shim into a Vec<(String, Tensor)>.
@@ -55,7 +67,8 @@ fn module_ptr(m: &CModule, first_param: &Tensor) -> Result<*mut c_void> {
     let ptr = unsafe { *(m as *const CModule as *const *mut c_void) };
     let mut first: *mut c_void = std::ptr::null_mut();
     // SAFETY: reads the module's parameters; catches exceptions.
-    if ptr.is_null() || unsafe { losscape_module_first_param(ptr, &mut first) } != 0 || first != first_param.data_ptr() {
+    if ptr.is_null() || unsafe { losscape_module_first_param(ptr, &mut first) } != 0 || first != first_param.data_ptr()
+    {
         bail!("internal: cannot reach the TorchScript module behind tch's CModule");
     }
     Ok(ptr)
@@ -68,7 +81,13 @@ pub fn named_buffers(m: &CModule, first_param: &Tensor) -> Result<Vec<(String, T
     let mut err = [0u8; 512];
     // SAFETY: ptr was verified; collect matches the callback signature; err is writable.
     let rc = unsafe {
-        losscape_module_named_buffers(ptr, &mut out as *mut _ as *mut c_void, collect, err.as_mut_ptr() as *mut c_char, err.len())
+        losscape_module_named_buffers(
+            ptr,
+            &mut out as *mut _ as *mut c_void,
+            collect,
+            err.as_mut_ptr() as *mut c_char,
+            err.len(),
+        )
     };
     if rc != 0 {
         bail!("cannot list the module's buffers: {}", err_text(&err));
@@ -83,7 +102,13 @@ pub fn torch_load(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut err = [0u8; 512];
     // SAFETY: c is NUL-terminated; collect matches the callback signature; err is writable.
     let rc = unsafe {
-        losscape_torch_load(c.as_ptr(), &mut out as *mut _ as *mut c_void, collect, err.as_mut_ptr() as *mut c_char, err.len())
+        losscape_torch_load(
+            c.as_ptr(),
+            &mut out as *mut _ as *mut c_void,
+            collect,
+            err.as_mut_ptr() as *mut c_char,
+            err.len(),
+        )
     };
     if rc != 0 {
         bail!("{}", err_text(&err));

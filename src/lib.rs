@@ -35,9 +35,8 @@ pub fn torch_msg(e: &tch::TchError) -> String {
     };
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if s.contains("failed in the TorchScript interpreter") {
-        let is_exception = |l: &&&str| {
-            l.split_once(": ").is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
-        };
+        let is_exception =
+            |l: &&&str| l.split_once(": ").is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '));
         if let Some(l) = lines.iter().rev().find(is_exception) {
             return l.to_string();
         }

@@ -338,7 +338,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Outcome::Prepared { points } => {
                     if !cfg.eval.quiet {
-                        eprintln!("losscape: {} is ready for `surface --shard I/N` tasks ({points} points)", cfg.eval.out.display());
+                        eprintln!(
+                            "losscape: {} is ready for `surface --shard I/N` tasks ({points} points)",
+                            cfg.eval.out.display()
+                        );
                     }
                     return Ok(());
                 }

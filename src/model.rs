@@ -55,7 +55,15 @@ impl Model {
         let buffers = crate::ffi::named_buffers(&module, &params[0].1)
             .map_err(|e| anyhow::anyhow!("model {}: {e:#}", path.display()))?;
         let native_kind = params[0].1.kind();
-        Ok(Model { module: RefCell::new(module), params, buffers, device, native_kind, path: path.to_path_buf(), sha256 })
+        Ok(Model {
+            module: RefCell::new(module),
+            params,
+            buffers,
+            device,
+            native_kind,
+            path: path.to_path_buf(),
+            sha256,
+        })
     }
 
     /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.

@@ -77,7 +77,8 @@ impl RunDir {
         fs::create_dir_all(path).with_context(|| format!("--out {}: cannot create directory", path.display()))?;
         let meta = path.join("meta.json");
         if meta.exists() {
-            fs::remove_file(&meta).with_context(|| format!("{}: cannot remove the old run's meta.json", meta.display()))?;
+            fs::remove_file(&meta)
+                .with_context(|| format!("{}: cannot remove the old run's meta.json", meta.display()))?;
         }
         Ok(RunDir { path: path.to_path_buf(), created, written: Vec::new(), committed: false })
     }

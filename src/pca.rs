@@ -62,10 +62,10 @@ pub fn pca(states: &[Vec<Tensor>], origin: &[Tensor], include: &[bool], device: 
     let evecs = evecs.to_device(Device::Cpu).flip([1]); // columns: largest eigenvalue first
     let total: f64 = evals.iter().filter(|v| **v > 0.0).sum();
     let tol = evals[0].abs() * 1e-12;
-    if !(evals[0] > tol) || total <= 0.0 {
+    if evals[0].is_nan() || evals[0] <= tol || total <= 0.0 {
         bail!("all {t} checkpoints are identical on the compared parameters: the trajectory has no direction");
     }
-    if !(evals[1] > tol) {
+    if evals[1].is_nan() || evals[1] <= tol {
         bail!("the trajectory is a straight line (one principal direction only): no plane to draw");
     }
     let ratio: Vec<f64> = evals.iter().filter(|v| **v > tol).map(|v| v / total).collect();

@@ -25,8 +25,10 @@ impl Progress {
         let bar = (!quiet && tty).then(|| {
             let b = ProgressBar::new(total as u64);
             b.set_style(
-                ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} points [{elapsed_precise} < {eta_precise}] {msg}")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} {pos}/{len} points [{elapsed_precise} < {eta_precise}] {msg}",
+                )
+                .expect("valid template"),
             );
             b
         });

@@ -125,7 +125,11 @@ impl Session {
         }
         if let Some(l) = opts.data.limit {
             if l > data.available && !opts.quiet {
-                eprintln!("losscape: --limit {l} exceeds the {} samples of {}; using all", data.available, data.path.display());
+                eprintln!(
+                    "losscape: --limit {l} exceeds the {} samples of {}; using all",
+                    data.available,
+                    data.path.display()
+                );
             }
         }
         let precision = opts.precision.unwrap_or(Precision::default_for(dev));
@@ -190,6 +194,22 @@ pub struct GridValues {
     pub moving: usize,
 }
 
+/// Move the model to (α, β) and evaluate it there; the synchronized time of the move is added to
+/// `perturb_secs` (the per-point overhead that BENCHMARKS.md reports).
+pub fn eval_point(
+    p: &Perturber,
+    ev: &mut Evaluator,
+    dev: Device,
+    (a, b): (f64, f64),
+    perturb_secs: &mut f64,
+) -> Result<PointValue> {
+    let t = Instant::now();
+    p.set(a, b);
+    device::synchronize(dev);
+    *perturb_secs += t.elapsed().as_secs_f64();
+    ev.evaluate_fitting()
+}
+
 /// Evaluate every point of `grid` (the model prepared, see `Session::prepare`).
 pub fn evaluate_grid(s: &Session, ev: &mut Evaluator, p: &Perturber, grid: &Grid) -> Result<GridValues> {
     let t_eval = Instant::now();
@@ -203,12 +223,7 @@ pub fn evaluate_grid(s: &Session, ev: &mut Evaluator, p: &Perturber, grid: &Grid
         moving: p.moving(),
     };
     for k in 0..grid.len() {
-        let (a, b) = grid.point(k);
-        let t = Instant::now();
-        p.set(a, b);
-        device::synchronize(s.dev);
-        v.perturb_secs += t.elapsed().as_secs_f64();
-        let pv = ev.evaluate_fitting()?;
+        let pv = eval_point(p, ev, s.dev, grid.point(k), &mut v.perturb_secs)?;
         v.loss.push(pv.loss as f32);
         v.acc.push(pv.acc as f32);
         v.capped.push(pv.capped as u8);
@@ -248,7 +263,14 @@ pub fn write_grid(dir: &mut RunDir, s: &Session, grid: &Grid, v: &GridValues) ->
 }
 
 /// The part of meta.json known before any point is evaluated.
-pub fn base_meta(kind: &str, s: &Session, ev: &Evaluator, spec: &GridSpec, grid: &Grid, layout: &str) -> Map<String, Value> {
+pub fn base_meta(
+    kind: &str,
+    s: &Session,
+    ev: &Evaluator,
+    spec: &GridSpec,
+    grid: &Grid,
+    layout: &str,
+) -> Map<String, Value> {
     let two = grid.y.is_some();
     let meta = json!({
         "schema_version": 1,
@@ -329,7 +351,10 @@ pub fn common_meta(
     meta.insert("precision_check".into(), json!(precision_check));
     meta.insert("batch_size".into(), json!(ev.batch_size));
     value_meta(&mut meta, &v.loss, &v.capped, s.opts.loss_cap);
-    meta.insert("timing".into(), timing_meta(s.started.elapsed().as_secs_f64(), v.eval_secs, v.perturb_secs, grid.len(), s.data.n));
+    meta.insert(
+        "timing".into(),
+        timing_meta(s.started.elapsed().as_secs_f64(), v.eval_secs, v.perturb_secs, grid.len(), s.data.n),
+    );
     meta.insert("peak_host_rss_mb".into(), json!(peak_rss_mb()));
     meta
 }
@@ -337,6 +362,7 @@ pub fn common_meta(
 /// Peak resident memory of this process (VmHWM), in MiB; None where /proc is not there.
 pub fn peak_rss_mb() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: f64 =
+        s.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb / 1024.0)
 }

@@ -65,7 +65,9 @@ impl Shard {
 impl FromStr for Shard {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Shard> {
-        let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse::<usize>().ok()?)));
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse::<usize>().ok()?)));
         match parsed {
             Some((i, n)) if n >= 1 && i < n => Ok(Shard { index: i, count: n }),
             Some((i, n)) => bail!("shard {s:?}: need 0 <= I < N, got I = {i}, N = {n}"),

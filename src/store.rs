@@ -47,8 +47,9 @@ impl RunConfig {
 
     pub fn read(dir: &Path) -> Result<RunConfig> {
         let p = dir.join("config.json");
-        let v: Value = serde_json::from_str(&fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?)
-            .with_context(|| format!("{}: not valid JSON", p.display()))?;
+        let v: Value =
+            serde_json::from_str(&fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?)
+                .with_context(|| format!("{}: not valid JSON", p.display()))?;
         Ok(RunConfig { identity: v["identity"].clone(), meta: v["meta"].clone() })
     }
 }
@@ -198,9 +199,14 @@ impl ShardStore {
         };
         let json_path = store.dir.join(format!("{stem}.json"));
         if json_path.exists() {
-            let info: Value = serde_json::from_str(&fs::read_to_string(&json_path)?).with_context(|| format!("{}: not valid JSON", json_path.display()))?;
+            let info: Value = serde_json::from_str(&fs::read_to_string(&json_path)?)
+                .with_context(|| format!("{}: not valid JSON", json_path.display()))?;
             if info["config_hash"].as_str() != Some(hash) {
-                bail!("{} was written for configuration {} but this run is {hash}", json_path.display(), info["config_hash"]);
+                bail!(
+                    "{} was written for configuration {} but this run is {hash}",
+                    json_path.display(),
+                    info["config_hash"]
+                );
             }
             store.eval_seconds = info["eval_seconds"].as_f64().unwrap_or(0.0);
             store.perturb_base = info["perturb_seconds"].as_f64().unwrap_or(0.0);
@@ -246,7 +252,8 @@ impl ShardStore {
             .flat_map(|(&k, p)| [k as f64, p.loss.to_bits() as f64, p.acc.to_bits() as f64, p.capped as u8 as f64])
             .collect();
         let npy = self.dir.join(format!("{stem}.npy"));
-        write_npy(&npy, &[self.done.len() as u64, 4], &rows).with_context(|| format!("cannot save progress to {}", npy.display()))?;
+        write_npy(&npy, &[self.done.len() as u64, 4], &rows)
+            .with_context(|| format!("cannot save progress to {}", npy.display()))?;
         let own = self.shard.points(self.total).len();
         let mut info = json!({
             "config_hash": self.hash,
@@ -280,7 +287,8 @@ fn hostname() -> String {
 fn read_points(npy: &Path, total: usize) -> Result<BTreeMap<usize, Point>> {
     // Read as float64 exactly (the loss and accuracy columns are float32 bit patterns).
     let f = File::open(npy).with_context(|| format!("{}: cannot open", npy.display()))?;
-    let arr = npyz::NpyFile::new(std::io::BufReader::new(f)).with_context(|| format!("{}: not an .npy file", npy.display()))?;
+    let arr = npyz::NpyFile::new(std::io::BufReader::new(f))
+        .with_context(|| format!("{}: not an .npy file", npy.display()))?;
     let shape = arr.shape().to_vec();
     if shape.len() != 2 || shape[1] != 4 {
         bail!("{}: expected a [m, 4] array, found {:?}", npy.display(), shape);
@@ -292,7 +300,10 @@ fn read_points(npy: &Path, total: usize) -> Result<BTreeMap<usize, Point>> {
         if k >= total {
             bail!("{}: point {k} is outside the grid of {total} points", npy.display());
         }
-        out.insert(k, Point { loss: f32::from_bits(r[1] as u32), acc: f32::from_bits(r[2] as u32), capped: r[3] != 0.0 });
+        out.insert(
+            k,
+            Point { loss: f32::from_bits(r[1] as u32), acc: f32::from_bits(r[2] as u32), capped: r[3] != 0.0 },
+        );
     }
     Ok(out)
 }
@@ -306,14 +317,17 @@ pub struct Gathered {
 pub fn gather(run_dir: &Path, hash: &str, total: usize) -> Result<Gathered> {
     let dir = run_dir.join("shards");
     let mut names: Vec<PathBuf> = match fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect(),
+        Ok(rd) => {
+            rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect()
+        }
         Err(_) => Vec::new(),
     };
     names.sort();
     let mut points = BTreeMap::new();
     let mut shards = Vec::new();
     for jp in names {
-        let info: Value = serde_json::from_str(&fs::read_to_string(&jp)?).with_context(|| format!("{}: not valid JSON", jp.display()))?;
+        let info: Value = serde_json::from_str(&fs::read_to_string(&jp)?)
+            .with_context(|| format!("{}: not valid JSON", jp.display()))?;
         if info["config_hash"].as_str() != Some(hash) {
             bail!(
                 "{} belongs to another configuration (hash {} , this run is {hash}); remove it or merge it elsewhere",
@@ -335,7 +349,9 @@ pub fn gather(run_dir: &Path, hash: &str, total: usize) -> Result<Gathered> {
 /// Remove the files of an earlier run (for --overwrite), leaving anything else in the directory.
 pub fn clear_run(dir: &Path, keep: Option<&Path>) -> Result<()> {
     // meta.json first: from here on the directory no longer looks complete.
-    for name in ["meta.json", "config.json", "directions.safetensors", "loss.npy", "acc.npy", "x.npy", "y.npy", "capped.npy"] {
+    for name in
+        ["meta.json", "config.json", "directions.safetensors", "loss.npy", "acc.npy", "x.npy", "y.npy", "capped.npy"]
+    {
         let p = dir.join(name);
         if keep.is_some_and(|k| fs::canonicalize(k).ok() == fs::canonicalize(&p).ok()) {
             continue;
@@ -352,7 +368,13 @@ pub fn clear_run(dir: &Path, keep: Option<&Path>) -> Result<()> {
 }
 
 /// Write the merged arrays of a run directory (x, y, loss, acc, capped).
-pub fn write_arrays(dir: &Path, grid: &crate::grid::Grid, loss: &[f32], acc: &[f32], capped: Option<&[u8]>) -> Result<()> {
+pub fn write_arrays(
+    dir: &Path,
+    grid: &crate::grid::Grid,
+    loss: &[f32],
+    acc: &[f32],
+    capped: Option<&[u8]>,
+) -> Result<()> {
     write_npy(&dir.join("x.npy"), &[grid.x.len() as u64], &grid.x)?;
     if let Some(y) = &grid.y {
         write_npy(&dir.join("y.npy"), &[y.len() as u64], y)?;

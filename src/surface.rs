@@ -208,8 +208,8 @@ pub fn run_sharded(cfg: &SurfaceConfig) -> Result<Outcome> {
         eprintln!("losscape: shard {shard}: {} points already done, {} to go", st.done.len(), todo.len());
     }
     let outcome = if devices.len() > 1 || cfg.workers > 1 {
-        drop(ev);
-        let workers: Vec<Device> = if devices.iter().all(|d| d.is_cuda()) { devices.clone() } else { vec![Device::Cpu; cfg.workers] };
+        let workers: Vec<Device> =
+            if devices.iter().all(|d| d.is_cuda()) { devices.clone() } else { vec![Device::Cpu; cfg.workers] };
         drop(s);
         evaluate_parallel(cfg, &workers, &dx, dy.as_ref(), &grid, &todo, &mut st, &mut fresh)?
     } else {
@@ -224,7 +224,11 @@ pub fn run_sharded(cfg: &SurfaceConfig) -> Result<Outcome> {
         Some(s) => Ok(Outcome::Complete(s)),
         None => {
             let g = store::gather(out, &config.hash(), grid.len())?;
-            Ok(Outcome::ShardDone { shard, points: shard.points(grid.len()).len(), missing: grid.len() - g.points.len() })
+            Ok(Outcome::ShardDone {
+                shard,
+                points: shard.points(grid.len()).len(),
+                missing: grid.len() - g.points.len(),
+            })
         }
     }
 }
@@ -241,7 +245,11 @@ fn sha256_file(p: &Path) -> Result<String> {
 
 /// The run's directions: those already in the run directory, else the given or seeded ones,
 /// published once (whichever task of an array gets there first).
-fn directions_of_run(cfg: &SurfaceConfig, s: &Session, given: Option<(Direction, Option<Direction>, String)>) -> Result<(Direction, Option<Direction>)> {
+fn directions_of_run(
+    cfg: &SurfaceConfig,
+    s: &Session,
+    given: Option<(Direction, Option<Direction>, String)>,
+) -> Result<(Direction, Option<Direction>)> {
     let two = cfg.grid.y.is_some();
     let path = cfg.eval.out.join("directions.safetensors");
     if !path.exists() {
@@ -289,12 +297,7 @@ fn evaluate_serial(
                "peak_host_rss_mb": run::peak_rss_mb(), "points_this_session": todo.len().min(st.done.len())})
     };
     for &k in todo {
-        let (a, b) = grid.point(k);
-        let t = Instant::now();
-        p.set(a, b);
-        device::synchronize(s.dev);
-        perturb += t.elapsed().as_secs_f64();
-        let v = ev.evaluate_fitting()?;
+        let v = run::eval_point(&p, &mut ev, s.dev, grid.point(k), &mut perturb)?;
         st.record(k, point_of(v));
         progress.point_done(v.loss);
         let e = extra(st, t0.elapsed().as_secs_f64(), perturb, &ev);
@@ -357,12 +360,7 @@ fn evaluate_parallel(
                         if i >= todo.len() || stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        let (a, b) = grid.point(todo[i]);
-                        let t = Instant::now();
-                        p.set(a, b);
-                        device::synchronize(dev);
-                        perturb += t.elapsed().as_secs_f64();
-                        let v = ev.evaluate_fitting()?;
+                        let v = run::eval_point(&p, &mut ev, dev, grid.point(todo[i]), &mut perturb)?;
                         if tx.send(Ok((w, todo[i], v))).is_err() {
                             break;
                         }
@@ -436,7 +434,8 @@ pub fn merge(dir: &Path, allow_partial: bool, quiet: bool) -> Result<Surface> {
     if !dir.join("config.json").exists() {
         bail!("{}: no config.json: not a losscape run directory (or nothing was started in it yet)", dir.display());
     }
-    merge_locked(dir, allow_partial, quiet)?.ok_or_else(|| anyhow!("{}: another process is merging this run right now", dir.display()))
+    merge_locked(dir, allow_partial, quiet)?
+        .ok_or_else(|| anyhow!("{}: another process is merging this run right now", dir.display()))
 }
 
 fn merge_locked(dir: &Path, allow_partial: bool, quiet: bool) -> Result<Option<Surface>> {
@@ -454,7 +453,8 @@ fn merge_locked(dir: &Path, allow_partial: bool, quiet: bool) -> Result<Option<S
     if missing > 0 && !allow_partial {
         // Which shards, and how many of their points.
         let mut parts = Vec::new();
-        let counts: Vec<usize> = g.shards.iter().filter_map(|s| s["shard"]["count"].as_u64()).map(|c| c as usize).collect();
+        let counts: Vec<usize> =
+            g.shards.iter().filter_map(|s| s["shard"]["count"].as_u64()).map(|c| c as usize).collect();
         let n_shards = counts.first().copied().unwrap_or(1);
         for i in 0..n_shards {
             let sh = Shard { index: i, count: n_shards };
@@ -462,7 +462,11 @@ fn merge_locked(dir: &Path, allow_partial: bool, quiet: bool) -> Result<Option<S
             let miss = own.iter().filter(|k| !g.points.contains_key(k)).count();
             if miss > 0 {
                 let started = g.shards.iter().any(|s| s["shard"]["index"].as_u64() == Some(i as u64));
-                parts.push(format!("shard {sh}: {miss} of {} points missing{}", own.len(), if started { "" } else { " (never started)" }));
+                parts.push(format!(
+                    "shard {sh}: {miss} of {} points missing{}",
+                    own.len(),
+                    if started { "" } else { " (never started)" }
+                ));
             }
         }
         bail!(
@@ -516,7 +520,13 @@ fn merge_locked(dir: &Path, allow_partial: bool, quiet: bool) -> Result<Option<S
     crate::output::write_json(&dir.join("meta.json"), &meta)?;
     store::sync_dir(dir)?;
     if !quiet && g.shards.len() > 1 {
-        eprintln!("losscape: merged {} shards of {} ({} points) -> {}", g.shards.len(), hash, g.points.len(), dir.display());
+        eprintln!(
+            "losscape: merged {} shards of {} ({} points) -> {}",
+            g.shards.len(),
+            hash,
+            g.points.len(),
+            dir.display()
+        );
     }
     Ok(Some(Surface { grid, loss, acc, meta }))
 }

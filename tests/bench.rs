@@ -11,7 +11,18 @@ fn the_benchmark_runs_end_to_end() {
     let json = work.with_extension("json");
     let o = Command::new(python())
         .arg(root().join("bench/bench.py"))
-        .args(["--bin", env!("CARGO_BIN_EXE_losscape"), "--device", "cpu", "--models", "resnet8", "--n", "96", "--points", "4"])
+        .args([
+            "--bin",
+            env!("CARGO_BIN_EXE_losscape"),
+            "--device",
+            "cpu",
+            "--models",
+            "resnet8",
+            "--n",
+            "96",
+            "--points",
+            "4",
+        ])
         .args(["--ref-n", "64", "--ref-points", "1", "--loss-cap", "1.5", "--work"])
         .arg(&work)
         .arg("--json")

@@ -31,7 +31,17 @@ fn p(rel: &str) -> String {
 
 fn center_loss(model: &str) -> f64 {
     let out = out_dir(&format!("center-{}", model.replace('/', "_")));
-    let (m, _) = run_ok(&["surface", "--model", &p(model), "--data", &p("cifar-bin"), "--x=0:0:1", "--out", out.to_str().unwrap(), "-q"]);
+    let (m, _) = run_ok(&[
+        "surface",
+        "--model",
+        &p(model),
+        "--data",
+        &p("cifar-bin"),
+        "--x=0:0:1",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
     m["loss_min"].as_f64().unwrap()
 }
 
@@ -41,7 +51,17 @@ fn every_checkpoint_form_gives_the_same_line_and_the_endpoints_are_the_models() 
     for b in ["ckpt/b.pt", "ckpt/b_zip.pt", "ckpt/b_nested.pth", "ckpt/b.safetensors"] {
         let out = out_dir(&format!("line-{}", b.replace('/', "_")));
         let (meta, _) = run_ok(&[
-            "line", "--from", &p("resnet.pt"), "--to", &p(b), "--data", &p("cifar-bin"), "--x=0:1:3", "--out", out.to_str().unwrap(), "-q",
+            "line",
+            "--from",
+            &p("resnet.pt"),
+            "--to",
+            &p(b),
+            "--data",
+            &p("cifar-bin"),
+            "--x=0:1:3",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
         ]);
         let (_, loss) = npy(&out.join("loss.npy"));
         assert_eq!(loss[0], meta["line"]["from"]["loss"].as_f64().unwrap() as f32 as f64);
@@ -61,7 +81,18 @@ fn every_checkpoint_form_gives_the_same_line_and_the_endpoints_are_the_models() 
 fn checkpoint_errors_name_the_problem() {
     let line = |to: &str, name: &str| {
         let out = out_dir(name);
-        fails(&["line", "--from", &p("resnet.pt"), "--to", to, "--data", &p("cifar-bin"), "--x=0:1:2", "--out", out.to_str().unwrap()])
+        fails(&[
+            "line",
+            "--from",
+            &p("resnet.pt"),
+            "--to",
+            to,
+            "--data",
+            &p("cifar-bin"),
+            "--x=0:1:2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
     };
     let e = line(&p("resnet.pt"), "line-same");
     assert!(e.contains("identical") && e.contains("resnet.pt"), "{e}");
@@ -78,10 +109,24 @@ fn checkpoint_errors_name_the_problem() {
     let f = out_dir("broken-sd").with_extension("safetensors");
     Tensor::write_safetensors(&named, &f).unwrap();
     let e = line(f.to_str().unwrap(), "line-broken");
-    for part in ["1 missing [linear.bias]", "1 unexpected [extra.weight]", "conv1.weight: checkpoint [1, 1] vs model [4, 3, 3, 3]"] {
+    for part in [
+        "1 missing [linear.bias]",
+        "1 unexpected [extra.weight]",
+        "conv1.weight: checkpoint [1, 1] vs model [4, 3, 3, 3]",
+    ] {
         assert!(e.contains(part), "{part:?} not in {e}");
     }
-    let e = fails(&["line", "--from", &p("ckpt/b.safetensors"), "--to", &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"), "--out", out_dir("noarch").to_str().unwrap()]);
+    let e = fails(&[
+        "line",
+        "--from",
+        &p("ckpt/b.safetensors"),
+        "--to",
+        &p("ckpt/c.safetensors"),
+        "--data",
+        &p("cifar-bin"),
+        "--out",
+        out_dir("noarch").to_str().unwrap(),
+    ]);
     assert!(e.contains("--arch"), "{e}");
 }
 
@@ -89,8 +134,18 @@ fn checkpoint_errors_name_the_problem() {
 fn plane_puts_b_and_c_at_the_unit_points() {
     let out = out_dir("plane");
     let (meta, _) = run_ok(&[
-        "plane", "--models", &p("resnet.pt"), &p("ckpt/b.safetensors"), &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"),
-        "--x=0:1:2", "--y=0:1:2", "--out", out.to_str().unwrap(), "-q",
+        "plane",
+        "--models",
+        &p("resnet.pt"),
+        &p("ckpt/b.safetensors"),
+        &p("ckpt/c.safetensors"),
+        "--data",
+        &p("cifar-bin"),
+        "--x=0:1:2",
+        "--y=0:1:2",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
     let pl = &meta["plane"];
     let c = |k: &str, i: usize| pl[k]["coords"][i].as_f64().unwrap();
@@ -103,16 +158,34 @@ fn plane_puts_b_and_c_at_the_unit_points() {
     assert_rel(loss[2], pl["C"]["loss"].as_f64().unwrap(), 1e-5, "C");
     let out = out_dir("plane-gs");
     let (meta, _) = run_ok(&[
-        "plane", "--models", &p("resnet.pt"), &p("ckpt/b.safetensors"), &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"),
-        "--x=0:1:2", "--y=0:1:2", "--orthogonalize", "--out", out.to_str().unwrap(), "-q",
+        "plane",
+        "--models",
+        &p("resnet.pt"),
+        &p("ckpt/b.safetensors"),
+        &p("ckpt/c.safetensors"),
+        "--data",
+        &p("cifar-bin"),
+        "--x=0:1:2",
+        "--y=0:1:2",
+        "--orthogonalize",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
     let pl = &meta["plane"];
     assert!(pl["cos_xy"].as_f64().unwrap().abs() < 1e-6, "{pl}");
     assert!((pl["C"]["coords"][1].as_f64().unwrap() - 1.0).abs() < 1e-9, "{pl}");
     assert!(pl["C"]["coords"][0].as_f64().unwrap().abs() > 1e-3, "C should move off x = 0: {pl}");
     let e = fails(&[
-        "plane", "--models", &p("resnet.pt"), &p("resnet.pt"), &p("ckpt/c.safetensors"), "--data", &p("cifar-bin"),
-        "--out", out_dir("plane-zero").to_str().unwrap(),
+        "plane",
+        "--models",
+        &p("resnet.pt"),
+        &p("resnet.pt"),
+        &p("ckpt/c.safetensors"),
+        "--data",
+        &p("cifar-bin"),
+        "--out",
+        out_dir("plane-zero").to_str().unwrap(),
     ]);
     assert!(e.contains("identical"), "{e}");
 }
@@ -125,11 +198,22 @@ fn dist(a: &[f64], b: &[f64]) -> f64 {
 fn a_trajectory_inside_a_known_plane_is_recovered() {
     let out = out_dir("traj-plane");
     let (meta, _) = run_ok(&[
-        "trajectory", "--checkpoints", &p("traj_plane"), "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--n", "5",
-        "--out", out.to_str().unwrap(), "-q",
+        "trajectory",
+        "--checkpoints",
+        &p("traj_plane"),
+        "--arch",
+        &p("resnet.pt"),
+        "--data",
+        &p("cifar-bin"),
+        "--n",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
     let tr = &meta["trajectory"];
-    let files: Vec<String> = tr["checkpoints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let files: Vec<String> =
+        tr["checkpoints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert_eq!(files.len(), 12);
     for (i, f) in files.iter().enumerate() {
         assert!(f.ends_with(&format!("epoch_{i}.safetensors")), "natural order broken at {i}: {f}");
@@ -137,8 +221,14 @@ fn a_trajectory_inside_a_known_plane_is_recovered() {
     assert!(tr["explained_variance_ratio_top2"].as_f64().unwrap() > 1.0 - 1e-6, "{tr}");
     let (shape, path) = npy(&out.join("path.npy"));
     assert_eq!(shape, vec![12, 2]);
-    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fxp("traj_plane.json")).unwrap()).unwrap();
-    let truth: Vec<Vec<f64>> = truth["coords"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()).collect();
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fxp("traj_plane.json")).unwrap()).unwrap();
+    let truth: Vec<Vec<f64>> = truth["coords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+        .collect();
     // The plane is found up to a rotation/reflection within it: all distances are kept, and the
     // origin (the last checkpoint) is at (0, 0).
     assert!(dist(&path[22..24], &[0.0, 0.0]) < 1e-5);
@@ -163,18 +253,35 @@ fn a_trajectory_inside_a_known_plane_is_recovered() {
 fn pca_matches_numpy_on_the_same_vectors() {
     let out = out_dir("traj-rand");
     let (meta, _) = run_ok(&[
-        "trajectory", "--checkpoints", &p("traj_rand"), "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--n", "3",
-        "--out", out.to_str().unwrap(), "-q",
+        "trajectory",
+        "--checkpoints",
+        &p("traj_rand"),
+        "--arch",
+        &p("resnet.pt"),
+        "--data",
+        &p("cifar-bin"),
+        "--n",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
     let tr = &meta["trajectory"];
     let files = tr["checkpoints"].as_array().unwrap();
     assert_eq!(files.len(), 6, "one file per stem: {files:?}");
     assert!(files.iter().all(|f| f.as_str().unwrap().ends_with(".safetensors")));
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fxp("traj_rand_pca.json")).unwrap()).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fxp("traj_rand_pca.json")).unwrap()).unwrap();
     for k in 0..2 {
-        assert_rel(tr["explained_variance_ratio"][k].as_f64().unwrap(), reference["ratio"][k].as_f64().unwrap(), 1e-6, "ratio");
+        assert_rel(
+            tr["explained_variance_ratio"][k].as_f64().unwrap(),
+            reference["ratio"][k].as_f64().unwrap(),
+            1e-6,
+            "ratio",
+        );
     }
-    let ours: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(out.join("directions.safetensors")).unwrap().into_iter().collect();
+    let ours: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(out.join("directions.safetensors")).unwrap().into_iter().collect();
     let theirs = Tensor::read_safetensors(fxp("traj_rand_pca.safetensors")).unwrap();
     let mut signs = [0.0f64; 2];
     for (key, t) in &theirs {
@@ -200,15 +307,45 @@ fn pca_matches_numpy_on_the_same_vectors() {
 fn trajectory_inputs_that_say_little_or_too_little() {
     let out = out_dir("traj-iso");
     let (_, err) = run_ok(&[
-        "trajectory", "--checkpoints", &p("traj_iso"), "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--n", "3",
-        "--out", out.to_str().unwrap(), "-q",
+        "trajectory",
+        "--checkpoints",
+        &p("traj_iso"),
+        "--arch",
+        &p("resnet.pt"),
+        "--data",
+        &p("cifar-bin"),
+        "--n",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
     assert!(err.contains("warning") && err.contains("explain only"), "{err}");
     let few = p("traj_few");
-    let e = fails(&["trajectory", "--checkpoints", &few, "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--out", out_dir("traj-few").to_str().unwrap()]);
+    let e = fails(&[
+        "trajectory",
+        "--checkpoints",
+        &few,
+        "--arch",
+        &p("resnet.pt"),
+        "--data",
+        &p("cifar-bin"),
+        "--out",
+        out_dir("traj-few").to_str().unwrap(),
+    ]);
     assert!(e.contains("at least 3") && e.contains("found 2") && e.contains(&few), "{e}");
     let glob = format!("{}/nothing_*.pt", few);
-    let e = fails(&["trajectory", "--checkpoints", &glob, "--arch", &p("resnet.pt"), "--data", &p("cifar-bin"), "--out", out_dir("traj-none").to_str().unwrap()]);
+    let e = fails(&[
+        "trajectory",
+        "--checkpoints",
+        &glob,
+        "--arch",
+        &p("resnet.pt"),
+        "--data",
+        &p("cifar-bin"),
+        "--out",
+        out_dir("traj-none").to_str().unwrap(),
+    ]);
     assert!(e.contains("found 0"), "{e}");
 }
 
@@ -236,7 +373,12 @@ fn pca_of_100_resnet56_sized_checkpoints() {
     let rss = losscape::run::peak_rss_mb().unwrap_or(f64::NAN);
     eprintln!("PCA of {t} x {p} floats: {secs:.1} s, process peak RSS {rss:.0} MiB");
     assert!(p > 840_000);
-    assert!(r.explained_variance_ratio[0] + r.explained_variance_ratio[1] > 1.0 - 1e-6, "{:?}", r.explained_variance_ratio);
-    let norm: f64 = r.components[0].iter().map(|c| c.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
+    assert!(
+        r.explained_variance_ratio[0] + r.explained_variance_ratio[1] > 1.0 - 1e-6,
+        "{:?}",
+        r.explained_variance_ratio
+    );
+    let norm: f64 =
+        r.components[0].iter().map(|c| c.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
     assert!((norm - 1.0).abs() < 1e-6, "pc1 is a unit vector, norm² = {norm}");
 }

@@ -29,7 +29,8 @@ fn every_reference_architecture_runs_in_losscape() {
             "--quiet",
         ]);
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert!(meta["loss_max"].as_f64().unwrap().is_finite(), "{name}: {meta}");
         if name == "resnet56" {
             // The ResNet-56 of Li et al.: 0.86M parameters.

@@ -27,12 +27,19 @@ fn critical_points_of_analytic_surfaces() {
     let x = grid(21, -2.0, 2.0);
     let y = grid(21, -2.0, 2.0);
     assert_eq!(kinds(&x, &y, &surface(&x, &y, |a, b| a * a + b * b)), vec![(CriticalKind::Minimum, 0.0, 0.0)], "bowl");
-    assert_eq!(kinds(&x, &y, &surface(&x, &y, |a, b| -(a * a) - 2.0 * b * b)), vec![(CriticalKind::Maximum, 0.0, 0.0)], "cap");
+    assert_eq!(
+        kinds(&x, &y, &surface(&x, &y, |a, b| -(a * a) - 2.0 * b * b)),
+        vec![(CriticalKind::Maximum, 0.0, 0.0)],
+        "cap"
+    );
     assert_eq!(kinds(&x, &y, &surface(&x, &y, |a, b| a * a - b * b)), vec![(CriticalKind::Saddle, 0.0, 0.0)], "saddle");
     // Double well (a² − 1)² + b²: minima at a = ±1, a saddle between them.
     let mut dw = kinds(&x, &y, &surface(&x, &y, |a, b| (a * a - 1.0).powi(2) + b * b));
     dw.sort_by(|p, q| p.1.total_cmp(&q.1));
-    assert_eq!(dw, vec![(CriticalKind::Minimum, -1.0, 0.0), (CriticalKind::Saddle, 0.0, 0.0), (CriticalKind::Minimum, 1.0, 0.0)]);
+    assert_eq!(
+        dw,
+        vec![(CriticalKind::Minimum, -1.0, 0.0), (CriticalKind::Saddle, 0.0, 0.0), (CriticalKind::Minimum, 1.0, 0.0)]
+    );
     // Non-finite neighbours: not classified, no panic.
     let mut z = surface(&x, &y, |a, b| a * a + b * b);
     z[10 * 21 + 11] = f64::NAN;
@@ -45,7 +52,8 @@ fn synthetic_run(name: &str, nx: usize, ny: usize) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     let x = grid(nx, -2.0, 2.0);
     let y = grid(ny, -1.0, 1.0);
-    let mut loss: Vec<f32> = surface(&x, &y, |a, b| 0.1 + (a * a - 1.0).powi(2) + b * b).into_iter().map(|v| v as f32).collect();
+    let mut loss: Vec<f32> =
+        surface(&x, &y, |a, b| 0.1 + (a * a - 1.0).powi(2) + b * b).into_iter().map(|v| v as f32).collect();
     loss[0] = f32::NAN;
     loss[nx - 1] = f32::INFINITY;
     let acc: Vec<f32> = loss.iter().map(|l| (1.0 / (1.0 + l)).min(1.0)).collect();
@@ -75,7 +83,8 @@ fn plot_redraws_every_picture_from_the_files_alone() {
     for f in ["contour.png", "heatmap.png", "surface3d.png"] {
         assert_eq!(png_size(&d.join(f)), (640, 512), "{f}");
     }
-    let cp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("critical_points.json")).unwrap()).unwrap();
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("critical_points.json")).unwrap()).unwrap();
     assert_eq!(cp["counts"]["minimum"], 2, "{cp}");
     assert_eq!(cp["counts"]["saddle"], 1, "{cp}");
     // The exports, read back by Python's own parsers.
@@ -115,15 +124,43 @@ print("ok")
 #[test]
 fn runs_draw_their_pictures_unless_told_not_to() {
     let a = out_dir("pictures-on");
-    let o = losscape(&["surface", "--model", fxp("resnet.pt").to_str().unwrap(), "--data", fxp("cifar-bin").to_str().unwrap(),
-                       "--x=-1:1:5", "--y=-1:1:4", "--out", a.to_str().unwrap(), "-q"]);
+    let o = losscape(&[
+        "surface",
+        "--model",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--x=-1:1:5",
+        "--y=-1:1:4",
+        "--out",
+        a.to_str().unwrap(),
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for f in ["contour.png", "heatmap.png", "surface3d.png", "critical_points.json", "surface.vtp", "surface.ply", "surface.html"] {
+    for f in [
+        "contour.png",
+        "heatmap.png",
+        "surface3d.png",
+        "critical_points.json",
+        "surface.vtp",
+        "surface.ply",
+        "surface.html",
+    ] {
         assert!(a.join(f).exists(), "{f} missing");
     }
     let b = out_dir("pictures-off");
-    let o = losscape(&["surface", "--model", fxp("resnet.pt").to_str().unwrap(), "--data", fxp("cifar-bin").to_str().unwrap(),
-                       "--x=-1:1:5", "--out", b.to_str().unwrap(), "-q", "--no-plots"]);
+    let o = losscape(&[
+        "surface",
+        "--model",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--x=-1:1:5",
+        "--out",
+        b.to_str().unwrap(),
+        "-q",
+        "--no-plots",
+    ]);
     assert!(o.status.success());
     assert!(!b.join("curve.png").exists());
     let o = losscape(&["plot", b.to_str().unwrap()]);
@@ -145,8 +182,15 @@ fn chromium() -> PathBuf {
 fn headless(url: &str, extra: &[&str]) -> std::process::Output {
     let profile = out_dir(&format!("chromium-profile-{}", url.len() + extra.len()));
     let mut args = vec![
-        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-unsafe-swiftshader",
+        "--use-angle=swiftshader",
         "--virtual-time-budget=20000",
     ];
     let ud = format!("--user-data-dir={}", profile.display());
@@ -159,8 +203,20 @@ fn headless(url: &str, extra: &[&str]) -> std::process::Output {
 #[test]
 fn the_html_page_works_in_headless_chromium() {
     let d = out_dir("html-traj");
-    let o = losscape(&["trajectory", "--checkpoints", fxp("traj_rand").to_str().unwrap(), "--arch", fxp("resnet.pt").to_str().unwrap(),
-                       "--data", fxp("cifar-bin").to_str().unwrap(), "--n", "7", "--out", d.to_str().unwrap(), "-q"]);
+    let o = losscape(&[
+        "trajectory",
+        "--checkpoints",
+        fxp("traj_rand").to_str().unwrap(),
+        "--arch",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--n",
+        "7",
+        "--out",
+        d.to_str().unwrap(),
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let html = d.join("surface.html");
     let size = std::fs::metadata(&html).unwrap().len();
@@ -170,13 +226,20 @@ fn the_html_page_works_in_headless_chromium() {
     for (hash, view) in [("", "3d"), ("#contour", "contour")] {
         let o = headless(&format!("file://{}{hash}", html.display()), &["--dump-dom"]);
         let dom = String::from_utf8_lossy(&o.stdout);
-        assert!(dom.contains("data-plot-status=\"ok\""), "plot did not finish ({hash}): {}", &dom[..dom.len().min(300)]);
+        assert!(
+            dom.contains("data-plot-status=\"ok\""),
+            "plot did not finish ({hash}): {}",
+            &dom[..dom.len().min(300)]
+        );
         assert!(!dom.contains("data-plot-error"), "JS error: {}", &dom[..dom.len().min(500)]);
         assert!(dom.contains(&format!("data-view=\"{view}\"")));
         assert!(dom.contains("main-svg"), "no plotly SVG in the page");
     }
     let shot = d.join("screenshot.png");
-    let o = headless(&format!("file://{}", html.display()), &["--window-size=1000,800", &format!("--screenshot={}", shot.display())]);
+    let o = headless(
+        &format!("file://{}", html.display()),
+        &["--window-size=1000,800", &format!("--screenshot={}", shot.display())],
+    );
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&o.stderr));
     let check = r#"
 import sys
@@ -195,16 +258,25 @@ print(colours, busy)
 #[test]
 fn the_example_notebook_runs_top_to_bottom() {
     let d = out_dir("notebook-traj");
-    let o = losscape(&["trajectory", "--checkpoints", fxp("traj_plane").to_str().unwrap(), "--arch", fxp("resnet.pt").to_str().unwrap(),
-                       "--data", fxp("cifar-bin").to_str().unwrap(), "--n", "6", "--out", d.to_str().unwrap(), "-q", "--no-plots"]);
+    let o = losscape(&[
+        "trajectory",
+        "--checkpoints",
+        fxp("traj_plane").to_str().unwrap(),
+        "--arch",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--n",
+        "6",
+        "--out",
+        d.to_str().unwrap(),
+        "-q",
+        "--no-plots",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let executed = out_dir("notebook-out").with_extension("ipynb");
-    let o = Command::new(python())
-        .arg(root().join("examples/run_notebook.py"))
-        .arg(&d)
-        .arg(&executed)
-        .output()
-        .unwrap();
+    let o =
+        Command::new(python()).arg(root().join("examples/run_notebook.py")).arg(&d).arg(&executed).output().unwrap();
     assert!(o.status.success(), "notebook failed: {}", String::from_utf8_lossy(&o.stderr));
     let nb = std::fs::read_to_string(&executed).unwrap();
     assert!(nb.contains("image/png"), "the notebook drew no figure");

@@ -16,13 +16,29 @@ fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 
 #[test]
 fn shard_positions_in_dense_sparse_and_irregular_arrays() {
     assert_eq!(Shard::from_env(env(&[])).unwrap(), None);
-    let dense = [("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_MAX", "3")];
+    let dense = [
+        ("SLURM_ARRAY_TASK_ID", "2"),
+        ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ("SLURM_ARRAY_TASK_MIN", "0"),
+        ("SLURM_ARRAY_TASK_MAX", "3"),
+    ];
     assert_eq!(Shard::from_env(env(&dense)).unwrap(), Some(Shard { index: 2, count: 4 }));
     // --array=1-7:2 runs IDs 1, 3, 5, 7: ID 5 is the third task, not ID - MIN = 4.
-    let sparse = [("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_MAX", "7"), ("SLURM_ARRAY_TASK_STEP", "2")];
+    let sparse = [
+        ("SLURM_ARRAY_TASK_ID", "5"),
+        ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ("SLURM_ARRAY_TASK_MIN", "1"),
+        ("SLURM_ARRAY_TASK_MAX", "7"),
+        ("SLURM_ARRAY_TASK_STEP", "2"),
+    ];
     assert_eq!(Shard::from_env(env(&sparse)).unwrap(), Some(Shard { index: 2, count: 4 }));
     // --array=1,4,9: no even spacing, so no guess.
-    let irregular = [("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "3"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_MAX", "9")];
+    let irregular = [
+        ("SLURM_ARRAY_TASK_ID", "4"),
+        ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ("SLURM_ARRAY_TASK_MIN", "1"),
+        ("SLURM_ARRAY_TASK_MAX", "9"),
+    ];
     assert!(Shard::from_env(env(&irregular)).unwrap_err().to_string().contains("--shard"));
     assert_eq!("3/4".parse::<Shard>().unwrap(), Shard { index: 3, count: 4 });
     for bad in ["4/4", "1", "a/b", "0/0"] {
@@ -35,9 +51,24 @@ fn shard_positions_in_dense_sparse_and_irregular_arrays() {
 }
 
 fn base(out: &Path) -> Vec<String> {
-    ["surface", "--model", fxp("resnet.pt").to_str().unwrap(), "--data", fxp("cifar-bin").to_str().unwrap(),
-     "--x=-1:1:5", "--y=-1:1:4", "--seed", "5", "--out", out.to_str().unwrap(), "-q", "--no-plots"]
-        .iter().map(|s| s.to_string()).collect()
+    [
+        "surface",
+        "--model",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--x=-1:1:5",
+        "--y=-1:1:4",
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+        "--no-plots",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn run(args: &[String], extra: &[&str]) -> std::process::Output {
@@ -71,17 +102,26 @@ fn reference() -> Vec<u32> {
 fn shards_merge_to_the_single_process_result_and_report_what_is_missing() {
     let d = out_dir("sharded");
     let args = base(&d);
-    ok(&losscape(&args.iter().map(String::as_str).map(|a| if a == "surface" { "directions" } else { a }).collect::<Vec<_>>()));
+    ok(&losscape(
+        &args.iter().map(String::as_str).map(|a| if a == "surface" { "directions" } else { a }).collect::<Vec<_>>(),
+    ));
     let dirs = std::fs::metadata(d.join("directions.safetensors")).unwrap().modified().unwrap();
     for i in 0..3 {
         ok(&run(&args, &["--shard", &format!("{i}/4")]));
     }
-    assert_eq!(std::fs::metadata(d.join("directions.safetensors")).unwrap().modified().unwrap(), dirs, "directions were made again");
+    assert_eq!(
+        std::fs::metadata(d.join("directions.safetensors")).unwrap().modified().unwrap(),
+        dirs,
+        "directions were made again"
+    );
     assert!(!d.join("meta.json").exists(), "incomplete run looks complete");
     let o = losscape(&["merge", d.to_str().unwrap(), "-q"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains("5 of 20 points missing") && e.contains("shard 3/4: 5 of 5 points missing (never started)"), "{e}");
+    assert!(
+        e.contains("5 of 20 points missing") && e.contains("shard 3/4: 5 of 5 points missing (never started)"),
+        "{e}"
+    );
     let o = losscape(&["merge", d.to_str().unwrap(), "--allow-partial", "-q", "--no-plots"]);
     ok(&o);
     let (_, partial) = npy(&d.join("loss.npy"));
@@ -106,7 +146,10 @@ fn shards_merge_to_the_single_process_result_and_report_what_is_missing() {
     std::fs::copy(other.join("shards/shard-0000-of-0002.json"), d.join("shards/shard-0000-of-0002.json")).unwrap();
     let o = losscape(&["merge", d.to_str().unwrap()]);
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.code() == Some(1) && e.contains("shard-0000-of-0002.json") && e.contains("another configuration"), "{e}");
+    assert!(
+        o.status.code() == Some(1) && e.contains("shard-0000-of-0002.json") && e.contains("another configuration"),
+        "{e}"
+    );
 }
 
 fn progress_rows(dir: &Path, stem: &str) -> usize {
@@ -125,9 +168,27 @@ fn spawn(args: &[String], extra: &[&str]) -> Child {
 
 /// A slower 1-D grid (60 points) so that kills land mid-run.
 fn long(out: &Path) -> Vec<String> {
-    ["surface", "--model", fxp("resnet.pt").to_str().unwrap(), "--data", fxp("cifar-bin").to_str().unwrap(),
-     "--x=-1:1:60", "--seed", "2", "--batch-size", "8", "--checkpoint-every", "0", "--out", out.to_str().unwrap(), "-q", "--no-plots"]
-        .iter().map(|s| s.to_string()).collect()
+    [
+        "surface",
+        "--model",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--x=-1:1:60",
+        "--seed",
+        "2",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+        "--no-plots",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 #[test]
@@ -146,7 +207,7 @@ fn kill_9_at_any_moment_then_resume_loses_nothing_and_changes_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
     let saved = progress_rows(&d, "shard-0000-of-0001");
-    assert!(saved >= 5 && saved < 60, "{saved} points saved before the kill");
+    assert!((5..60).contains(&saved), "{saved} points saved before the kill");
     for delay_ms in [700, 1100, 1500, 1900] {
         let mut c = spawn(&args, &[]);
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -174,7 +235,10 @@ fn a_resumed_shard_only_computes_the_missing_points() {
     let loud: Vec<String> = args.iter().filter(|a| *a != "-q").cloned().collect();
     let e = ok(&run(&loud, &[]));
     assert!(e.contains(&format!("{done} points already done, {} to go", 60 - done)), "{e}");
-    assert!(e.contains(&format!("{}/{} points", 60 - done, 60 - done)), "progress should count only the missing points: {e}");
+    assert!(
+        e.contains(&format!("{}/{} points", 60 - done, 60 - done)),
+        "progress should count only the missing points: {e}"
+    );
 }
 
 #[test]
@@ -184,7 +248,12 @@ fn a_second_process_on_the_same_shard_is_refused() {
     ok(&run(&args, &["--shard", "0/2"]));
     // Hold shard 1/2's lock as a running task would.
     std::fs::create_dir_all(d.join("shards")).unwrap();
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(d.join("shards/shard-0001-of-0002.lock")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(d.join("shards/shard-0001-of-0002.lock"))
+        .unwrap();
     lock.try_lock().unwrap();
     let o = run(&args, &["--shard", "1/2"]);
     let e = String::from_utf8_lossy(&o.stderr);
@@ -209,7 +278,11 @@ impl Full {
     fn new(name: &str) -> Full {
         let dir = out_dir(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"]).arg(&dir).status().is_ok_and(|s| s.success());
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
         Full { dir, mounted }
     }
     fn fill(&self) {
@@ -297,14 +370,33 @@ fn a_real_slurm_job_array_matches_the_single_process_run() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "SLURM run failed:\n{out}");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("meta.json")).unwrap_or_else(|_| panic!("no merged meta.json:\n{out}"))).unwrap();
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("meta.json")).unwrap_or_else(|_| panic!("no merged meta.json:\n{out}")),
+    )
+    .unwrap();
     assert_eq!(m["shards"]["count"], 4, "{out}");
     for i in 0..4 {
-        assert!(out.contains(&format!("shard {i}/4 done")) || out.contains("merged 4 shards"), "task {i} said nothing:\n{out}");
+        assert!(
+            out.contains(&format!("shard {i}/4 done")) || out.contains("merged 4 shards"),
+            "task {i} said nothing:\n{out}"
+        );
     }
     // Same grid and seed 0 (the sbatch default) in one process.
     let single = out_dir("slurm-single");
-    ok(&losscape(&["surface", "--model", fxp("resnet.pt").to_str().unwrap(), "--data", fxp("cifar-bin").to_str().unwrap(),
-                   "--x=-1:1:5", "--y=-1:1:4", "--device", "cpu", "--out", single.to_str().unwrap(), "-q", "--no-plots"]));
+    ok(&losscape(&[
+        "surface",
+        "--model",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--x=-1:1:5",
+        "--y=-1:1:4",
+        "--device",
+        "cpu",
+        "--out",
+        single.to_str().unwrap(),
+        "-q",
+        "--no-plots",
+    ]));
     assert_eq!(loss_of(&run_dir), loss_of(&single), "job array result differs from the single-process run");
 }

@@ -54,7 +54,8 @@ fn two_d_non_square_grid_is_stored_rows_y_columns_x() {
             pts.push((x, y));
         }
     }
-    let r = reference(&c.model, &c.eval.data.path, &out.join("directions.safetensors"), &pts, "ce", &["--split", "test"]);
+    let r =
+        reference(&c.model, &c.eval.data.path, &out.join("directions.safetensors"), &pts, "ce", &["--split", "test"]);
     for (k, (l, (rl, _))) in loss.iter().zip(&r).enumerate() {
         assert_rel(*l, *rl, 1e-5, &format!("loss[{}, {}] at {:?}", k / 3, k % 3, pts[k]));
     }
@@ -279,14 +280,22 @@ fn loss_cap_flags_points_and_leaves_the_others_alone() {
         if full.loss[i] > 10.0 {
             // Either proved above the cap early (flagged, a lower bound above 10) or, when only
             // the last batch proves it, evaluated in full.
-            assert!(s.loss[i] > 10.0 && s.loss[i] <= full.loss[i] * (1.0 + 1e-6), "x[{i}]: {} vs {}", s.loss[i], full.loss[i]);
+            assert!(
+                s.loss[i] > 10.0 && s.loss[i] <= full.loss[i] * (1.0 + 1e-6),
+                "x[{i}]: {} vs {}",
+                s.loss[i],
+                full.loss[i]
+            );
         } else {
             assert_eq!(capped[i], 0.0, "x[{i}] below the cap was flagged");
             assert_eq!(s.loss[i], full.loss[i], "x[{i}] below the cap changed");
         }
     }
     assert!(capped.iter().filter(|&&v| v == 1.0).count() >= 2, "{capped:?} / {:?}", full.loss);
-    assert_eq!(s.meta["loss_cap"]["capped_points"].as_u64().unwrap() as usize, capped.iter().filter(|&&v| v == 1.0).count());
+    assert_eq!(
+        s.meta["loss_cap"]["capped_points"].as_u64().unwrap() as usize,
+        capped.iter().filter(|&&v| v == 1.0).count()
+    );
 }
 
 #[test]

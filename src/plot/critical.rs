@@ -34,8 +34,10 @@ pub fn classify(x: &[f64], y: &[f64], loss: &[f64]) -> Vec<CriticalPoint> {
     for j in 1..ny - 1 {
         for i in 1..nx - 1 {
             let c = loss[j * nx + i];
-            let ring: Vec<f64> =
-                RING.iter().map(|(di, dj)| loss[(j as i64 + dj) as usize * nx + (i as i64 + di) as usize] - c).collect();
+            let ring: Vec<f64> = RING
+                .iter()
+                .map(|(di, dj)| loss[(j as i64 + dj) as usize * nx + (i as i64 + di) as usize] - c)
+                .collect();
             if !c.is_finite() || ring.iter().any(|d| !d.is_finite()) {
                 continue;
             }

@@ -13,7 +13,10 @@ use plotters::style::RGBColor;
 use super::{clipped, transform, PlotOptions, RunData};
 
 /// Heights of every vertex (None where masked) and the quads to draw, as vertex indices.
-fn mesh(d: &RunData, o: &PlotOptions) -> (Vec<Option<f64>>, Vec<[usize; 4]>, (f64, f64)) {
+/// Per-vertex heights (None where masked), the quads, and the plotted height range.
+type Mesh = (Vec<Option<f64>>, Vec<[usize; 4]>, (f64, f64));
+
+fn mesh(d: &RunData, o: &PlotOptions) -> Mesh {
     let (lo, hi) = d.range(o).unwrap_or((0.0, 1.0));
     let (tlo, thi) = (transform(lo, o).unwrap_or(lo), transform(hi, o).unwrap_or(hi));
     let h: Vec<Option<f64>> = d.loss.iter().map(|&v| clipped(v, hi, o)).collect();
@@ -44,17 +47,30 @@ pub fn vtp(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
     crate::output::write_atomic(&out, |w| {
         writeln!(w, r#"<?xml version="1.0"?>"#)?;
         writeln!(w, r#"<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">"#)?;
-        writeln!(w, "<!-- losscape {}: x, y, height = loss{} -->", d.meta["kind"].as_str().unwrap_or("surface"), if o.log { " (log10)" } else { "" })?;
+        writeln!(
+            w,
+            "<!-- losscape {}: x, y, height = loss{} -->",
+            d.meta["kind"].as_str().unwrap_or("surface"),
+            if o.log { " (log10)" } else { "" }
+        )?;
         writeln!(w, r#"<PolyData><Piece NumberOfPoints="{}" NumberOfPolys="{}">"#, h.len(), quads.len())?;
         writeln!(w, r#"<PointData Scalars="loss">"#)?;
         for (name, vals) in [("loss", &d.loss), ("accuracy", &d.acc)] {
             writeln!(w, r#"<DataArray type="Float64" Name="{name}" format="ascii">"#)?;
-            writeln!(w, "{}", join(&mut vals.iter().map(|v| if v.is_finite() { v.to_string() } else { "nan".into() })))?;
+            writeln!(
+                w,
+                "{}",
+                join(&mut vals.iter().map(|v| if v.is_finite() { v.to_string() } else { "nan".into() }))
+            )?;
             writeln!(w, "</DataArray>")?;
         }
         writeln!(w, "</PointData>")?;
         writeln!(w, r#"<Points><DataArray type="Float64" NumberOfComponents="3" format="ascii">"#)?;
-        writeln!(w, "{}", join(&mut h.iter().enumerate().flat_map(|(k, v)| vertex(d, k, v.unwrap_or(tlo))).map(|c| c.to_string())))?;
+        writeln!(
+            w,
+            "{}",
+            join(&mut h.iter().enumerate().flat_map(|(k, v)| vertex(d, k, v.unwrap_or(tlo))).map(|c| c.to_string()))
+        )?;
         writeln!(w, "</DataArray></Points>")?;
         writeln!(w, r#"<Polys><DataArray type="Int64" Name="connectivity" format="ascii">"#)?;
         writeln!(w, "{}", join(&mut quads.iter().flatten().map(|k| k.to_string())))?;
@@ -71,7 +87,12 @@ pub fn ply(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
     let out = d.dir.join("surface.ply");
     let (h, quads, (tlo, thi)) = mesh(d, o);
     crate::output::write_atomic(&out, |w| {
-        writeln!(w, "ply\nformat ascii 1.0\ncomment losscape {} surface: x, y, height = loss{}", d.meta["kind"].as_str().unwrap_or("surface"), if o.log { " (log10)" } else { "" })?;
+        writeln!(
+            w,
+            "ply\nformat ascii 1.0\ncomment losscape {} surface: x, y, height = loss{}",
+            d.meta["kind"].as_str().unwrap_or("surface"),
+            if o.log { " (log10)" } else { "" }
+        )?;
         writeln!(w, "element vertex {}\nproperty double x\nproperty double y\nproperty double z", h.len())?;
         writeln!(w, "property uchar red\nproperty uchar green\nproperty uchar blue")?;
         writeln!(w, "element face {}\nproperty list uchar uint vertex_indices\nend_header", quads.len())?;

@@ -27,19 +27,31 @@ pub fn write(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<Opt
     let y = d.y.as_ref().expect("2-D");
     let (nx, ny) = (d.nx(), d.ny());
     let range = d.range(o);
-    let z: Vec<Vec<Option<f64>>> =
-        (0..ny).map(|j| (0..nx).map(|i| clipped(d.at(i, j), range.map_or(f64::INFINITY, |r| r.1), o)).collect()).collect();
-    let custom: Vec<Vec<[Option<f64>; 2]>> = (0..ny)
-        .map(|j| (0..nx).map(|i| [Some(d.at(i, j)).filter(|v| v.is_finite()), Some(d.acc[j * nx + i]).filter(|v| v.is_finite())]).collect())
+    let z: Vec<Vec<Option<f64>>> = (0..ny)
+        .map(|j| (0..nx).map(|i| clipped(d.at(i, j), range.map_or(f64::INFINITY, |r| r.1), o)).collect())
         .collect();
-    let near = |v: &[f64], t: f64| v.iter().enumerate().min_by(|a, b| (a.1 - t).abs().total_cmp(&(b.1 - t).abs())).map(|(k, _)| k).unwrap_or(0);
+    let custom: Vec<Vec<[Option<f64>; 2]>> = (0..ny)
+        .map(|j| {
+            (0..nx)
+                .map(|i| {
+                    [Some(d.at(i, j)).filter(|v| v.is_finite()), Some(d.acc[j * nx + i]).filter(|v| v.is_finite())]
+                })
+                .collect()
+        })
+        .collect();
+    let near = |v: &[f64], t: f64| {
+        v.iter().enumerate().min_by(|a, b| (a.1 - t).abs().total_cmp(&(b.1 - t).abs())).map(|(k, _)| k).unwrap_or(0)
+    };
     let path = d.path.as_ref().map(|p| {
         p.iter()
             .enumerate()
             .map(|(k, c)| json!({"x": c[0], "y": c[1], "z": z[near(y, c[1])][near(&d.x, c[0])], "step": k}))
             .collect::<Vec<_>>()
     });
-    let crit: Vec<_> = crit.iter().map(|p| json!({"x": p.coords[0], "y": p.coords[1], "z": transform(p.loss, o), "loss": p.loss, "kind": p.kind})).collect();
+    let crit: Vec<_> = crit
+        .iter()
+        .map(|p| json!({"x": p.coords[0], "y": p.coords[1], "z": transform(p.loss, o), "loss": p.loss, "kind": p.kind}))
+        .collect();
     let marks: Vec<_> = d
         .marks
         .iter()

@@ -68,7 +68,8 @@ impl RunData {
         let meta_path = dir.join("meta.json");
         let text = std::fs::read_to_string(&meta_path)
             .with_context(|| format!("{}: no meta.json (not a complete losscape run)", dir.display()))?;
-        let meta: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", meta_path.display()))?;
+        let meta: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", meta_path.display()))?;
         let x = read_vec(dir, "x.npy")?;
         let two = meta["grid"]["dims"].as_u64() == Some(2);
         let y = if two { Some(read_vec(dir, "y.npy")?) } else { None };
@@ -76,7 +77,12 @@ impl RunData {
         let acc = read_vec(dir, "acc.npy")?;
         let n = x.len() * y.as_ref().map_or(1, Vec::len);
         if loss.len() != n || acc.len() != n {
-            bail!("{}: loss.npy has {} values, expected {} for the grid of x.npy and y.npy", dir.display(), loss.len(), n);
+            bail!(
+                "{}: loss.npy has {} values, expected {} for the grid of x.npy and y.npy",
+                dir.display(),
+                loss.len(),
+                n
+            );
         }
         let path = if dir.join("path.npy").exists() {
             let p = read_vec(dir, "path.npy")?;
@@ -89,7 +95,9 @@ impl RunData {
         match kind {
             "plane" => {
                 for k in ["A", "B", "C"] {
-                    if let (Some(a), Some(b)) = (meta["plane"][k]["coords"][0].as_f64(), meta["plane"][k]["coords"][1].as_f64()) {
+                    if let (Some(a), Some(b)) =
+                        (meta["plane"][k]["coords"][0].as_f64(), meta["plane"][k]["coords"][1].as_f64())
+                    {
                         marks.push((k.to_string(), [a, b]));
                     }
                 }
@@ -162,7 +170,7 @@ pub fn clipped(v: f64, hi: f64, o: &PlotOptions) -> Option<f64> {
 /// Contour levels between lo and hi: log-spaced when both are positive (as loss landscapes span
 /// decades), linear otherwise.
 pub fn levels(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if n == 0 || !(hi > lo) {
+    if n == 0 || hi.is_nan() || lo.is_nan() || hi <= lo {
         return vec![];
     }
     if lo > 0.0 {

@@ -102,10 +102,19 @@ fn marker_style(k: Kind) -> (RGBColor, &'static str) {
     }
 }
 
-type Chart2d<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart2d<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// Path, named points and critical points on a 2-D chart, with a legend when any are labelled.
-fn overlays<'a, 'b: 'a>(chart: &mut Chart2d<'a, 'b>, d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<()> {
+fn overlays<'a, 'b: 'a>(
+    chart: &mut Chart2d<'a, 'b>,
+    d: &RunData,
+    o: &PlotOptions,
+    crit: &[CriticalPoint],
+) -> Result<()> {
     draw_overlays(chart, d, o, crit)?;
     if !crit.is_empty() || d.path.is_some() {
         chart
@@ -131,7 +140,9 @@ fn draw_overlays(chart: &mut Chart2d, d: &RunData, o: &PlotOptions, crit: &[Crit
         }
         let s = match kind {
             Kind::Minimum => chart.draw_series(pts.iter().map(|&p| Circle::new(p, r, c.filled()))).map_err(&e)?,
-            Kind::Maximum => chart.draw_series(pts.iter().map(|&p| TriangleMarker::new(p, r + 1, c.filled()))).map_err(&e)?,
+            Kind::Maximum => {
+                chart.draw_series(pts.iter().map(|&p| TriangleMarker::new(p, r + 1, c.filled()))).map_err(&e)?
+            }
             Kind::Saddle => chart.draw_series(pts.iter().map(|&p| Cross::new(p, r, c.stroke_width(2)))).map_err(&e)?,
         };
         s.label(format!("{label} ({})", pts.len())).legend(move |(x, y)| Circle::new((x, y), 4, c.filled()));
@@ -145,9 +156,13 @@ fn draw_overlays(chart: &mut Chart2d, d: &RunData, o: &PlotOptions, crit: &[Crit
             }))
             .map_err(&e)?
             .label("optimizer path (colour: epoch order)")
-            .legend(move |(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], ViridisRGB::get_color(0.5).stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x - 8, y), (x + 8, y)], ViridisRGB::get_color(0.5).stroke_width(2))
+            });
         chart
-            .draw_series(path.iter().enumerate().map(|(k, p)| Circle::new((p[0], p[1]), r - 1, col(k).filled().stroke_width(1))))
+            .draw_series(
+                path.iter().enumerate().map(|(k, p)| Circle::new((p[0], p[1]), r - 1, col(k).filled().stroke_width(1))),
+            )
             .map_err(&e)?;
         let (s, t) = (path[0], path[path.len() - 1]);
         let font = ("sans-serif", px(o, 15.0)).into_font();
@@ -160,14 +175,18 @@ fn draw_overlays(chart: &mut Chart2d, d: &RunData, o: &PlotOptions, crit: &[Crit
             .map_err(&e)?;
         chart
             .draw_series(std::iter::once(
-                EmptyElement::at((t[0], t[1])) + Circle::new((0, 0), r + 3, BLACK.stroke_width(2)) + Text::new("end", (r + 4, -r - 14), font),
+                EmptyElement::at((t[0], t[1]))
+                    + Circle::new((0, 0), r + 3, BLACK.stroke_width(2))
+                    + Text::new("end", (r + 4, -r - 14), font),
             ))
             .map_err(&e)?;
     }
     let font = ("sans-serif", px(o, 15.0)).into_font();
     chart
         .draw_series(d.marks.iter().map(|(name, p)| {
-            EmptyElement::at((p[0], p[1])) + Cross::new((0, 0), r + 2, RED.stroke_width(3)) + Text::new(name.clone(), (r + 3, r), font.clone())
+            EmptyElement::at((p[0], p[1]))
+                + Cross::new((0, 0), r + 2, RED.stroke_width(3))
+                + Text::new(name.clone(), (r + 3, r), font.clone())
         }))
         .map_err(&e)?;
     Ok(())
@@ -181,14 +200,15 @@ fn chart_ranges(d: &RunData) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
     (x0..x1, y0..y1)
 }
 
-/// Contour lines at log-spaced levels, labelled, with the path and the marked points.
-pub fn contour(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<PathBuf> {
-    let out = d.dir.join("contour.png");
-    let e = err("contour.png");
-    let root = BitMapBackend::new(&out, size(o)).into_drawing_area();
-    root.fill(&WHITE).map_err(&e)?;
+/// The titled, labelled α–β chart that the contour and heatmap pictures draw on.
+fn chart2d<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    d: &RunData,
+    o: &PlotOptions,
+) -> Result<Chart2d<'a, 'b>> {
+    let e = err("2-D chart");
     let (xr, yr) = chart_ranges(d);
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(area)
         .caption(title(d), ("sans-serif", px(o, 18.0)))
         .margin(px(o, 12.0))
         .x_label_area_size(px(o, 45.0))
@@ -204,13 +224,24 @@ pub fn contour(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
         .axis_desc_style(("sans-serif", px(o, 16.0)))
         .draw()
         .map_err(&e)?;
+    Ok(chart)
+}
+
+/// Contour lines at log-spaced levels, labelled, with the path and the marked points.
+pub fn contour(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<PathBuf> {
+    let out = d.dir.join("contour.png");
+    let e = err("contour.png");
+    let root = BitMapBackend::new(&out, size(o)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let mut chart = chart2d(&root, d, o)?;
     if let Some((lo, hi)) = d.range(o) {
         let lv = levels(lo, hi, o.levels);
         let y = d.y.as_ref().expect("2-D");
         // Non-finite cells count as high ground (the loss blew up there).
         let big = hi * 10.0 + 1.0;
         let vals: Vec<f64> = d.loss.iter().map(|v| if v.is_finite() { *v } else { big }).collect();
-        let lines = ContourBuilder::new(d.nx(), d.ny(), true).lines(&vals, &lv).map_err(|e| anyhow!("contour lines: {e:?}"))?;
+        let lines =
+            ContourBuilder::new(d.nx(), d.ny(), true).lines(&vals, &lv).map_err(|e| anyhow!("contour lines: {e:?}"))?;
         let (tlo, thi) = (transform(lo, o).unwrap_or(lo), transform(hi, o).unwrap_or(hi));
         let font = ("sans-serif", px(o, 12.0)).into_font();
         for line in &lines {
@@ -221,7 +252,9 @@ pub fn contour(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
             for ls in line.geometry().0.iter() {
                 for run in interior_runs(&ls.0, d.nx(), d.ny()) {
                     let pts: Vec<(f64, f64)> = run.iter().map(|&(a, b)| (interp(&d.x, a), interp(y, b))).collect();
-                    chart.draw_series(std::iter::once(PathElement::new(pts.clone(), color.stroke_width(px(o, 2.0))))).map_err(&e)?;
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(pts.clone(), color.stroke_width(px(o, 2.0)))))
+                        .map_err(&e)?;
                     if longest.as_ref().is_none_or(|l| l.len() < pts.len()) {
                         longest = Some(pts);
                     }
@@ -246,23 +279,7 @@ pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
     root.fill(&WHITE).map_err(&e)?;
     let (w, _) = size(o);
     let (main, bar) = root.split_horizontally(w - px(o, 110.0));
-    let (xr, yr) = chart_ranges(d);
-    let mut chart = ChartBuilder::on(&main)
-        .caption(title(d), ("sans-serif", px(o, 18.0)))
-        .margin(px(o, 12.0))
-        .x_label_area_size(px(o, 45.0))
-        .y_label_area_size(px(o, 60.0))
-        .build_cartesian_2d(xr, yr)
-        .map_err(&e)?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc(&d.x_label)
-        .y_desc(&d.y_label)
-        .label_style(("sans-serif", px(o, 14.0)))
-        .axis_desc_style(("sans-serif", px(o, 16.0)))
-        .draw()
-        .map_err(&e)?;
+    let mut chart = chart2d(&main, d, o)?;
     let y = d.y.as_ref().expect("2-D");
     let edges = |v: &[f64]| -> Vec<f64> {
         let n = v.len();
@@ -276,7 +293,8 @@ pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
     };
     let (ex, ey) = (edges(&d.x), edges(y));
     let range = d.range(o);
-    let (tlo, thi) = range.map(|(a, b)| (transform(a, o).unwrap_or(a), transform(b, o).unwrap_or(b))).unwrap_or((0.0, 1.0));
+    let (tlo, thi) =
+        range.map(|(a, b)| (transform(a, o).unwrap_or(a), transform(b, o).unwrap_or(b))).unwrap_or((0.0, 1.0));
     let color_of = |v: f64| -> RGBColor {
         match transform(v, o) {
             Some(t) => viridis((t - tlo) / (thi - tlo).max(1e-300)),
@@ -285,7 +303,9 @@ pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
     };
     let cells = (0..d.ny()).flat_map(|j| (0..d.nx()).map(move |i| (i, j)));
     chart
-        .draw_series(cells.map(|(i, j)| Rectangle::new([(ex[i], ey[j]), (ex[i + 1], ey[j + 1])], color_of(d.at(i, j)).filled())))
+        .draw_series(
+            cells.map(|(i, j)| Rectangle::new([(ex[i], ey[j]), (ex[i + 1], ey[j + 1])], color_of(d.at(i, j)).filled())),
+        )
         .map_err(&e)?;
     overlays(&mut chart, d, o, crit)?;
     // Colour bar.
@@ -355,7 +375,8 @@ pub fn surface3d(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result
         let (cx, cy) = ((d.x[i] - xr.start) / sx, (y[j] - yr.start) / sy);
         -(cx * yaw.sin() - cy * yaw.cos())
     };
-    let mut cells: Vec<(usize, usize)> = (0..d.ny().saturating_sub(1)).flat_map(|j| (0..d.nx().saturating_sub(1)).map(move |i| (i, j))).collect();
+    let mut cells: Vec<(usize, usize)> =
+        (0..d.ny().saturating_sub(1)).flat_map(|j| (0..d.nx().saturating_sub(1)).map(move |i| (i, j))).collect();
     cells.sort_by(|a, b| depth(b.0, b.1).total_cmp(&depth(a.0, a.1)));
     let polys = cells.into_iter().filter_map(|(i, j)| {
         let corners = [(i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1)];
@@ -373,9 +394,13 @@ pub fn surface3d(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result
     }
     if let Some(path) = &d.path {
         // The path at the surface's height under each point (nearest grid cell).
-        let near = |v: &[f64], t: f64| v.iter().enumerate().min_by(|a, b| (a.1 - t).abs().total_cmp(&(b.1 - t).abs())).map(|(k, _)| k).unwrap_or(0);
-        let pts: Vec<(f64, f64, f64)> =
-            path.iter().filter_map(|p| height(d.at(near(&d.x, p[0]), near(y, p[1]))).map(|h| (p[0], h, p[1]))).collect();
+        let near = |v: &[f64], t: f64| {
+            v.iter().enumerate().min_by(|a, b| (a.1 - t).abs().total_cmp(&(b.1 - t).abs())).map(|(k, _)| k).unwrap_or(0)
+        };
+        let pts: Vec<(f64, f64, f64)> = path
+            .iter()
+            .filter_map(|p| height(d.at(near(&d.x, p[0]), near(y, p[1]))).map(|h| (p[0], h, p[1])))
+            .collect();
         chart.draw_series(std::iter::once(PathElement::new(pts, RED.stroke_width(px(o, 2.0))))).map_err(&e)?;
     }
     let desc = format!(
@@ -438,7 +463,8 @@ pub fn curve(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
             .draw()
             .map_err(&e)?;
         let orange = RGBColor(230, 120, 20);
-        let acc: Vec<(f64, f64)> = d.x.iter().zip(&d.acc).filter(|(_, a)| a.is_finite()).map(|(&x, &a)| (x, a)).collect();
+        let acc: Vec<(f64, f64)> =
+            d.x.iter().zip(&d.acc).filter(|(_, a)| a.is_finite()).map(|(&x, &a)| (x, a)).collect();
         chart
             .draw_secondary_series(LineSeries::new(acc, orange.stroke_width(px(o, 2.0))))
             .map_err(&e)?
@@ -453,7 +479,10 @@ pub fn curve(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
     let font = ("sans-serif", px(o, 14.0)).into_font();
     for (name, at) in marks.into_iter().filter(|(_, a)| *a >= x0 && *a <= x1) {
         chart
-            .draw_series(std::iter::once(PathElement::new(vec![(at, lo - pad), (at, hi + pad)], BLACK.mix(0.4).stroke_width(1))))
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(at, lo - pad), (at, hi + pad)],
+                BLACK.mix(0.4).stroke_width(1),
+            )))
             .map_err(&e)?;
         chart.draw_series(std::iter::once(Text::new(name, (at, hi + pad), font.clone()))).map_err(&e)?;
     }

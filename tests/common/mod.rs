@@ -62,8 +62,19 @@ pub fn npy(path: &Path) -> (Vec<i64>, Vec<f64>) {
 }
 
 /// PyTorch's loss/accuracy at each (a, b) of `points`, from tests/fixtures.py reference.
-pub fn reference(model: &Path, data: &Path, dirs: &Path, points: &[(f64, f64)], loss: &str, extra: &[&str]) -> Vec<(f64, f64)> {
-    let out = std::env::temp_dir().join(format!("losscape-ref-{}-{:?}.json", std::process::id(), std::thread::current().id()));
+pub fn reference(
+    model: &Path,
+    data: &Path,
+    dirs: &Path,
+    points: &[(f64, f64)],
+    loss: &str,
+    extra: &[&str],
+) -> Vec<(f64, f64)> {
+    let out = std::env::temp_dir().join(format!(
+        "losscape-ref-{}-{:?}.json",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let pts = serde_json::to_string(&points.iter().map(|(a, b)| [*a, *b]).collect::<Vec<_>>()).unwrap();
     let mut args = vec![
         "reference",
