@@ -11,7 +11,8 @@
 set -euo pipefail
 bin=$(realpath "$1"); work=${2:-/tmp/losscape-gpu-check}
 here=$(cd "$(dirname "$0")/.." && pwd)
-export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__)+'/lib')")}
+torchlib=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__)+'/lib')")
+export LD_LIBRARY_PATH=$torchlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 mkdir -p "$work"
 python3 -c "
 import os, sys, numpy as np, torch
