@@ -42,11 +42,6 @@ pub struct Direction {
 }
 
 impl Direction {
-    /// Whether every entry of parameter i is zero (then the parameter is never touched).
-    pub fn is_zero(&self, i: usize) -> bool {
-        self.tensors[i].1.abs().max().double_value(&[]) == 0.0
-    }
-
     /// Euclidean norm over all parameters.
     pub fn norm(&self) -> f64 {
         self.tensors

@@ -199,15 +199,7 @@ impl ShardStore {
         };
         let json_path = store.dir.join(format!("{stem}.json"));
         if json_path.exists() {
-            let info: Value = serde_json::from_str(&fs::read_to_string(&json_path)?)
-                .with_context(|| format!("{}: not valid JSON", json_path.display()))?;
-            if info["config_hash"].as_str() != Some(hash) {
-                bail!(
-                    "{} was written for configuration {} but this run is {hash}",
-                    json_path.display(),
-                    info["config_hash"]
-                );
-            }
+            let info = read_shard_info(&json_path, hash)?;
             store.eval_seconds = info["eval_seconds"].as_f64().unwrap_or(0.0);
             store.perturb_base = info["perturb_seconds"].as_f64().unwrap_or(0.0);
             let npy = store.dir.join(format!("{stem}.npy"));
@@ -280,6 +272,20 @@ impl ShardStore {
     }
 }
 
+/// A shard's JSON, which must carry the run's config hash.
+fn read_shard_info(path: &Path, hash: &str) -> Result<Value> {
+    let text = fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let info: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    if info["config_hash"].as_str() != Some(hash) {
+        bail!(
+            "{} belongs to another configuration (hash {}, this run is {hash}); remove it or merge it elsewhere",
+            path.display(),
+            info["config_hash"]
+        );
+    }
+    Ok(info)
+}
+
 fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
@@ -326,15 +332,7 @@ pub fn gather(run_dir: &Path, hash: &str, total: usize) -> Result<Gathered> {
     let mut points = BTreeMap::new();
     let mut shards = Vec::new();
     for jp in names {
-        let info: Value = serde_json::from_str(&fs::read_to_string(&jp)?)
-            .with_context(|| format!("{}: not valid JSON", jp.display()))?;
-        if info["config_hash"].as_str() != Some(hash) {
-            bail!(
-                "{} belongs to another configuration (hash {} , this run is {hash}); remove it or merge it elsewhere",
-                jp.display(),
-                info["config_hash"]
-            );
-        }
+        let info = read_shard_info(&jp, hash)?;
         let npy = jp.with_extension("npy");
         if npy.exists() {
             for (k, p) in read_points(&npy, total)? {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use crate::data::DataSpec;
 use crate::device;
@@ -494,8 +494,6 @@ fn merge_locked(dir: &Path, allow_partial: bool, quiet: bool) -> Result<Option<S
     let n = meta["data"]["n"].as_u64().unwrap_or(0) as usize;
     let eval: f64 = g.shards.iter().filter_map(|s| s["eval_seconds"].as_f64()).sum();
     let perturb: f64 = g.shards.iter().filter_map(|s| s["perturb_seconds"].as_f64()).sum();
-    let started = meta.get("started_unix").and_then(|v| v.as_f64());
-    let _ = started;
     meta.insert("timing".into(), run::timing_meta(eval, eval, perturb, g.points.len(), n));
     let first = g.shards.first().cloned().unwrap_or(json!({}));
     let w0 = if first["workers"].is_array() { first["workers"][0].clone() } else { json!({}) };
@@ -540,6 +538,5 @@ fn read_back(dir: &Path) -> Result<Surface> {
         Ok(Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1))?)
     };
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json"))?)?;
-    let _ = Tensor::zeros([1], (Kind::Float, Device::Cpu));
     Ok(Surface { grid, loss: read("loss.npy")?, acc: read("acc.npy")?, meta })
 }
