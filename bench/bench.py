@@ -4,9 +4,12 @@
     Normalize transforms, batch 128, a host-to-device copy and `.item()` per batch, weights
     rebuilt from host-side directions at every point;
  2. eager: the best plain PyTorch loop we could write — data resident on the device as uint8,
-    normalized per batch, channels_last, cudnn.benchmark, batch 1024 (GPU), inference_mode,
-    one sync per point;
- 3. losscape: the release binary on the same TorchScript model, data and grid.
+    normalized per batch, channels_last, cudnn.benchmark, inference_mode, one sync per point; the
+    fastest of batch 1024 and 4096 (GPU), and for bf16/fp16 of autocast and a cast model;
+    "eager+fold" is the same with BatchNorm folded into the convolutions (not in the issue's
+    recipe; shown so that the lever losscape pulls is visible in plain PyTorch too);
+ 3. losscape: the release binary on the same TorchScript model, data and grid, with BatchNorm
+    folding (its default) and without (`--fold-batchnorm false`).
 
 Same synthetic CIFAR-shaped data (uint8, 32x32, 10 classes) and same architectures for all three.
 Prints images/s, seconds per grid point and ratios; --json writes them for BENCHMARKS.md.
@@ -15,6 +18,7 @@ Prints images/s, seconds per grid point and ratios; --json writes them for BENCH
                           [--n 50000] [--points 9] [--ref-n 10000] [--ref-points 2]
 """
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -98,30 +102,53 @@ def reference_loop(name, imgs, labels, dev, npoints):
     return len(labels) / t, t
 
 
-def eager_loop(name, imgs, labels, dev, npoints, batch, precision="tf32"):
+def eager_loop(name, imgs, labels, dev, npoints, batch, precision="tf32", cast=False, fold=False):
     """Resident uint8 data, channels_last, cudnn.benchmark, large batch, one sync per point;
-    bf16/fp16 through autocast (PyTorch's recommended route), TF32 as PyTorch's flags say."""
+    bf16/fp16 through autocast (PyTorch's recommended route) or, with `cast`, by casting the model
+    and inputs; TF32 as PyTorch's flags say. With `fold`, BatchNorm is folded into the convolutions
+    (torch.fx fusion) and each point is formed in the folded weights, which are affine in the
+    unfolded ones when BatchNorm stays put: W'(θ+αδ+βη) = W'(θ) + α(W'(θ+δ) − W'(θ)) + β(...)."""
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = precision != "fp32"
     torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
     torch.manual_seed(0)
     cl = torch.channels_last
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    net = arch.build(name).to(dev).eval().to(memory_format=cl)
+    net = arch.build(name).eval()
+    dx = directions(net, 1)
+    dy = directions(net, 2)
+    if fold:
+        from torch.fx.experimental.optimization import fuse
+
+        def folded_at(a, b):
+            m = copy.deepcopy(net)
+            with torch.no_grad():
+                for p, d1, d2 in zip(m.parameters(), dx, dy):
+                    p.add_(d1 * a + d2 * b)
+            return fuse(m)
+        f0, f1, f2 = folded_at(0, 0), folded_at(1, 0), folded_at(0, 1)
+        dx = [p1.detach() - p0.detach() for p0, p1 in zip(f0.parameters(), f1.parameters())]
+        dy = [p2.detach() - p0.detach() for p0, p2 in zip(f0.parameters(), f2.parameters())]
+        net = f0
+    net = net.to(dev).to(memory_format=cl)
+    if cast and amp is not None:
+        net = net.to(amp)
     x_all = torch.from_numpy(imgs).to(dev)
     y_all = torch.from_numpy(labels.astype(np.int64)).to(dev)
     scale = torch.tensor(1 / (255 * cifar_io.STD), device=dev).view(1, 3, 1, 1)
     shift = torch.tensor(-cifar_io.MEAN / cifar_io.STD, device=dev).view(1, 3, 1, 1)
     params = [p for p in net.parameters()]
-    theta = [p.detach().clone() for p in params]
-    dx = [d.to(dev) for d in directions(net, 1)]
-    dy = [d.to(dev) for d in directions(net, 2)]
+    theta = [p.detach().float().clone() for p in params]
+    dx = [d.to(dev) for d in dx]
+    dy = [d.to(dev) for d in dy]
+    in_kind = amp if (cast and amp is not None) else torch.float32
     n = len(labels)
     pts = grid_points(3)[:npoints + 1]
     times = []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    with torch.inference_mode(), torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+    use_amp = amp is not None and not cast
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=use_amp):
         for a, b in pts:
             sync(dev)
             t0 = time.perf_counter()
@@ -130,7 +157,7 @@ def eager_loop(name, imgs, labels, dev, npoints, batch, precision="tf32"):
             loss = torch.zeros((), dtype=torch.float64, device=dev)
             correct = torch.zeros((), dtype=torch.int64, device=dev)
             for i in range(0, n, batch):
-                xb = (x_all[i:i + batch].float() * scale + shift).contiguous(memory_format=cl)
+                xb = (x_all[i:i + batch].float() * scale + shift).contiguous(memory_format=cl).to(in_kind)
                 out = net(xb).float()
                 loss += F.cross_entropy(out, y_all[i:i + batch], reduction="sum").double()
                 correct += (out.argmax(1) == y_all[i:i + batch]).sum()
@@ -139,6 +166,19 @@ def eager_loop(name, imgs, labels, dev, npoints, batch, precision="tf32"):
     t = sum(times[1:]) / (len(times) - 1)
     mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     return n / t, t, mem
+
+
+def best_eager(name, imgs, labels, dev, npoints, batches, precision, fold=False):
+    """The fastest of the eager variants (batch sizes; autocast or a cast model for bf16/fp16):
+    (images/s, its label, every variant's images/s, peak allocated MiB of the best)."""
+    variants = {}
+    for b in batches:
+        for cast in ([False, True] if precision in ("bf16", "fp16") else [False]):
+            label = f"batch {b}" + (", cast" if cast else (", autocast" if precision in ("bf16", "fp16") else ""))
+            ips, _, mem = eager_loop(name, imgs, labels, dev, npoints, b, precision, cast=cast, fold=fold)
+            variants[label] = (ips, mem)
+    label = max(variants, key=lambda k: variants[k][0])
+    return variants[label][0], label, {k: v[0] for k, v in variants.items()}, variants[label][1]
 
 
 def gpu_memory_of(proc):
@@ -181,7 +221,7 @@ def main():
     ap.add_argument("--points", type=int, default=9, help="grid points timed (a square k x k grid)")
     ap.add_argument("--ref-n", type=int, default=0, help="images per point for the slow reference loop [10000 on CUDA, 1000 on CPU]")
     ap.add_argument("--ref-points", type=int, default=2)
-    ap.add_argument("--eager-batch", type=int, default=0, help="default 1024 on CUDA, 64 on CPU")
+    ap.add_argument("--eager-batch", type=int, nargs="+", help="batch sizes tried [1024 4096 on CUDA, 64 on CPU]")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--precisions", nargs="+", help="default: tf32 bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--loss-cap", type=float, default=0,
@@ -191,7 +231,7 @@ def main():
     a = ap.parse_args()
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
-    eager_batch = a.eager_batch or (1024 if cuda else 64)
+    eager_batches = a.eager_batch or ([1024, 4096] if cuda else [64])
     a.n = a.n or (50000 if cuda else 2000)
     a.ref_n = a.ref_n or (10000 if cuda else 1000)
     work = a.work or tempfile.mkdtemp(prefix="losscape-bench-")
@@ -214,9 +254,16 @@ def main():
             ref, _ = reference_loop(name, imgs[:rn], labels[:rn], dev, a.ref_points)
         for prec in precisions:
             r = {"model": name, "precision": prec, "reference_ips": ref}
-            r["eager_ips"], _, r["eager_peak_alloc_mib"] = eager_loop(name, imgs, labels, dev, a.points, eager_batch, prec)
+            r["eager_ips"], r["eager_best"], r["eager_variants"], r["eager_peak_alloc_mib"] = best_eager(
+                name, imgs, labels, dev, a.points, eager_batches, prec)
+            r["eager_fold_ips"], r["eager_fold_best"], _, _ = best_eager(
+                name, imgs, labels, dev, a.points, eager_batches[-1:], prec, fold=True)
+            mu, _, _ = losscape_run(a.bin, pt, data_dir, a.device, a.points, a.n,
+                                    os.path.join(work, f"unfolded-{name}-{prec}"), prec, ["--fold-batchnorm", "false"])
+            r["losscape_unfolded_ips"] = mu["timing"]["images_per_second"]
             meta, wall, r["losscape_gpu_mib"] = losscape_run(
                 a.bin, pt, data_dir, a.device, a.points, a.n, os.path.join(work, f"run-{name}-{prec}"), prec)
+            r["batchnorm_folding"] = meta["batchnorm_folding"]
             t = meta["timing"]
             r.update(losscape_ips=t["images_per_second"], losscape_s_per_point=t["seconds_per_point"],
                      perturb_fraction=t["perturb_fraction"], losscape_wall_s=wall, losscape_batch=meta["batch_size"],
@@ -231,14 +278,20 @@ def main():
             rows.append(r)
             print(json.dumps(r), flush=True)
     print(f"\nmachine: {machine}; torch {torch.__version__}; {a.n} images/point, {a.points} points per method")
-    print(f"{'model':10} {'prec':5} {'reference':>10} {'eager':>10} {'losscape':>10} {'s/point':>8} {'vs ref':>7} "
-          f"{'vs eager':>8} {'perturb':>8} {'51x51 min':>9}")
+    print(f"{'model':10} {'prec':5} {'reference':>10} {'eager':>10} {'eager+fold':>10} {'unfolded':>10} "
+          f"{'losscape':>10} {'s/point':>8} {'vs ref':>7} {'vs eager':>8} {'vs e+fold':>9} {'fold gain':>9} "
+          f"{'perturb':>8} {'51x51 min':>9}")
     for r in rows:
-        ref = r["reference_ips"]
+        ref, ips = r["reference_ips"], r["losscape_ips"]
         print(f"{r['model']:10} {r['precision']:5} {ref or float('nan'):10.0f} {r['eager_ips']:10.0f} "
-              f"{r['losscape_ips']:10.0f} {r['losscape_s_per_point']:8.3f} "
-              f"{(r['losscape_ips'] / ref) if ref else float('nan'):6.2f}x {r['losscape_ips'] / r['eager_ips']:7.2f}x "
-              f"{100 * r['perturb_fraction']:7.2f}% {r['losscape_s_per_point'] * 2601 / 60 * 50000 / a.n:9.1f}")
+              f"{r['eager_fold_ips']:10.0f} {r['losscape_unfolded_ips']:10.0f} {ips:10.0f} "
+              f"{r['losscape_s_per_point']:8.3f} {(ips / ref) if ref else float('nan'):6.2f}x "
+              f"{ips / r['eager_ips']:7.2f}x {ips / r['eager_fold_ips']:8.2f}x "
+              f"{ips / r['losscape_unfolded_ips']:8.2f}x {100 * r['perturb_fraction']:7.2f}% "
+              f"{r['losscape_s_per_point'] * 2601 / 60 * 50000 / a.n:9.1f}")
+    for r in rows:
+        print(f"{r['model']} {r['precision']}: best eager = {r['eager_best']} of {r['eager_variants']}; "
+              f"folding {r['batchnorm_folding']}")
     for r in rows:
         if "loss_cap" in r:
             c = r["loss_cap"]

@@ -94,7 +94,7 @@ pub fn line(cfg: &LineConfig) -> Result<Surface> {
     let mut dir = RunDir::create(&cfg.eval.out, cfg.eval.overwrite)?;
     directions::save(&dir.file("directions.safetensors"), &d, None)?;
     let p = Perturber::line(&s.model, &a, &b);
-    let check = s.prepare(&mut ev)?;
+    let check = s.prepare(&mut ev, &p)?;
     let v = run::evaluate_grid(&s, &mut ev, &p, &grid)?;
     let ends = run::evaluate_states(&mut ev, &p, &[a, b])?;
     drop(p);
@@ -164,7 +164,7 @@ pub fn plane(cfg: &PlaneConfig) -> Result<Surface> {
     directions::save(&dir.file("directions.safetensors"), &dx, Some(&dy))?;
     let points: Vec<[f64; 2]> = states.iter().map(|st| coordinates(&difference(&states[0], st), &dx, &dy)).collect();
     let p = Perturber::affine(&s.model, Some(&states[0]), &dx, Some(&dy));
-    let check = s.prepare(&mut ev)?;
+    let check = s.prepare(&mut ev, &p)?;
     let v = run::evaluate_grid(&s, &mut ev, &p, &grid)?;
     let own = run::evaluate_states(&mut ev, &p, &states)?;
     drop(p);
@@ -332,7 +332,7 @@ pub fn trajectory(cfg: &TrajectoryConfig) -> Result<Surface> {
     let mut dir = RunDir::create(&cfg.eval.out, cfg.eval.overwrite)?;
     directions::save(&dir.file("directions.safetensors"), &dx, Some(&dy))?;
     let p = Perturber::affine(&s.model, Some(&origin_state), &dx, Some(&dy));
-    let check = s.prepare(&mut ev)?;
+    let check = s.prepare(&mut ev, &p)?;
     let v = run::evaluate_grid(&s, &mut ev, &p, &grid)?;
     let path_values = run::evaluate_states(&mut ev, &p, &states)?;
     drop(p);

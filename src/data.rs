@@ -104,8 +104,8 @@ pub struct Dataset {
     pub normalization: Option<Normalization>,
     /// Per-batch affine map for byte input: x * scale + shift.
     affine: Option<(Tensor, Tensor)>,
-    /// sha256 of the samples used (inputs then targets, as stored): identifies the data of a run.
-    pub sha256: String,
+    /// sha256 of the samples used, computed on first use (see `sha256`).
+    sha256: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +142,22 @@ impl Dataset {
 
     pub fn targets(&self, start: usize, len: usize) -> Tensor {
         self.y.narrow(0, start as i64, len as i64)
+    }
+
+    /// sha256 of the samples used (inputs as NCHW values, then targets): identifies the data of a
+    /// run whatever its file format or memory layout. Computed once, when first asked for.
+    pub fn sha256(&self) -> &str {
+        self.sha256.get_or_init(|| {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for t in [&self.x, &self.y] {
+                let t = t.to_device(Device::Cpu).contiguous();
+                let bytes = t.numel() * t.kind().elt_size_in_bytes();
+                // SAFETY: a contiguous CPU tensor's data is `bytes` long and lives as long as `t`.
+                h.update(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, bytes) });
+            }
+            h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        })
     }
 
     /// Shape of one sample, e.g. [3, 32, 32].
@@ -214,20 +230,8 @@ impl Dataset {
         } else {
             (None, None)
         };
-        let x = x.contiguous();
-        let y = y.contiguous();
-        let sha256 = {
-            use sha2::{Digest, Sha256};
-            let mut h = Sha256::new();
-            for t in [&x, &y] {
-                let bytes = t.numel() * t.kind().elt_size_in_bytes();
-                // SAFETY: a contiguous CPU tensor's data is `bytes` long and lives as long as `t`.
-                h.update(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, bytes) });
-            }
-            h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
-        let x = x.to_device(device);
-        let y = y.to_device(device);
+        let x = x.contiguous().to_device(device);
+        let y = y.contiguous().to_device(device);
         Ok(Dataset {
             x,
             y,
@@ -239,7 +243,7 @@ impl Dataset {
             split: if h.format == DataFormat::Npy { None } else { Some(spec.split) },
             normalization,
             affine,
-            sha256,
+            sha256: std::sync::OnceLock::new(),
         })
     }
 }

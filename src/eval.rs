@@ -4,13 +4,17 @@
 //! Hot loop rules: sums are accumulated on the device (float64), one host sync per point; each
 //! point is formed from the pristine θ* (never by accumulating steps); the data never moves.
 
+use std::cell::RefCell;
+
 use anyhow::{bail, Result};
 use serde::Serialize;
+use serde_json::Value;
 use tch::{Kind, Reduction, Tensor};
 
 use crate::checkpoint::State;
 use crate::data::{Dataset, Targets};
 use crate::directions::Direction;
+use crate::fold::{self, Fold, Skip};
 use crate::model::Model;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -228,18 +232,23 @@ enum Path {
 /// creation, bit for bit.
 pub struct Perturber<'a> {
     model: &'a Model,
-    /// Handles to the model's tensors: `Model::state()`.
+    /// Handles to the model's tensors: `Model::state()`, and their names.
     targets: Vec<Tensor>,
+    names: Vec<String>,
     /// The model's values at creation.
     original: Vec<Tensor>,
     /// The values at (0, 0).
     origin: Vec<Tensor>,
     path: Path,
     master_kind: Kind,
+    /// While BatchNorm folding is in use: the frozen graph's moving constants (`fold.rs`).
+    fold: RefCell<Option<Fold>>,
+    /// meta.json's `batchnorm_folding`.
+    fold_report: RefCell<Value>,
 }
 
 /// A device copy of `src` in dtype `kind` with the memory format of `like`.
-fn master_like(like: &Tensor, src: &Tensor, kind: Kind) -> Tensor {
+pub(crate) fn master_like(like: &Tensor, src: &Tensor, kind: Kind) -> Tensor {
     let mut t = like.empty_like();
     if t.kind() != kind {
         t = t.to_kind(kind);
@@ -258,8 +267,7 @@ impl<'a> Perturber<'a> {
     /// δ and η are matched to the model's state by name; tensors they do not name stay put.
     pub fn affine(model: &'a Model, origin: Option<&State>, x: &Direction, y: Option<&Direction>) -> Perturber<'a> {
         let _g = tch::no_grad_guard();
-        let (targets, original, origin) = Perturber::start(model, origin);
-        let names: Vec<String> = model.state().into_iter().map(|(n, _)| n).collect();
+        let (targets, names, original, origin) = Perturber::start(model, origin);
         let lookup = |d: &Direction| -> Vec<Option<Tensor>> {
             let by_name: std::collections::HashMap<&str, &Tensor> =
                 d.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -277,20 +285,43 @@ impl<'a> Perturber<'a> {
         let dx = lookup(x);
         let dy = y.map(lookup).unwrap_or_else(|| names.iter().map(|_| None).collect());
         let path = Path::Affine(dx.into_iter().zip(dy).collect());
-        Perturber { model, targets, original, origin, path, master_kind: model.native_kind }
+        Perturber::make(model, targets, names, original, origin, path)
+    }
+
+    fn make(
+        model: &'a Model,
+        targets: Vec<Tensor>,
+        names: Vec<String>,
+        original: Vec<Tensor>,
+        origin: Vec<Tensor>,
+        path: Path,
+    ) -> Perturber<'a> {
+        Perturber {
+            model,
+            targets,
+            names,
+            original,
+            origin,
+            path,
+            master_kind: model.native_kind,
+            fold: RefCell::new(None),
+            fold_report: RefCell::new(fold::report(None, false, None)),
+        }
     }
 
     /// The segment from `from` (α = 0) to `to` (α = 1), both checkpoint states of the model.
     pub fn line(model: &'a Model, from: &State, to: &State) -> Perturber<'a> {
         let _g = tch::no_grad_guard();
-        let (targets, original, origin) = Perturber::start(model, Some(from));
+        let (targets, names, original, origin) = Perturber::start(model, Some(from));
         let end = origin.iter().zip(&to.tensors).map(|(o, t)| master_like(o, t, o.kind())).collect();
-        Perturber { model, targets, original, origin, path: Path::Lerp(end), master_kind: model.native_kind }
+        Perturber::make(model, targets, names, original, origin, Path::Lerp(end))
     }
 
-    /// (targets, original values, origin masters), with the origin loaded into the model.
-    fn start(model: &Model, origin: Option<&State>) -> (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>) {
-        let targets: Vec<Tensor> = model.state().into_iter().map(|(_, t)| t).collect();
+    /// (targets, their names, original values, origin masters), with the origin loaded into the
+    /// model.
+    #[allow(clippy::type_complexity)]
+    fn start(model: &Model, origin: Option<&State>) -> (Vec<Tensor>, Vec<String>, Vec<Tensor>, Vec<Tensor>) {
+        let (names, targets): (Vec<String>, Vec<Tensor>) = model.state().into_iter().unzip();
         let original: Vec<Tensor> = targets.iter().map(|t| t.detach().copy()).collect();
         let kind = model.native_kind;
         let origin: Vec<Tensor> = match origin {
@@ -300,7 +331,7 @@ impl<'a> Perturber<'a> {
         for (t, o) in targets.iter().zip(&origin) {
             t.shallow_clone().copy_(o);
         }
-        (targets, original, origin)
+        (targets, names, original, origin)
     }
 
     /// Number of tensors that move (the rest have zero directions).
@@ -312,20 +343,15 @@ impl<'a> Perturber<'a> {
     }
 
     /// Set the model to the point (α, β), formed afresh from the masters.
+    /// (With BatchNorm folding in use, the frozen graph's constants move instead.)
     pub fn set(&self, alpha: f64, beta: f64) {
         let _g = tch::no_grad_guard();
+        if let Some(f) = self.fold.borrow().as_ref() {
+            f.set(alpha, beta);
+            return;
+        }
         match &self.path {
-            Path::Affine(dirs) => {
-                for ((p, t0), (dx, dy)) in self.targets.iter().zip(&self.origin).zip(dirs) {
-                    let v = match (dx, dy) {
-                        (None, None) => continue,
-                        (Some(dx), None) => t0 + dx * alpha,
-                        (None, Some(dy)) => t0 + dy * beta,
-                        (Some(dx), Some(dy)) => t0 + dx * alpha + dy * beta,
-                    };
-                    p.shallow_clone().copy_(&v);
-                }
-            }
+            Path::Affine(dirs) => fold::set_affine(&self.targets, &self.origin, dirs, alpha, beta),
             Path::Lerp(end) => {
                 for ((p, a), b) in self.targets.iter().zip(&self.origin).zip(end) {
                     p.shallow_clone().copy_(&a.lerp(b, alpha));
@@ -337,6 +363,7 @@ impl<'a> Perturber<'a> {
     /// Set the model to a whole other state (a checkpoint's), e.g. to evaluate it in place.
     pub fn set_state(&self, state: &State) {
         let _g = tch::no_grad_guard();
+        self.unfold();
         for (t, v) in self.targets.iter().zip(&state.tensors) {
             t.shallow_clone().copy_(v);
         }
@@ -345,12 +372,117 @@ impl<'a> Perturber<'a> {
     /// Put the model back as it was at creation: its dtype, then its values, bit for bit.
     pub fn restore(&self) {
         let _g = tch::no_grad_guard();
+        self.unfold();
         if self.model.kind() != self.master_kind {
             // Back to the masters' dtype first: loading float32 values into bf16 would round them.
             let _ = self.model.cast(self.master_kind);
         }
         for (t, v) in self.targets.iter().zip(&self.original) {
             t.shallow_clone().copy_(v);
+        }
+    }
+}
+
+impl Perturber<'_> {
+    /// Try to evaluate through a frozen copy of the model with BatchNorm folded in (`fold.rs`),
+    /// the model at the origin, in its native dtype. The fold is checked on `sample` (inputs of a
+    /// few samples): the folded and unfolded outputs at one perturbed point must agree to 1e-3 of
+    /// the output's scale. Whatever fails leaves the model unfolded, with a note on stderr unless
+    /// `quiet` when the run could have been folded. The outcome goes to meta.json (`fold_report`).
+    pub fn fold(&self, sample: &Tensor, channels_last: bool, quiet: bool) {
+        let outcome = self.try_fold(sample, channels_last);
+        let note = match &outcome {
+            Ok(()) => None,
+            Err(Skip::NotApplicable(why)) => Some(why.to_string()),
+            Err(Skip::Failed(why)) => {
+                if !quiet {
+                    eprintln!("losscape: evaluating without BatchNorm folding: {why}");
+                }
+                Some(why.clone())
+            }
+        };
+        *self.fold_report.borrow_mut() = fold::report(self.fold.borrow().as_ref(), true, note.as_deref());
+    }
+
+    fn try_fold(&self, sample: &Tensor, channels_last: bool) -> Result<(), Skip> {
+        let Path::Affine(dirs) = &self.path else {
+            return Err(Skip::NotApplicable("points are interpolated between states"));
+        };
+        let n_params = self.model.params.len();
+        let (mut f, masters) = Fold::build(self.model, &self.names, n_params, &self.origin, dirs)?;
+        f.install(self.model, channels_last, Some(masters))?;
+        let failed = |e: anyhow::Error| Skip::Failed(format!("{e:#}"));
+        let check = (|| -> Result<Option<f64>, Skip> {
+            let _g = tch::no_grad_guard();
+            let (a, b) = (0.5, 0.5);
+            fold::set_affine(&self.targets, &self.origin, dirs, a, b);
+            let unfolded = self.model.forward_unfrozen(sample);
+            for (t, o) in self.targets.iter().zip(&self.origin) {
+                t.shallow_clone().copy_(o);
+            }
+            let unfolded = unfolded.map_err(failed)?;
+            f.set(a, b);
+            // Three passes: TorchScript's profiling executor runs an optimized graph from the second.
+            let mut worst: Option<f64> = Some(0.0);
+            for _ in 0..3 {
+                let folded = self.model.forward(sample).map_err(failed)?;
+                worst = match (worst, fold::rel_diff(&folded, &unfolded)) {
+                    (Some(w), Some(d)) => Some(w.max(d)),
+                    _ => None,
+                };
+            }
+            f.reset();
+            Ok(worst)
+        })();
+        match check {
+            Ok(Some(d)) if d <= 1e-3 => {
+                *self.fold.borrow_mut() = Some(f);
+                Ok(())
+            }
+            other => {
+                self.model.install_frozen(None);
+                Err(match other {
+                    Err(e) => e,
+                    Ok(Some(d)) => {
+                        Skip::Failed(format!("folded and unfolded outputs differ by {d:.1e} of their scale"))
+                    }
+                    _ => Skip::Failed("the check's outputs are not finite".into()),
+                })
+            }
+        }
+    }
+
+    /// Cast the model to `kind` (the run's precision), and its folded copy with it.
+    pub fn cast_model(&self, kind: Kind) -> Result<()> {
+        if self.fold.borrow().is_none() {
+            return self.model.cast(kind);
+        }
+        self.model.install_frozen(None);
+        self.model.cast(kind)?;
+        let mut guard = self.fold.borrow_mut();
+        let f = guard.as_mut().expect("checked above");
+        let channels_last = f.channels_last();
+        if let Err(e) = f.install(self.model, channels_last, None) {
+            let why = match e {
+                Skip::Failed(w) => w,
+                Skip::NotApplicable(w) => w.to_string(),
+            };
+            *guard = None;
+            *self.fold_report.borrow_mut() = fold::report(None, true, Some(&why));
+            eprintln!("losscape: evaluating without BatchNorm folding: {why}");
+        }
+        Ok(())
+    }
+
+    /// meta.json's `batchnorm_folding`.
+    pub fn fold_report(&self) -> Value {
+        self.fold_report.borrow().clone()
+    }
+
+    /// Stop using the folded copy (the parameters are at the origin all along).
+    fn unfold(&self) {
+        if self.fold.borrow_mut().take().is_some() {
+            self.model.install_frozen(None);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Safe wrappers over src/ffi/shim.cpp: the libtorch calls tch 0.24 does not expose (TF32
-//! switches, a TorchScript module's buffers, reading `torch.save` files).
+//! switches, a TorchScript module's buffers, reading `torch.save` files, freezing a module).
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
@@ -17,6 +17,19 @@ extern "C" {
         module: *mut c_void,
         ctx: *mut c_void,
         f: NamedTensorCb,
+        err: *mut c_char,
+        len: usize,
+    ) -> i32;
+    fn losscape_freeze(
+        module: *mut c_void,
+        to_double: i32,
+        names: *const *const c_char,
+        values: *const *mut c_void,
+        n: usize,
+        channels_last: i32,
+        ctx: *mut c_void,
+        f: NamedTensorCb,
+        out: *mut *mut c_void,
         err: *mut c_char,
         len: usize,
     ) -> i32;
@@ -77,39 +90,70 @@ fn module_ptr(m: &CModule, first_param: &Tensor) -> Result<*mut c_void> {
 /// The module's buffers (BatchNorm running statistics, ...), sharing its storage.
 pub fn named_buffers(m: &CModule, first_param: &Tensor) -> Result<Vec<(String, Tensor)>> {
     let ptr = module_ptr(m, first_param)?;
-    let mut out: Vec<(String, Tensor)> = Vec::new();
-    let mut err = [0u8; 512];
-    // SAFETY: ptr was verified; collect matches the callback signature; err is writable.
-    let rc = unsafe {
-        losscape_module_named_buffers(
+    // SAFETY: ptr was verified above.
+    named_tensors(|ctx, err, len| unsafe { losscape_module_named_buffers(ptr, ctx, collect, err, len) })
+        .map_err(|e| anyhow::anyhow!("cannot list the module's buffers: {e}"))
+}
+
+/// A frozen copy of the module (`torch.jit.freeze`: attributes inlined as constants, BatchNorm
+/// folded into the layer before it): the floating-point tensor constants its forward graph uses,
+/// in graph order, sharing storage with the graph, and the frozen module itself when `keep`.
+/// The copy is first cast to float64 when `to_double`, and the named parameters or buffers in
+/// `set` take the given values; the module itself is not touched. With `channels_last`, 4-D
+/// constants are laid out channels_last.
+pub fn freeze(
+    m: &CModule,
+    first_param: &Tensor,
+    to_double: bool,
+    set: &[(String, Tensor)],
+    channels_last: bool,
+    keep: bool,
+) -> Result<(Vec<Tensor>, Option<CModule>)> {
+    let ptr = module_ptr(m, first_param)?;
+    let names: Vec<CString> = set.iter().map(|(n, _)| CString::new(n.as_str())).collect::<Result<_, _>>()?;
+    let name_ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+    let value_ptrs: Vec<*mut c_void> = set.iter().map(|(_, t)| t.as_ptr() as *mut c_void).collect();
+    let mut out: *mut c_void = std::ptr::null_mut();
+    let out_ptr: *mut *mut c_void = if keep { &mut out } else { std::ptr::null_mut() };
+    // SAFETY: ptr was verified; names/values hold set.len() valid pointers that outlive the call;
+    // the shim writes a new Module* into out only when out_ptr is non-null and the call succeeds.
+    let consts = named_tensors(|ctx, err, len| unsafe {
+        losscape_freeze(
             ptr,
-            &mut out as *mut _ as *mut c_void,
+            to_double as i32,
+            name_ptrs.as_ptr(),
+            value_ptrs.as_ptr(),
+            set.len(),
+            channels_last as i32,
+            ctx,
             collect,
-            err.as_mut_ptr() as *mut c_char,
-            err.len(),
+            out_ptr,
+            err,
+            len,
         )
-    };
-    if rc != 0 {
-        bail!("cannot list the module's buffers: {}", err_text(&err));
-    }
-    Ok(out)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot freeze the module: {e}"))?;
+    let module = (!out.is_null()).then(|| {
+        // SAFETY: out is a heap torch::jit::Module* from `new`, which CModule owns and frees with
+        // `delete` (atm_free); CModule is exactly that pointer (size asserted in module_ptr).
+        unsafe { std::mem::transmute::<*mut c_void, CModule>(out) }
+    });
+    Ok((consts.into_iter().map(|(_, t)| t).collect(), module))
 }
 
 /// Every tensor of a Python `torch.save` zip file, named by its dotted key path.
 pub fn torch_load(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let c = CString::new(path.to_string_lossy().as_bytes())?;
+    // SAFETY: c is NUL-terminated and outlives the call.
+    named_tensors(|ctx, err, len| unsafe { losscape_torch_load(c.as_ptr(), ctx, collect, err, len) })
+}
+
+/// Run a shim call that reports tensors through `collect` into a fresh list; its error text, if
+/// it fails. `call` gets the list (as the callback context) and an error buffer with its length.
+fn named_tensors(call: impl FnOnce(*mut c_void, *mut c_char, usize) -> i32) -> Result<Vec<(String, Tensor)>> {
     let mut out: Vec<(String, Tensor)> = Vec::new();
     let mut err = [0u8; 512];
-    // SAFETY: c is NUL-terminated; collect matches the callback signature; err is writable.
-    let rc = unsafe {
-        losscape_torch_load(
-            c.as_ptr(),
-            &mut out as *mut _ as *mut c_void,
-            collect,
-            err.as_mut_ptr() as *mut c_char,
-            err.len(),
-        )
-    };
+    let rc = call(&mut out as *mut _ as *mut c_void, err.as_mut_ptr() as *mut c_char, err.len());
     if rc != 0 {
         bail!("{}", err_text(&err));
     }

@@ -13,6 +13,7 @@ pub mod device;
 pub mod directions;
 pub mod eval;
 pub mod ffi;
+pub mod fold;
 pub mod grid;
 pub mod model;
 pub mod output;

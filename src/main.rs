@@ -116,6 +116,10 @@ struct EvalArgs {
     /// channels_last memory format for conv weights and images [default: true].
     #[arg(long, value_name = "BOOL")]
     channels_last: Option<bool>,
+    /// Evaluate a frozen copy of the model with each BatchNorm folded into the layer before it,
+    /// where the directions leave BatchNorm fixed (checked; falls back otherwise).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    fold_batchnorm: bool,
     /// Per-channel mean of byte images on the [0, 1] scale, comma-separated [default for CIFAR-10: 0.4914,0.4824,0.4467].
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     mean: Option<Vec<f32>>,
@@ -157,6 +161,7 @@ impl EvalArgs {
             precision: s.precision,
             loss_cap: s.loss_cap,
             channels_last: s.channels_last,
+            fold_batchnorm: s.fold_batchnorm,
             device: s.device,
             out: s.out.clone(),
             overwrite: s.overwrite,

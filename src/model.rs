@@ -13,6 +13,8 @@ use crate::torch_msg;
 pub struct Model {
     /// In a RefCell so that `cast` can change the module's dtype while evaluators hold `&Model`.
     module: RefCell<CModule>,
+    /// A frozen copy (BatchNorm folded) that `forward` runs instead, while one is installed.
+    frozen: RefCell<Option<CModule>>,
     /// `named_parameters()` in the module's order; these tensors alias the module's weights.
     pub params: Vec<(String, Tensor)>,
     /// `named_buffers()` (BatchNorm running statistics, ...), aliasing the module's buffers.
@@ -57,6 +59,7 @@ impl Model {
         let native_kind = params[0].1.kind();
         Ok(Model {
             module: RefCell::new(module),
+            frozen: RefCell::new(None),
             params,
             buffers,
             device,
@@ -66,12 +69,42 @@ impl Model {
         })
     }
 
-    /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.
+    /// One forward pass (of the frozen copy while one is installed); an error (wrong input
+    /// shape, ...) comes back as a one-line message.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.frozen.borrow().as_ref() {
+            Some(f) => f.forward_ts(&[x]),
+            None => self.module.borrow().forward_ts(&[x]),
+        }
+        .map_err(|e| anyhow::anyhow!("model {}: forward failed: {}", self.path.display(), torch_msg(&e)))
+    }
+
+    /// One forward pass of the module itself, frozen copy or not.
+    pub fn forward_unfrozen(&self, x: &Tensor) -> Result<Tensor> {
         self.module
             .borrow()
             .forward_ts(&[x])
             .map_err(|e| anyhow::anyhow!("model {}: forward failed: {}", self.path.display(), torch_msg(&e)))
+    }
+
+    /// A frozen copy of the module: see `ffi::freeze`.
+    pub fn freeze(
+        &self,
+        to_double: bool,
+        set: &[(String, Tensor)],
+        channels_last: bool,
+        keep: bool,
+    ) -> Result<(Vec<Tensor>, Option<CModule>)> {
+        crate::ffi::freeze(&self.module.borrow(), &self.params[0].1, to_double, set, channels_last, keep)
+    }
+
+    /// Make `forward` run `frozen` (None: the module itself again).
+    pub fn install_frozen(&self, frozen: Option<CModule>) {
+        *self.frozen.borrow_mut() = frozen;
+    }
+
+    pub fn has_frozen(&self) -> bool {
+        self.frozen.borrow().is_some()
     }
 
     /// Copies of the current parameter values (on the model's device), in `params` order.
@@ -107,6 +140,9 @@ impl Model {
     /// which keeps each tensor's memory format). The handles in `params` follow, since `to`
     /// swaps the data under the same tensors.
     pub fn cast(&self, kind: Kind) -> Result<()> {
+        if self.has_frozen() {
+            bail!("internal: model {} cast while a frozen copy is installed", self.path.display());
+        }
         self.module.borrow_mut().to(self.device, kind, false);
         if let Some((name, p)) = self.params.iter().find(|(_, p)| p.kind() != kind) {
             bail!("model {}: parameter {name} is still {:?} after casting to {kind:?}", self.path.display(), p.kind());

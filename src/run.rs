@@ -34,6 +34,9 @@ pub struct EvalOptions {
     pub loss_cap: Option<f64>,
     /// channels_last weights and resident images. None: on (faster on CUDA and on CPU, measured).
     pub channels_last: Option<bool>,
+    /// Evaluate a frozen copy of the model with BatchNorm folded into the layers before it, where
+    /// that is exact (see `fold.rs`).
+    pub fold_batchnorm: bool,
     pub device: DeviceSpec,
     pub out: PathBuf,
     pub overwrite: bool,
@@ -52,6 +55,7 @@ impl EvalOptions {
             precision: None,
             loss_cap: None,
             channels_last: None,
+            fold_batchnorm: true,
             device: DeviceSpec::Auto,
             out: out.into(),
             overwrite: false,
@@ -142,28 +146,34 @@ impl Session {
         Evaluator::new(&self.model, &self.data, self.opts.loss, bs)
     }
 
-    /// Put the model in the run's precision and warm every batch shape up. Call it after the
-    /// Perturber is made (its float32 masters come from the model as loaded) and with the model at
-    /// the origin. For anything but strict fp32 the origin is first evaluated in strict fp32 and
-    /// the deviation returned (meta.json `precision_check`).
-    pub fn prepare(&self, ev: &mut Evaluator) -> Result<Option<Value>> {
-        let (dev, p) = (self.dev, self.precision);
+    /// Put the model in the run's precision, fold BatchNorm (unless told not to) and warm every
+    /// batch shape up. Call it after the Perturber is made (its float32 masters come from the
+    /// model as loaded) and with the model at the origin. For anything but strict fp32 the origin
+    /// is first evaluated in strict fp32, unfolded, and the deviation returned (meta.json
+    /// `precision_check`).
+    pub fn prepare(&self, ev: &mut Evaluator, p: &Perturber) -> Result<Option<Value>> {
+        let (dev, prec) = (self.dev, self.precision);
         if dev.is_cuda() {
             precision::set_tf32(false)?;
         }
-        let check = p != Precision::Fp32 && (dev.is_cuda() || p.is_reduced());
+        let check = prec != Precision::Fp32 && (dev.is_cuda() || prec.is_reduced());
         let reference = if check {
             ev.warm_up_fitting(1)?;
             Some(ev.evaluate_fitting()?)
         } else {
             None
         };
-        if dev.is_cuda() && p != Precision::Fp32 {
+        if self.opts.fold_batchnorm {
+            // Checked in strict fp32, before the cast.
+            let sample = self.data.inputs(0, self.data.n.min(4)).to_kind(ev.input_kind);
+            p.fold(&sample, self.channels_last, self.opts.quiet);
+        }
+        if dev.is_cuda() && prec != Precision::Fp32 {
             precision::set_tf32(true)?;
         }
-        if p.is_reduced() {
-            self.model.cast(p.kind())?;
-            ev.input_kind = p.kind();
+        if prec.is_reduced() {
+            p.cast_model(prec.kind())?;
+            ev.input_kind = prec.kind();
         }
         // TorchScript's profiling executor optimizes a graph on its second or third call per shape.
         ev.warm_up_fitting(3)?;
@@ -192,6 +202,8 @@ pub struct GridValues {
     pub eval_secs: f64,
     pub perturb_secs: f64,
     pub moving: usize,
+    /// meta.json's `batchnorm_folding`.
+    pub fold: Value,
 }
 
 /// Move the model to (α, β) and evaluate it there; the synchronized time of the move is added to
@@ -221,6 +233,7 @@ pub fn evaluate_grid(s: &Session, ev: &mut Evaluator, p: &Perturber, grid: &Grid
         eval_secs: 0.0,
         perturb_secs: 0.0,
         moving: p.moving(),
+        fold: p.fold_report(),
     };
     for k in 0..grid.len() {
         let pv = eval_point(p, ev, s.dev, grid.point(k), &mut v.perturb_secs)?;
@@ -281,7 +294,7 @@ pub fn base_meta(
                   "parameter_tensors": s.model.params.len()},
         "data": {
             "path": s.data.path, "format": s.data.format, "split": s.data.split, "n": s.data.n,
-            "available": s.data.available, "subset": "first n samples in file order", "sha256": s.data.sha256,
+            "available": s.data.available, "subset": "first n samples in file order", "sha256": s.data.sha256(),
             "targets": s.data.targets, "sample_shape": s.data.sample_shape(), "normalization": s.data.normalization,
         },
         "loss": ev.loss,
@@ -348,6 +361,7 @@ pub fn common_meta(
 ) -> Map<String, Value> {
     let mut meta = base_meta(kind, s, ev, spec, grid, layout);
     meta["model"]["moving_tensors"] = json!(v.moving);
+    meta.insert("batchnorm_folding".into(), v.fold.clone());
     meta.insert("precision_check".into(), json!(precision_check));
     meta.insert("batch_size".into(), json!(ev.batch_size));
     value_meta(&mut meta, &v.loss, &v.capped, s.opts.loss_cap);

@@ -148,7 +148,7 @@ pub fn run_sharded(cfg: &SurfaceConfig) -> Result<Outcome> {
     let identity = json!({
         "kind": "surface",
         "model_sha256": s.model.sha256,
-        "data": {"sha256": s.data.sha256, "n": s.data.n, "normalization": s.data.normalization},
+        "data": {"sha256": s.data.sha256(), "n": s.data.n, "normalization": s.data.normalization},
         "grid": cfg.grid,
         "directions": match &given {
             Some((_, _, sha)) => json!({"file_sha256": sha}),
@@ -157,6 +157,7 @@ pub fn run_sharded(cfg: &SurfaceConfig) -> Result<Outcome> {
         "loss": ev.loss,
         "precision": s.precision,
         "loss_cap": cfg.eval.loss_cap,
+        "fold_batchnorm": cfg.eval.fold_batchnorm,
     });
     let mut meta = run::base_meta("surface", &s, &ev, &cfg.grid, &grid, if two { LAYOUT_2D } else { LAYOUT_1D });
     meta["grid"]["point"] = json!("each point formed from the pristine parameters: theta + x*dx + y*dy");
@@ -286,7 +287,7 @@ fn evaluate_serial(
     fresh: &mut FreshDir,
 ) -> Result<ShardResult> {
     let p = Perturber::new(&s.model, dx, dy);
-    let check = if todo.is_empty() { None } else { s.prepare(&mut ev)? };
+    let check = if todo.is_empty() { None } else { s.prepare(&mut ev, &p)? };
     let t0 = Instant::now();
     st.start_session();
     let mut progress = Progress::new(todo.len(), s.data.n, cfg.eval.quiet);
@@ -294,6 +295,7 @@ fn evaluate_serial(
     let extra = |st: &ShardStore, eval: f64, perturb: f64, ev: &crate::eval::Evaluator| {
         json!({"workers": [{"device": device::name(s.dev), "batch_size": ev.batch_size}], "precision_check": check,
                "perturb_seconds": st.perturb_base + perturb, "session_eval_seconds": eval, "moving_tensors": p.moving(),
+               "batchnorm_folding": p.fold_report(),
                "peak_host_rss_mb": run::peak_rss_mb(), "points_this_session": todo.len().min(st.done.len())})
     };
     for &k in todo {
@@ -352,7 +354,7 @@ fn evaluate_parallel(
                     let s = Session::open_on(&cfg.model, &cfg.eval, dev)?;
                     let mut ev = s.evaluator()?;
                     let p = Perturber::new(&s.model, &wdx, wdy.as_ref());
-                    let check = s.prepare(&mut ev)?;
+                    let check = s.prepare(&mut ev, &p)?;
                     let mut perturb = 0.0;
                     let started = Instant::now();
                     loop {
@@ -366,7 +368,8 @@ fn evaluate_parallel(
                         }
                     }
                     let _ = itx.send((w, json!({"device": device::name(dev), "batch_size": ev.batch_size,
-                        "precision_check": check, "perturb_seconds": perturb, "seconds": started.elapsed().as_secs_f64()})));
+                        "precision_check": check, "perturb_seconds": perturb, "seconds": started.elapsed().as_secs_f64(),
+                        "batchnorm_folding": p.fold_report()})));
                     Ok(())
                 };
                 if let Err(e) = work() {
@@ -402,8 +405,12 @@ fn evaluate_parallel(
         infos[w]["points"] = json!(c);
     }
     let perturb: f64 = infos.iter().filter_map(|i| i["perturb_seconds"].as_f64()).sum();
-    st.maybe_save(true, &json!({"workers": infos, "perturb_seconds": st.perturb_base + perturb,
-                                "precision_check": infos[0]["precision_check"], "peak_host_rss_mb": run::peak_rss_mb()}))?;
+    st.maybe_save(
+        true,
+        &json!({"workers": infos, "perturb_seconds": st.perturb_base + perturb,
+                                "precision_check": infos[0]["precision_check"], "peak_host_rss_mb": run::peak_rss_mb(),
+                                "batchnorm_folding": infos[0]["batchnorm_folding"]}),
+    )?;
     Ok(ShardResult { missing_in_shard: todo.iter().filter(|k| !st.done.contains_key(k)).count() })
 }
 
@@ -500,6 +507,7 @@ fn merge_locked(dir: &Path, allow_partial: bool, quiet: bool) -> Result<Option<S
     meta.insert("batch_size".into(), w0["batch_size"].clone());
     meta.insert("precision_check".into(), first["precision_check"].clone());
     meta["model"]["moving_tensors"] = first["moving_tensors"].clone();
+    meta.insert("batchnorm_folding".into(), first["batchnorm_folding"].clone());
     meta.insert("peak_host_rss_mb".into(), first["peak_host_rss_mb"].clone());
     if let (Some(Value::Object(d)), Value::Object(stats)) = (meta.get_mut("directions"), &first["directions"]) {
         d.extend(stats.clone());

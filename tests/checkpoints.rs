@@ -6,12 +6,10 @@ use losscape::model::Model;
 use losscape::pca;
 use tch::{Device, Kind, Tensor};
 
-use crate::common::{assert_rel, fxp, losscape, npy, out_dir};
+use crate::common::{assert_rel, fxp, losscape, npy, ok, out_dir};
 
 fn run_ok(args: &[&str]) -> (serde_json::Value, String) {
-    let o = losscape(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{args:?}: {err}");
+    let err = ok(&losscape(args));
     let out = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).expect("--out");
     let meta = serde_json::from_str(&std::fs::read_to_string(Path::new(out).join("meta.json")).unwrap()).unwrap();
     (meta, err)
@@ -29,6 +27,7 @@ fn p(rel: &str) -> String {
     fxp(rel).to_str().unwrap().to_string()
 }
 
+/// The model's own loss, unfolded (as line and checkpoint evaluations are: their BatchNorm moves).
 fn center_loss(model: &str) -> f64 {
     let out = out_dir(&format!("center-{}", model.replace('/', "_")));
     let (m, _) = run_ok(&[
@@ -38,6 +37,8 @@ fn center_loss(model: &str) -> f64 {
         "--data",
         &p("cifar-bin"),
         "--x=0:0:1",
+        "--fold-batchnorm",
+        "false",
         "--out",
         out.to_str().unwrap(),
         "-q",
@@ -66,6 +67,7 @@ fn every_checkpoint_form_gives_the_same_line_and_the_endpoints_are_the_models() 
         let (_, loss) = npy(&out.join("loss.npy"));
         assert_eq!(loss[0], meta["line"]["from"]["loss"].as_f64().unwrap() as f32 as f64);
         assert_eq!(loss[2], meta["line"]["to"]["loss"].as_f64().unwrap() as f32 as f64);
+        assert_eq!(meta["batchnorm_folding"]["active"], false, "a line interpolates BatchNorm statistics");
         match &first {
             None => first = Some(loss),
             Some(f) => assert_eq!(f, &loss, "{b} gives another line than ckpt/b.pt"),

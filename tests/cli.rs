@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{fxp, losscape, out_dir};
+use crate::common::{fxp, losscape, ok, out_dir};
 
 /// Run `losscape surface ARGS --out OUT` expecting failure; return its one line of stderr.
 fn fails(name: &str, args: &[&str]) -> String {
@@ -146,6 +146,6 @@ fn a_run_reports_progress_and_does_not_clobber_a_finished_run() {
     let mut again = args.clone();
     again.extend(["--overwrite", "--quiet"]);
     let o = losscape(&again);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     assert!(o.stderr.is_empty(), "--quiet printed: {}", String::from_utf8_lossy(&o.stderr));
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use losscape::model::Model;
 use tch::Device;
 
-use crate::common::{fixtures_py, fxp, losscape, out_dir, python, root, same_bits};
+use crate::common::{fixtures_py, fxp, losscape, ok, out_dir, python, root, same_bits};
 
 #[test]
 fn every_reference_architecture_runs_in_losscape() {
@@ -74,7 +74,7 @@ fn train_saves_a_checkpoint_per_epoch_and_a_torchscript_model() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     for e in 0..=2 {
         for ext in ["pt", "safetensors"] {
             let f = out.join(format!("checkpoints/epoch_{e}.{ext}"));

@@ -8,7 +8,7 @@ use std::process::Command;
 use losscape::output::{write_json, write_npy};
 use losscape::plot::{classify, CriticalKind};
 
-use crate::common::{fxp, losscape, out_dir, python, root};
+use crate::common::{fxp, losscape, ok, out_dir, python, root};
 
 fn grid(n: usize, lo: f64, hi: f64) -> Vec<f64> {
     (0..n).map(|k| lo + (hi - lo) * k as f64 / (n - 1) as f64).collect()
@@ -79,7 +79,7 @@ fn png_size(p: &Path) -> (u32, u32) {
 fn plot_redraws_every_picture_from_the_files_alone() {
     let d = synthetic_run("plot-synthetic", 41, 23);
     let o = losscape(&["plot", d.to_str().unwrap(), "--log", "--levels", "8", "--dpi", "80", "--zmax", "3"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     for f in ["contour.png", "heatmap.png", "surface3d.png"] {
         assert_eq!(png_size(&d.join(f)), (640, 512), "{f}");
     }
@@ -107,7 +107,7 @@ assert head[0] == "ply" and "element vertex %d" % npts in head and "element face
 print("ok")
 "#;
     let o = Command::new(python()).args(["-c", check, d.to_str().unwrap()]).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     // Bad options: one line each.
     for (args, word) in [(vec!["--dpi", "5"], "--dpi"), (vec!["--vmin", "2", "--vmax", "1"], "--vmin")] {
         let mut a = vec!["plot", d.to_str().unwrap()];
@@ -136,7 +136,7 @@ fn runs_draw_their_pictures_unless_told_not_to() {
         a.to_str().unwrap(),
         "-q",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     for f in [
         "contour.png",
         "heatmap.png",
@@ -217,7 +217,7 @@ fn the_html_page_works_in_headless_chromium() {
         d.to_str().unwrap(),
         "-q",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     let html = d.join("surface.html");
     let size = std::fs::metadata(&html).unwrap().len();
     assert!(size < 6_000_000, "surface.html is {size} bytes");
@@ -273,7 +273,7 @@ fn the_example_notebook_runs_top_to_bottom() {
         "-q",
         "--no-plots",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     let executed = out_dir("notebook-out").with_extension("ipynb");
     let o =
         Command::new(python()).arg(root().join("examples/run_notebook.py")).arg(&d).arg(&executed).output().unwrap();

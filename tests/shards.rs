@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use losscape::shard::Shard;
 
-use crate::common::{fxp, losscape, npy, out_dir};
+use crate::common::{fxp, losscape, npy, ok, out_dir};
 
 fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
     move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
@@ -75,12 +75,6 @@ fn run(args: &[String], extra: &[&str]) -> std::process::Output {
     let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
     a.extend_from_slice(extra);
     losscape(&a)
-}
-
-fn ok(o: &std::process::Output) -> String {
-    let e = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{e}");
-    e
 }
 
 fn loss_of(dir: &Path) -> Vec<u32> {

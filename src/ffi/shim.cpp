@@ -2,10 +2,14 @@
 //  - TF32 switches for CUDA float32 convolutions and matmuls (strict fp32 turns them off);
 //  - a TorchScript module's named buffers (BatchNorm running statistics), which checkpoint
 //    interpolation must move along with the parameters;
-//  - reading a Python `torch.save` zip file (a state_dict, possibly nested) into named tensors.
+//  - reading a Python `torch.save` zip file (a state_dict, possibly nested) into named tensors;
+//  - freezing a module (torch.jit.freeze: BatchNorm folded into the convolutions) and listing the
+//    tensor constants of its graph, which the caller then moves in place.
 // No C++ exception crosses into Rust: each call returns 0 on success and -1 on failure, with the
 // first line of the error message in `err` where there is one.
 #include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
@@ -13,6 +17,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 typedef void (*named_tensor_cb)(void* ctx, const char* name, void* tensor);
@@ -119,4 +124,76 @@ int losscape_torch_load(const char* path, void* ctx, named_tensor_cb f, char* er
     return -1;
   }
 }
+
+static void tensor_constants(torch::jit::Block* b, std::vector<torch::jit::Node*>& out) {
+  for (auto* n : b->nodes()) {
+    if (n->kind() == c10::prim::Constant && n->output()->type()->cast<c10::TensorType>() &&
+        n->hasAttribute(c10::attr::value) && n->output()->hasUses()) {
+      out.push_back(n);
+    }
+    for (auto* sub : n->blocks()) tensor_constants(sub, out);
+  }
 }
+
+// torch.jit.freeze of a deep copy of `module` (which must be in eval mode), after casting the copy
+// to float64 when `to_double`, and setting its `n` named parameters or buffers `names` to `values`
+// (at::Tensor*). Freezing inlines every attribute as a constant and folds BatchNorm into the
+// preceding convolution or linear layer. Each floating-point tensor constant that the frozen
+// forward graph uses is reported through `f` in graph order (name = its index); with
+// `channels_last`, 4-D ones are first re-laid out so. The reported tensors share storage with the
+// graph: writing into them in place changes what the frozen module computes. With `out` non-null
+// the frozen module is handed over as a new torch::jit::Module*.
+int losscape_freeze(void* module, int to_double, const char** names, void** values, size_t n, int channels_last,
+                    void* ctx, named_tensor_cb f, void** out, char* err, size_t errlen) {
+  try {
+    at::NoGradGuard no_grad;
+    auto* m = static_cast<torch::jit::Module*>(module);
+    torch::jit::Module c = m->deepcopy();
+    if (to_double) c.to(at::kDouble);
+    if (n > 0) {
+      std::unordered_map<std::string, const at::Tensor*> want;
+      for (size_t i = 0; i < n; ++i) want[names[i]] = static_cast<const at::Tensor*>(values[i]);
+      size_t found = 0;
+      for (const auto& p : c.named_parameters(/*recurse=*/true)) {
+        auto it = want.find(p.name);
+        if (it != want.end()) {
+          p.value.copy_(*it->second);
+          ++found;
+        }
+      }
+      for (const auto& b : c.named_buffers(/*recurse=*/true)) {
+        auto it = want.find(b.name);
+        if (it != want.end()) {
+          b.value.copy_(*it->second);
+          ++found;
+        }
+      }
+      if (found != n) {
+        set_err(err, errlen, "not every tensor to set is a parameter or buffer of the module");
+        return -1;
+      }
+    }
+    c.eval();
+    torch::jit::Module fz = torch::jit::freeze(c, std::nullopt, /*optimize_numerics=*/true);
+    auto graph = fz.get_method("forward").graph();
+    std::vector<torch::jit::Node*> consts;
+    tensor_constants(graph->block(), consts);
+    size_t k = 0;
+    for (auto* node : consts) {
+      at::Tensor t = node->t(c10::attr::value);
+      if (!t.is_floating_point()) continue;
+      if (channels_last && t.dim() == 4) {
+        t = t.contiguous(at::MemoryFormat::ChannelsLast);
+        node->t_(c10::attr::value, t);
+      }
+      f(ctx, std::to_string(k++).c_str(), new at::Tensor(t));
+    }
+    if (out) *out = new torch::jit::Module(fz);
+    return 0;
+  } catch (const std::exception& e) {
+    set_err(err, errlen, e.what());
+    return -1;
+  }
+}
+}
+

@@ -54,6 +54,13 @@ pub fn losscape(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_losscape")).args(args).output().expect("run losscape")
 }
 
+/// Assert that a command succeeded (showing its stderr if not); its stderr.
+pub fn ok(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{e}");
+    e
+}
+
 /// (shape, values as f64) of an .npy file.
 pub fn npy(path: &Path) -> (Vec<i64>, Vec<f64>) {
     let t = losscape::data::read_npy(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));

@@ -1,0 +1,221 @@
+//! BatchNorm folding: evaluate a frozen copy of the model, in which `torch.jit.freeze` has folded
+//! every BatchNorm into the convolution or linear layer before it (one memory-bound pass less per
+//! layer), and move the frozen graph's constants instead of the model's parameters.
+//!
+//! Freezing is a fixed function C(θ) from the model's tensors to the graph's constants. When the
+//! BatchNorm weights and statistics stay put (directions with `--ignore biasbn`, the default), C
+//! is affine in what moves: C(θ* + αδ + βη) = C(θ*) + α·Lδ + β·Lη with Lδ = C(θ* + δ) − C(θ*).
+//! `Fold::build` gets C(θ*), Lδ and Lη from freezes of float64 copies of the model, and checks
+//! affinity at a further point; a grid point is then formed in the constants from float32
+//! masters exactly as it would be in the parameters. Before the fold is used, the folded and
+//! unfolded models' outputs at one perturbed point are compared. Whenever a step does not hold,
+//! the run goes on unfolded.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use tch::{Kind, Tensor};
+
+use crate::eval::master_like;
+use crate::model::Model;
+
+/// Per moving constant, float64 C(θ*), Lδ and Lη (zero where that direction is absent).
+pub type Masters = Vec<(Tensor, Tensor, Tensor)>;
+
+/// Why the fold is not used.
+#[derive(Debug)]
+pub enum Skip {
+    /// Folding cannot apply to this kind of run (interpolated states, moving BatchNorm statistics).
+    NotApplicable(&'static str),
+    /// It was tried and some check failed (reported to the user).
+    Failed(String),
+}
+
+/// The frozen graph's moving constants and their float32 masters.
+pub struct Fold {
+    /// Positions of the moving constants in the frozen graph's list of floating-point constants.
+    index: Vec<usize>,
+    /// Shapes of all of the graph's floating-point constants (a new freeze must give the same).
+    shapes: Vec<Vec<i64>>,
+    /// The moving constants of the frozen module that `Model::forward` runs.
+    targets: Vec<Tensor>,
+    /// C(θ*) of the moving constants, then (Lδ, Lη), as masters in the model's native dtype.
+    origin: Vec<Tensor>,
+    dirs: Vec<(Option<Tensor>, Option<Tensor>)>,
+    /// 4-D constants are laid out channels_last.
+    channels_last: bool,
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    if t.numel() == 0 {
+        0.0
+    } else {
+        t.abs().max().double_value(&[])
+    }
+}
+
+/// origin + α·dx + β·dy into each target (skipping those with no direction).
+pub(crate) fn set_affine(
+    targets: &[Tensor],
+    origin: &[Tensor],
+    dirs: &[(Option<Tensor>, Option<Tensor>)],
+    a: f64,
+    b: f64,
+) {
+    let _g = tch::no_grad_guard();
+    for ((p, t0), (dx, dy)) in targets.iter().zip(origin).zip(dirs) {
+        let v = match (dx, dy) {
+            (None, None) => continue,
+            (Some(dx), None) => t0 + dx * a,
+            (None, Some(dy)) => t0 + dy * b,
+            (Some(dx), Some(dy)) => t0 + dx * a + dy * b,
+        };
+        p.shallow_clone().copy_(&v);
+    }
+}
+
+impl Fold {
+    /// The fold of the affine path `origin + α·dx + β·dy` over the model's state tensors `names`
+    /// (the first `n_params` of them are parameters, the rest buffers), with the model at origin.
+    /// Nothing is installed yet: see `install`.
+    pub fn build(
+        model: &Model,
+        names: &[String],
+        n_params: usize,
+        origin: &[Tensor],
+        dirs: &[(Option<Tensor>, Option<Tensor>)],
+    ) -> Result<(Fold, Masters), Skip> {
+        let _g = tch::no_grad_guard();
+        let moving: Vec<usize> = (0..names.len()).filter(|&i| dirs[i].0.is_some() || dirs[i].1.is_some()).collect();
+        if moving.is_empty() {
+            return Err(Skip::NotApplicable("nothing moves"));
+        }
+        if moving.iter().any(|&i| i >= n_params) {
+            return Err(Skip::NotApplicable("BatchNorm statistics move"));
+        }
+        let two = moving.iter().any(|&i| dirs[i].1.is_some());
+        let f64_of = |t: &Option<Tensor>, w: f64, i: usize| -> Tensor {
+            match t {
+                Some(d) if w != 0.0 => d.to_kind(Kind::Double) * w,
+                _ => origin[i].zeros_like().to_kind(Kind::Double),
+            }
+        };
+        let freeze_at = |a: f64, b: f64| -> Result<Vec<Tensor>, Skip> {
+            let set: Vec<(String, Tensor)> = moving
+                .iter()
+                .map(|&i| {
+                    (
+                        names[i].clone(),
+                        origin[i].to_kind(Kind::Double) + f64_of(&dirs[i].0, a, i) + f64_of(&dirs[i].1, b, i),
+                    )
+                })
+                .collect();
+            model.freeze(true, &set, false, false).map(|(c, _)| c).map_err(|e| Skip::Failed(format!("{e:#}")))
+        };
+        let c0 = freeze_at(0.0, 0.0)?;
+        let cx = freeze_at(1.0, 0.0)?;
+        let cy = if two { Some(freeze_at(0.0, 1.0)?) } else { None };
+        let (ca, cb) = (2.0, if two { -1.0 } else { 0.0 });
+        let check = freeze_at(ca, cb)?;
+        let shapes: Vec<Vec<i64>> = c0.iter().map(|t| t.size()).collect();
+        let same = |c: &[Tensor]| c.len() == shapes.len() && c.iter().zip(&shapes).all(|(t, s)| &t.size() == s);
+        if !same(&cx) || !same(&check) || cy.as_deref().is_some_and(|c| !same(c)) {
+            return Err(Skip::Failed("freezing at different points gave different graphs".into()));
+        }
+        let mut index = Vec::new();
+        let mut masters = Vec::new();
+        for j in 0..c0.len() {
+            let lx = &cx[j] - &c0[j];
+            let ly = cy.as_ref().map(|c| &c[j] - &c0[j]);
+            let expected = &c0[j] + &lx * ca + ly.as_ref().map(|l| l * cb).unwrap_or_else(|| lx.zeros_like());
+            let scale = max_abs(&c0[j]) + ca.abs() * max_abs(&lx) + cb.abs() * ly.as_ref().map(max_abs).unwrap_or(0.0);
+            if max_abs(&(&check[j] - expected)) > 1e-9 * scale {
+                return Err(Skip::Failed(
+                    "the frozen graph's constants are not affine in the directions (BatchNorm weights move?)".into(),
+                ));
+            }
+            let ly = ly.unwrap_or_else(|| lx.zeros_like());
+            if max_abs(&lx) > 0.0 || max_abs(&ly) > 0.0 {
+                index.push(j);
+                masters.push((c0[j].shallow_clone(), lx, ly));
+            }
+        }
+        let fold =
+            Fold { index, shapes, targets: Vec::new(), origin: Vec::new(), dirs: Vec::new(), channels_last: false };
+        Ok((fold, masters))
+    }
+
+    /// Freeze the model as it now is (its current dtype), take that copy's moving constants as
+    /// targets, set them to the origin and make `Model::forward` run the copy. The first call
+    /// makes the float32 masters from `masters` (float64 C(θ*), Lδ, Lη per moving constant).
+    pub fn install(&mut self, model: &Model, channels_last: bool, masters: Option<Masters>) -> Result<(), Skip> {
+        let (consts, module) =
+            model.freeze(false, &[], channels_last, true).map_err(|e| Skip::Failed(format!("{e:#}")))?;
+        if consts.len() != self.shapes.len() || consts.iter().zip(&self.shapes).any(|(t, s)| &t.size() != s) {
+            return Err(Skip::Failed("the frozen copy in the run's dtype has another graph".into()));
+        }
+        let targets: Vec<Tensor> = self.index.iter().map(|&j| consts[j].shallow_clone()).collect();
+        if let Some(m) = masters {
+            let kind = model.native_kind;
+            let _g = tch::no_grad_guard();
+            for (t, (c0, lx, ly)) in targets.iter().zip(m) {
+                self.origin.push(master_like(t, &c0, kind));
+                let nz = |l: Tensor| (max_abs(&l) > 0.0).then(|| master_like(t, &l, kind));
+                self.dirs.push((nz(lx), nz(ly)));
+            }
+        }
+        self.targets = targets;
+        self.channels_last = channels_last;
+        self.reset();
+        model.install_frozen(module);
+        Ok(())
+    }
+
+    /// Set the frozen graph to the point (α, β).
+    pub fn set(&self, a: f64, b: f64) {
+        set_affine(&self.targets, &self.origin, &self.dirs, a, b);
+    }
+
+    /// The graph's constants back to the origin, bit for bit.
+    pub fn reset(&self) {
+        let _g = tch::no_grad_guard();
+        for (t, o) in self.targets.iter().zip(&self.origin) {
+            t.shallow_clone().copy_(o);
+        }
+    }
+
+    pub fn channels_last(&self) -> bool {
+        self.channels_last
+    }
+
+    /// Number of moving constants.
+    pub fn moving(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Number of floating-point constants in the frozen graph.
+    pub fn constants(&self) -> usize {
+        self.shapes.len()
+    }
+}
+
+/// Largest |a − b| relative to the largest |b|, over every entry; None if b has a non-finite
+/// entry or is all zero (nothing to compare against).
+pub fn rel_diff(a: &Tensor, b: &Tensor) -> Option<f64> {
+    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+    let scale = max_abs(&b);
+    if !(scale.is_finite() && scale > 0.0) || b.isfinite().all().int64_value(&[]) == 0 {
+        return None;
+    }
+    Some(max_abs(&(a - b)) / scale)
+}
+
+/// meta.json's record of the fold.
+pub fn report(active: Option<&Fold>, requested: bool, note: Option<&str>) -> Value {
+    json!({
+        "requested": requested,
+        "active": active.is_some(),
+        "constants": active.map(|f| f.constants()),
+        "moving_constants": active.map(|f| f.moving()),
+        "note": note,
+    })
+}
