@@ -37,6 +37,8 @@ pub struct EvalOptions {
     /// Evaluate a frozen copy of the model with BatchNorm folded into the layers before it, where
     /// that is exact (see `fold.rs`).
     pub fold_batchnorm: bool,
+    /// Let cuDNN time its convolution algorithms and keep the fastest (per process).
+    pub cudnn_benchmark: bool,
     pub device: DeviceSpec,
     pub out: PathBuf,
     pub overwrite: bool,
@@ -56,6 +58,7 @@ impl EvalOptions {
             loss_cap: None,
             channels_last: None,
             fold_batchnorm: true,
+            cudnn_benchmark: true,
             device: DeviceSpec::Auto,
             out: out.into(),
             overwrite: false,
@@ -118,7 +121,7 @@ impl Session {
             }
         }
         if dev.is_cuda() {
-            tch::Cuda::cudnn_set_benchmark(true);
+            tch::Cuda::cudnn_set_benchmark(opts.cudnn_benchmark);
         }
         let mut model = Model::load(model, dev)?;
         let mut data = Dataset::load(&opts.data, dev)?;
@@ -312,6 +315,7 @@ pub fn base_meta(
         "tf32_convolutions": s.dev.is_cuda() && s.precision != Precision::Fp32,
         "libtorch_version": env!("LOSSCAPE_LIBTORCH_VERSION"),
         "channels_last": s.channels_last,
+        "cudnn_benchmark": s.dev.is_cuda() && s.opts.cudnn_benchmark,
     });
     match meta {
         Value::Object(m) => m,
