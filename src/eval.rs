@@ -247,6 +247,14 @@ pub struct Perturber<'a> {
     fold_report: RefCell<Value>,
 }
 
+/// Copy each of `values` into the matching target in place (bit-exact).
+pub(crate) fn copy_into(targets: &[Tensor], values: &[Tensor]) {
+    let _g = tch::no_grad_guard();
+    for (t, v) in targets.iter().zip(values) {
+        t.shallow_clone().copy_(v);
+    }
+}
+
 /// A device copy of `src` in dtype `kind` with the memory format of `like`.
 pub(crate) fn master_like(like: &Tensor, src: &Tensor, kind: Kind) -> Tensor {
     let mut t = like.empty_like();
@@ -328,9 +336,7 @@ impl<'a> Perturber<'a> {
             None => original.iter().map(|t| master_like(t, t, kind)).collect(),
             Some(s) => targets.iter().zip(&s.tensors).map(|(t, v)| master_like(t, v, kind)).collect(),
         };
-        for (t, o) in targets.iter().zip(&origin) {
-            t.shallow_clone().copy_(o);
-        }
+        copy_into(&targets, &origin);
         (targets, names, original, origin)
     }
 
@@ -362,11 +368,8 @@ impl<'a> Perturber<'a> {
 
     /// Set the model to a whole other state (a checkpoint's), e.g. to evaluate it in place.
     pub fn set_state(&self, state: &State) {
-        let _g = tch::no_grad_guard();
         self.unfold();
-        for (t, v) in self.targets.iter().zip(&state.tensors) {
-            t.shallow_clone().copy_(v);
-        }
+        copy_into(&self.targets, &state.tensors);
     }
 
     /// Put the model back as it was at creation: its dtype, then its values, bit for bit.
@@ -377,9 +380,7 @@ impl<'a> Perturber<'a> {
             // Back to the masters' dtype first: loading float32 values into bf16 would round them.
             let _ = self.model.cast(self.master_kind);
         }
-        for (t, v) in self.targets.iter().zip(&self.original) {
-            t.shallow_clone().copy_(v);
-        }
+        copy_into(&self.targets, &self.original);
     }
 }
 
@@ -391,16 +392,10 @@ impl Perturber<'_> {
     /// `quiet` when the run could have been folded. The outcome goes to meta.json (`fold_report`).
     pub fn fold(&self, sample: &Tensor, channels_last: bool, quiet: bool) {
         let outcome = self.try_fold(sample, channels_last);
-        let note = match &outcome {
-            Ok(()) => None,
-            Err(Skip::NotApplicable(why)) => Some(why.to_string()),
-            Err(Skip::Failed(why)) => {
-                if !quiet {
-                    eprintln!("losscape: evaluating without BatchNorm folding: {why}");
-                }
-                Some(why.clone())
-            }
-        };
+        if let (Err(Skip::Failed(why)), false) = (&outcome, quiet) {
+            eprintln!("losscape: evaluating without BatchNorm folding: {why}");
+        }
+        let note = outcome.err().map(Skip::why);
         *self.fold_report.borrow_mut() = fold::report(self.fold.borrow().as_ref(), true, note.as_deref());
     }
 
@@ -409,23 +404,20 @@ impl Perturber<'_> {
             return Err(Skip::NotApplicable("points are interpolated between states"));
         };
         let n_params = self.model.params.len();
-        let (mut f, masters) = Fold::build(self.model, &self.names, n_params, &self.origin, dirs)?;
-        f.install(self.model, channels_last, Some(masters))?;
-        let failed = |e: anyhow::Error| Skip::Failed(format!("{e:#}"));
+        let (mut f, masters) = Fold::build(self.model, &self.names, n_params, &self.origin, dirs, channels_last)?;
+        f.install(self.model, Some(masters))?;
         let check = (|| -> Result<Option<f64>, Skip> {
             let _g = tch::no_grad_guard();
             let (a, b) = (0.5, 0.5);
             fold::set_affine(&self.targets, &self.origin, dirs, a, b);
             let unfolded = self.model.forward_unfrozen(sample);
-            for (t, o) in self.targets.iter().zip(&self.origin) {
-                t.shallow_clone().copy_(o);
-            }
-            let unfolded = unfolded.map_err(failed)?;
+            copy_into(&self.targets, &self.origin);
+            let unfolded = unfolded?;
             f.set(a, b);
             // Three passes: TorchScript's profiling executor runs an optimized graph from the second.
             let mut worst: Option<f64> = Some(0.0);
             for _ in 0..3 {
-                let folded = self.model.forward(sample).map_err(failed)?;
+                let folded = self.model.forward(sample)?;
                 worst = match (worst, fold::rel_diff(&folded, &unfolded)) {
                     (Some(w), Some(d)) => Some(w.max(d)),
                     _ => None,
@@ -461,12 +453,8 @@ impl Perturber<'_> {
         self.model.cast(kind)?;
         let mut guard = self.fold.borrow_mut();
         let f = guard.as_mut().expect("checked above");
-        let channels_last = f.channels_last();
-        if let Err(e) = f.install(self.model, channels_last, None) {
-            let why = match e {
-                Skip::Failed(w) => w,
-                Skip::NotApplicable(w) => w.to_string(),
-            };
+        if let Err(e) = f.install(self.model, None) {
+            let why = e.why();
             *guard = None;
             *self.fold_report.borrow_mut() = fold::report(None, true, Some(&why));
             eprintln!("losscape: evaluating without BatchNorm folding: {why}");

@@ -15,11 +15,11 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
-use crate::eval::master_like;
+use crate::eval::{copy_into, master_like};
 use crate::model::Model;
 
-/// Per moving constant, float64 C(θ*), Lδ and Lη (zero where that direction is absent).
-pub type Masters = Vec<(Tensor, Tensor, Tensor)>;
+/// Per moving constant, float64 C(θ*), Lδ and Lη (None where that direction leaves it put).
+pub type Masters = Vec<(Tensor, Option<Tensor>, Option<Tensor>)>;
 
 /// Why the fold is not used.
 #[derive(Debug)]
@@ -28,6 +28,22 @@ pub enum Skip {
     NotApplicable(&'static str),
     /// It was tried and some check failed (reported to the user).
     Failed(String),
+}
+
+impl From<anyhow::Error> for Skip {
+    fn from(e: anyhow::Error) -> Skip {
+        Skip::Failed(format!("{e:#}"))
+    }
+}
+
+impl Skip {
+    /// Why, in words (meta.json's note).
+    pub fn why(self) -> String {
+        match self {
+            Skip::NotApplicable(w) => w.to_string(),
+            Skip::Failed(w) => w,
+        }
+    }
 }
 
 /// The frozen graph's moving constants and their float32 masters.
@@ -41,7 +57,7 @@ pub struct Fold {
     /// C(θ*) of the moving constants, then (Lδ, Lη), as masters in the model's native dtype.
     origin: Vec<Tensor>,
     dirs: Vec<(Option<Tensor>, Option<Tensor>)>,
-    /// 4-D constants are laid out channels_last.
+    /// 4-D constants of the frozen copies that run are laid out channels_last.
     channels_last: bool,
 }
 
@@ -83,6 +99,7 @@ impl Fold {
         n_params: usize,
         origin: &[Tensor],
         dirs: &[(Option<Tensor>, Option<Tensor>)],
+        channels_last: bool,
     ) -> Result<(Fold, Masters), Skip> {
         let _g = tch::no_grad_guard();
         let moving: Vec<usize> = (0..names.len()).filter(|&i| dirs[i].0.is_some() || dirs[i].1.is_some()).collect();
@@ -93,23 +110,22 @@ impl Fold {
             return Err(Skip::NotApplicable("BatchNorm statistics move"));
         }
         let two = moving.iter().any(|&i| dirs[i].1.is_some());
-        let f64_of = |t: &Option<Tensor>, w: f64, i: usize| -> Tensor {
-            match t {
-                Some(d) if w != 0.0 => d.to_kind(Kind::Double) * w,
-                _ => origin[i].zeros_like().to_kind(Kind::Double),
-            }
-        };
         let freeze_at = |a: f64, b: f64| -> Result<Vec<Tensor>, Skip> {
             let set: Vec<(String, Tensor)> = moving
                 .iter()
                 .map(|&i| {
-                    (
-                        names[i].clone(),
-                        origin[i].to_kind(Kind::Double) + f64_of(&dirs[i].0, a, i) + f64_of(&dirs[i].1, b, i),
-                    )
+                    // (Not `+=`: `to_kind` of a float64 master returns the master itself.)
+                    let v = [(&dirs[i].0, a), (&dirs[i].1, b)].into_iter().fold(
+                        origin[i].to_kind(Kind::Double),
+                        |v, (d, w)| match d {
+                            Some(d) if w != 0.0 => v + d.to_kind(Kind::Double) * w,
+                            _ => v,
+                        },
+                    );
+                    (names[i].clone(), v)
                 })
                 .collect();
-            model.freeze(true, &set, false, false).map(|(c, _)| c).map_err(|e| Skip::Failed(format!("{e:#}")))
+            Ok(model.freeze(true, &set, false, false)?.0)
         };
         let c0 = freeze_at(0.0, 0.0)?;
         let cx = freeze_at(1.0, 0.0)?;
@@ -126,30 +142,31 @@ impl Fold {
         for j in 0..c0.len() {
             let lx = &cx[j] - &c0[j];
             let ly = cy.as_ref().map(|c| &c[j] - &c0[j]);
-            let expected = &c0[j] + &lx * ca + ly.as_ref().map(|l| l * cb).unwrap_or_else(|| lx.zeros_like());
-            let scale = max_abs(&c0[j]) + ca.abs() * max_abs(&lx) + cb.abs() * ly.as_ref().map(max_abs).unwrap_or(0.0);
+            let (mx, my) = (max_abs(&lx), ly.as_ref().map(max_abs).unwrap_or(0.0));
+            let mut expected = &c0[j] + &lx * ca;
+            if let Some(l) = &ly {
+                expected += l * cb;
+            }
+            let scale = max_abs(&c0[j]) + ca.abs() * mx + cb.abs() * my;
             if max_abs(&(&check[j] - expected)) > 1e-9 * scale {
                 return Err(Skip::Failed(
                     "the frozen graph's constants are not affine in the directions (BatchNorm weights move?)".into(),
                 ));
             }
-            let ly = ly.unwrap_or_else(|| lx.zeros_like());
-            if max_abs(&lx) > 0.0 || max_abs(&ly) > 0.0 {
+            if mx > 0.0 || my > 0.0 {
                 index.push(j);
-                masters.push((c0[j].shallow_clone(), lx, ly));
+                masters.push((c0[j].shallow_clone(), (mx > 0.0).then_some(lx), ly.filter(|_| my > 0.0)));
             }
         }
-        let fold =
-            Fold { index, shapes, targets: Vec::new(), origin: Vec::new(), dirs: Vec::new(), channels_last: false };
+        let fold = Fold { index, shapes, targets: Vec::new(), origin: Vec::new(), dirs: Vec::new(), channels_last };
         Ok((fold, masters))
     }
 
     /// Freeze the model as it now is (its current dtype), take that copy's moving constants as
     /// targets, set them to the origin and make `Model::forward` run the copy. The first call
     /// makes the float32 masters from `masters` (float64 C(θ*), Lδ, Lη per moving constant).
-    pub fn install(&mut self, model: &Model, channels_last: bool, masters: Option<Masters>) -> Result<(), Skip> {
-        let (consts, module) =
-            model.freeze(false, &[], channels_last, true).map_err(|e| Skip::Failed(format!("{e:#}")))?;
+    pub fn install(&mut self, model: &Model, masters: Option<Masters>) -> Result<(), Skip> {
+        let (consts, module) = model.freeze(false, &[], self.channels_last, true)?;
         if consts.len() != self.shapes.len() || consts.iter().zip(&self.shapes).any(|(t, s)| &t.size() != s) {
             return Err(Skip::Failed("the frozen copy in the run's dtype has another graph".into()));
         }
@@ -159,12 +176,11 @@ impl Fold {
             let _g = tch::no_grad_guard();
             for (t, (c0, lx, ly)) in targets.iter().zip(m) {
                 self.origin.push(master_like(t, &c0, kind));
-                let nz = |l: Tensor| (max_abs(&l) > 0.0).then(|| master_like(t, &l, kind));
-                self.dirs.push((nz(lx), nz(ly)));
+                let master = |l: Option<Tensor>| l.map(|l| master_like(t, &l, kind));
+                self.dirs.push((master(lx), master(ly)));
             }
         }
         self.targets = targets;
-        self.channels_last = channels_last;
         self.reset();
         model.install_frozen(module);
         Ok(())
@@ -177,14 +193,7 @@ impl Fold {
 
     /// The graph's constants back to the origin, bit for bit.
     pub fn reset(&self) {
-        let _g = tch::no_grad_guard();
-        for (t, o) in self.targets.iter().zip(&self.origin) {
-            t.shallow_clone().copy_(o);
-        }
-    }
-
-    pub fn channels_last(&self) -> bool {
-        self.channels_last
+        copy_into(&self.targets, &self.origin);
     }
 
     /// Number of moving constants.

@@ -6,13 +6,22 @@ use losscape::model::Model;
 use losscape::pca;
 use tch::{Device, Kind, Tensor};
 
-use crate::common::{assert_rel, fxp, losscape, npy, ok, out_dir};
+use crate::common::{assert_rel, fxp, losscape, npy, ok, out_dir, trajectory};
 
 fn run_ok(args: &[&str]) -> (serde_json::Value, String) {
     let err = ok(&losscape(args));
     let out = args.iter().position(|a| *a == "--out").map(|i| args[i + 1]).expect("--out");
-    let meta = serde_json::from_str(&std::fs::read_to_string(Path::new(out).join("meta.json")).unwrap()).unwrap();
-    (meta, err)
+    (meta_of(Path::new(out)), err)
+}
+
+fn meta_of(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap()
+}
+
+/// A trajectory run on fixture checkpoints that must succeed: (meta.json, stderr).
+fn trajectory_ok(ckpts: &str, n: usize, out: &Path) -> (serde_json::Value, String) {
+    let err = ok(&trajectory(ckpts, n, out, &[]));
+    (meta_of(out), err)
 }
 
 fn fails(args: &[&str]) -> String {
@@ -134,21 +143,15 @@ fn checkpoint_errors_name_the_problem() {
 
 #[test]
 fn plane_puts_b_and_c_at_the_unit_points() {
-    let out = out_dir("plane");
-    let (meta, _) = run_ok(&[
-        "plane",
-        "--models",
-        &p("resnet.pt"),
-        &p("ckpt/b.safetensors"),
-        &p("ckpt/c.safetensors"),
-        "--data",
-        &p("cifar-bin"),
-        "--x=0:1:2",
-        "--y=0:1:2",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let plane = |name: &str, extra: &[&str]| {
+        let out = out_dir(name);
+        let (a, b, c, d) = (p("resnet.pt"), p("ckpt/b.safetensors"), p("ckpt/c.safetensors"), p("cifar-bin"));
+        let mut args = vec!["plane", "--models", &a, &b, &c, "--data", &d];
+        args.extend(["--x=0:1:2", "--y=0:1:2", "--out", out.to_str().unwrap(), "-q"]);
+        args.extend_from_slice(extra);
+        (run_ok(&args).0, out)
+    };
+    let (meta, out) = plane("plane", &[]);
     let pl = &meta["plane"];
     let c = |k: &str, i: usize| pl[k]["coords"][i].as_f64().unwrap();
     assert!((c("B", 0) - 1.0).abs() < 1e-9 && c("B", 1).abs() < 1e-9, "{pl}");
@@ -158,22 +161,7 @@ fn plane_puts_b_and_c_at_the_unit_points() {
     assert_eq!(loss[0], pl["A"]["loss"].as_f64().unwrap() as f32 as f64);
     assert_rel(loss[1], pl["B"]["loss"].as_f64().unwrap(), 1e-5, "B");
     assert_rel(loss[2], pl["C"]["loss"].as_f64().unwrap(), 1e-5, "C");
-    let out = out_dir("plane-gs");
-    let (meta, _) = run_ok(&[
-        "plane",
-        "--models",
-        &p("resnet.pt"),
-        &p("ckpt/b.safetensors"),
-        &p("ckpt/c.safetensors"),
-        "--data",
-        &p("cifar-bin"),
-        "--x=0:1:2",
-        "--y=0:1:2",
-        "--orthogonalize",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let (meta, _) = plane("plane-gs", &["--orthogonalize"]);
     let pl = &meta["plane"];
     assert!(pl["cos_xy"].as_f64().unwrap().abs() < 1e-6, "{pl}");
     assert!((pl["C"]["coords"][1].as_f64().unwrap() - 1.0).abs() < 1e-9, "{pl}");
@@ -199,20 +187,7 @@ fn dist(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn a_trajectory_inside_a_known_plane_is_recovered() {
     let out = out_dir("traj-plane");
-    let (meta, _) = run_ok(&[
-        "trajectory",
-        "--checkpoints",
-        &p("traj_plane"),
-        "--arch",
-        &p("resnet.pt"),
-        "--data",
-        &p("cifar-bin"),
-        "--n",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let (meta, _) = trajectory_ok("traj_plane", 5, &out);
     let tr = &meta["trajectory"];
     let files: Vec<String> =
         tr["checkpoints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
@@ -254,20 +229,7 @@ fn a_trajectory_inside_a_known_plane_is_recovered() {
 #[test]
 fn pca_matches_numpy_on_the_same_vectors() {
     let out = out_dir("traj-rand");
-    let (meta, _) = run_ok(&[
-        "trajectory",
-        "--checkpoints",
-        &p("traj_rand"),
-        "--arch",
-        &p("resnet.pt"),
-        "--data",
-        &p("cifar-bin"),
-        "--n",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let (meta, _) = trajectory_ok("traj_rand", 3, &out);
     let tr = &meta["trajectory"];
     let files = tr["checkpoints"].as_array().unwrap();
     assert_eq!(files.len(), 6, "one file per stem: {files:?}");
@@ -308,20 +270,7 @@ fn pca_matches_numpy_on_the_same_vectors() {
 #[test]
 fn trajectory_inputs_that_say_little_or_too_little() {
     let out = out_dir("traj-iso");
-    let (_, err) = run_ok(&[
-        "trajectory",
-        "--checkpoints",
-        &p("traj_iso"),
-        "--arch",
-        &p("resnet.pt"),
-        "--data",
-        &p("cifar-bin"),
-        "--n",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let (_, err) = trajectory_ok("traj_iso", 3, &out);
     assert!(err.contains("warning") && err.contains("explain only"), "{err}");
     let few = p("traj_few");
     let e = fails(&[

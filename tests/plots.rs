@@ -8,7 +8,7 @@ use std::process::Command;
 use losscape::output::{write_json, write_npy};
 use losscape::plot::{classify, CriticalKind};
 
-use crate::common::{fxp, losscape, ok, out_dir, python, root};
+use crate::common::{fxp, losscape, ok, out_dir, python, root, trajectory};
 
 fn grid(n: usize, lo: f64, hi: f64) -> Vec<f64> {
     (0..n).map(|k| lo + (hi - lo) * k as f64 / (n - 1) as f64).collect()
@@ -203,20 +203,7 @@ fn headless(url: &str, extra: &[&str]) -> std::process::Output {
 #[test]
 fn the_html_page_works_in_headless_chromium() {
     let d = out_dir("html-traj");
-    let o = losscape(&[
-        "trajectory",
-        "--checkpoints",
-        fxp("traj_rand").to_str().unwrap(),
-        "--arch",
-        fxp("resnet.pt").to_str().unwrap(),
-        "--data",
-        fxp("cifar-bin").to_str().unwrap(),
-        "--n",
-        "7",
-        "--out",
-        d.to_str().unwrap(),
-        "-q",
-    ]);
+    let o = trajectory("traj_rand", 7, &d, &[]);
     ok(&o);
     let html = d.join("surface.html");
     let size = std::fs::metadata(&html).unwrap().len();
@@ -258,21 +245,7 @@ print(colours, busy)
 #[test]
 fn the_example_notebook_runs_top_to_bottom() {
     let d = out_dir("notebook-traj");
-    let o = losscape(&[
-        "trajectory",
-        "--checkpoints",
-        fxp("traj_plane").to_str().unwrap(),
-        "--arch",
-        fxp("resnet.pt").to_str().unwrap(),
-        "--data",
-        fxp("cifar-bin").to_str().unwrap(),
-        "--n",
-        "6",
-        "--out",
-        d.to_str().unwrap(),
-        "-q",
-        "--no-plots",
-    ]);
+    let o = trajectory("traj_plane", 6, &d, &["--no-plots"]);
     ok(&o);
     let executed = out_dir("notebook-out").with_extension("ipynb");
     let o =

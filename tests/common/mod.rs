@@ -54,6 +54,16 @@ pub fn losscape(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_losscape")).args(args).output().expect("run losscape")
 }
 
+/// `losscape trajectory` over the fixture checkpoints `ckpts` (architecture resnet.pt, data
+/// cifar-bin), a grid of `n` × `n`, quiet, then the `extra` arguments.
+pub fn trajectory(ckpts: &str, n: usize, out: &Path, extra: &[&str]) -> Output {
+    let (c, a, d, n) = (fxp(ckpts), fxp("resnet.pt"), fxp("cifar-bin"), n.to_string());
+    let mut args = vec!["trajectory", "--checkpoints", c.to_str().unwrap(), "--arch", a.to_str().unwrap()];
+    args.extend(["--data", d.to_str().unwrap(), "--n", &n, "--out", out.to_str().unwrap(), "-q"]);
+    args.extend_from_slice(extra);
+    losscape(&args)
+}
+
 /// Assert that a command succeeded (showing its stderr if not); its stderr.
 pub fn ok(o: &Output) -> String {
     let e = String::from_utf8_lossy(&o.stderr).to_string();
