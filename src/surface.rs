@@ -320,7 +320,7 @@ fn copy_dir(d: &Direction) -> Direction {
 }
 
 /// Deal the points to one worker per device (or `workers` CPU workers): each has its own model and
-/// data, takes the next point from a shared counter, and sends its value back; this thread records
+/// data, and once all are set up takes the next point from a shared counter and sends its value back; this thread records
 /// and saves progress.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_parallel(
@@ -335,6 +335,9 @@ fn evaluate_parallel(
 ) -> Result<ShardResult> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
+    // Workers ready to take points: dealing starts once all are (or one has failed), so that a
+    // worker whose set-up (load, fold, warm-up) is slower still gets its share.
+    let ready = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<Result<(usize, usize, crate::eval::PointValue)>>();
     st.start_session();
     let mut counts = vec![0usize; devices.len()];
@@ -344,7 +347,7 @@ fn evaluate_parallel(
         for (w, &dev) in devices.iter().enumerate() {
             let (tx, itx) = (tx.clone(), itx.clone());
             let (wdx, wdy) = (copy_dir(dx), dy.map(copy_dir));
-            let (next, stop) = (&next, &stop);
+            let (next, stop, ready) = (&next, &stop, &ready);
             scope.spawn(move || {
                 let work = || -> Result<()> {
                     if dev == Device::Cpu {
@@ -355,6 +358,10 @@ fn evaluate_parallel(
                     let mut ev = s.evaluator()?;
                     let p = Perturber::new(&s.model, &wdx, wdy.as_ref());
                     let check = s.prepare(&mut ev, &p)?;
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    while ready.load(Ordering::SeqCst) < devices.len() && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                     let mut perturb = 0.0;
                     let started = Instant::now();
                     loop {
