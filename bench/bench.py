@@ -9,13 +9,14 @@
     "eager+fold" is the same with BatchNorm folded into the convolutions (not in the issue's
     recipe; shown so that the lever losscape pulls is visible in plain PyTorch too);
  3. losscape: the release binary on the same TorchScript model, data and grid, with BatchNorm
-    folding (its default) and without (`--fold-batchnorm false`).
+    folding (its default) and without (`--fold-batchnorm false`), and on CPU with plain tensors
+    instead of oneDNN ones (`--onednn false`).
 
 Same synthetic CIFAR-shaped data (uint8, 32x32, 10 classes) and same architectures for all three.
 Prints images/s, seconds per grid point and ratios; --json writes them for BENCHMARKS.md.
 
     python bench/bench.py --bin target/release/losscape [--device cuda] [--models resnet56 vgg9]
-                          [--n 50000] [--points 9] [--ref-n 10000] [--ref-points 2]
+                          [--n 50000] [--points 9] [--ref-n 10000] [--ref-points 2] [--repeat R]
 """
 import argparse
 import copy
@@ -198,7 +199,7 @@ def gpu_memory_of(proc):
     return peak or None
 
 
-def losscape_run(binary, model_pt, data_dir, dev, points, limit, out, precision, extra=()):
+def losscape_run(binary, model_pt, data_dir, dev, points, limit, out, precision, extra=(), env=None):
     """Run the binary; (its meta.json, wall seconds, peak GPU MiB as nvidia-smi saw it)."""
     k = int(round(points ** 0.5))
     cmd = [binary, "surface", "--model", model_pt, "--data", data_dir, "--limit", str(limit),
@@ -226,6 +227,8 @@ def main():
     ap.add_argument("--precisions", nargs="+", help="default: tf32 bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--loss-cap", type=float, default=0,
                     help="also time the grid with --loss-cap C (C = this x the grid's lowest loss) and report the saving")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of eager, eager+fold and losscape timings, interleaved; medians are reported")
     ap.add_argument("--json")
     ap.add_argument("--work", help="keep data and models here (default: a temporary directory)")
     a = ap.parse_args()
@@ -254,18 +257,33 @@ def main():
             ref, _ = reference_loop(name, imgs[:rn], labels[:rn], dev, a.ref_points)
         for prec in precisions:
             r = {"model": name, "precision": prec, "reference_ips": ref}
-            r["eager_ips"], r["eager_best"], r["eager_variants"], r["eager_peak_alloc_mib"] = best_eager(
-                name, imgs, labels, dev, a.points, eager_batches, prec)
-            r["eager_fold_ips"], r["eager_fold_best"], _, _ = best_eager(
-                name, imgs, labels, dev, a.points, eager_batches[-1:], prec, fold=True)
-            mu, _, _ = losscape_run(a.bin, pt, data_dir, a.device, a.points, a.n,
-                                    os.path.join(work, f"unfolded-{name}-{prec}"), prec, ["--fold-batchnorm", "false"])
-            r["losscape_unfolded_ips"] = mu["timing"]["images_per_second"]
-            meta, wall, r["losscape_gpu_mib"] = losscape_run(
-                a.bin, pt, data_dir, a.device, a.points, a.n, os.path.join(work, f"run-{name}-{prec}"), prec)
+            # --repeat R: R rounds, each timing every method once in turn, so that a slow spell
+            # of the machine hits all of them; medians, and the median of the rounds' ratios.
+            runs = {k: [] for k in ("eager", "eager_fold", "unfolded", "nomkldnn", "losscape")}
+            for _ in range(a.repeat):
+                r["eager_ips"], r["eager_best"], r["eager_variants"], r["eager_peak_alloc_mib"] = best_eager(
+                    name, imgs, labels, dev, a.points, eager_batches, prec)
+                r["eager_fold_ips"], r["eager_fold_best"], _, _ = best_eager(
+                    name, imgs, labels, dev, a.points, eager_batches[-1:], prec, fold=True)
+                mu, _, _ = losscape_run(a.bin, pt, data_dir, a.device, a.points, a.n,
+                                        os.path.join(work, f"unfolded-{name}-{prec}"), prec, ["--fold-batchnorm", "false"])
+                runs["unfolded"].append(mu["timing"]["images_per_second"])
+                if not cuda:
+                    mn, _, _ = losscape_run(a.bin, pt, data_dir, a.device, a.points, a.n,
+                                            os.path.join(work, f"nomkldnn-{name}-{prec}"), prec, ["--onednn", "false"])
+                    runs["nomkldnn"].append(mn["timing"]["images_per_second"])
+                meta, wall, r["losscape_gpu_mib"] = losscape_run(
+                    a.bin, pt, data_dir, a.device, a.points, a.n, os.path.join(work, f"run-{name}-{prec}"), prec)
+                runs["eager"].append(r["eager_ips"])
+                runs["eager_fold"].append(r["eager_fold_ips"])
+                runs["losscape"].append(meta["timing"]["images_per_second"])
+            med = {k: float(np.median(v)) if v else None for k, v in runs.items()}
+            r.update(eager_ips=med["eager"], eager_fold_ips=med["eager_fold"], losscape_unfolded_ips=med["unfolded"],
+                     losscape_nomkldnn_ips=med["nomkldnn"], runs=runs,
+                     vs_eager_per_round=[x / e for x, e in zip(runs["losscape"], runs["eager"])])
             r["batchnorm_folding"] = meta["batchnorm_folding"]
             t = meta["timing"]
-            r.update(losscape_ips=t["images_per_second"], losscape_s_per_point=t["seconds_per_point"],
+            r.update(losscape_ips=med["losscape"], losscape_s_per_point=a.n / med["losscape"],
                      perturb_fraction=t["perturb_fraction"], losscape_wall_s=wall, losscape_batch=meta["batch_size"],
                      losscape_device=meta["device"], host_rss_mib=meta["peak_host_rss_mb"],
                      precision_check=meta.get("precision_check"))
@@ -292,6 +310,15 @@ def main():
     for r in rows:
         print(f"{r['model']} {r['precision']}: best eager = {r['eager_best']} of {r['eager_variants']}; "
               f"folding {r['batchnorm_folding']}")
+        if a.repeat > 1:
+            print(f"  {a.repeat} rounds, images/s: " + "; ".join(
+                f"{k} {', '.join(f'{v:.0f}' for v in vs)}" for k, vs in r["runs"].items() if vs))
+            q = sorted(r["vs_eager_per_round"])
+            print(f"  losscape vs eager per round: {', '.join(f'{v:.2f}x' for v in r['vs_eager_per_round'])} "
+                  f"(median {float(np.median(q)):.2f}x, lowest {q[0]:.2f}x)")
+        if r["losscape_nomkldnn_ips"]:
+            print(f"  CPU: losscape without oneDNN layouts (--onednn false) {r['losscape_nomkldnn_ips']:.0f} images/s; "
+                  f"with them {r['losscape_ips'] / r['losscape_nomkldnn_ips']:.2f}x that")
     for r in rows:
         if "loss_cap" in r:
             c = r["loss_cap"]

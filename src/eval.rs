@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::checkpoint::State;
@@ -251,7 +251,19 @@ pub struct Perturber<'a> {
 pub(crate) fn copy_into(targets: &[Tensor], values: &[Tensor]) {
     let _g = tch::no_grad_guard();
     for (t, v) in targets.iter().zip(values) {
-        t.shallow_clone().copy_(v);
+        assign(t, v);
+    }
+}
+
+/// Write `value` into `target` in place (a oneDNN `target` takes a oneDNN copy of it; libtorch
+/// copies between oneDNN tensors only).
+pub(crate) fn assign(target: &Tensor, value: &Tensor) {
+    let mut t = target.shallow_clone();
+    if t.is_mkldnn() && !value.is_mkldnn() {
+        let v = value.contiguous().f_to_mkldnn(t.kind()).expect("a float32 CPU tensor converts to oneDNN");
+        t.copy_(&v);
+    } else {
+        t.copy_(value);
     }
 }
 
@@ -386,25 +398,33 @@ impl<'a> Perturber<'a> {
 
 impl Perturber<'_> {
     /// Try to evaluate through a frozen copy of the model with BatchNorm folded in (`fold.rs`),
-    /// the model at the origin, in its native dtype. The fold is checked on `sample` (inputs of a
-    /// few samples): the folded and unfolded outputs at one perturbed point must agree to 1e-3 of
-    /// the output's scale. Whatever fails leaves the model unfolded, with a note on stderr unless
-    /// `quiet` when the run could have been folded. The outcome goes to meta.json (`fold_report`).
-    pub fn fold(&self, sample: &Tensor, channels_last: bool, quiet: bool) {
-        let outcome = self.try_fold(sample, channels_last);
+    /// the model at the origin, in its native dtype; with `mkldnn` (CPU), first with the copy's
+    /// convolutions on oneDNN tensors, and if that fails without. The fold is checked on `sample`
+    /// (inputs of a few samples): the folded and unfolded outputs at one perturbed point must
+    /// agree to 1e-3 of the output's scale. Whatever fails leaves the model unfolded, with a note
+    /// on stderr unless `quiet` when the run could have been folded. The outcome goes to
+    /// meta.json (`fold_report`).
+    pub fn fold(&self, sample: &Tensor, channels_last: bool, mkldnn: bool, quiet: bool) {
+        let mut outcome = self.try_fold(sample, channels_last, mkldnn);
+        let mut onednn_note = None;
+        if let (Err(Skip::Failed(why)), true) = (&outcome, mkldnn) {
+            onednn_note = Some(format!("oneDNN layouts not used: {why}"));
+            outcome = self.try_fold(sample, channels_last, false);
+        }
         if let (Err(Skip::Failed(why)), false) = (&outcome, quiet) {
             eprintln!("losscape: evaluating without BatchNorm folding: {why}");
         }
-        let note = outcome.err().map(Skip::why);
+        let note = outcome.err().map(Skip::why).or(onednn_note);
         *self.fold_report.borrow_mut() = fold::report(self.fold.borrow().as_ref(), true, note.as_deref());
     }
 
-    fn try_fold(&self, sample: &Tensor, channels_last: bool) -> Result<(), Skip> {
+    fn try_fold(&self, sample: &Tensor, channels_last: bool, mkldnn: bool) -> Result<(), Skip> {
         let Path::Affine(dirs) = &self.path else {
             return Err(Skip::NotApplicable("points are interpolated between states"));
         };
         let n_params = self.model.params.len();
-        let (mut f, masters) = Fold::build(self.model, &self.names, n_params, &self.origin, dirs, channels_last)?;
+        let (mut f, masters) =
+            Fold::build(self.model, &self.names, n_params, &self.origin, dirs, channels_last, mkldnn)?;
         f.install(self.model, Some(masters))?;
         let check = (|| -> Result<Option<f64>, Skip> {
             let _g = tch::no_grad_guard();
@@ -444,8 +464,9 @@ impl Perturber<'_> {
         }
     }
 
-    /// Cast the model to `kind` (the run's precision), and its folded copy with it.
-    pub fn cast_model(&self, kind: Kind) -> Result<()> {
+    /// Cast the model to `kind` (the run's precision), and its folded copy with it; a fold that
+    /// cannot follow is dropped, with a note on stderr unless `quiet`.
+    pub fn cast_model(&self, kind: Kind, quiet: bool) -> Result<()> {
         if self.fold.borrow().is_none() {
             return self.model.cast(kind);
         }
@@ -453,11 +474,17 @@ impl Perturber<'_> {
         self.model.cast(kind)?;
         let mut guard = self.fold.borrow_mut();
         let f = guard.as_mut().expect("checked above");
-        if let Err(e) = f.install(self.model, None) {
-            let why = e.why();
-            *guard = None;
-            *self.fold_report.borrow_mut() = fold::report(None, true, Some(&why));
-            eprintln!("losscape: evaluating without BatchNorm folding: {why}");
+        match f.install(self.model, None) {
+            // oneDNN layouts are for float32 only: a cast copy runs on plain tensors.
+            Ok(()) => self.fold_report.borrow_mut()["onednn"] = json!(f.on_mkldnn()),
+            Err(e) => {
+                let why = e.why();
+                *guard = None;
+                *self.fold_report.borrow_mut() = fold::report(None, true, Some(&why));
+                if !quiet {
+                    eprintln!("losscape: evaluating without BatchNorm folding: {why}");
+                }
+            }
         }
         Ok(())
     }

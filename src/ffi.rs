@@ -27,6 +27,7 @@ extern "C" {
         values: *const *mut c_void,
         n: usize,
         channels_last: i32,
+        mkldnn: i32,
         ctx: *mut c_void,
         f: NamedTensorCb,
         out: *mut *mut c_void,
@@ -100,13 +101,17 @@ pub fn named_buffers(m: &CModule, first_param: &Tensor) -> Result<Vec<(String, T
 /// in graph order, sharing storage with the graph, and the frozen module itself when `keep`.
 /// The copy is first cast to float64 when `to_double`, and the named parameters or buffers in
 /// `set` take the given values; the module itself is not touched. With `channels_last`, 4-D
-/// constants are laid out channels_last.
+/// constants are laid out channels_last. With `mkldnn` (a float32 CPU module), the frozen graph's
+/// convolutions are rewritten to run on oneDNN tensors, and the constants they use are returned
+/// as oneDNN (`is_mkldnn`) tensors; it fails where that rewrite does not map cleanly.
+#[allow(clippy::too_many_arguments)]
 pub fn freeze(
     m: &CModule,
     first_param: &Tensor,
     to_double: bool,
     set: &[(String, Tensor)],
     channels_last: bool,
+    mkldnn: bool,
     keep: bool,
 ) -> Result<(Vec<Tensor>, Option<CModule>)> {
     let ptr = module_ptr(m, first_param)?;
@@ -125,6 +130,7 @@ pub fn freeze(
             value_ptrs.as_ptr(),
             set.len(),
             channels_last as i32,
+            mkldnn as i32,
             ctx,
             collect,
             out_ptr,

@@ -15,7 +15,7 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
-use crate::eval::{copy_into, master_like};
+use crate::eval::{assign, copy_into, master_like};
 use crate::model::Model;
 
 /// Per moving constant, float64 C(θ*), Lδ and Lη (None where that direction leaves it put).
@@ -59,6 +59,10 @@ pub struct Fold {
     dirs: Vec<(Option<Tensor>, Option<Tensor>)>,
     /// 4-D constants of the frozen copies that run are laid out channels_last.
     channels_last: bool,
+    /// Try oneDNN layouts for a float32 frozen copy (CPU): see `ffi::freeze`.
+    mkldnn: bool,
+    /// The installed copy runs on oneDNN tensors (some of its constants are `is_mkldnn`).
+    on_mkldnn: bool,
 }
 
 fn max_abs(t: &Tensor) -> f64 {
@@ -85,7 +89,7 @@ pub(crate) fn set_affine(
             (None, Some(dy)) => t0 + dy * b,
             (Some(dx), Some(dy)) => t0 + dx * a + dy * b,
         };
-        p.shallow_clone().copy_(&v);
+        assign(p, &v);
     }
 }
 
@@ -100,6 +104,7 @@ impl Fold {
         origin: &[Tensor],
         dirs: &[(Option<Tensor>, Option<Tensor>)],
         channels_last: bool,
+        mkldnn: bool,
     ) -> Result<(Fold, Masters), Skip> {
         let _g = tch::no_grad_guard();
         let moving: Vec<usize> = (0..names.len()).filter(|&i| dirs[i].0.is_some() || dirs[i].1.is_some()).collect();
@@ -125,7 +130,7 @@ impl Fold {
                     (names[i].clone(), v)
                 })
                 .collect();
-            Ok(model.freeze(true, &set, false, false)?.0)
+            Ok(model.freeze(true, &set, false, false, false)?.0)
         };
         let c0 = freeze_at(0.0, 0.0)?;
         let cx = freeze_at(1.0, 0.0)?;
@@ -158,15 +163,26 @@ impl Fold {
                 masters.push((c0[j].shallow_clone(), (mx > 0.0).then_some(lx), ly.filter(|_| my > 0.0)));
             }
         }
-        let fold = Fold { index, shapes, targets: Vec::new(), origin: Vec::new(), dirs: Vec::new(), channels_last };
+        let fold = Fold {
+            index,
+            shapes,
+            targets: Vec::new(),
+            origin: Vec::new(),
+            dirs: Vec::new(),
+            channels_last,
+            mkldnn,
+            on_mkldnn: false,
+        };
         Ok((fold, masters))
     }
 
     /// Freeze the model as it now is (its current dtype), take that copy's moving constants as
     /// targets, set them to the origin and make `Model::forward` run the copy. The first call
     /// makes the float32 masters from `masters` (float64 C(θ*), Lδ, Lη per moving constant).
+    /// oneDNN layouts are used when asked for at `build` and the model is float32.
     pub fn install(&mut self, model: &Model, masters: Option<Masters>) -> Result<(), Skip> {
-        let (consts, module) = model.freeze(false, &[], self.channels_last, true)?;
+        let mkldnn = self.mkldnn && model.kind() == Kind::Float;
+        let (consts, module) = model.freeze(false, &[], self.channels_last, mkldnn, true)?;
         if consts.len() != self.shapes.len() || consts.iter().zip(&self.shapes).any(|(t, s)| &t.size() != s) {
             return Err(Skip::Failed("the frozen copy in the run's dtype has another graph".into()));
         }
@@ -175,11 +191,14 @@ impl Fold {
             let kind = model.native_kind;
             let _g = tch::no_grad_guard();
             for (t, (c0, lx, ly)) in targets.iter().zip(m) {
+                // Masters of a oneDNN constant are dense (written in through `eval::assign`).
+                let t = if t.is_mkldnn() { &c0 } else { t };
                 self.origin.push(master_like(t, &c0, kind));
                 let master = |l: Option<Tensor>| l.map(|l| master_like(t, &l, kind));
                 self.dirs.push((master(lx), master(ly)));
             }
         }
+        self.on_mkldnn = consts.iter().any(Tensor::is_mkldnn);
         self.targets = targets;
         self.reset();
         model.install_frozen(module);
@@ -199,6 +218,11 @@ impl Fold {
     /// Number of moving constants.
     pub fn moving(&self) -> usize {
         self.index.len()
+    }
+
+    /// Whether the installed frozen copy runs on oneDNN tensors.
+    pub fn on_mkldnn(&self) -> bool {
+        self.on_mkldnn
     }
 
     /// Number of floating-point constants in the frozen graph.
@@ -225,6 +249,7 @@ pub fn report(active: Option<&Fold>, requested: bool, note: Option<&str>) -> Val
         "active": active.is_some(),
         "constants": active.map(|f| f.constants()),
         "moving_constants": active.map(|f| f.moving()),
+        "onednn": active.map(|f| f.on_mkldnn()),
         "note": note,
     })
 }

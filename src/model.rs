@@ -93,9 +93,10 @@ impl Model {
         to_double: bool,
         set: &[(String, Tensor)],
         channels_last: bool,
+        mkldnn: bool,
         keep: bool,
     ) -> Result<(Vec<Tensor>, Option<CModule>)> {
-        crate::ffi::freeze(&self.module.borrow(), &self.params[0].1, to_double, set, channels_last, keep)
+        crate::ffi::freeze(&self.module.borrow(), &self.params[0].1, to_double, set, channels_last, mkldnn, keep)
     }
 
     /// Make `forward` run `frozen` (None: the module itself again).

@@ -39,6 +39,8 @@ pub struct EvalOptions {
     pub fold_batchnorm: bool,
     /// Let cuDNN time its convolution algorithms and keep the fastest (per process).
     pub cudnn_benchmark: bool,
+    /// CPU: the folded copy's convolutions on oneDNN tensors (see `ffi::freeze`).
+    pub onednn: bool,
     pub device: DeviceSpec,
     pub out: PathBuf,
     pub overwrite: bool,
@@ -59,6 +61,7 @@ impl EvalOptions {
             channels_last: None,
             fold_batchnorm: true,
             cudnn_benchmark: true,
+            onednn: true,
             device: DeviceSpec::Auto,
             out: out.into(),
             overwrite: false,
@@ -169,13 +172,13 @@ impl Session {
         if self.opts.fold_batchnorm {
             // Checked in strict fp32, before the cast.
             let sample = self.data.inputs(0, self.data.n.min(4)).to_kind(ev.input_kind);
-            p.fold(&sample, self.channels_last, self.opts.quiet);
+            p.fold(&sample, self.channels_last, !dev.is_cuda() && self.opts.onednn, self.opts.quiet);
         }
         if dev.is_cuda() && prec != Precision::Fp32 {
             precision::set_tf32(true)?;
         }
         if prec.is_reduced() {
-            p.cast_model(prec.kind())?;
+            p.cast_model(prec.kind(), self.opts.quiet)?;
             ev.input_kind = prec.kind();
         }
         // TorchScript's profiling executor optimizes a graph on its second or third call per shape.

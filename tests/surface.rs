@@ -94,18 +94,28 @@ fn center_point_is_the_models_plain_loss() {
 
 #[test]
 fn batchnorm_folding_matches_the_unfolded_run_and_steps_aside_where_it_would_not_be_exact() {
-    let run = |name: &str, fold: bool, ignore: Ignore| {
+    let run_with = |name: &str, fold: bool, ignore: Ignore, onednn: bool| {
         let mut c = config("resnet.pt", "cifar-bin", "-1:1:3", &out_dir(name));
         c.grid.y = Some("-1:1:3".parse().unwrap());
         c.eval.fold_batchnorm = fold;
+        c.eval.onednn = onednn;
         c.ignore = ignore;
         surface::run(&c).unwrap()
     };
+    let run = |name: &str, fold: bool, ignore: Ignore| run_with(name, fold, ignore, true);
     // biasbn (the default): BatchNorm stays put, the folded graph's constants are affine in the
     // directions, and every point agrees with the unfolded evaluation to rounding.
     let (f, u) = (run("fold-on", true, Ignore::Biasbn), run("fold-off", false, Ignore::Biasbn));
     let r = &f.meta["batchnorm_folding"];
     assert_eq!(r["active"], true, "{r}");
+    // On CPU the folded copy's convolutions run on oneDNN tensors (written into at each point);
+    // with --onednn false on plain ones, to rounding the same values.
+    assert_eq!(r["onednn"], true, "{r}");
+    let plain = run_with("fold-on-plain", true, Ignore::Biasbn, false);
+    assert_eq!(plain.meta["batchnorm_folding"]["onednn"], false, "{}", plain.meta["batchnorm_folding"]);
+    for (k, (a, b)) in f.loss.iter().zip(&plain.loss).enumerate() {
+        assert_rel(*a as f64, *b as f64, 1e-6, &format!("point {k}, oneDNN vs plain tensors"));
+    }
     let (consts, moving) = (r["constants"].as_u64().unwrap(), r["moving_constants"].as_u64().unwrap());
     assert!(moving > 0 && moving < consts, "{r}");
     assert_eq!(u.meta["batchnorm_folding"]["requested"], false);
@@ -353,6 +363,10 @@ fn reduced_precision_reports_its_deviation_and_restores_the_model() {
     assert_eq!(sr.meta["precision"], "fp32");
     assert!(sr.meta["precision_check"].is_null());
     assert_eq!(s.meta["dtype"], "bfloat16");
+    // Folded in both; oneDNN layouts for the float32 run only (the bf16 copy is refrozen plain).
+    let (fb, ff) = (&s.meta["batchnorm_folding"], &sr.meta["batchnorm_folding"]);
+    assert!(fb["active"] == true && fb["onednn"] == false, "{fb}");
+    assert!(ff["active"] == true && ff["onednn"] == true, "{ff}");
     let pc = &s.meta["precision_check"];
     // (The reference is evaluated unfolded, the run's points folded: rounding apart.)
     assert_rel(pc["center_loss_fp32"].as_f64().unwrap(), sr.loss[1] as f64, 1e-5, "fp32 reference");

@@ -1,11 +1,14 @@
 # Two uninterrupted 7x7 ResNet-56 runs and one killed after 14 s and resumed; which points differ (BENCHMARKS.md run 5).
+#   resume.sh path/to/losscape [more losscape flags, e.g. --cudnn-benchmark false]
 export LD_LIBRARY_PATH=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__)+'/lib')")
 w=/tmp/rs; mkdir -p $w
 python3 -c "
 import sys, numpy as np, torch; sys.path.insert(0,'models'); import arch, cifar_io; from export import export
 g=np.random.default_rng(0); cifar_io.write_binary('$w/data','train',g.integers(0,256,(50000,3,32,32),dtype=np.uint8),g.integers(0,10,50000).astype(np.uint8))
 torch.manual_seed(0); export(arch.build('resnet56'),'$w/resnet56.pt')"
-B=${1:?usage: resume.sh path/to/losscape}; C="--model $w/resnet56.pt --data $w/data --x=-1:1:7 --y=-1:1:7 --device cuda --no-plots"
+B=${1:?usage: resume.sh path/to/losscape [flags]}; shift
+C="--model $w/resnet56.pt --data $w/data --x=-1:1:7 --y=-1:1:7 --device cuda --no-plots $*"
+rm -rf $w/whole $w/whole2 $w/killed
 $B surface -q $C --out $w/whole
 $B surface -q $C --out $w/whole2
 $B surface -q $C --out $w/killed --checkpoint-every 0 &

@@ -4,13 +4,15 @@
 //    interpolation must move along with the parameters;
 //  - reading a Python `torch.save` zip file (a state_dict, possibly nested) into named tensors;
 //  - freezing a module (torch.jit.freeze: BatchNorm folded into the convolutions) and listing the
-//    tensor constants of its graph, which the caller then moves in place.
+//    tensor constants of its graph, which the caller then moves in place; on CPU, optionally with
+//    the graph's convolutions rewritten to run on oneDNN (MKLDNN) tensors.
 // No C++ exception crosses into Rust: each call returns 0 on success and -1 on failure, with the
 // first line of the error message in `err` where there is one.
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/passes/frozen_ops_to_mkldnn.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include <cstring>
@@ -135,16 +137,54 @@ static void tensor_constants(torch::jit::Block* b, std::vector<torch::jit::Node*
   }
 }
 
+static void constants_by_name(torch::jit::Block* b, c10::Symbol kind,
+                              std::unordered_map<std::string, torch::jit::Node*>& out) {
+  for (auto* n : b->nodes()) {
+    if (n->kind() == kind && n->hasAttribute(c10::attr::value) && n->output()->hasUses()) {
+      out[n->output()->debugName()] = n;
+    }
+    for (auto* sub : n->blocks()) constants_by_name(sub, kind, out);
+  }
+}
+
+// torch::jit::ConvertFrozenOpsToMKLDNN on a frozen graph whose floating-point tensor constants
+// are `consts` (graph order): the convolutions and the ops between them then run on oneDNN
+// tensors, and the constants they use become prim::ConstantMKLDNNTensor nodes, named after the
+// constant they came from plus "_mkldnn". Each entry of `consts` is replaced by the tensor the
+// graph now uses for it, so that writing into it still moves the graph. Throws where that map is
+// not clean: a constant used both ways, a oneDNN constant with no source, or a changed value.
+// (A graph with nothing to convert, an MLP say, keeps its dense constants.)
+static void to_mkldnn(std::shared_ptr<torch::jit::Graph>& graph, std::vector<at::Tensor>& consts,
+                      const std::vector<std::string>& names) {
+  torch::jit::ConvertFrozenOpsToMKLDNN(graph);
+  std::unordered_map<std::string, torch::jit::Node*> dense, mk;
+  constants_by_name(graph->block(), c10::prim::Constant, dense);
+  constants_by_name(graph->block(), c10::Symbol::fromQualString("prim::ConstantMKLDNNTensor"), mk);
+  size_t mapped = 0;
+  for (size_t k = 0; k < consts.size(); ++k) {
+    auto it = mk.find(names[k] + "_mkldnn");
+    if (it == mk.end()) continue;
+    if (dense.count(names[k])) throw std::runtime_error("a constant is used both as a dense and a oneDNN tensor");
+    at::Tensor t = it->second->t(c10::attr::value);
+    if (!t.to_dense().equal(consts[k])) throw std::runtime_error("a oneDNN constant differs from its source");
+    consts[k] = t;
+    ++mapped;
+  }
+  if (mapped != mk.size()) throw std::runtime_error("a oneDNN constant has no source constant");
+}
+
 // torch.jit.freeze of a deep copy of `module` (which must be in eval mode), after casting the copy
 // to float64 when `to_double`, and setting its `n` named parameters or buffers `names` to `values`
 // (at::Tensor*). Freezing inlines every attribute as a constant and folds BatchNorm into the
 // preceding convolution or linear layer. Each floating-point tensor constant that the frozen
 // forward graph uses is reported through `f` in graph order (name = its index); with
-// `channels_last`, 4-D ones are first re-laid out so. The reported tensors share storage with the
-// graph: writing into them in place changes what the frozen module computes. With `out` non-null
-// the frozen module is handed over as a new torch::jit::Module*.
+// `channels_last`, 4-D ones are first re-laid out so; with `mkldnn` (a float32 CPU module), the
+// graph is then rewritten for oneDNN (`to_mkldnn` above) and a constant it converted is reported
+// as the oneDNN tensor, in the same place. The reported tensors share storage with the graph:
+// writing into them in place changes what the frozen module computes. With `out` non-null the
+// frozen module is handed over as a new torch::jit::Module*.
 int losscape_freeze(void* module, int to_double, const char** names, void** values, size_t n, int channels_last,
-                    void* ctx, named_tensor_cb f, void** out, char* err, size_t errlen) {
+                    int mkldnn, void* ctx, named_tensor_cb f, void** out, char* err, size_t errlen) {
   try {
     at::NoGradGuard no_grad;
     auto* m = static_cast<torch::jit::Module*>(module);
@@ -176,18 +216,22 @@ int losscape_freeze(void* module, int to_double, const char** names, void** valu
     c.eval();
     torch::jit::Module fz = torch::jit::freeze(c, std::nullopt, /*optimize_numerics=*/true);
     auto graph = fz.get_method("forward").graph();
-    std::vector<torch::jit::Node*> consts;
-    tensor_constants(graph->block(), consts);
-    size_t k = 0;
-    for (auto* node : consts) {
+    std::vector<torch::jit::Node*> nodes;
+    tensor_constants(graph->block(), nodes);
+    std::vector<at::Tensor> consts;
+    std::vector<std::string> const_names;
+    for (auto* node : nodes) {
       at::Tensor t = node->t(c10::attr::value);
       if (!t.is_floating_point()) continue;
-      if (channels_last && t.dim() == 4) {
+      if (channels_last && !mkldnn && t.dim() == 4) {
         t = t.contiguous(at::MemoryFormat::ChannelsLast);
         node->t_(c10::attr::value, t);
       }
-      f(ctx, std::to_string(k++).c_str(), new at::Tensor(t));
+      consts.push_back(t);
+      const_names.push_back(node->output()->debugName());
     }
+    if (mkldnn) to_mkldnn(graph, consts, const_names);
+    for (size_t k = 0; k < consts.size(); ++k) f(ctx, std::to_string(k).c_str(), new at::Tensor(consts[k]));
     if (out) *out = new torch::jit::Module(fz);
     return 0;
   } catch (const std::exception& e) {
