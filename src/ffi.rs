@@ -96,41 +96,49 @@ pub fn named_buffers(m: &CModule, first_param: &Tensor) -> Result<Vec<(String, T
         .map_err(|e| anyhow::anyhow!("cannot list the module's buffers: {e}"))
 }
 
+/// How `freeze` makes its copy (all off by default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Freeze {
+    /// Cast the copy to float64 first.
+    pub to_double: bool,
+    /// Lay 4-D constants out channels_last.
+    pub channels_last: bool,
+    /// (A float32 CPU module.) Rewrite the frozen graph's convolutions to run on oneDNN tensors;
+    /// the constants they use are returned as oneDNN (`is_mkldnn`) tensors. Fails where that
+    /// rewrite does not map cleanly onto the constants.
+    pub mkldnn: bool,
+    /// Return the frozen module too.
+    pub keep: bool,
+}
+
 /// A frozen copy of the module (`torch.jit.freeze`: attributes inlined as constants, BatchNorm
 /// folded into the layer before it): the floating-point tensor constants its forward graph uses,
-/// in graph order, sharing storage with the graph, and the frozen module itself when `keep`.
-/// The copy is first cast to float64 when `to_double`, and the named parameters or buffers in
-/// `set` take the given values; the module itself is not touched. With `channels_last`, 4-D
-/// constants are laid out channels_last. With `mkldnn` (a float32 CPU module), the frozen graph's
-/// convolutions are rewritten to run on oneDNN tensors, and the constants they use are returned
-/// as oneDNN (`is_mkldnn`) tensors; it fails where that rewrite does not map cleanly.
-#[allow(clippy::too_many_arguments)]
+/// in graph order, sharing storage with the graph, and the frozen module itself when `how.keep`.
+/// The named parameters or buffers in `set` take the given values in the copy; the module itself
+/// is not touched.
 pub fn freeze(
     m: &CModule,
     first_param: &Tensor,
-    to_double: bool,
     set: &[(String, Tensor)],
-    channels_last: bool,
-    mkldnn: bool,
-    keep: bool,
+    how: Freeze,
 ) -> Result<(Vec<Tensor>, Option<CModule>)> {
     let ptr = module_ptr(m, first_param)?;
     let names: Vec<CString> = set.iter().map(|(n, _)| CString::new(n.as_str())).collect::<Result<_, _>>()?;
     let name_ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
     let value_ptrs: Vec<*mut c_void> = set.iter().map(|(_, t)| t.as_ptr() as *mut c_void).collect();
     let mut out: *mut c_void = std::ptr::null_mut();
-    let out_ptr: *mut *mut c_void = if keep { &mut out } else { std::ptr::null_mut() };
+    let out_ptr: *mut *mut c_void = if how.keep { &mut out } else { std::ptr::null_mut() };
     // SAFETY: ptr was verified; names/values hold set.len() valid pointers that outlive the call;
     // the shim writes a new Module* into out only when out_ptr is non-null and the call succeeds.
     let consts = named_tensors(|ctx, err, len| unsafe {
         losscape_freeze(
             ptr,
-            to_double as i32,
+            how.to_double as i32,
             name_ptrs.as_ptr(),
             value_ptrs.as_ptr(),
             set.len(),
-            channels_last as i32,
-            mkldnn as i32,
+            how.channels_last as i32,
+            how.mkldnn as i32,
             ctx,
             collect,
             out_ptr,

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::eval::{assign, copy_into, master_like};
+use crate::ffi::Freeze;
 use crate::model::Model;
 
 /// Per moving constant, float64 C(θ*), Lδ and Lη (None where that direction leaves it put).
@@ -130,7 +131,7 @@ impl Fold {
                     (names[i].clone(), v)
                 })
                 .collect();
-            Ok(model.freeze(true, &set, false, false, false)?.0)
+            Ok(model.freeze(&set, Freeze { to_double: true, ..Freeze::default() })?.0)
         };
         let c0 = freeze_at(0.0, 0.0)?;
         let cx = freeze_at(1.0, 0.0)?;
@@ -182,7 +183,8 @@ impl Fold {
     /// oneDNN layouts are used when asked for at `build` and the model is float32.
     pub fn install(&mut self, model: &Model, masters: Option<Masters>) -> Result<(), Skip> {
         let mkldnn = self.mkldnn && model.kind() == Kind::Float;
-        let (consts, module) = model.freeze(false, &[], self.channels_last, mkldnn, true)?;
+        let how = Freeze { channels_last: self.channels_last, mkldnn, keep: true, ..Freeze::default() };
+        let (consts, module) = model.freeze(&[], how)?;
         if consts.len() != self.shapes.len() || consts.iter().zip(&self.shapes).any(|(t, s)| &t.size() != s) {
             return Err(Skip::Failed("the frozen copy in the run's dtype has another graph".into()));
         }

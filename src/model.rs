@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use tch::{CModule, Device, Kind, Tensor};
 
+use crate::ffi::Freeze;
 use crate::torch_msg;
 
 pub struct Model {
@@ -88,15 +89,8 @@ impl Model {
     }
 
     /// A frozen copy of the module: see `ffi::freeze`.
-    pub fn freeze(
-        &self,
-        to_double: bool,
-        set: &[(String, Tensor)],
-        channels_last: bool,
-        mkldnn: bool,
-        keep: bool,
-    ) -> Result<(Vec<Tensor>, Option<CModule>)> {
-        crate::ffi::freeze(&self.module.borrow(), &self.params[0].1, to_double, set, channels_last, mkldnn, keep)
+    pub fn freeze(&self, set: &[(String, Tensor)], how: Freeze) -> Result<(Vec<Tensor>, Option<CModule>)> {
+        crate::ffi::freeze(&self.module.borrow(), &self.params[0].1, set, how)
     }
 
     /// Make `forward` run `frozen` (None: the module itself again).
