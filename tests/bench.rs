@@ -34,7 +34,8 @@ fn the_benchmark_runs_end_to_end() {
     assert!(out.contains("vs ref") && out.contains("vs eager") && out.contains("resnet8"), "{out}");
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let row = &r["rows"][0];
-    for k in ["reference_ips", "eager_ips", "losscape_ips", "perturb_fraction"] {
+    // (On CPU it also times losscape with --onednn false.)
+    for k in ["reference_ips", "eager_ips", "losscape_ips", "losscape_nomkldnn_ips", "perturb_fraction"] {
         assert!(row[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {row}");
     }
     assert_eq!(row["losscape_device"], "cpu");
