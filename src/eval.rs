@@ -14,7 +14,7 @@ use tch::{Kind, Reduction, Tensor};
 use crate::checkpoint::State;
 use crate::data::{Dataset, Targets};
 use crate::directions::Direction;
-use crate::fold::{self, Fold, Skip};
+use crate::fold::{self, Fold, Masters, Skip};
 use crate::model::Model;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -405,12 +405,8 @@ impl Perturber<'_> {
     /// on stderr unless `quiet` when the run could have been folded. The outcome goes to
     /// meta.json (`fold_report`).
     pub fn fold(&self, sample: &Tensor, channels_last: bool, mkldnn: bool, quiet: bool) {
-        let mut outcome = self.try_fold(sample, channels_last, mkldnn);
         let mut onednn_note = None;
-        if let (Err(Skip::Failed(why)), true) = (&outcome, mkldnn) {
-            onednn_note = Some(format!("oneDNN layouts not used: {why}"));
-            outcome = self.try_fold(sample, channels_last, false);
-        }
+        let outcome = self.try_fold(sample, channels_last, mkldnn, &mut onednn_note);
         if let (Err(Skip::Failed(why)), false) = (&outcome, quiet) {
             eprintln!("losscape: evaluating without BatchNorm folding: {why}");
         }
@@ -418,13 +414,38 @@ impl Perturber<'_> {
         *self.fold_report.borrow_mut() = fold::report(self.fold.borrow().as_ref(), true, note.as_deref());
     }
 
-    fn try_fold(&self, sample: &Tensor, channels_last: bool, mkldnn: bool) -> Result<(), Skip> {
+    /// Build the fold once; install and check it with oneDNN layouts when `mkldnn` (a failure
+    /// there goes to `onednn_note`), else or then without.
+    fn try_fold(
+        &self,
+        sample: &Tensor,
+        channels_last: bool,
+        mkldnn: bool,
+        onednn_note: &mut Option<String>,
+    ) -> Result<(), Skip> {
         let Path::Affine(dirs) = &self.path else {
             return Err(Skip::NotApplicable("points are interpolated between states"));
         };
         let n_params = self.model.params.len();
-        let (mut f, masters) =
-            Fold::build(self.model, &self.names, n_params, &self.origin, dirs, channels_last, mkldnn)?;
+        let (f, masters) = Fold::build(self.model, &self.names, n_params, &self.origin, dirs, channels_last)?;
+        if mkldnn {
+            match self.install_checked(f.fresh(true), &masters, sample, dirs) {
+                Ok(()) => return Ok(()),
+                Err(e) => *onednn_note = Some(format!("oneDNN layouts not used: {}", e.why())),
+            }
+        }
+        self.install_checked(f, &masters, sample, dirs)
+    }
+
+    /// Install `f` and compare the folded and unfolded outputs at (0.5, 0.5); keep it if they
+    /// agree, else go back to the unfolded model.
+    fn install_checked(
+        &self,
+        mut f: Fold,
+        masters: &Masters,
+        sample: &Tensor,
+        dirs: &[(Option<Tensor>, Option<Tensor>)],
+    ) -> Result<(), Skip> {
         f.install(self.model, Some(masters))?;
         let check = (|| -> Result<Option<f64>, Skip> {
             let _g = tch::no_grad_guard();

@@ -105,7 +105,6 @@ impl Fold {
         origin: &[Tensor],
         dirs: &[(Option<Tensor>, Option<Tensor>)],
         channels_last: bool,
-        mkldnn: bool,
     ) -> Result<(Fold, Masters), Skip> {
         let _g = tch::no_grad_guard();
         let moving: Vec<usize> = (0..names.len()).filter(|&i| dirs[i].0.is_some() || dirs[i].1.is_some()).collect();
@@ -171,17 +170,32 @@ impl Fold {
             origin: Vec::new(),
             dirs: Vec::new(),
             channels_last,
-            mkldnn,
+            mkldnn: false,
             on_mkldnn: false,
         };
         Ok((fold, masters))
     }
 
+    /// A new, uninstalled fold of the same graph, to be installed with oneDNN layouts (for a
+    /// float32 model on CPU) or without.
+    pub fn fresh(&self, mkldnn: bool) -> Fold {
+        Fold {
+            index: self.index.clone(),
+            shapes: self.shapes.clone(),
+            targets: Vec::new(),
+            origin: Vec::new(),
+            dirs: Vec::new(),
+            channels_last: self.channels_last,
+            mkldnn,
+            on_mkldnn: false,
+        }
+    }
+
     /// Freeze the model as it now is (its current dtype), take that copy's moving constants as
     /// targets, set them to the origin and make `Model::forward` run the copy. The first call
     /// makes the float32 masters from `masters` (float64 C(θ*), Lδ, Lη per moving constant).
-    /// oneDNN layouts are used when asked for at `build` and the model is float32.
-    pub fn install(&mut self, model: &Model, masters: Option<Masters>) -> Result<(), Skip> {
+    /// oneDNN layouts are used when asked for (`fresh`) and the model is float32.
+    pub fn install(&mut self, model: &Model, masters: Option<&Masters>) -> Result<(), Skip> {
         let mkldnn = self.mkldnn && model.kind() == Kind::Float;
         let how = Freeze { channels_last: self.channels_last, mkldnn, keep: true, ..Freeze::default() };
         let (consts, module) = model.freeze(&[], how)?;
@@ -194,9 +208,9 @@ impl Fold {
             let _g = tch::no_grad_guard();
             for (t, (c0, lx, ly)) in targets.iter().zip(m) {
                 // Masters of a oneDNN constant are dense (written in through `eval::assign`).
-                let t = if t.is_mkldnn() { &c0 } else { t };
-                self.origin.push(master_like(t, &c0, kind));
-                let master = |l: Option<Tensor>| l.map(|l| master_like(t, &l, kind));
+                let t = if t.is_mkldnn() { c0 } else { t };
+                self.origin.push(master_like(t, c0, kind));
+                let master = |l: &Option<Tensor>| l.as_ref().map(|l| master_like(t, l, kind));
                 self.dirs.push((master(lx), master(ly)));
             }
         }

@@ -229,6 +229,10 @@ fn mse_regression_matches_pytorch() {
     c.ignore = Ignore::Keep;
     let s = surface::run(&c).unwrap();
     assert_eq!(s.meta["loss"], "mse");
+    // An MLP is folded (nothing to fold, but frozen) and left on plain tensors by the oneDNN
+    // rewrite, which finds no convolution to start from (README).
+    let fold = &s.meta["batchnorm_folding"];
+    assert!(fold["onednn"] == false && fold["note"].is_null(), "{fold}");
     let pts: Vec<(f64, f64)> = (0..s.grid.len()).map(|k| s.grid.point(k)).collect();
     let r = reference(&c.model, &c.eval.data.path, &out.join("directions.safetensors"), &pts, "mse", &[]);
     for (k, (l, (rl, _))) in s.loss.iter().zip(&r).enumerate() {

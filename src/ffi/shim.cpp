@@ -147,28 +147,52 @@ static void constants_by_name(torch::jit::Block* b, c10::Symbol kind,
   }
 }
 
+// The live (used) tensor constants of a graph, by the tensor they hold.
+static void live_tensor_constants(torch::jit::Block* b,
+                                  std::unordered_map<c10::TensorImpl*, std::vector<torch::jit::Node*>>& out) {
+  for (auto* n : b->nodes()) {
+    if (n->kind() == c10::prim::Constant && n->output()->type()->cast<c10::TensorType>() &&
+        n->hasAttribute(c10::attr::value) && n->output()->hasUses()) {
+      out[n->t(c10::attr::value).unsafeGetTensorImpl()].push_back(n);
+    }
+    for (auto* sub : n->blocks()) live_tensor_constants(sub, out);
+  }
+}
+
 // torch::jit::ConvertFrozenOpsToMKLDNN on a frozen graph whose floating-point tensor constants
-// are `consts` (graph order): the convolutions and the ops between them then run on oneDNN
-// tensors, and the constants they use become prim::ConstantMKLDNNTensor nodes, named after the
-// constant they came from plus "_mkldnn". Each entry of `consts` is replaced by the tensor the
-// graph now uses for it, so that writing into it still moves the graph. Throws where that map is
-// not clean: a constant used both ways, a oneDNN constant with no source, or a changed value.
-// (A graph with nothing to convert, an MLP say, keeps its dense constants.)
+// are `consts` (graph order, named `names`): the convolutions and the ops between them then run on
+// oneDNN tensors, and the constants they use become prim::ConstantMKLDNNTensor nodes, named after
+// the constant they came from plus "_mkldnn". Each entry of `consts` is replaced by the tensor the
+// graph now uses for it, so that writing into it still moves the graph; with `channels_last`, the
+// 4-D constants left dense are re-laid out so. Throws where that map is not clean: a constant
+// still used as a dense tensor beside its oneDNN copy (the pass may rename the dense one, so this
+// is checked by the tensor, not the name), a constant no longer used at all, a oneDNN constant
+// with no source, or a changed value. (A graph with nothing to convert keeps its dense constants.)
 static void to_mkldnn(std::shared_ptr<torch::jit::Graph>& graph, std::vector<at::Tensor>& consts,
-                      const std::vector<std::string>& names) {
+                      const std::vector<std::string>& names, bool channels_last) {
   torch::jit::ConvertFrozenOpsToMKLDNN(graph);
-  std::unordered_map<std::string, torch::jit::Node*> dense, mk;
-  constants_by_name(graph->block(), c10::prim::Constant, dense);
+  std::unordered_map<std::string, torch::jit::Node*> mk;
   constants_by_name(graph->block(), c10::Symbol::fromQualString("prim::ConstantMKLDNNTensor"), mk);
+  std::unordered_map<c10::TensorImpl*, std::vector<torch::jit::Node*>> dense;
+  live_tensor_constants(graph->block(), dense);
   size_t mapped = 0;
   for (size_t k = 0; k < consts.size(); ++k) {
+    auto users = dense.find(consts[k].unsafeGetTensorImpl());
     auto it = mk.find(names[k] + "_mkldnn");
-    if (it == mk.end()) continue;
-    if (dense.count(names[k])) throw std::runtime_error("a constant is used both as a dense and a oneDNN tensor");
-    at::Tensor t = it->second->t(c10::attr::value);
-    if (!t.to_dense().equal(consts[k])) throw std::runtime_error("a oneDNN constant differs from its source");
-    consts[k] = t;
-    ++mapped;
+    if (it != mk.end()) {
+      if (users != dense.end()) throw std::runtime_error("a constant is used both as a dense and a oneDNN tensor");
+      at::Tensor t = it->second->t(c10::attr::value);
+      if (!t.to_dense().equal(consts[k])) throw std::runtime_error("a oneDNN constant differs from its source");
+      consts[k] = t;
+      ++mapped;
+      continue;
+    }
+    if (users == dense.end()) throw std::runtime_error("a constant is no longer used after the oneDNN rewrite");
+    if (channels_last && consts[k].dim() == 4) {
+      at::Tensor t = consts[k].contiguous(at::MemoryFormat::ChannelsLast);
+      for (auto* n : users->second) n->t_(c10::attr::value, t);
+      consts[k] = t;
+    }
   }
   if (mapped != mk.size()) throw std::runtime_error("a oneDNN constant has no source constant");
 }
@@ -178,9 +202,9 @@ static void to_mkldnn(std::shared_ptr<torch::jit::Graph>& graph, std::vector<at:
 // (at::Tensor*). Freezing inlines every attribute as a constant and folds BatchNorm into the
 // preceding convolution or linear layer. Each floating-point tensor constant that the frozen
 // forward graph uses is reported through `f` in graph order (name = its index); with
-// `channels_last`, 4-D ones are first re-laid out so; with `mkldnn` (a float32 CPU module), the
-// graph is then rewritten for oneDNN (`to_mkldnn` above) and a constant it converted is reported
-// as the oneDNN tensor, in the same place. The reported tensors share storage with the graph:
+// `channels_last`, 4-D ones are re-laid out so (with `mkldnn`, those left dense); with `mkldnn`
+// (a float32 CPU module), the graph is rewritten for oneDNN (`to_mkldnn` above) and a constant
+// it converted is reported as the oneDNN tensor, in the same place. The reported tensors share storage with the graph:
 // writing into them in place changes what the frozen module computes. With `out` non-null the
 // frozen module is handed over as a new torch::jit::Module*.
 int losscape_freeze(void* module, int to_double, const char** names, void** values, size_t n, int channels_last,
@@ -230,7 +254,7 @@ int losscape_freeze(void* module, int to_double, const char** names, void** valu
       consts.push_back(t);
       const_names.push_back(node->output()->debugName());
     }
-    if (mkldnn) to_mkldnn(graph, consts, const_names);
+    if (mkldnn) to_mkldnn(graph, consts, const_names, channels_last);
     for (size_t k = 0; k < consts.size(); ++k) f(ctx, std::to_string(k).c_str(), new at::Tensor(consts[k]));
     if (out) *out = new torch::jit::Module(fz);
     return 0;
