@@ -199,7 +199,7 @@ def gpu_memory_of(proc):
     return peak or None
 
 
-def losscape_run(binary, model_pt, data_dir, dev, points, limit, out, precision, extra=(), env=None):
+def losscape_run(binary, model_pt, data_dir, dev, points, limit, out, precision, extra=()):
     """Run the binary; (its meta.json, wall seconds, peak GPU MiB as nvidia-smi saw it)."""
     k = int(round(points ** 0.5))
     cmd = [binary, "surface", "--model", model_pt, "--data", data_dir, "--limit", str(limit),

@@ -163,32 +163,18 @@ impl Fold {
                 masters.push((c0[j].shallow_clone(), (mx > 0.0).then_some(lx), ly.filter(|_| my > 0.0)));
             }
         }
-        let fold = Fold {
-            index,
-            shapes,
-            targets: Vec::new(),
-            origin: Vec::new(),
-            dirs: Vec::new(),
-            channels_last,
-            mkldnn: false,
-            on_mkldnn: false,
-        };
-        Ok((fold, masters))
+        Ok((Fold::uninstalled(index, shapes, channels_last, false), masters))
+    }
+
+    fn uninstalled(index: Vec<usize>, shapes: Vec<Vec<i64>>, channels_last: bool, mkldnn: bool) -> Fold {
+        let (targets, origin, dirs) = (Vec::new(), Vec::new(), Vec::new());
+        Fold { index, shapes, targets, origin, dirs, channels_last, mkldnn, on_mkldnn: false }
     }
 
     /// A new, uninstalled fold of the same graph, to be installed with oneDNN layouts (for a
     /// float32 model on CPU) or without.
     pub fn fresh(&self, mkldnn: bool) -> Fold {
-        Fold {
-            index: self.index.clone(),
-            shapes: self.shapes.clone(),
-            targets: Vec::new(),
-            origin: Vec::new(),
-            dirs: Vec::new(),
-            channels_last: self.channels_last,
-            mkldnn,
-            on_mkldnn: false,
-        }
+        Fold::uninstalled(self.index.clone(), self.shapes.clone(), self.channels_last, mkldnn)
     }
 
     /// Freeze the model as it now is (its current dtype), take that copy's moving constants as

@@ -147,18 +147,6 @@ static void constants_by_name(torch::jit::Block* b, c10::Symbol kind,
   }
 }
 
-// The live (used) tensor constants of a graph, by the tensor they hold.
-static void live_tensor_constants(torch::jit::Block* b,
-                                  std::unordered_map<c10::TensorImpl*, std::vector<torch::jit::Node*>>& out) {
-  for (auto* n : b->nodes()) {
-    if (n->kind() == c10::prim::Constant && n->output()->type()->cast<c10::TensorType>() &&
-        n->hasAttribute(c10::attr::value) && n->output()->hasUses()) {
-      out[n->t(c10::attr::value).unsafeGetTensorImpl()].push_back(n);
-    }
-    for (auto* sub : n->blocks()) live_tensor_constants(sub, out);
-  }
-}
-
 // torch::jit::ConvertFrozenOpsToMKLDNN on a frozen graph whose floating-point tensor constants
 // are `consts` (graph order, named `names`): the convolutions and the ops between them then run on
 // oneDNN tensors, and the constants they use become prim::ConstantMKLDNNTensor nodes, named after
@@ -173,8 +161,11 @@ static void to_mkldnn(std::shared_ptr<torch::jit::Graph>& graph, std::vector<at:
   torch::jit::ConvertFrozenOpsToMKLDNN(graph);
   std::unordered_map<std::string, torch::jit::Node*> mk;
   constants_by_name(graph->block(), c10::Symbol::fromQualString("prim::ConstantMKLDNNTensor"), mk);
+  // The live dense tensor constants, by the tensor they hold.
+  std::vector<torch::jit::Node*> live;
+  tensor_constants(graph->block(), live);
   std::unordered_map<c10::TensorImpl*, std::vector<torch::jit::Node*>> dense;
-  live_tensor_constants(graph->block(), dense);
+  for (auto* n : live) dense[n->t(c10::attr::value).unsafeGetTensorImpl()].push_back(n);
   size_t mapped = 0;
   for (size_t k = 0; k < consts.size(); ++k) {
     auto users = dense.find(consts[k].unsafeGetTensorImpl());
@@ -204,9 +195,9 @@ static void to_mkldnn(std::shared_ptr<torch::jit::Graph>& graph, std::vector<at:
 // forward graph uses is reported through `f` in graph order (name = its index); with
 // `channels_last`, 4-D ones are re-laid out so (with `mkldnn`, those left dense); with `mkldnn`
 // (a float32 CPU module), the graph is rewritten for oneDNN (`to_mkldnn` above) and a constant
-// it converted is reported as the oneDNN tensor, in the same place. The reported tensors share storage with the graph:
-// writing into them in place changes what the frozen module computes. With `out` non-null the
-// frozen module is handed over as a new torch::jit::Module*.
+// it converted is reported as the oneDNN tensor, in the same place. The reported tensors share
+// storage with the graph: writing into them in place changes what the frozen module computes.
+// With `out` non-null the frozen module is handed over as a new torch::jit::Module*.
 int losscape_freeze(void* module, int to_double, const char** names, void** values, size_t n, int channels_last,
                     int mkldnn, void* ctx, named_tensor_cb f, void** out, char* err, size_t errlen) {
   try {
