@@ -1,12 +1,13 @@
 # losscape: set-up, build, demo, tests, benchmark. Each target does all the set-up it needs.
 #   make demo   - synthetic CIFAR-10 (or $CIFAR10_DIR), train a small ResNet, compute a 2-D surface
-#   make test   - the whole test suite (CPU)
+#   make test   - the whole test suite (CPU): the unit tier, then the integration tier
+#   make unit   - the unit tier alone (cargo test --lib: no Python, no fixtures)
 #   make bench  - speed benchmark (see BENCHMARKS.md)
 
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch-sys finds libtorch through this Python's torch wheel (../shared/docs/toolchain.md).
+# torch-sys finds libtorch through this Python's torch wheel (docs/building.md).
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 BIN := target/release/losscape
@@ -18,11 +19,10 @@ DEMO_TRAIN ?= 2500
 DEMO_EVAL ?= 500
 DEMO_GRID ?= -1:1:21
 
-PLOTLY := node_modules/plotly.js-dist-min/plotly.min.js
 # Debian packages the tests need (a headless browser for the HTML page); root or sudo installs them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all venv build test demo bench clean test-deps
+.PHONY: all venv build test unit demo bench clean test-deps
 
 all: build
 
@@ -34,19 +34,17 @@ $(VENV)/.stamp: models/requirements.txt
 
 venv: $(VENV)/.stamp
 
-# plotly.js, embedded into surface.html at build time (pinned in package.json / package-lock.json).
-$(PLOTLY): package.json package-lock.json
-	npm ci --no-audit --no-fund
-	touch $@
-
-build: $(VENV)/.stamp $(PLOTLY)
+build: $(VENV)/.stamp
 	cargo build --release
 
 test-deps:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
-test: build test-deps
+unit: $(VENV)/.stamp
+	cargo test --release --lib
+
+test: build test-deps unit
 	cargo test --release --test tests -- --test-threads=2
 
 # With CIFAR10_DIR=/path/to/cifar-10-batches-bin (binary version) the demo uses real CIFAR-10,

@@ -1,10 +1,9 @@
-//! Link-time fixes for libtorch (see ../shared/docs/toolchain.md):
+//! Link-time fixes for libtorch (docs/building.md):
 //! 1. force `libtorch_cuda.so` into the link even though no symbol of it is referenced directly,
 //!    otherwise `--as-needed` drops it and CUDA is silently unavailable at run time;
 //! 2. an rpath to the libtorch lib dir, so `target/release/losscape` runs without LD_LIBRARY_PATH;
 //! 3. the libtorch version, recorded in every run's meta.json;
-//! 4. a small C++ shim (src/ffi/shim.cpp) for the libtorch calls tch does not expose;
-//! 5. plotly.js from node_modules, embedded in surface.html when present.
+//! 4. a small C++ shim (src/ffi/shim.cpp) for the libtorch calls tch does not expose.
 use std::path::Path;
 
 fn main() {
@@ -28,16 +27,6 @@ fn main() {
         .or_else(|| std::fs::read_to_string(lib.join("../build-version")).ok().map(|s| s.trim().to_string()))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LOSSCAPE_LIBTORCH_VERSION={version}");
-
-    // plotly.js for surface.html, embedded when `npm install` (the Makefile runs it) has put it here.
-    println!("cargo:rustc-check-cfg=cfg(losscape_plotly)");
-    let plotly =
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("node_modules/plotly.js-dist-min/plotly.min.js");
-    println!("cargo:rerun-if-changed={}", plotly.display());
-    if plotly.exists() {
-        println!("cargo:rustc-cfg=losscape_plotly");
-        println!("cargo:rustc-env=LOSSCAPE_PLOTLY_JS={}", plotly.display());
-    }
 
     let include = lib.join("../include");
     cc::Build::new()

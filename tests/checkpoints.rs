@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use losscape::model::Model;
-use losscape::pca;
+use losscape::inputs::model::Model;
+use losscape::space::pca;
 use tch::{Device, Kind, Tensor};
 
-use crate::common::{assert_rel, fxp, losscape, npy, ok, out_dir, trajectory};
+use crate::common::{assert_rel, assert_valid_meta, fxp, losscape, npy, ok, out_dir, trajectory};
 
 fn run_ok(args: &[&str]) -> (serde_json::Value, String) {
     let err = ok(&losscape(args));
@@ -15,7 +15,8 @@ fn run_ok(args: &[&str]) -> (serde_json::Value, String) {
 }
 
 fn meta_of(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap()
+    assert_valid_meta(out);
+    crate::common::meta_json(out)
 }
 
 /// A trajectory run on fixture checkpoints that must succeed: (meta.json, stderr).
@@ -52,7 +53,8 @@ fn center_loss(model: &str) -> f64 {
         out.to_str().unwrap(),
         "-q",
     ]);
-    m["loss_min"].as_f64().unwrap()
+    // (meta.json holds the float32 loss in its shortest decimal form.)
+    m["loss_min"].as_f64().unwrap() as f32 as f64
 }
 
 #[test]
@@ -300,7 +302,8 @@ fn trajectory_inputs_that_say_little_or_too_little() {
     assert!(e.contains("found 0"), "{e}");
 }
 
-/// 100 checkpoints of a ResNet-56-sized parameter vector (0.85M floats), through the library's PCA.
+/// 100 checkpoints of a ResNet-56-sized parameter vector (0.85M floats), through the library's PCA,
+/// all at once and in blocks under a small memory budget: the same components.
 #[test]
 fn pca_of_100_resnet56_sized_checkpoints() {
     let mut shapes: Vec<Vec<i64>> = vec![vec![64, 64, 3, 3]; 23];
@@ -311,19 +314,20 @@ fn pca_of_100_resnet56_sized_checkpoints() {
     let origin: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
     let e1: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
     let e2: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
-    let states: Vec<Vec<Tensor>> = (0..t)
-        .map(|i| {
-            let (a, b) = ((i as f64 / 10.0).cos() * 5.0, (i as f64 / 7.0).sin());
-            origin.iter().zip(&e1).zip(&e2).map(|((o, x), y)| o + x * a + y * b).collect()
-        })
-        .collect();
+    // Each checkpoint is made when it is read, as a file would be loaded.
+    let state = |i: usize| -> Vec<Tensor> {
+        let (a, b) = ((i as f64 / 10.0).cos() * 5.0, (i as f64 / 7.0).sin());
+        origin.iter().zip(&e1).zip(&e2).map(|((o, x), y)| o + x * a + y * b).collect()
+    };
     let include = vec![true; shapes.len()];
     let started = std::time::Instant::now();
-    let r = pca::pca(&states, &origin, &include, Device::Cpu).unwrap();
+    let whole = pca::pca(&mut |i| Ok(state(i)), t, &origin, &include, 1 << 31, Device::Cpu).unwrap();
     let secs = started.elapsed().as_secs_f64();
-    let rss = losscape::run::peak_rss_mb().unwrap_or(f64::NAN);
+    let rss = losscape::engine::session::peak_rss_mb().unwrap_or(f64::NAN);
     eprintln!("PCA of {t} x {p} floats: {secs:.1} s, process peak RSS {rss:.0} MiB");
     assert!(p > 840_000);
+    assert_eq!(whole.blocks.blocks, 1);
+    let r = &whole;
     assert!(
         r.explained_variance_ratio[0] + r.explained_variance_ratio[1] > 1.0 - 1e-6,
         "{:?}",
@@ -332,4 +336,15 @@ fn pca_of_100_resnet56_sized_checkpoints() {
     let norm: f64 =
         r.components[0].iter().map(|c| c.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
     assert!((norm - 1.0).abs() < 1e-6, "pc1 is a unit vector, norm² = {norm}");
+    // 40 MB of vectors at a time: blocks of 5 checkpoints.
+    let blocked = pca::pca(&mut |i| Ok(state(i)), t, &origin, &include, 40 << 20, Device::Cpu).unwrap();
+    assert!(blocked.blocks.blocks > 1, "{:?}", blocked.blocks);
+    for k in 0..2 {
+        let d: f64 = whole.components[k]
+            .iter()
+            .zip(&blocked.components[k])
+            .map(|(a, b)| (a - b).abs().max().double_value(&[]))
+            .fold(0.0, f64::max);
+        assert!(d < 1e-5, "component {k} differs by {d} between all-at-once and blocks");
+    }
 }

@@ -149,3 +149,94 @@ fn a_run_reports_progress_and_does_not_clobber_a_finished_run() {
     ok(&o);
     assert!(o.stderr.is_empty(), "--quiet printed: {}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A command that must fail with one line of stderr and `code`; the line.
+fn fails_with(code: i32, args: &[&str]) -> String {
+    let o = losscape(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn usage_mistakes_found_by_a_new_user_are_one_line() {
+    let d = s(&fxp("cifar-bin"));
+    let out = out_dir("usage");
+    // plane without --models: a usage error, not a panic.
+    let e = fails_with(2, &["plane", "--data", &d, "--out", out.to_str().unwrap()]);
+    assert!(e.contains("--models"), "{e}");
+    // TF32 is a CUDA mode.
+    let e = fails_with(
+        1,
+        &[
+            "surface",
+            "--model",
+            &s(&fxp("resnet.pt")),
+            "--data",
+            &d,
+            "--x=0:1:2",
+            "--device",
+            "cpu",
+            "--precision",
+            "tf32",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(e.contains("--precision tf32") && e.contains("CPU"), "{e}");
+    assert!(!out.exists());
+    // A state dict needs its architecture.
+    let e = fails_with(
+        1,
+        &[
+            "line",
+            "--from",
+            &s(&fxp("ckpt/b.safetensors")),
+            "--to",
+            &s(&fxp("ckpt/c.safetensors")),
+            "--data",
+            &d,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(e.contains("--arch is needed"), "{e}");
+    // directions --help lists only the options it uses.
+    let o = losscape(&["directions", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("--seed") && help.contains("--out"), "{help}");
+    for unused in ["--workers", "--shard", "--batch-size", "--save-every", "--no-plots", "--onednn"] {
+        assert!(!help.lines().any(|l| l.trim_start().starts_with(unused)), "directions --help lists {unused}");
+    }
+}
+
+#[test]
+fn the_summary_line_gives_six_significant_digits() {
+    let out = out_dir("summary");
+    let o = losscape(&[
+        "surface",
+        "--model",
+        &s(&fxp("resnet.pt")),
+        "--data",
+        &s(&fxp("cifar-bin")),
+        "--x=-1:1:3",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-plots",
+    ]);
+    let err = ok(&o);
+    let line = err.lines().find(|l| l.contains(" -> ")).unwrap_or_else(|| panic!("no summary line: {err}"));
+    let range = line.split("loss ").nth(1).unwrap().split(" -> ").next().unwrap();
+    let nums: Vec<&str> = range.split(" .. ").collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    for n in nums {
+        let digits = n.trim_start_matches(['-', '0', '.']).chars().filter(char::is_ascii_digit).count();
+        assert_eq!(digits, 6, "{n} in {line}");
+        let v: f64 = n.parse().unwrap();
+        assert!(v.is_finite() && v > 0.0);
+    }
+    assert!(line.contains("3 points on cpu"), "{line}");
+}

@@ -1,8 +1,9 @@
 //! Directions: normalization against the parameters, biasbn, seeding, the file format, and
 //! agreement with the definition written out in PyTorch (tests/fixtures.py directions).
 
-use losscape::directions::{self, Direction, Ignore, Norm};
-use losscape::model::Model;
+use losscape::inputs::model::Model;
+use losscape::options::{Ignore, Norm};
+use losscape::space::directions::{self, Direction};
 use tch::{Device, Kind, Tensor};
 
 use crate::common::{fixtures_py, fxp, out_dir, same_bits};

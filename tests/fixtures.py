@@ -11,7 +11,7 @@ committed), and PyTorch reference values to compare losscape against.
         (a, b) in P (a JSON list), with the data normalized as losscape documents.
     python tests/fixtures.py directions --model M --seed S --norm filter|layer|model|none
         --ignore biasbn|keep --out F: directions computed in PyTorch from torch.manual_seed(S),
-        as ../shared/docs/landscape.md defines them.
+        as docs/landscape.md defines them.
 """
 import argparse
 import json

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use losscape::model::Model;
+use losscape::inputs::model::Model;
 use tch::Device;
 
 use crate::common::{fixtures_py, fxp, losscape, ok, out_dir, python, root, same_bits};
@@ -91,7 +91,7 @@ fn train_saves_a_checkpoint_per_epoch_and_a_torchscript_model() {
 
 #[test]
 fn casting_the_model_moves_its_parameter_handles_along() {
-    let m = Model::load(&fxp("resnet.pt"), Device::Cpu).unwrap();
+    let mut m = Model::load(&fxp("resnet.pt"), Device::Cpu).unwrap();
     let before = m.snapshot();
     m.cast(tch::Kind::BFloat16).unwrap();
     assert!(m.params.iter().all(|(_, p)| p.kind() == tch::Kind::BFloat16));

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use losscape::output::{write_json, write_npy};
 use losscape::plot::{classify, CriticalKind};
+use losscape::store::npy::write as write_npy;
 
 use crate::common::{fxp, losscape, ok, out_dir, python, root, trajectory};
 
@@ -46,7 +46,32 @@ fn critical_points_of_analytic_surfaces() {
     assert!(kinds(&x, &y, &z).is_empty());
 }
 
-/// A run directory made by hand: a double well on a non-square grid, with NaN and inf cells.
+/// The meta.json of a real (tiny) 2-D surface run, made once: synthetic runs borrow it.
+fn real_meta() -> &'static str {
+    static META: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    META.get_or_init(|| {
+        let d = out_dir("plot-meta-donor");
+        ok(&losscape(&[
+            "surface",
+            "--model",
+            fxp("resnet.pt").to_str().unwrap(),
+            "--data",
+            fxp("cifar-bin").to_str().unwrap(),
+            "--limit",
+            "8",
+            "--x=-1:1:3",
+            "--y=-1:1:3",
+            "--out",
+            d.to_str().unwrap(),
+            "-q",
+            "--no-plots",
+        ]));
+        std::fs::read_to_string(d.join("meta.json")).unwrap()
+    })
+}
+
+/// A run directory made by hand: a double well on a non-square grid, with NaN and inf cells,
+/// described by a real run's meta.json.
 fn synthetic_run(name: &str, nx: usize, ny: usize) -> PathBuf {
     let d = out_dir(name);
     std::fs::create_dir_all(&d).unwrap();
@@ -61,11 +86,7 @@ fn synthetic_run(name: &str, nx: usize, ny: usize) -> PathBuf {
     write_npy(&d.join("y.npy"), &[ny as u64], &y).unwrap();
     write_npy(&d.join("loss.npy"), &[ny as u64, nx as u64], &loss).unwrap();
     write_npy(&d.join("acc.npy"), &[ny as u64, nx as u64], &acc).unwrap();
-    let meta = serde_json::json!({
-        "schema_version": 1, "kind": "surface", "model": {"path": "analytic"}, "loss": "ce",
-        "data": {"n": 0, "split": "none"}, "grid": {"dims": 2, "shape": [ny, nx]}, "directions": {"norm": "filter"},
-    });
-    write_json(&d.join("meta.json"), &meta).unwrap();
+    std::fs::write(d.join("meta.json"), real_meta()).unwrap();
     d
 }
 
@@ -109,7 +130,7 @@ print("ok")
     let o = Command::new(python()).args(["-c", check, d.to_str().unwrap()]).output().unwrap();
     ok(&o);
     // Bad options: one line each.
-    for (args, word) in [(vec!["--dpi", "5"], "--dpi"), (vec!["--vmin", "2", "--vmax", "1"], "--vmin")] {
+    for (args, word) in [(vec!["--dpi", "5"], "--dpi"), (vec!["--vmin", "2", "--vmax", "1"], "--vmin/--vmax")] {
         let mut a = vec!["plot", d.to_str().unwrap()];
         a.extend(args);
         let o = losscape(&a);
@@ -119,6 +140,11 @@ print("ok")
     }
     let o = losscape(&["plot", "/nonexistent/run"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("meta.json"));
+    // A meta.json of another layout: named, one line.
+    std::fs::write(d.join("meta.json"), r#"{"schema_version": 1, "kind": "surface"}"#).unwrap();
+    let o = losscape(&["plot", d.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && e.contains("schema_version 1") && e.lines().count() == 1, "{e}");
 }
 
 #[test]

@@ -1,54 +1,12 @@
-//! Sharded and resumable runs: SLURM array positions, shards and merge, directions made once,
-//! configuration checks, kill -9 and resume, disk full, duplicate shards, worker threads.
+//! Sharded and resumable runs, for every grid command: shards and merge, directions made once,
+//! configuration checks, kill -9 and resume, disk full, duplicate shards, worker threads, a real
+//! SLURM job array. (How a task finds its shard is unit-tested in `space::shard`.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use losscape::shard::Shard;
-
-use crate::common::{fxp, losscape, npy, ok, out_dir};
-
-fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-    move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-}
-
-#[test]
-fn shard_positions_in_dense_sparse_and_irregular_arrays() {
-    assert_eq!(Shard::from_env(env(&[])).unwrap(), None);
-    let dense = [
-        ("SLURM_ARRAY_TASK_ID", "2"),
-        ("SLURM_ARRAY_TASK_COUNT", "4"),
-        ("SLURM_ARRAY_TASK_MIN", "0"),
-        ("SLURM_ARRAY_TASK_MAX", "3"),
-    ];
-    assert_eq!(Shard::from_env(env(&dense)).unwrap(), Some(Shard { index: 2, count: 4 }));
-    // --array=1-7:2 runs IDs 1, 3, 5, 7: ID 5 is the third task, not ID - MIN = 4.
-    let sparse = [
-        ("SLURM_ARRAY_TASK_ID", "5"),
-        ("SLURM_ARRAY_TASK_COUNT", "4"),
-        ("SLURM_ARRAY_TASK_MIN", "1"),
-        ("SLURM_ARRAY_TASK_MAX", "7"),
-        ("SLURM_ARRAY_TASK_STEP", "2"),
-    ];
-    assert_eq!(Shard::from_env(env(&sparse)).unwrap(), Some(Shard { index: 2, count: 4 }));
-    // --array=1,4,9: no even spacing, so no guess.
-    let irregular = [
-        ("SLURM_ARRAY_TASK_ID", "4"),
-        ("SLURM_ARRAY_TASK_COUNT", "3"),
-        ("SLURM_ARRAY_TASK_MIN", "1"),
-        ("SLURM_ARRAY_TASK_MAX", "9"),
-    ];
-    assert!(Shard::from_env(env(&irregular)).unwrap_err().to_string().contains("--shard"));
-    assert_eq!("3/4".parse::<Shard>().unwrap(), Shard { index: 3, count: 4 });
-    for bad in ["4/4", "1", "a/b", "0/0"] {
-        assert!(bad.parse::<Shard>().is_err(), "{bad}");
-    }
-    // Shares: every point exactly once, sizes within one of each other.
-    let mut all: Vec<usize> = (0..4).flat_map(|i| Shard { index: i, count: 4 }.points(23)).collect();
-    all.sort();
-    assert_eq!(all, (0..23).collect::<Vec<_>>());
-}
+use crate::common::{assert_valid_meta, fxp, losscape, meta_json, npy, ok, out_dir};
 
 fn base(out: &Path) -> Vec<String> {
     [
@@ -97,7 +55,12 @@ fn shards_merge_to_the_single_process_result_and_report_what_is_missing() {
     let d = out_dir("sharded");
     let args = base(&d);
     ok(&losscape(
-        &args.iter().map(String::as_str).map(|a| if a == "surface" { "directions" } else { a }).collect::<Vec<_>>(),
+        &args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != "--no-plots")
+            .map(|a| if a == "surface" { "directions" } else { a })
+            .collect::<Vec<_>>(),
     ));
     let dirs = std::fs::metadata(d.join("directions.safetensors")).unwrap().modified().unwrap();
     for i in 0..3 {
@@ -148,10 +111,7 @@ fn shards_merge_to_the_single_process_result_and_report_what_is_missing() {
 
 fn progress_rows(dir: &Path, stem: &str) -> usize {
     let p = dir.join("shards").join(format!("{stem}.npy"));
-    if !p.exists() {
-        return 0;
-    }
-    std::fs::read(&p).map(|b| if b.len() > 128 { (b.len() - 128) / 32 } else { 0 }).unwrap_or(0)
+    losscape::store::npy::read(&p).map_or(0, |a| a.shape[0] as usize)
 }
 
 fn spawn(args: &[String], extra: &[&str]) -> Child {
@@ -325,7 +285,7 @@ fn disk_full_is_a_clear_error_and_the_progress_survives() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(e.contains("cannot save progress to") && e.contains("shard-0000-of-0001"), "{e}");
+    assert!(e.contains("cannot save progress") && e.contains("shard-0000-of-0001"), "{e}");
     assert!(e.contains("No space left on device") || e.contains("ermission denied"), "{e}");
     assert_eq!(std::fs::read(d.join("shards/shard-0000-of-0001.npy")).unwrap(), saved, "earlier progress was damaged");
     full.free();
@@ -347,34 +307,176 @@ fn cpu_workers_deal_the_points_and_give_the_same_values() {
     assert!(counts.iter().all(|&c| c >= 1), "a worker got nothing: {counts:?}");
 }
 
+/// The command lines of a line, a plane and a trajectory on the fixtures (without --out).
+fn between_runs() -> Vec<(&'static str, Vec<String>)> {
+    let f = |p: &str| fxp(p).to_str().unwrap().to_string();
+    let data =
+        ["--data".to_string(), f("cifar-bin"), "--device".into(), "cpu".into(), "-q".into(), "--no-plots".into()];
+    let mut line = vec![
+        "line".into(),
+        "--from".into(),
+        f("resnet.pt"),
+        "--to".into(),
+        f("ckpt/b.safetensors"),
+        "--x=-0.5:1.5:7".into(),
+    ];
+    line.extend(data.clone());
+    let mut plane =
+        vec!["plane".into(), "--models".into(), f("resnet.pt"), f("ckpt/b.safetensors"), f("ckpt/c.safetensors")];
+    plane.extend(["--x=-0.25:1.25:4".to_string(), "--y=0:1:3".into()]);
+    plane.extend(data.clone());
+    let mut traj = vec![
+        "trajectory".into(),
+        "--checkpoints".into(),
+        f("traj_rand"),
+        "--arch".into(),
+        f("resnet.pt"),
+        "--n".into(),
+        "4".into(),
+    ];
+    traj.extend(data);
+    vec![("line", line), ("plane", plane), ("trajectory", traj)]
+}
+
+/// Every value a run computed, as bits: the grid's loss and accuracy, and each checkpoint's own.
+fn values_of(dir: &Path) -> Vec<u32> {
+    let mut v = loss_of(dir);
+    let bits = |p: &Path| npy(p).1.into_iter().map(|x| (x as f32).to_bits()).collect::<Vec<_>>();
+    v.extend(bits(&dir.join("acc.npy")));
+    if dir.join("path_loss.npy").exists() {
+        v.extend(bits(&dir.join("path_loss.npy")));
+        v.extend(bits(&dir.join("path_acc.npy")));
+    }
+    let m = meta_json(dir);
+    for k in ["line.from", "line.to", "plane.A", "plane.B", "plane.C"] {
+        let (a, b) = k.split_once('.').unwrap();
+        if let Some(l) = m[a][b]["loss"].as_f64() {
+            v.push((l as f32).to_bits());
+        }
+    }
+    v
+}
+
+/// Each of `between_runs` in one process, made once.
+fn single_between() -> &'static Vec<(String, Vec<u32>)> {
+    static R: std::sync::OnceLock<Vec<(String, Vec<u32>)>> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        between_runs()
+            .into_iter()
+            .map(|(kind, args)| {
+                let d = out_dir(&format!("single-{kind}"));
+                ok(&run(&args, &["--out", d.to_str().unwrap()]));
+                assert_valid_meta(&d);
+                (kind.to_string(), values_of(&d))
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn line_plane_and_trajectory_run_as_shards_and_merge_to_the_single_process_result() {
+    for ((kind, args), (_, single)) in between_runs().into_iter().zip(single_between()) {
+        let d = out_dir(&format!("sharded-{kind}"));
+        let o = d.to_str().unwrap();
+        ok(&run(&args, &["--out", o, "--shard", "1/2"]));
+        assert!(!d.join("meta.json").exists(), "{kind}: half a run looks complete");
+        ok(&run(&args, &["--out", o, "--shard", "0/2"]));
+        assert_valid_meta(&d);
+        assert_eq!(&values_of(&d), single, "{kind}: two shards differ from one process");
+        let m = meta_json(&d);
+        assert_eq!((m["kind"].as_str(), m["shards"]["count"].as_u64()), (Some(kind), Some(2)));
+        // And with two CPU workers in one process.
+        let w = out_dir(&format!("workers-{kind}"));
+        ok(&run(&args, &["--out", w.to_str().unwrap(), "--workers", "2"]));
+        assert_eq!(&values_of(&w), single, "{kind}: two workers differ from one");
+    }
+}
+
+#[test]
+fn a_trajectory_killed_with_sigkill_resumes_to_the_same_result() {
+    let args = |out: &Path| -> Vec<String> {
+        let f = |p: &str| fxp(p).to_str().unwrap().to_string();
+        [
+            "trajectory",
+            "--checkpoints",
+            &f("traj_rand"),
+            "--arch",
+            &f("resnet.pt"),
+            "--data",
+            &f("cifar-bin"),
+            "--n",
+            "9",
+            "--batch-size",
+            "8",
+            "--save-every",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+            "--no-plots",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = out_dir("traj-whole");
+    ok(&run(&args(&whole), &[]));
+    let d = out_dir("traj-killed");
+    let mut child = spawn(&args(&d), &[]);
+    let t = Instant::now();
+    while progress_rows(&d, "shard-0000-of-0001") < 10 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved = progress_rows(&d, "shard-0000-of-0001");
+    assert!((10..87).contains(&saved), "{saved} of 87 points saved before the kill");
+    assert!(!d.join("meta.json").exists());
+    for delay_ms in [600, 1000] {
+        let mut c = spawn(&args(&d), &[]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = c.kill();
+        c.wait().unwrap();
+    }
+    ok(&run(&args(&d), &[]));
+    assert_eq!(values_of(&d), values_of(&whole), "resumed trajectory differs from the uninterrupted one");
+    assert_eq!(
+        std::fs::read(d.join("directions.safetensors")).unwrap(),
+        std::fs::read(whole.join("directions.safetensors")).unwrap(),
+        "the PCA was made again differently"
+    );
+    assert!(meta_json(&d)["shards"]["tasks"][0]["sessions"].as_u64().unwrap() >= 2);
+}
+
 #[test]
 fn a_real_slurm_job_array_matches_the_single_process_run() {
     let work = out_dir("slurm");
     std::fs::create_dir_all(&work).unwrap();
-    let run_dir = work.join("run");
-    let o = Command::new(crate::common::root().join("tests/slurm/run.sh"))
-        .arg(&work)
-        .arg(env!("CARGO_BIN_EXE_losscape"))
-        .arg(fxp("resnet.pt"))
-        .arg(fxp("cifar-bin"))
-        .arg(&run_dir)
-        .args(["-1:1:5", "-1:1:4"])
-        .env("LOSSCAPE_TEST_SEED", "5")
-        .output()
-        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_losscape");
+    let surface_dir = work.join("surface");
+    let mut jobs: Vec<String> = vec![
+        crate::common::root().join("examples/slurm/surface.sbatch").to_str().unwrap().into(),
+        "0-3".into(),
+        format!(
+            "LOSSCAPE={bin},MODEL={},DATA={},RUN_DIR={},GRID_X=-1:1:5,GRID_Y=-1:1:4,EXTRA=--device cpu --no-plots",
+            fxp("resnet.pt").display(),
+            fxp("cifar-bin").display(),
+            surface_dir.display()
+        ),
+    ];
+    for (kind, args) in between_runs() {
+        let a: Vec<String> = args.into_iter().filter(|a| a != "-q").collect();
+        jobs.push(crate::common::root().join("examples/slurm/losscape.sbatch").to_str().unwrap().into());
+        jobs.push("0-2".into());
+        jobs.push(format!("LOSSCAPE={bin},ARGS={} --out {}", a.join(" "), work.join(kind).display()));
+    }
+    let o = Command::new(crate::common::root().join("tests/slurm/run.sh")).arg(&work).args(&jobs).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "SLURM run failed:\n{out}");
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run_dir.join("meta.json")).unwrap_or_else(|_| panic!("no merged meta.json:\n{out}")),
-    )
-    .unwrap();
+    let m = meta_json(&surface_dir);
     assert_eq!(m["shards"]["count"], 4, "{out}");
-    for i in 0..4 {
-        assert!(
-            out.contains(&format!("shard {i}/4 done")) || out.contains("merged 4 shards"),
-            "task {i} said nothing:\n{out}"
-        );
-    }
     // Same grid and seed 0 (the sbatch default) in one process.
     let single = out_dir("slurm-single");
     ok(&losscape(&[
@@ -392,5 +494,18 @@ fn a_real_slurm_job_array_matches_the_single_process_run() {
         "-q",
         "--no-plots",
     ]));
-    assert_eq!(loss_of(&run_dir), loss_of(&single), "job array result differs from the single-process run");
+    assert_eq!(loss_of(&surface_dir), loss_of(&single), "job array result differs from the single-process run");
+    for ((kind, _), (_, single)) in between_runs().into_iter().zip(single_between()) {
+        let d = work.join(kind);
+        assert_valid_meta(&d);
+        let m = meta_json(&d);
+        assert_eq!(m["shards"]["count"], 3, "{kind}: {out}");
+        assert_eq!(&values_of(&d), single, "{kind}: the 3-task job array differs from one process");
+    }
+    for i in 0..3 {
+        assert!(
+            out.contains(&format!("shard {i}/3 done")) || out.contains(" points on cpu"),
+            "task {i} said nothing:\n{out}"
+        );
+    }
 }

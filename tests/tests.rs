@@ -8,7 +8,6 @@ mod bench;
 mod checkpoints;
 mod cli;
 mod directions;
-mod grid;
 mod models;
 mod plots;
 mod shards;

@@ -5,7 +5,9 @@
 //  - reading a Python `torch.save` zip file (a state_dict, possibly nested) into named tensors;
 //  - freezing a module (torch.jit.freeze: BatchNorm folded into the convolutions) and listing the
 //    tensor constants of its graph, which the caller then moves in place; on CPU, optionally with
-//    the graph's convolutions rewritten to run on oneDNN (MKLDNN) tensors.
+//    the graph's convolutions rewritten to run on oneDNN (MKLDNN) tensors;
+//  - the BatchNorm layers of a module (momentum and running statistics), and switching them alone
+//    to training mode, for re-estimating their statistics at each point of a grid.
 // No C++ exception crosses into Rust: each call returns 0 on success and -1 on failure, with the
 // first line of the error message in `err` where there is one.
 #include <ATen/Context.h>
@@ -254,5 +256,72 @@ int losscape_freeze(void* module, int to_double, const char** names, void** valu
     return -1;
   }
 }
+
+typedef void (*batchnorm_cb)(void* ctx, const char* name, double momentum, int has_momentum, void* mean,
+                             void* var, void* tracked);
+
+static bool is_batchnorm(const torch::jit::Module& m) {
+  auto name = m.type()->name();
+  if (!name) return false;
+  if (name->qualifiedName().find("BatchNorm") == std::string::npos) return false;
+  return m.hasattr("running_mean") && m.attr("running_mean").isTensor() && m.hasattr("running_var") &&
+         m.attr("running_var").isTensor();
 }
 
+// Every BatchNorm layer of the module that tracks running statistics (a submodule whose class is
+// named *BatchNorm* and holds running_mean and running_var tensors): its name, its momentum (a
+// class constant in TorchScript; has_momentum = 0 when it is None) and new tensors sharing its
+// running_mean, running_var and num_batches_tracked (null when absent).
+int losscape_batchnorm_layers(void* module, void* ctx, batchnorm_cb f, char* err, size_t errlen) {
+  try {
+    auto* m = static_cast<torch::jit::Module*>(module);
+    for (const auto& nm : m->named_modules()) {
+      const auto& sub = nm.value;
+      if (!is_batchnorm(sub)) continue;
+      c10::IValue mv;
+      auto type = sub.type();
+      if (type->hasConstant("momentum")) {
+        mv = type->getConstant("momentum");
+      } else if (sub.hasattr("momentum")) {
+        mv = sub.attr("momentum");
+      }
+      double momentum = 0.0;
+      int has = 0;
+      if (mv.isDouble()) {
+        momentum = mv.toDouble();
+        has = 1;
+      } else if (!mv.isNone()) {
+        set_err(err, errlen, ("BatchNorm layer " + nm.name + ": cannot read its momentum").c_str());
+        return -1;
+      }
+      at::Tensor* tracked = nullptr;
+      if (sub.hasattr("num_batches_tracked") && sub.attr("num_batches_tracked").isTensor()) {
+        tracked = new at::Tensor(sub.attr("num_batches_tracked").toTensor());
+      }
+      f(ctx, nm.name.c_str(), momentum, has, new at::Tensor(sub.attr("running_mean").toTensor()),
+        new at::Tensor(sub.attr("running_var").toTensor()), tracked);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    set_err(err, errlen, e.what());
+    return -1;
+  }
+}
+
+// Put the BatchNorm layers (as above) in training mode (on = 1) or eval mode (on = 0), leaving
+// every other module as it is.
+int losscape_set_batchnorm_training(void* module, int on, char* err, size_t errlen) {
+  try {
+    auto* m = static_cast<torch::jit::Module*>(module);
+    for (const auto& nm : m->named_modules()) {
+      if (!is_batchnorm(nm.value)) continue;
+      torch::jit::Module sub = nm.value;
+      sub.train(on != 0);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    set_err(err, errlen, e.what());
+    return -1;
+  }
+}
+}

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use crate::error::Result;
 use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::RGBColor;
 
@@ -44,15 +44,10 @@ pub fn vtp(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
     let out = d.dir.join("surface.vtp");
     let (h, quads, (tlo, _)) = mesh(d, o);
     let join = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(" ");
-    crate::output::write_atomic(&out, |w| {
+    crate::store::atomic::write_atomic(&out, |w| {
         writeln!(w, r#"<?xml version="1.0"?>"#)?;
         writeln!(w, r#"<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">"#)?;
-        writeln!(
-            w,
-            "<!-- losscape {}: x, y, height = loss{} -->",
-            d.meta["kind"].as_str().unwrap_or("surface"),
-            if o.log { " (log10)" } else { "" }
-        )?;
+        writeln!(w, "<!-- losscape {}: x, y, height = loss{} -->", d.meta.kind, if o.log { " (log10)" } else { "" })?;
         writeln!(w, r#"<PolyData><Piece NumberOfPoints="{}" NumberOfPolys="{}">"#, h.len(), quads.len())?;
         writeln!(w, r#"<PointData Scalars="loss">"#)?;
         for (name, vals) in [("loss", &d.loss), ("accuracy", &d.acc)] {
@@ -86,11 +81,11 @@ pub fn vtp(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
 pub fn ply(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
     let out = d.dir.join("surface.ply");
     let (h, quads, (tlo, thi)) = mesh(d, o);
-    crate::output::write_atomic(&out, |w| {
+    crate::store::atomic::write_atomic(&out, |w| {
         writeln!(
             w,
             "ply\nformat ascii 1.0\ncomment losscape {} surface: x, y, height = loss{}",
-            d.meta["kind"].as_str().unwrap_or("surface"),
+            d.meta.kind,
             if o.log { " (log10)" } else { "" }
         )?;
         writeln!(w, "element vertex {}\nproperty double x\nproperty double y\nproperty double z", h.len())?;

@@ -1,28 +1,35 @@
-//! `surface.html`: one self-contained page (plotly.js embedded at build time, so it works
-//! offline): a 3-D surface to rotate and zoom, a toggle to a contour view, a colormap switch,
-//! hover with (α, β, loss, accuracy), the path and critical points when present.
+//! `surface.html`: one self-contained page (plotly.js embedded in the binary by the `plotly`
+//! crate, so it works offline): a 3-D surface to rotate and zoom, a toggle to a contour view, a
+//! colormap switch, hover with (α, β, loss, accuracy), the path and critical points when present.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use anyhow::Result;
 use serde_json::json;
 
 use super::critical::CriticalPoint;
 use super::{clipped, transform, PlotOptions, RunData};
-
-#[cfg(losscape_plotly)]
-const PLOTLY_JS: Option<&str> = Some(include_str!(env!("LOSSCAPE_PLOTLY_JS")));
-#[cfg(not(losscape_plotly))]
-const PLOTLY_JS: Option<&str> = None;
+use crate::error::{Error, Result};
 
 const PAGE: &str = include_str!("surface.html");
 
+/// plotly.js itself, as the `plotly` crate embeds it (its offline page also carries MathJax,
+/// which the page does not need: only the first script is taken).
+pub fn plotly_js() -> Result<&'static str> {
+    static JS: OnceLock<Option<String>> = OnceLock::new();
+    JS.get_or_init(|| {
+        let all = plotly::Plot::offline_js_sources();
+        let start = all.find('>')? + 1;
+        let end = all.find("</script>")?;
+        (end > start).then(|| all[start..end].to_string())
+    })
+    .as_deref()
+    .ok_or_else(|| Error::other("internal: plotly.js not found in the plotly crate's embedded sources"))
+}
+
 pub fn write(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<Option<PathBuf>> {
-    let Some(js) = PLOTLY_JS else {
-        eprintln!("losscape: note: this build has no plotly.js (run `make` or `npm install` before building), so no surface.html");
-        return Ok(None);
-    };
+    let js = plotly_js()?;
     let out = d.dir.join("surface.html");
     let y = d.y.as_ref().expect("2-D");
     let (nx, ny) = (d.nx(), d.ny());
@@ -58,7 +65,7 @@ pub fn write(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<Opt
         .map(|(n, c)| json!({"name": n, "x": c[0], "y": c[1], "z": z[near(y, c[1])][near(&d.x, c[0])]}))
         .collect();
     let data = json!({
-        "title": format!("losscape {} — {}", d.meta["kind"].as_str().unwrap_or(""), d.meta["model"]["path"].as_str().unwrap_or("")),
+        "title": format!("losscape {} — {}", d.meta.kind, d.meta.description.model.path.display()),
         "x": d.x, "y": y, "z": z, "custom": custom,
         "zlabel": if o.log { "log10 loss" } else { "loss" },
         "xlabel": d.x_label, "ylabel": d.y_label,
@@ -66,7 +73,7 @@ pub fn write(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<Opt
     });
     let page = PAGE.replace("/*DATA*/null", &data.to_string());
     let (head, tail) = page.split_once("/*PLOTLY*/").expect("surface.html has the plotly marker");
-    crate::output::write_atomic(&out, |w| {
+    crate::store::atomic::write_atomic(&out, |w| {
         w.write_all(head.as_bytes())?;
         w.write_all(js.as_bytes())?;
         w.write_all(tail.as_bytes())?;

@@ -10,8 +10,8 @@ mod png;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use crate::error::{Error, Result, Role, Setting};
+use crate::store::record::{Meta, RunKind};
 
 pub use critical::{classify, CriticalPoint, Kind as CriticalKind};
 
@@ -31,6 +31,31 @@ pub struct PlotOptions {
     pub dpi: u32,
 }
 
+impl PlotOptions {
+    /// Check the options against each other (before anything is read or drawn).
+    pub fn check(&self) -> Result<()> {
+        if self.dpi < 20 || self.dpi > 600 {
+            return Err(Error::setting(Setting::Dpi, self.dpi, "use 20..600"));
+        }
+        if self.levels > 200 {
+            return Err(Error::setting(Setting::Levels, self.levels, "use at most 200"));
+        }
+        if let (Some(a), Some(b)) = (self.vmin, self.vmax) {
+            if a.partial_cmp(&b) != Some(std::cmp::Ordering::Less) {
+                return Err(Error::setting(
+                    Setting::ColourRange,
+                    format!("{a}..{b}"),
+                    "the lower end must be below the upper",
+                ));
+            }
+        }
+        if self.log && (self.vmin.is_some_and(|v| v <= 0.0) || self.zmax.is_some_and(|v| v <= 0.0)) {
+            return Err(Error::setting(Setting::Log, "", "a log scale needs a positive lower end and height clip"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for PlotOptions {
     fn default() -> Self {
         PlotOptions { log: false, vmin: None, vmax: None, levels: 12, zmax: None, dpi: 100 }
@@ -41,7 +66,7 @@ impl Default for PlotOptions {
 #[derive(Debug, Clone)]
 pub struct RunData {
     pub dir: PathBuf,
-    pub meta: Value,
+    pub meta: Meta,
     pub x: Vec<f64>,
     /// None for a 1-D run.
     pub y: Option<Vec<f64>>,
@@ -58,31 +83,27 @@ pub struct RunData {
 }
 
 fn read_vec(dir: &Path, name: &str) -> Result<Vec<f64>> {
-    let p = dir.join(name);
-    let t = crate::data::read_npy(&p)?;
-    Ok(Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1))?)
+    Ok(crate::store::npy::read(&dir.join(name))?.values)
 }
 
 impl RunData {
     pub fn load(dir: &Path) -> Result<RunData> {
-        let meta_path = dir.join("meta.json");
-        let text = std::fs::read_to_string(&meta_path)
-            .with_context(|| format!("{}: no meta.json (not a complete losscape run)", dir.display()))?;
-        let meta: Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", meta_path.display()))?;
+        if !Meta::path(dir).exists() {
+            return Err(Error::file(Role::RunDir, dir, "no meta.json (not a complete losscape run)"));
+        }
+        let meta = Meta::read(dir)?;
         let x = read_vec(dir, "x.npy")?;
-        let two = meta["grid"]["dims"].as_u64() == Some(2);
+        let two = meta.description.grid.dims == 2;
         let y = if two { Some(read_vec(dir, "y.npy")?) } else { None };
         let loss = read_vec(dir, "loss.npy")?;
         let acc = read_vec(dir, "acc.npy")?;
         let n = x.len() * y.as_ref().map_or(1, Vec::len);
         if loss.len() != n || acc.len() != n {
-            bail!(
-                "{}: loss.npy has {} values, expected {} for the grid of x.npy and y.npy",
-                dir.display(),
-                loss.len(),
-                n
-            );
+            return Err(Error::file(
+                Role::RunDir,
+                dir,
+                format!("loss.npy has {} values, expected {n} for the grid of x.npy and y.npy", loss.len()),
+            ));
         }
         let path = if dir.join("path.npy").exists() {
             let p = read_vec(dir, "path.npy")?;
@@ -90,31 +111,39 @@ impl RunData {
         } else {
             None
         };
-        let kind = meta["kind"].as_str().unwrap_or("surface");
         let mut marks = Vec::new();
-        match kind {
-            "plane" => {
-                for k in ["A", "B", "C"] {
-                    if let (Some(a), Some(b)) =
-                        (meta["plane"][k]["coords"][0].as_f64(), meta["plane"][k]["coords"][1].as_f64())
-                    {
-                        marks.push((k.to_string(), [a, b]));
+        match (&meta.kind, &meta.description.plane) {
+            (RunKind::Plane, Some(p)) => {
+                for (k, s) in [("A", &p.a), ("B", &p.b), ("C", &p.c)] {
+                    if let Some(c) = s.coords {
+                        marks.push((k.to_string(), c));
                     }
                 }
             }
-            "trajectory" => {}
+            (RunKind::Trajectory, _) => {}
             _ => marks.push(("center".to_string(), [0.0, 0.0])),
         }
-        let ratio = |k: usize| meta["trajectory"]["explained_variance_ratio"][k].as_f64();
-        let (x_label, y_label) = match kind {
-            "trajectory" => (
-                format!("PC1 ({:.1}% of variance)", 100.0 * ratio(0).unwrap_or(f64::NAN)),
-                format!("PC2 ({:.1}% of variance)", 100.0 * ratio(1).unwrap_or(f64::NAN)),
+        let ratio = |k: usize| {
+            meta.description
+                .trajectory
+                .as_ref()
+                .and_then(|t| t.explained_variance_ratio.get(k).copied())
+                .unwrap_or(f64::NAN)
+        };
+        let (x_label, y_label) = match meta.kind {
+            RunKind::Trajectory => (
+                format!("PC1 ({:.1}% of variance)", 100.0 * ratio(0)),
+                format!("PC2 ({:.1}% of variance)", 100.0 * ratio(1)),
             ),
-            "plane" => ("α · (B − A)".to_string(), "β · (C − A)".to_string()),
-            "line" => ("α  (0 = A, 1 = B)".to_string(), String::new()),
-            _ => {
-                let norm = meta["directions"]["norm"].as_str().unwrap_or("given");
+            RunKind::Plane => ("α · (B − A)".to_string(), "β · (C − A)".to_string()),
+            RunKind::Line => ("α  (0 = A, 1 = B)".to_string(), String::new()),
+            RunKind::Surface => {
+                let norm = meta
+                    .description
+                    .directions
+                    .as_ref()
+                    .and_then(|d| d.norm)
+                    .map_or("given".to_string(), |n| n.to_string());
                 (format!("α  (δ: {norm}-normalized)"), format!("β  (η: {norm}-normalized)"))
             }
         };
@@ -183,20 +212,7 @@ pub fn levels(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 
 /// Draw every picture and export of a run directory; returns the files written.
 pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
-    if o.dpi < 20 || o.dpi > 600 {
-        bail!("--dpi {}: use 20..600", o.dpi);
-    }
-    if o.levels > 200 {
-        bail!("--levels {}: use at most 200", o.levels);
-    }
-    if let (Some(a), Some(b)) = (o.vmin, o.vmax) {
-        if a >= b {
-            bail!("--vmin {a} must be below --vmax {b}");
-        }
-    }
-    if o.log && (o.vmin.is_some_and(|v| v <= 0.0) || o.zmax.is_some_and(|v| v <= 0.0)) {
-        bail!("--log needs a positive --vmin/--zmax");
-    }
+    o.check()?;
     let d = RunData::load(dir)?;
     let mut written = Vec::new();
     png::font()?;
@@ -212,7 +228,7 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     };
     let crit = critical::classify(&d.x, d.y.as_ref().expect("2-D"), &d.loss);
     let cp = dir.join("critical_points.json");
-    crate::output::write_json(&cp, &critical::to_json(&crit))?;
+    crate::store::atomic::write_json(&cp, &critical::to_json(&crit))?;
     written.push(cp);
     lap("critical points");
     written.push(png::contour(&d, o, &crit)?);

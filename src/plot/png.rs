@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, Result};
+use crate::error::{Error, Result};
 use contour::ContourBuilder;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
@@ -22,7 +22,7 @@ pub fn font() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(anyhow!("internal: the embedded font did not load"))
+        Err(Error::other("internal: the embedded font did not load"))
     }
 }
 
@@ -34,8 +34,8 @@ fn px(o: &PlotOptions, points: f64) -> u32 {
     (points * o.dpi as f64 / 100.0).round().max(1.0) as u32
 }
 
-fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> anyhow::Error + '_ {
-    move |e| anyhow!("{what}: {e}")
+fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::other(format!("{what}: {e}"))
 }
 
 fn viridis(t: f64) -> RGBColor {
@@ -82,15 +82,15 @@ fn interior_runs(pts: &[contour::Pt], nx: usize, ny: usize) -> Vec<Vec<(f64, f64
 }
 
 fn title(d: &RunData) -> String {
-    let m = &d.meta;
-    let model = m["model"]["path"].as_str().map(|p| p.rsplit('/').next().unwrap_or(p)).unwrap_or("?");
+    let m = &d.meta.description;
+    let model = m.model.path.file_name().map_or("?".into(), |f| f.to_string_lossy().into_owned());
     format!(
         "{} of {} ({} loss, {} {} samples)",
-        m["kind"].as_str().unwrap_or("surface"),
+        d.meta.kind,
         model,
-        m["loss"].as_str().unwrap_or("?"),
-        m["data"]["n"],
-        m["data"]["split"].as_str().unwrap_or("")
+        m.loss,
+        m.data.n,
+        m.data.split.map_or(String::new(), |s| s.to_string())
     )
 }
 
@@ -240,8 +240,9 @@ pub fn contour(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
         // Non-finite cells count as high ground (the loss blew up there).
         let big = hi * 10.0 + 1.0;
         let vals: Vec<f64> = d.loss.iter().map(|v| if v.is_finite() { *v } else { big }).collect();
-        let lines =
-            ContourBuilder::new(d.nx(), d.ny(), true).lines(&vals, &lv).map_err(|e| anyhow!("contour lines: {e:?}"))?;
+        let lines = ContourBuilder::new(d.nx(), d.ny(), true)
+            .lines(&vals, &lv)
+            .map_err(|e| Error::other(format!("contour lines: {e:?}")))?;
         let (tlo, thi) = (transform(lo, o).unwrap_or(lo), transform(hi, o).unwrap_or(hi));
         let font = ("sans-serif", px(o, 12.0)).into_font();
         for line in &lines {
@@ -471,7 +472,7 @@ pub fn curve(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
             .label("accuracy (right axis)")
             .legend(move |(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], orange.stroke_width(2)));
     }
-    let marks: Vec<(String, f64)> = if d.meta["kind"] == "line" {
+    let marks: Vec<(String, f64)> = if d.meta.kind == crate::store::record::RunKind::Line {
         vec![("A".into(), 0.0), ("B".into(), 1.0)]
     } else {
         vec![("center".into(), 0.0)]

@@ -73,9 +73,30 @@ pub fn ok(o: &Output) -> String {
 
 /// (shape, values as f64) of an .npy file.
 pub fn npy(path: &Path) -> (Vec<i64>, Vec<f64>) {
-    let t = losscape::data::read_npy(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-    let v = Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
-    (t.size(), v)
+    let a = losscape::store::npy::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (a.shape.iter().map(|&d| d as i64).collect(), a.values)
+}
+
+/// meta.json of a run directory, as JSON.
+pub fn meta_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(dir.join("meta.json")).unwrap_or_else(|e| panic!("{}: {e}", dir.display())),
+    )
+    .unwrap()
+}
+
+/// Check a run's meta.json against docs/meta.schema.json (and that it reads back as the type).
+pub fn assert_valid_meta(dir: &Path) {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let v = SCHEMA.get_or_init(|| {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root().join("docs/meta.schema.json")).unwrap()).unwrap();
+        jsonschema::validator_for(&s).expect("a valid schema")
+    });
+    let m = meta_json(dir);
+    let errors: Vec<String> = v.iter_errors(&m).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{}/meta.json does not validate: {errors:?}", dir.display());
+    losscape::store::record::Meta::read(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
 }
 
 /// PyTorch's loss/accuracy at each (a, b) of `points`, from tests/fixtures.py reference.

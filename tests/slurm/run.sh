@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # A real one-node SLURM for the tests: install slurm-wlm and munge (root or sudo), start munged,
-# slurmctld and slurmd with a localhost configuration in a scratch directory, submit
-# examples/slurm/surface.sbatch as a 4-task job array, wait for it, and stop every daemon this
-# script started on exit.
+# slurmctld and slurmd with a localhost configuration in a scratch directory, submit each job
+# array given, one after the other, waiting for each, and stop every daemon this script started
+# on exit.
 #
-#   tests/slurm/run.sh WORKDIR LOSSCAPE_BIN MODEL DATA RUN_DIR GRID_X GRID_Y
+#   tests/slurm/run.sh WORKDIR SCRIPT ARRAY EXPORTS [SCRIPT ARRAY EXPORTS ...]
+#
+# e.g. SCRIPT=examples/slurm/losscape.sbatch ARRAY=0-2 EXPORTS='LOSSCAPE=/path/losscape,ARGS=line ...'
 set -euo pipefail
-work=$1 bin=$2 model=$3 data=$4 run_dir=$5 gx=$6 gy=$7
-here=$(cd "$(dirname "$0")/../.." && pwd)
+work=$1; shift
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 munge_before=$(pgrep -x munged || true)
 
@@ -84,7 +85,9 @@ done
 sinfo
 
 cd "$work"
-sbatch --wait --array=0-3 --time=10:00 \
-  --export=ALL,LOSSCAPE="$bin",MODEL="$model",DATA="$data",RUN_DIR="$run_dir",GRID_X="$gx",GRID_Y="$gy",EXTRA="--device cpu --no-plots" \
-  "$here/examples/slurm/surface.sbatch"
+while [ $# -ge 3 ]; do
+  script=$1 array=$2 exports=$3
+  shift 3
+  sbatch --wait --array="$array" --time=10:00 --export="ALL,$exports" "$script"
+done
 cat "$work"/losscape-*.out

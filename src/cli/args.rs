@@ -1,0 +1,339 @@
+//! The command line as typed ("low" arguments): clap structures only. `plan` turns them into
+//! the library's validated configurations.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::device::DeviceSpec;
+use crate::options::{BatchNormMode, Ignore, Layout, LossKind, Norm, Precision, Split};
+use crate::space::grid::{Axis, Spacing};
+use crate::space::shard::Shard;
+
+/// Loss landscapes of neural networks: loss grids around trained TorchScript models along
+/// filter-normalized random directions, between checkpoints, and on the PCA plane of a training
+/// trajectory (Li et al., NeurIPS 2018).
+#[derive(Parser, Debug)]
+#[command(name = "losscape", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Loss on a 1-D (--x) or 2-D (--x and --y) grid of θ* + αδ + βη, δ and η random directions.
+    Surface(SurfaceArgs),
+    /// Set up a surface run directory (config.json and directions) for `surface --shard` tasks.
+    Directions(DirectionsArgs),
+    /// Loss along the segment θ(α) = (1−α)·θ_A + α·θ_B between two checkpoints.
+    Line(LineArgs),
+    /// Loss on the plane through three checkpoints: origin A, axes B − A and C − A.
+    Plane(PlaneArgs),
+    /// PCA of a training trajectory: the optimizer's path on the plane of its top two principal
+    /// directions, and the loss surface on that plane.
+    Trajectory(TrajectoryArgs),
+    /// Assemble the arrays and meta.json of a run from its shards.
+    Merge(MergeArgs),
+    /// (Re)draw the pictures of a run directory from its saved files alone (no model, no data).
+    Plot(PlotArgs),
+}
+
+/// The data and how its loss is measured.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// CIFAR-10 directory (binary or python version), a directory with X.npy + y.npy, or an X .npy file.
+    #[arg(long, value_name = "DIR_OR_NPY")]
+    pub data: PathBuf,
+    /// Which CIFAR-10 split (ignored for .npy data).
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: Split,
+    /// Use the first N samples only (in file order).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Loss: ce (class labels) or mse (float targets). Default: by the dtype of the labels.
+    #[arg(long, value_enum)]
+    pub loss: Option<LossKind>,
+    /// Per-channel mean of byte images on the [0, 1] scale, comma-separated [default for CIFAR-10: 0.4914,0.4824,0.4467].
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel std of byte images on the [0, 1] scale [default for CIFAR-10: 0.2471,0.2435,0.2616].
+    #[arg(long, value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+    /// Layout of 4-D X.npy.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub layout: Layout,
+}
+
+/// Options that change the values a run computes (they are part of its identity).
+#[derive(Args, Debug, Clone)]
+pub struct ValueArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// Forward precision: fp32 (strict, TF32 off), tf32 (CUDA only), bf16 or fp16 [default: tf32 on CUDA, fp32 on CPU].
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+    /// Stop a point's pass once its partial mean proves loss > C; such points are flagged in capped.npy.
+    #[arg(long, value_name = "C")]
+    pub loss_cap: Option<f64>,
+    /// Evaluate a frozen copy of the model with each BatchNorm folded into the layer before it,
+    /// where the directions leave BatchNorm fixed (checked; falls back otherwise).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fold_batchnorm: bool,
+    /// BatchNorm at each point: eval (running statistics as stored, interpolated between
+    /// checkpoints) or recompute (re-estimated on training samples, as update_bn does).
+    #[arg(long, value_enum, default_value = "eval")]
+    pub batchnorm: BatchNormMode,
+    /// recompute: the first N training samples (all if fewer).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub bn_samples: usize,
+}
+
+/// Options that change only how fast a task runs.
+#[derive(Args, Debug, Clone)]
+pub struct SpeedArgs {
+    /// Samples per forward pass, halved on out-of-memory [default: 4096 on CUDA, 64 on CPU].
+    #[arg(long, value_name = "B")]
+    pub batch_size: Option<usize>,
+    /// channels_last memory format for conv weights and images.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub channels_last: bool,
+    /// CUDA: let cuDNN time its convolution algorithms in each process and keep the fastest
+    /// (2-11% faster than its heuristics, measured); false: heuristics, the same choice every time.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cudnn_benchmark: bool,
+    /// CPU: run the folded copy's convolutions on oneDNN (MKLDNN) tensors, checked like the fold
+    /// (1.1-1.3x faster on CIFAR ResNets, measured; falls back to plain tensors where it fails).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub onednn: bool,
+}
+
+/// Where the run goes and how this task takes part in it.
+#[derive(Args, Debug, Clone)]
+pub struct TaskArgs {
+    /// Evaluate only share I of N of the points (points k with k mod N = I) [default: the SLURM
+    /// array task's share inside a job array, else all].
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// CPU worker threads, each with its own model and data (on CUDA: one worker per GPU of --device).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Save progress at most every this many seconds (and at the end); 0 saves after every point.
+    #[arg(long, visible_alias = "checkpoint-every", default_value_t = 5.0, value_name = "SECONDS")]
+    pub save_every: f64,
+    /// Do not draw the pictures at the end (`losscape plot RUN_DIR` draws them later).
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// The run directory.
+#[derive(Args, Debug, Clone)]
+pub struct OutArgs {
+    /// Run directory for the arrays, directions and meta.json.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: PathBuf,
+    /// Start afresh: remove an earlier run in RUN_DIR (every shard's progress too).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress or notes on stderr (warnings and errors still).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The model and its random directions.
+#[derive(Args, Debug, Clone)]
+pub struct ModelDirectionArgs {
+    /// TorchScript model file (torch.jit.script or torch.jit.trace, see models/export.py), or with
+    /// --arch a checkpoint (state dict) of that architecture.
+    #[arg(long, value_name = "M.pt")]
+    pub model: PathBuf,
+    /// The TorchScript architecture a state-dict --model is applied to.
+    #[arg(long, value_name = "ARCH.pt")]
+    pub arch: Option<PathBuf>,
+    /// x axis (α): MIN:MAX:N, e.g. -1:1:51.
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true)]
+    pub x: Axis,
+    /// y axis (β): MIN:MAX:N; omit for a 1-D curve.
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true)]
+    pub y: Option<Axis>,
+    /// Placement of grid coordinates.
+    #[arg(long, value_enum, default_value = "linear")]
+    pub spacing: Spacing,
+    /// Direction normalization.
+    #[arg(long, value_enum, default_value = "filter")]
+    pub norm: Norm,
+    /// Parameters with dim <= 1 (biases, BatchNorm): biasbn = not perturbed, keep = perturbed (normalized per tensor).
+    #[arg(long, value_enum, default_value = "biasbn")]
+    pub ignore: Ignore,
+    /// Seed of the Gaussian directions (torch's CPU generator: the same directions on every device).
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Reuse directions from a directions.safetensors of an earlier run (x.<param>, y.<param>).
+    #[arg(long, value_name = "FILE")]
+    pub directions: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SurfaceArgs {
+    #[command(flatten)]
+    pub model: ModelDirectionArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub value: ValueArgs,
+    #[command(flatten)]
+    pub speed: SpeedArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DirectionsArgs {
+    #[command(flatten)]
+    pub model: ModelDirectionArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub value: ValueArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LineArgs {
+    /// Checkpoint at α = 0: TorchScript, torch.save state_dict (zip) or .safetensors.
+    #[arg(long, value_name = "A")]
+    pub from: PathBuf,
+    /// Checkpoint at α = 1.
+    #[arg(long, value_name = "B")]
+    pub to: PathBuf,
+    /// TorchScript architecture the state dicts are applied to [default: A, if it is TorchScript].
+    #[arg(long, value_name = "ARCH.pt")]
+    pub arch: Option<PathBuf>,
+    /// α axis: MIN:MAX:N.
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true, default_value = "-0.5:1.5:41")]
+    pub x: Axis,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub value: ValueArgs,
+    #[command(flatten)]
+    pub speed: SpeedArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PlaneArgs {
+    /// Three checkpoints A B C: the plane's origin A and axes B − A, C − A.
+    #[arg(long, num_args = 3, value_names = ["A", "B", "C"], required = true)]
+    pub models: Vec<PathBuf>,
+    /// TorchScript architecture the state dicts are applied to [default: A, if it is TorchScript].
+    #[arg(long, value_name = "ARCH.pt")]
+    pub arch: Option<PathBuf>,
+    /// x axis (coefficient of B − A).
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true, default_value = "-0.5:1.5:21")]
+    pub x: Axis,
+    /// y axis (coefficient of C − A, or of its part orthogonal to B − A).
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true, default_value = "-0.5:1.5:21")]
+    pub y: Axis,
+    /// Gram–Schmidt: make the y axis orthogonal to B − A (C then sits at (c, 1), recorded in meta.json).
+    #[arg(long)]
+    pub orthogonalize: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub value: ValueArgs,
+    #[command(flatten)]
+    pub speed: SpeedArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TrajectoryArgs {
+    /// A directory of checkpoints, or a glob such as 'run/epoch_*.pt' (quote it); ordered naturally.
+    #[arg(long, value_name = "DIR_OR_GLOB")]
+    pub checkpoints: String,
+    /// TorchScript architecture the state dicts are applied to [default: the last checkpoint, if TorchScript].
+    #[arg(long, value_name = "ARCH.pt")]
+    pub arch: Option<PathBuf>,
+    /// The plane's origin: the last checkpoint, or another checkpoint file.
+    #[arg(long, default_value = "last", value_name = "last|FILE")]
+    pub origin: String,
+    /// Parameters with dim <= 1 (biases, BatchNorm): biasbn = left out of the PCA, keep = included.
+    #[arg(long, value_enum, default_value = "biasbn")]
+    pub ignore: Ignore,
+    /// x axis [default: the path's extent plus a margin, --n points].
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true)]
+    pub x: Option<Axis>,
+    /// y axis [default: the path's extent plus a margin, --n points].
+    #[arg(long, value_name = "MIN:MAX:N", allow_hyphen_values = true)]
+    pub y: Option<Axis>,
+    /// Margin around the path, as a fraction of its extent on each axis.
+    #[arg(long, default_value_t = 0.25)]
+    pub margin: f64,
+    /// Points per axis when the extent is automatic.
+    #[arg(long, default_value_t = 21)]
+    pub n: usize,
+    /// Memory for checkpoint vectors during the PCA, in MiB (more checkpoints than fit are
+    /// processed in blocks, read again as needed).
+    #[arg(long, value_name = "MIB", default_value_t = 2048.0)]
+    pub pca_memory: f64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub value: ValueArgs,
+    #[command(flatten)]
+    pub speed: SpeedArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The run directory the shards wrote to.
+    pub run_dir: PathBuf,
+    /// Write NaN for missing points instead of failing.
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Do not draw the pictures.
+    #[arg(long)]
+    pub no_plots: bool,
+    /// No messages.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// A run directory (with meta.json).
+    pub run_dir: PathBuf,
+    /// Colours, heights and contour spacing on log10(loss).
+    #[arg(long)]
+    pub log: bool,
+    /// Lower end of the colour range (loss units).
+    #[arg(long, allow_hyphen_values = true)]
+    pub vmin: Option<f64>,
+    /// Upper end of the colour range (loss units).
+    #[arg(long, allow_hyphen_values = true)]
+    pub vmax: Option<f64>,
+    /// Number of contour levels.
+    #[arg(long, default_value_t = 12)]
+    pub levels: usize,
+    /// Clip the 3-D surface's height at this loss.
+    #[arg(long)]
+    pub zmax: Option<f64>,
+    /// Resolution: 100 gives 800x640 pictures.
+    #[arg(long, default_value_t = 100)]
+    pub dpi: u32,
+}

@@ -1,0 +1,176 @@
+//! The command line: parse (clap) → plan (typed, validated configurations) → run a command →
+//! report. Every error becomes one line on stderr and exit status 1 (2 for usage errors); only
+//! this layer talks to the user.
+
+pub mod args;
+pub mod plan;
+pub mod progress;
+pub mod words;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::args::{Cli, Command};
+use crate::cli::plan::ProcessEnv;
+use crate::cli::progress::{sig6, Progress};
+use crate::commands::run::{Outcome, Summary};
+use crate::commands::{self};
+use crate::error::Result;
+use crate::plot::PlotOptions;
+
+/// The `losscape` program.
+pub fn main() -> ExitCode {
+    let cli = match parse_args() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    progress::init_log(quiet(&cli.command));
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("losscape: error: {}", words::line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn quiet(c: &Command) -> bool {
+    match c {
+        Command::Surface(a) => a.out.quiet,
+        Command::Directions(a) => a.out.quiet,
+        Command::Line(a) => a.out.quiet,
+        Command::Plane(a) => a.out.quiet,
+        Command::Trajectory(a) => a.out.quiet,
+        Command::Merge(a) => a.quiet,
+        Command::Plot(_) => false,
+    }
+}
+
+/// clap's usage errors, folded into one line (help and --version print as usual).
+fn parse_args() -> std::result::Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+            || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+        let text = e.render().to_string();
+        let msg: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+        eprintln!("losscape: {} (see losscape --help)", msg.join(" "));
+        ExitCode::from(2)
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let env = ProcessEnv;
+    let (outcome, quiet, plots) = match cli.command {
+        Command::Plot(a) => {
+            let o = PlotOptions { log: a.log, vmin: a.vmin, vmax: a.vmax, levels: a.levels, zmax: a.zmax, dpi: a.dpi };
+            for f in commands::plot::plot(&a.run_dir, &o)? {
+                println!("{}", f.display());
+            }
+            return Ok(());
+        }
+        Command::Merge(a) => {
+            let s = commands::merge::merge(&a.run_dir, a.allow_partial)?;
+            if !a.quiet && s.meta.shards.count > 1 {
+                eprintln!("losscape: merged {} shards of run {}", s.meta.shards.count, s.meta.config_hash);
+            }
+            (Outcome::Complete(s), a.quiet, !a.no_plots)
+        }
+        Command::Surface(a) => {
+            let cfg = plan::surface(&a, &env, argv)?;
+            let mut p = Progress::new(a.out.quiet);
+            (commands::surface::surface(&cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
+        }
+        Command::Directions(a) => {
+            let cfg = plan::directions(&a, &env, argv)?;
+            let mut p = Progress::new(true);
+            (commands::surface::surface(&cfg, &mut p)?, a.out.quiet, false)
+        }
+        Command::Line(a) => {
+            let cfg = plan::line(&a, &env, argv)?;
+            let mut p = Progress::new(a.out.quiet);
+            (commands::line::line(&cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
+        }
+        Command::Plane(a) => {
+            let cfg = plan::plane(&a, &env, argv)?;
+            let mut p = Progress::new(a.out.quiet);
+            (commands::plane::plane(&cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
+        }
+        Command::Trajectory(a) => {
+            let cfg = plan::trajectory(&a, &env, argv)?;
+            let mut p = Progress::new(a.out.quiet);
+            (commands::trajectory::trajectory(&cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
+        }
+    };
+    report(&outcome, quiet);
+    if let (true, Outcome::Complete(s)) = (plots, &outcome) {
+        // The run itself is complete; a picture that fails is reported, not fatal.
+        if let Err(e) = commands::plot::plot(&s.dir, &PlotOptions::default()) {
+            eprintln!(
+                "losscape: warning: pictures not drawn: {} (the run's data is complete; see `losscape plot`)",
+                words::line(&e)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The summary line of a finished task.
+fn report(outcome: &Outcome, quiet: bool) {
+    if quiet {
+        return;
+    }
+    match outcome {
+        Outcome::Complete(s) => eprintln!("{}", summary_line(s)),
+        Outcome::AlreadyComplete(s) => {
+            eprintln!("losscape: {} already holds this run, complete; nothing to do", s.dir.display())
+        }
+        Outcome::ShardDone { shard, points, missing } => eprintln!(
+            "losscape: shard {shard} done ({points} points); {missing} points of the run are in other shards \
+             — the last shard to finish merges by itself, or run `losscape merge` once they are done"
+        ),
+        Outcome::Prepared { points } => {
+            eprintln!("losscape: the run is set up for `surface --shard I/N` tasks ({points} points)")
+        }
+    }
+}
+
+/// `losscape: 441 points on cpu in 67.2s (3281 images/s), loss 0.0734126 .. 55.1235 -> DIR`, with
+/// the non-finite points and their cause when there are any.
+pub fn summary_line(s: &Summary) -> String {
+    let m = &s.meta;
+    let t = &m.timing;
+    let range = match (m.loss_min, m.loss_max) {
+        (Some(a), Some(b)) => format!("loss {} .. {}", sig6(a as f64), sig6(b as f64)),
+        _ => "no finite loss".into(),
+    };
+    let mut line = format!(
+        "losscape: {} points on {} in {:.1}s ({:.0} images/s), {range}",
+        t.points, m.description.device, t.eval_seconds, t.images_per_second
+    );
+    if m.nonfinite_points > 0 {
+        line += &format!(
+            "; {} of {} grid points are not finite",
+            m.nonfinite_points,
+            m.description.grid.shape.iter().product::<u64>()
+        );
+        if let Some(cause) = m.nonfinite.as_ref().and_then(|n| n.cause.as_ref()) {
+            line += &format!(" ({cause}: try --batchnorm recompute)");
+        }
+    }
+    if m.shards.missing_points > 0 {
+        line += &format!("; {} points missing (NaN)", m.shards.missing_points);
+    }
+    line + &format!(" -> {}", display(&s.dir))
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

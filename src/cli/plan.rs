@@ -1,0 +1,333 @@
+//! From the command line as typed to the library's configurations ("high" arguments): defaults,
+//! the environment (SLURM array variables) and the devices resolved once, here.
+
+use std::time::Duration;
+
+use tch::Device;
+
+use crate::cli::args::*;
+use crate::commands::line::LineConfig;
+use crate::commands::plane::PlaneConfig;
+use crate::commands::run::Task;
+use crate::commands::surface::SurfaceConfig;
+use crate::commands::trajectory::TrajectoryConfig;
+use crate::engine::session::Setup;
+use crate::error::{Error, Result, Setting};
+use crate::inputs::data::DataSpec;
+use crate::space::grid::{GridSpec, Spacing};
+use crate::space::shard::Shard;
+
+/// What the process reads from its environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process's own environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+pub fn setup(d: &DataArgs, v: &ValueArgs, speed: Option<&SpeedArgs>) -> Setup {
+    let data = DataSpec {
+        path: d.data.clone(),
+        split: d.split,
+        limit: d.limit,
+        mean: d.mean.clone(),
+        std: d.std.clone(),
+        layout: d.layout,
+    };
+    let mut s = Setup::new(data);
+    s.loss = d.loss;
+    s.precision = v.precision;
+    s.loss_cap = v.loss_cap;
+    s.fold_batchnorm = v.fold_batchnorm;
+    s.batchnorm = v.batchnorm;
+    s.bn_samples = v.bn_samples;
+    if let Some(sp) = speed {
+        s.batch_size = sp.batch_size;
+        s.channels_last = sp.channels_last;
+        s.cudnn_benchmark = sp.cudnn_benchmark;
+        s.onednn = sp.onednn;
+    }
+    s
+}
+
+/// The devices of the task's workers: every GPU `--device` names (one worker each), or `workers`
+/// CPU workers.
+pub fn devices(v: &ValueArgs, workers: usize) -> Result<Vec<Device>> {
+    if workers == 0 {
+        return Err(Error::setting(Setting::Workers, 0, "must be at least 1"));
+    }
+    let devs = v.device.resolve_all()?;
+    Ok(if devs[0].is_cuda() { devs } else { vec![Device::Cpu; workers] })
+}
+
+/// How this process takes part: its shard (explicit, else from a SLURM job array), devices and
+/// progress saving.
+pub fn task(out: &OutArgs, v: &ValueArgs, t: Option<&TaskArgs>, env: &dyn Env, argv: Vec<String>) -> Result<Task> {
+    let shard = match t.and_then(|t| t.shard) {
+        Some(s) => s,
+        None => Shard::from_slurm(|k| env.var(k))?.unwrap_or(Shard::WHOLE),
+    };
+    let (workers, every) = t.map_or((1, 5.0), |t| (t.workers, t.save_every));
+    if !(every.is_finite() && every >= 0.0) {
+        return Err(Error::setting(Setting::SaveEvery, every, "must be a number of seconds >= 0"));
+    }
+    Ok(Task {
+        out: out.out.clone(),
+        overwrite: out.overwrite,
+        shard,
+        devices: devices(v, workers)?,
+        save_every: Duration::from_secs_f64(every),
+        prepare_only: false,
+        argv,
+    })
+}
+
+pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<SurfaceConfig> {
+    let m = &a.model;
+    Ok(SurfaceConfig {
+        model: m.model.clone(),
+        arch: m.arch.clone(),
+        grid: GridSpec { x: m.x, y: m.y, spacing: m.spacing },
+        norm: m.norm,
+        ignore: m.ignore,
+        seed: m.seed,
+        directions: m.directions.clone(),
+        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+    })
+}
+
+pub fn directions(a: &DirectionsArgs, env: &dyn Env, argv: Vec<String>) -> Result<SurfaceConfig> {
+    let m = &a.model;
+    let mut task = task(&a.out, &a.value, None, env, argv)?;
+    task.prepare_only = true;
+    Ok(SurfaceConfig {
+        model: m.model.clone(),
+        arch: m.arch.clone(),
+        grid: GridSpec { x: m.x, y: m.y, spacing: m.spacing },
+        norm: m.norm,
+        ignore: m.ignore,
+        seed: m.seed,
+        directions: m.directions.clone(),
+        setup: setup(&a.data, &a.value, None),
+        task,
+    })
+}
+
+pub fn line(a: &LineArgs, env: &dyn Env, argv: Vec<String>) -> Result<LineConfig> {
+    Ok(LineConfig {
+        from: a.from.clone(),
+        to: a.to.clone(),
+        arch: a.arch.clone(),
+        x: a.x,
+        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+    })
+}
+
+pub fn plane(a: &PlaneArgs, env: &dyn Env, argv: Vec<String>) -> Result<PlaneConfig> {
+    let models: [std::path::PathBuf; 3] = a.models.clone().try_into().map_err(|m: Vec<_>| {
+        Error::setting(Setting::Models, format!("{} files", m.len()), "needs exactly three checkpoints A B C")
+    })?;
+    Ok(PlaneConfig {
+        models,
+        arch: a.arch.clone(),
+        grid: GridSpec { x: a.x, y: Some(a.y), spacing: Spacing::Linear },
+        orthogonalize: a.orthogonalize,
+        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+    })
+}
+
+pub fn trajectory(a: &TrajectoryArgs, env: &dyn Env, argv: Vec<String>) -> Result<TrajectoryConfig> {
+    Ok(TrajectoryConfig {
+        checkpoints: a.checkpoints.clone(),
+        arch: a.arch.clone(),
+        origin: a.origin.parse()?,
+        ignore: a.ignore,
+        x: a.x,
+        y: a.y,
+        margin: a.margin,
+        points_per_axis: a.n,
+        pca_memory_mb: a.pca_memory,
+        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    struct Vars(Vec<(&'static str, &'static str)>);
+
+    impl Env for Vars {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("losscape").chain(args.iter().copied()))
+    }
+
+    fn surface_args(extra: &[&str]) -> SurfaceArgs {
+        let mut a = vec!["surface", "--model", "m.pt", "--data", "d", "--x=-1:1:3", "--out", "o"];
+        a.extend_from_slice(extra);
+        match parse(&a).unwrap().command {
+            Command::Surface(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn surface_defaults() {
+        let c = surface(&surface_args(&[]), &Vars(vec![]), vec![]).unwrap();
+        assert_eq!(c.task.shard, Shard::WHOLE);
+        assert_eq!(c.task.save_every, Duration::from_secs(5));
+        assert_eq!(c.grid.y, None);
+        assert!(c.setup.fold_batchnorm && c.setup.channels_last && c.setup.onednn && c.setup.cudnn_benchmark);
+        assert_eq!(c.setup.batchnorm, crate::options::BatchNormMode::Eval);
+        assert_eq!((c.seed, c.norm, c.ignore), (0, crate::options::Norm::Filter, crate::options::Ignore::Biasbn));
+    }
+
+    #[test]
+    fn the_shard_comes_from_the_flag_else_from_a_slurm_array() {
+        let env =
+            Vars(vec![("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "0")]);
+        let c = surface(&surface_args(&["--device", "cpu"]), &env, vec![]).unwrap();
+        assert_eq!(c.task.shard, Shard { index: 3, count: 4 });
+        let c = surface(&surface_args(&["--shard", "1/2"]), &env, vec![]).unwrap();
+        assert_eq!(c.task.shard, Shard { index: 1, count: 2 });
+    }
+
+    #[test]
+    fn save_every_has_its_old_name_too_and_is_checked() {
+        let c = surface(&surface_args(&["--checkpoint-every", "0"]), &Vars(vec![]), vec![]).unwrap();
+        assert_eq!(c.task.save_every, Duration::ZERO);
+        let e = surface(&surface_args(&["--save-every=-1"]), &Vars(vec![]), vec![]).unwrap_err();
+        assert!(matches!(e, Error::Setting { setting: Setting::SaveEvery, .. }), "{e}");
+    }
+
+    #[test]
+    fn workers_make_cpu_workers_and_zero_is_refused() {
+        let c = surface(&surface_args(&["--workers", "3", "--device", "cpu"]), &Vars(vec![]), vec![]).unwrap();
+        assert_eq!(c.task.devices, vec![Device::Cpu; 3]);
+        let e = surface(&surface_args(&["--workers", "0"]), &Vars(vec![]), vec![]).unwrap_err();
+        assert!(matches!(e, Error::Setting { setting: Setting::Workers, .. }));
+    }
+
+    #[test]
+    fn flags_reach_the_setup() {
+        let a = surface_args(&[
+            "--batch-size",
+            "8",
+            "--precision",
+            "bf16",
+            "--loss-cap",
+            "3",
+            "--channels-last",
+            "false",
+            "--fold-batchnorm",
+            "false",
+            "--onednn",
+            "false",
+            "--cudnn-benchmark",
+            "false",
+            "--batchnorm",
+            "recompute",
+            "--bn-samples",
+            "500",
+            "--limit",
+            "7",
+            "--split",
+            "test",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.2,0.2,0.2",
+            "--layout",
+            "nhwc",
+            "--loss",
+            "mse",
+            "--y",
+            "0:1:2",
+            "--spacing",
+            "cubic",
+            "--seed",
+            "4",
+            "--norm",
+            "layer",
+            "--ignore",
+            "keep",
+        ]);
+        let c = surface(&a, &Vars(vec![]), vec![]).unwrap();
+        let s = &c.setup;
+        assert_eq!(s.batch_size, Some(8));
+        assert_eq!(s.precision, Some(crate::options::Precision::Bf16));
+        assert_eq!(s.loss_cap, Some(3.0));
+        assert!(!s.channels_last && !s.fold_batchnorm && !s.onednn && !s.cudnn_benchmark);
+        assert_eq!((s.batchnorm, s.bn_samples), (crate::options::BatchNormMode::Recompute, 500));
+        assert_eq!((s.data.limit, s.data.split), (Some(7), crate::options::Split::Test));
+        assert_eq!(s.data.mean.as_deref(), Some(&[0.5f32, 0.5, 0.5][..]));
+        assert_eq!(s.data.layout, crate::options::Layout::Nhwc);
+        assert_eq!(s.loss, Some(crate::options::LossKind::Mse));
+        assert_eq!(c.grid.spacing, Spacing::Cubic);
+        assert_eq!((c.seed, c.norm, c.ignore), (4, crate::options::Norm::Layer, crate::options::Ignore::Keep));
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        use clap::error::ErrorKind;
+        let e = parse(&["plane", "--data", "d", "--out", "o"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let e = parse(&["surface", "--model", "m", "--data", "d", "--x", "-1:1", "--out", "o"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("MIN:MAX:N"));
+        let e = parse(&["surface", "--model", "m", "--data", "d", "--x=0:1:2", "--out", "o", "--device", "tpu"])
+            .unwrap_err();
+        assert!(e.to_string().contains("tpu"));
+        let e = parse(&["surface", "--model", "m", "--data", "d", "--x=0:1:2", "--out", "o", "--shard", "4/4"])
+            .unwrap_err();
+        assert!(e.to_string().contains("4/4"));
+    }
+
+    #[test]
+    fn directions_takes_only_the_options_it_uses() {
+        let ok = parse(&["directions", "--model", "m", "--data", "d", "--x=0:1:2", "--out", "o", "--seed", "3"]);
+        assert!(ok.is_ok());
+        for extra in [["--workers", "2"], ["--shard", "0/2"], ["--batch-size", "8"], ["--save-every", "1"]] {
+            let mut a = vec!["directions", "--model", "m", "--data", "d", "--x=0:1:2", "--out", "o"];
+            a.extend_from_slice(&extra);
+            assert!(parse(&a).is_err(), "directions accepted {extra:?}");
+        }
+        let c = match parse(&["directions", "--model", "m", "--data", "d", "--x=0:1:2", "--out", "o"]).unwrap().command
+        {
+            Command::Directions(d) => directions(&d, &Vars(vec![]), vec![]).unwrap(),
+            _ => unreachable!(),
+        };
+        assert!(c.task.prepare_only);
+    }
+
+    #[test]
+    fn trajectory_and_line_defaults() {
+        let t = match parse(&["trajectory", "--checkpoints", "c", "--data", "d", "--out", "o"]).unwrap().command {
+            Command::Trajectory(t) => trajectory(&t, &Vars(vec![]), vec![]).unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!((t.margin, t.points_per_axis, t.pca_memory_mb), (0.25, 21, 2048.0));
+        assert_eq!(t.origin, crate::commands::trajectory::Origin::Last);
+        let l = match parse(&["line", "--from", "a", "--to", "b", "--data", "d", "--out", "o"]).unwrap().command {
+            Command::Line(l) => line(&l, &Vars(vec![]), vec![]).unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!((l.x.min, l.x.max, l.x.n), (-0.5, 1.5, 41));
+    }
+}

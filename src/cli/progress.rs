@@ -1,0 +1,167 @@
+//! What the command line shows while it works: a progress bar with ETA on a terminal, plain lines
+//! every 30 s otherwise (batch logs of cluster jobs), nothing when quiet; and the library's notes
+//! and warnings (the `log` records it emits), one line each.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::sweep::Observer;
+
+/// Seconds between plain lines when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Progress {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    lines: bool,
+    total: usize,
+    done: usize,
+    start: Instant,
+    last_line: Instant,
+    samples_per_point: usize,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Progress {
+        let now = Instant::now();
+        Progress { quiet, bar: None, lines: false, total: 0, done: 0, start: now, last_line: now, samples_per_point: 0 }
+    }
+
+    fn images_per_sec(&self) -> f64 {
+        (self.done * self.samples_per_point) as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+impl Observer for Progress {
+    fn start(&mut self, points: usize, samples: usize) {
+        let tty = std::io::stderr().is_terminal();
+        self.total = points;
+        self.samples_per_point = samples;
+        self.start = Instant::now();
+        self.last_line = self.start;
+        self.lines = !self.quiet && !tty;
+        self.bar = (!self.quiet && tty).then(|| {
+            let b = ProgressBar::new(points as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} {pos}/{len} points [{elapsed_precise} < {eta_precise}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            b
+        });
+    }
+
+    fn point(&mut self, loss: f64) {
+        self.done += 1;
+        let rate = self.images_per_sec();
+        if let Some(b) = &self.bar {
+            b.set_message(format!("loss {loss:.4}, {}", human_rate(rate)));
+            b.inc(1);
+        } else if self.lines && (self.last_line.elapsed() >= LINE_EVERY || self.done == self.total || self.done == 1) {
+            self.last_line = Instant::now();
+            let el = self.start.elapsed().as_secs_f64();
+            let eta = el / self.done as f64 * (self.total.saturating_sub(self.done)) as f64;
+            eprintln!(
+                "losscape: {}/{} points ({:.0}%), last loss {loss:.4}, {}, elapsed {}, ETA {}",
+                self.done,
+                self.total,
+                100.0 * self.done as f64 / self.total.max(1) as f64,
+                human_rate(rate),
+                hms(el),
+                hms(eta)
+            );
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+fn human_rate(r: f64) -> String {
+    if r >= 1000.0 {
+        format!("{:.1}k images/s", r / 1000.0)
+    } else {
+        format!("{r:.0} images/s")
+    }
+}
+
+fn hms(s: f64) -> String {
+    let s = s.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The library's log records on stderr: warnings as `losscape: warning: ...`, notes as
+/// `losscape: ...`; only warnings when quiet.
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let text = r.args().to_string().replace('\n', " ");
+        match r.level() {
+            log::Level::Error | log::Level::Warn => eprintln!("losscape: warning: {text}"),
+            _ => eprintln!("losscape: {text}"),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Install the logger (once per process).
+pub fn init_log(quiet: bool) {
+    static LOGGER: Logger = Logger;
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(if quiet { log::LevelFilter::Warn } else { log::LevelFilter::Info });
+}
+
+/// x with 6 significant digits, in plain notation where it reads well.
+pub fn sig6(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    let mag = x.abs().log10().floor() as i32;
+    if !(-4..6).contains(&mag) {
+        return format!("{x:.5e}");
+    }
+    format!("{x:.*}", (5 - mag).max(0) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn six_significant_digits() {
+        assert_eq!(sig6(2.302581234), "2.30258");
+        assert_eq!(sig6(0.0734125678), "0.0734126");
+        assert_eq!(sig6(55.12345678), "55.1235");
+        assert_eq!(sig6(123456.7), "123457");
+        assert_eq!(sig6(1234567.0), "1.23457e6");
+        assert_eq!(sig6(0.00001234567), "1.23457e-5");
+        assert_eq!(sig6(0.0), "0");
+        assert_eq!(sig6(f64::NAN), "NaN");
+        assert_eq!(sig6(-0.5), "-0.500000");
+    }
+
+    #[test]
+    fn clock_and_rate_formats() {
+        assert_eq!(hms(3725.4), "1:02:05");
+        assert_eq!(human_rate(1530.0), "1.5k images/s");
+        assert_eq!(human_rate(812.2), "812 images/s");
+    }
+}

@@ -1,0 +1,150 @@
+//! The parts of a run's identity and description that every command fills the same way, from the
+//! probe session (the model and data as the first task loaded them).
+
+use crate::engine::device;
+use crate::engine::evaluate::Evaluator;
+use crate::engine::session::{Session, Setup};
+use crate::options::{BatchNormMode, Precision};
+use crate::space::grid::GridSpec;
+use crate::store::record::{
+    BatchNormMeta, DataIdentity, DataMeta, Description, GridMeta, Identity, ModelMeta, Outputs, Quantity, RunKind,
+    Source, Tool,
+};
+
+/// The values evaluated at every point of a run of `kind` with these options.
+pub fn columns(kind: RunKind, setup: &Setup) -> Vec<Quantity> {
+    let mut c = vec![Quantity::Loss, Quantity::Acc];
+    if setup.loss_cap.is_some() {
+        c.push(Quantity::Capped);
+    }
+    // Lines and planes interpolate BatchNorm statistics: watch for negative variances.
+    if setup.batchnorm == BatchNormMode::Eval && matches!(kind, RunKind::Line | RunKind::Plane) {
+        c.push(Quantity::NegativeVariance);
+    }
+    c
+}
+
+/// The identity of a run of `kind` on the probe's model and data.
+pub fn identity(
+    kind: RunKind,
+    s: &Session,
+    ev: &Evaluator,
+    origin_sha256: Option<String>,
+    grid: Option<GridSpec>,
+    source: Source,
+) -> Identity {
+    let setup = &s.setup;
+    Identity {
+        kind,
+        model_sha256: s.model.sha256.clone(),
+        origin_sha256,
+        data: DataIdentity {
+            sha256: s.data.sha256().to_string(),
+            n: s.data.n,
+            normalization: s.data.normalization.clone(),
+        },
+        grid,
+        source,
+        loss: ev.loss,
+        precision: s.precision,
+        loss_cap: setup.loss_cap,
+        fold_batchnorm: setup.fold_batchnorm,
+        batchnorm: setup.batchnorm,
+        bn_samples: (setup.batchnorm == BatchNormMode::Recompute).then_some(setup.bn_samples),
+        columns: columns(kind, setup),
+    }
+}
+
+/// The common part of meta.json: tool, model, data, grid, device and precision. `layout` says
+/// what loss[j, i] is; `point` how a point is formed.
+pub fn description(
+    s: &Session,
+    ev: &Evaluator,
+    grid: &GridSpec,
+    layout: &str,
+    point: &str,
+    argv: &[String],
+) -> Description {
+    let two = grid.y.is_some();
+    let g = grid.grid();
+    let setup = &s.setup;
+    let data = &s.data;
+    Description {
+        tool: Tool { name: "losscape".into(), version: env!("CARGO_PKG_VERSION").into() },
+        argv: argv.to_vec(),
+        model: ModelMeta {
+            path: s.model.path.clone(),
+            sha256: s.model.sha256.clone(),
+            parameters: s.model.num_params(),
+            parameter_tensors: s.model.params.len(),
+            origin: None,
+            moving_tensors: None,
+        },
+        data: DataMeta {
+            path: data.path.clone(),
+            format: data.format,
+            split: data.split,
+            n: data.n,
+            available: data.available,
+            subset: "first n samples in file order".into(),
+            sha256: data.sha256().to_string(),
+            targets: data.targets,
+            sample_shape: data.sample_shape(),
+            normalization: data.normalization.clone(),
+        },
+        loss: ev.loss,
+        grid: GridMeta {
+            dims: if two { 2 } else { 1 },
+            x: grid.x,
+            y: grid.y,
+            spacing: grid.spacing,
+            shape: g.shape(),
+            layout: layout.into(),
+            point: point.into(),
+        },
+        outputs: Outputs {
+            loss: "loss.npy".into(),
+            acc: "acc.npy".into(),
+            x: "x.npy".into(),
+            y: two.then(|| "y.npy".into()),
+            capped: setup.loss_cap.map(|_| "capped.npy".into()),
+            directions: "directions.safetensors".into(),
+            path: None,
+            path_loss: None,
+            path_acc: None,
+        },
+        device: device::name(s.dev),
+        precision: s.precision,
+        dtype: s.precision.dtype_name().into(),
+        tf32_convolutions: s.dev.is_cuda() && s.precision != Precision::Fp32,
+        libtorch_version: env!("LOSSCAPE_LIBTORCH_VERSION").into(),
+        channels_last: setup.channels_last,
+        cudnn_benchmark: s.dev.is_cuda() && setup.cudnn_benchmark,
+        batchnorm: BatchNormMeta {
+            mode: setup.batchnorm,
+            samples: s.bn_data.as_ref().map(|b| b.n),
+            note: match setup.batchnorm {
+                BatchNormMode::Eval => "eval mode with the running statistics as stored (interpolated with the \
+                                         checkpoints for line and plane runs)"
+                    .into(),
+                BatchNormMode::Recompute => "running statistics re-estimated at every point on the first training \
+                                              samples in the run's batches (torch.optim.swa_utils.update_bn), then \
+                                              eval mode"
+                    .into(),
+            },
+        },
+        directions: None,
+        line: None,
+        plane: None,
+        trajectory: None,
+    }
+}
+
+/// What loss[j, i] is, for a 1-D or 2-D grid whose point is `point(x, y)`.
+pub fn layout(two: bool, point: &str) -> String {
+    if two {
+        format!("loss[j, i] = L({point}) with x = x[i], y = y[j]: rows are y, columns are x (meshgrid 'xy')")
+    } else {
+        format!("loss[i] = L({point}) with x = x[i]")
+    }
+}

@@ -1,0 +1,13 @@
+//! The commands: each turns its typed configuration into a run — `surface` (and `directions`,
+//! which only sets one up), `line`, `plane`, `trajectory` — through the one driver in [`run`]
+//! (establish the run directory, sweep this task's points, merge), or reads runs back: `merge`,
+//! `plot`.
+
+pub mod describe;
+pub mod line;
+pub mod merge;
+pub mod plane;
+pub mod plot;
+pub mod run;
+pub mod surface;
+pub mod trajectory;

@@ -1,0 +1,115 @@
+//! `plane`: θ_A + α(θ_B − θ_A) + β(θ_C − θ_A) through three checkpoints (parameters and
+//! BatchNorm statistics), optionally with the second axis made orthogonal to the first;
+//! meta.json records where A, B and C sit in plane coordinates and each one's own loss.
+
+use std::path::{Path, PathBuf};
+
+use crate::commands::describe;
+use crate::commands::line::{arch_of, difference};
+use crate::commands::run::{self, Establish, Outcome, Task};
+use crate::engine::session::{Session, Setup};
+use crate::engine::sweep::Observer;
+use crate::error::{Error, Result, Role};
+use crate::inputs::checkpoint::State;
+use crate::inputs::model::sha256_file;
+use crate::space::directions::{self, Direction};
+use crate::space::grid::GridSpec;
+use crate::store::record::{Description, Motion, Plan, PlaneMeta, RunKind, Source, StateMeta};
+
+#[derive(Debug, Clone)]
+pub struct PlaneConfig {
+    pub models: [PathBuf; 3],
+    pub arch: Option<PathBuf>,
+    pub grid: GridSpec,
+    pub orthogonalize: bool,
+    pub setup: Setup,
+    pub task: Task,
+}
+
+/// Least-squares coordinates (u, v) of `w` on the span of `dx`, `dy`.
+fn coordinates(w: &Direction, dx: &Direction, dy: &Direction) -> [f64; 2] {
+    let (a, b, c) = (dx.dot(dx), dx.dot(dy), dy.dot(dy));
+    let (p, q) = (dx.dot(w), dy.dot(w));
+    let det = a * c - b * b;
+    [(c * p - b * q) / det, (a * q - b * p) / det]
+}
+
+pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+    let [pa, pb, pc] = &cfg.models;
+    let arch = arch_of(cfg.arch.as_deref(), pa)?;
+    let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
+    let ev = s.evaluator()?;
+    let states = [State::load(pa, &s.model)?, State::load(pb, &s.model)?, State::load(pc, &s.model)?];
+    let dx = difference(&states[0], &states[1]);
+    let mut dy = difference(&states[0], &states[2]);
+    for (d, p) in [(&dx, pb), (&dy, pc)] {
+        if d.norm() == 0.0 {
+            return Err(Error::file(Role::Checkpoint, p, format!("is identical to {} (a zero axis)", pa.display())));
+        }
+    }
+    let c_on_x = dx.dot(&dy) / dx.dot(&dx);
+    if cfg.orthogonalize {
+        for ((_, y), (_, x)) in dy.tensors.iter_mut().zip(&dx.tensors) {
+            *y = &*y - x * c_on_x;
+        }
+    }
+    let cos = dx.cosine(&dy);
+    if cos.is_nan() || cos.abs() >= 1.0 - 1e-9 || dy.norm() <= 1e-9 * dx.norm() {
+        return Err(Error::file(
+            Role::Checkpoint,
+            pc,
+            format!("lies on the line through {} and {}: no plane", pa.display(), pb.display()),
+        ));
+    }
+    let coords: Vec<[f64; 2]> = states.iter().map(|st| coordinates(&difference(&states[0], st), &dx, &dy)).collect();
+    let sha = |p: &Path| sha256_file(p, Role::Checkpoint);
+    let identity = describe::identity(
+        RunKind::Plane,
+        &s,
+        &ev,
+        Some(sha(pa)?),
+        Some(cfg.grid),
+        Source::Plane { b_sha256: sha(pb)?, c_sha256: sha(pc)?, orthogonalize: cfg.orthogonalize },
+    );
+    let mut description = describe::description(
+        &s,
+        &ev,
+        &cfg.grid,
+        &describe::layout(true, "theta_A + x * dx + y * dy"),
+        "each point formed from the pristine origin: theta_A + x*dx + y*dy",
+        &cfg.task.argv,
+    );
+    description.model.origin = Some(pa.clone());
+    let state =
+        |i: usize, p: &Path| StateMeta { path: p.to_path_buf(), coords: Some(coords[i]), loss: None, acc: None };
+    description.plane = Some(PlaneMeta {
+        a: state(0, pa),
+        b: state(1, pb),
+        c: state(2, pc),
+        arch: arch.clone(),
+        orthogonalized: cfg.orthogonalize,
+        dx: "theta_B - theta_A".into(),
+        dy: if cfg.orthogonalize {
+            "(theta_C - theta_A) minus its projection on dx (Gram-Schmidt)".into()
+        } else {
+            "theta_C - theta_A".into()
+        },
+        x_norm: dx.norm(),
+        y_norm: dy.norm(),
+        cos_xy: cos,
+        moved: "parameters and floating-point buffers (BatchNorm running statistics)".into(),
+    });
+    let plan = Plan {
+        arch,
+        origin: Some(pa.clone()),
+        motion: Motion::Affine,
+        grid: cfg.grid,
+        states: cfg.models.to_vec(),
+        columns: identity.columns.clone(),
+    };
+    let prepare = move |dir: &Path, _: &Session| -> Result<(Plan, Description)> {
+        directions::save(&dir.join("directions.safetensors"), &dx, Some(&dy))?;
+        Ok((plan, description))
+    };
+    run::run(&cfg.task, &cfg.setup, s, Establish { identity, keep: None, prepare: Box::new(prepare) }, observer)
+}

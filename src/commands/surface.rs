@@ -1,0 +1,123 @@
+//! `surface` (and `directions`): θ* + αδ + βη over a 1-D or 2-D grid around a model, δ and η
+//! seeded random directions (filter-normalized by default) or ones given in a file.
+
+use std::path::PathBuf;
+
+use tch::Tensor;
+
+use crate::commands::describe;
+use crate::commands::run::{self, Establish, Outcome, Task};
+use crate::engine::session::{Session, Setup};
+use crate::engine::sweep::Observer;
+use crate::error::{Error, Result, Role};
+use crate::inputs::checkpoint::State;
+use crate::inputs::model::sha256_file;
+use crate::options::{Ignore, Norm};
+use crate::space::directions::{self, Direction};
+use crate::space::grid::GridSpec;
+use crate::store::record::{DirectionsMeta, Motion, Plan, RunKind, Source};
+
+/// Everything a `surface` run needs, validated and typed.
+#[derive(Debug, Clone)]
+pub struct SurfaceConfig {
+    /// The model: a TorchScript file, or with `arch` a checkpoint of that architecture.
+    pub model: PathBuf,
+    /// The TorchScript architecture a checkpoint `model` is applied to.
+    pub arch: Option<PathBuf>,
+    pub grid: GridSpec,
+    pub norm: Norm,
+    pub ignore: Ignore,
+    pub seed: i64,
+    /// Reuse these directions instead of drawing new ones.
+    pub directions: Option<PathBuf>,
+    pub setup: Setup,
+    pub task: Task,
+}
+
+/// Run (or, with `task.prepare_only`, set up) a surface.
+pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+    let arch = cfg.arch.clone().unwrap_or_else(|| cfg.model.clone());
+    let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
+    let ev = s.evaluator()?;
+    // The origin: the model's own values, or a checkpoint's applied to the architecture.
+    let origin = match &cfg.arch {
+        Some(_) => Some(State::load(&cfg.model, &s.model)?),
+        None => None,
+    };
+    let theta: Vec<(String, Tensor)> = match &origin {
+        Some(st) => st
+            .names
+            .iter()
+            .zip(&st.tensors)
+            .take(s.model.params.len())
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+        None => s.model.params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+    };
+    let two = cfg.grid.y.is_some();
+    let given = match &cfg.directions {
+        Some(p) => {
+            let (dx, dy) = directions::load(p, &theta)?;
+            if two && dy.is_none() {
+                return Err(Error::file(Role::Directions, p, "holds x.* only, but the grid is 2-D"));
+            }
+            Some((dx, if two { dy } else { None }, sha256_file(p, Role::Directions)?))
+        }
+        None => None,
+    };
+    let source = match &given {
+        Some((_, _, sha)) => Source::File { sha256: sha.clone() },
+        None => Source::Random { seed: cfg.seed, norm: cfg.norm, ignore: cfg.ignore },
+    };
+    let origin_sha = match &cfg.arch {
+        Some(_) => Some(sha256_file(&cfg.model, Role::Checkpoint)?),
+        None => None,
+    };
+    let identity = describe::identity(RunKind::Surface, &s, &ev, origin_sha, Some(cfg.grid), source);
+    let point = if origin.is_some() { "theta_checkpoint + x*dx + y*dy" } else { "theta + x*dx + y*dy" };
+    let mut description = describe::description(
+        &s,
+        &ev,
+        &cfg.grid,
+        &describe::layout(two, point),
+        "each point formed from the pristine parameters: origin + x*dx + y*dy",
+        &cfg.task.argv,
+    );
+    description.model.origin = cfg.arch.as_ref().map(|_| cfg.model.clone());
+    let plan = Plan {
+        arch: arch.clone(),
+        origin: cfg.arch.as_ref().map(|_| cfg.model.clone()),
+        motion: Motion::Affine,
+        grid: cfg.grid,
+        states: Vec::new(),
+        columns: identity.columns.clone(),
+    };
+    let prepare = move |dir: &std::path::Path, _: &Session| -> Result<(Plan, crate::store::record::Description)> {
+        let (dx, dy): (Direction, Option<Direction>) = match given {
+            Some((dx, dy, _)) => (dx, dy),
+            None => directions::random(&theta, cfg.seed, cfg.norm, cfg.ignore, two),
+        };
+        directions::save(&dir.join("directions.safetensors"), &dx, dy.as_ref())?;
+        description.directions = Some(DirectionsMeta {
+            file: "directions.safetensors".into(),
+            source: cfg.directions.as_ref().map_or("random".into(), |p| p.display().to_string()),
+            seed: cfg.directions.is_none().then_some(cfg.seed),
+            norm: cfg.directions.is_none().then_some(cfg.norm),
+            ignore: cfg.directions.is_none().then_some(cfg.ignore),
+            x_norm: dx.norm(),
+            y_norm: dy.as_ref().map(Direction::norm),
+            cos_xy: dy.as_ref().map(|d| dx.cosine(d)),
+        });
+        Ok((plan, description))
+    };
+    if cfg.task.shard.count > 1 && cfg.task.overwrite {
+        log::warn!("starting shard {} afresh removes every other shard's progress too", cfg.task.shard);
+    }
+    run::run(
+        &cfg.task,
+        &cfg.setup,
+        s,
+        Establish { identity, keep: cfg.directions.as_deref(), prepare: Box::new(prepare) },
+        observer,
+    )
+}

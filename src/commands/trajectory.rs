@@ -1,0 +1,211 @@
+//! `trajectory`: the PCA of a training trajectory (m_i = θ_i − θ_origin over the parameters,
+//! mean-centred, within a memory budget), the loss on the plane of its top two components, and
+//! the optimizer's path on that plane with each checkpoint's own loss.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use tch::Device;
+
+use crate::commands::describe;
+use crate::commands::line::arch_of;
+use crate::commands::run::{self, Establish, Outcome, Task};
+use crate::engine::device;
+use crate::engine::session::{Session, Setup};
+use crate::engine::sweep::Observer;
+use crate::error::{Error, Result, Role, Setting};
+use crate::inputs::checkpoint::{self, State};
+use crate::inputs::model::sha256_file;
+use crate::options::Ignore;
+use crate::space::directions::{self, Direction};
+use crate::space::grid::{Axis, GridSpec, Spacing};
+use crate::space::pca;
+use crate::store::record::{Description, Motion, PcaMeta, Plan, RunKind, Source, TrajectoryMeta};
+
+/// The origin of a trajectory's PCA plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The last checkpoint in natural order (the trained model).
+    Last,
+    File(PathBuf),
+}
+
+impl FromStr for Origin {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Origin> {
+        Ok(if s == "last" { Origin::Last } else { Origin::File(s.into()) })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrajectoryConfig {
+    /// A directory, or a glob pattern.
+    pub checkpoints: String,
+    pub arch: Option<PathBuf>,
+    pub origin: Origin,
+    pub ignore: Ignore,
+    /// None: the path's extent on that axis plus `margin`, `points_per_axis` points.
+    pub x: Option<Axis>,
+    pub y: Option<Axis>,
+    /// Fraction of the path's extent added on each side.
+    pub margin: f64,
+    pub points_per_axis: usize,
+    /// Checkpoint vectors held at once by the PCA, in MiB.
+    pub pca_memory_mb: f64,
+    pub setup: Setup,
+    pub task: Task,
+}
+
+/// An axis over [lo, hi] widened by `margin` of its extent on each side, `n` points.
+fn auto_axis(lo: f64, hi: f64, margin: f64, n: usize) -> Result<Axis> {
+    let m = margin * (hi - lo);
+    Axis::new(lo - m, hi + m, n as i64)
+}
+
+pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+    let files = checkpoint::list(&cfg.checkpoints)?;
+    if files.len() < 3 {
+        let found = if files.is_empty() {
+            "no .pt/.pth/.t7/.ckpt/.safetensors files".to_string()
+        } else {
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        };
+        return Err(Error::setting(
+            Setting::Checkpoints,
+            &cfg.checkpoints,
+            format!("PCA needs at least 3 checkpoints, found {} ({found})", files.len()),
+        ));
+    }
+    if !(cfg.margin.is_finite() && cfg.margin >= 0.0) {
+        return Err(Error::setting(Setting::Margin, cfg.margin, "must be a fraction >= 0"));
+    }
+    if cfg.points_per_axis < 2 && (cfg.x.is_none() || cfg.y.is_none()) {
+        return Err(Error::setting(Setting::PointsPerAxis, cfg.points_per_axis, "must be at least 2"));
+    }
+    if !(cfg.pca_memory_mb.is_finite() && cfg.pca_memory_mb > 0.0) {
+        return Err(Error::setting(Setting::PcaMemory, cfg.pca_memory_mb, "must be a positive number of MiB"));
+    }
+    let last = files.last().expect("3 or more").clone();
+    let arch = arch_of(cfg.arch.as_deref(), &last)?;
+    let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
+    let ev = s.evaluator()?;
+    let origin_file = match &cfg.origin {
+        Origin::Last => last.clone(),
+        Origin::File(f) => f.clone(),
+    };
+    // Every checkpoint must fit the architecture: checked now, before the directory is made.
+    for f in &files {
+        State::load(f, &s.model)?;
+    }
+    let shas = files.iter().map(|f| sha256_file(f, Role::Checkpoint)).collect::<Result<Vec<_>>>()?;
+    let source = Source::Trajectory {
+        checkpoints: shas,
+        ignore: cfg.ignore,
+        x: cfg.x,
+        y: cfg.y,
+        margin: cfg.margin,
+        points_per_axis: cfg.points_per_axis,
+    };
+    let origin_sha = sha256_file(&origin_file, Role::Checkpoint)?;
+    let identity = describe::identity(RunKind::Trajectory, &s, &ev, Some(origin_sha), None, source);
+    let columns = identity.columns.clone();
+    let prepare = move |dir: &Path, s: &Session| -> Result<(Plan, Description)> {
+        let origin = State::load(&origin_file, &s.model)?;
+        // The PCA runs over parameters only (never BatchNorm statistics); biasbn leaves out dim <= 1.
+        let nparams = s.model.params.len();
+        let include: Vec<bool> = origin
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(j, t)| j < nparams && (cfg.ignore == Ignore::Keep || t.dim() > 1))
+            .collect();
+        let pca_device = if s.dev.is_cuda() { s.dev } else { Device::Cpu };
+        let t0 = Instant::now();
+        let mut load = |i: usize| State::load(&files[i], &s.model).map(|st| st.tensors);
+        let budget = (cfg.pca_memory_mb * 1024.0 * 1024.0) as u64;
+        let pc = pca::pca(&mut load, files.len(), &origin.tensors, &include, budget, pca_device)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let ratio = |k: usize| pc.explained_variance_ratio.get(k).copied().unwrap_or(0.0);
+        let top2 = ratio(0) + ratio(1);
+        if top2 < 0.5 {
+            log::warn!(
+                "the top two principal components explain only {:.1}% of the trajectory's variance \
+                 ({:.1}% + {:.1}%); the plane shows little of the path",
+                100.0 * top2,
+                100.0 * ratio(0),
+                100.0 * ratio(1)
+            );
+        }
+        let dir_of = |k: usize| Direction {
+            tensors: origin
+                .names
+                .iter()
+                .zip(&pc.components[k])
+                .take(nparams)
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+        };
+        directions::save(&dir.join("directions.safetensors"), &dir_of(0), Some(&dir_of(1)))?;
+        let extent = |k: usize| pc.coords.iter().fold((0.0f64, 0.0f64), |(lo, hi), c| (lo.min(c[k]), hi.max(c[k])));
+        let axis = |k: usize, given: Option<Axis>| -> Result<Axis> {
+            match given {
+                Some(a) => Ok(a),
+                None => {
+                    let (lo, hi) = extent(k);
+                    auto_axis(lo, hi, cfg.margin, cfg.points_per_axis)
+                }
+            }
+        };
+        let grid = GridSpec { x: axis(0, cfg.x)?, y: Some(axis(1, cfg.y)?), spacing: Spacing::Linear };
+        let mut d = describe::description(
+            s,
+            &ev,
+            &grid,
+            &describe::layout(true, "theta_origin + x * pc1 + y * pc2"),
+            "each point formed from the pristine origin: theta_origin + x*pc1 + y*pc2",
+            &cfg.task.argv,
+        );
+        d.model.origin = Some(origin_file.clone());
+        d.outputs.path = Some("path.npy".into());
+        d.outputs.path_loss = Some("path_loss.npy".into());
+        d.outputs.path_acc = Some("path_acc.npy".into());
+        d.trajectory = Some(TrajectoryMeta {
+            checkpoints: files.clone(),
+            order: "natural sort of the file names".into(),
+            origin: origin_file.clone(),
+            arch: s.model.path.clone(),
+            ignore: cfg.ignore,
+            vectors: "m_i = theta_i - theta_origin over the parameters (biasbn: dim <= 1 left out); PCA mean-centred, \
+                      via the T x T Gram matrix accumulated in blocks"
+                .into(),
+            explained_variance_ratio: pc.explained_variance_ratio.iter().take(10).copied().collect(),
+            explained_variance_ratio_top2: top2,
+            path_coords: pc.coords.clone(),
+            path: "path.npy [T, 2]: least-squares coordinates of every m_i on (pc1, pc2)".into(),
+            path_loss: "path_loss.npy [T]: each checkpoint's own loss (parameters and BatchNorm statistics as saved)"
+                .into(),
+            margin: cfg.margin,
+            directions:
+                "directions.safetensors: x.<param> = pc1, y.<param> = pc2 (unit vectors, not filter-normalized)".into(),
+            pca: PcaMeta {
+                memory_budget_mb: cfg.pca_memory_mb,
+                checkpoints_per_block: pc.blocks.per_block,
+                blocks: pc.blocks.blocks,
+                checkpoint_reads: pc.blocks.reads,
+                seconds,
+                device: device::name(pca_device),
+            },
+        });
+        let plan = Plan {
+            arch: s.model.path.clone(),
+            origin: Some(origin_file.clone()),
+            motion: Motion::Affine,
+            grid,
+            states: files.clone(),
+            columns,
+        };
+        Ok((plan, d))
+    };
+    run::run(&cfg.task, &cfg.setup, s, Establish { identity, keep: None, prepare: Box::new(prepare) }, observer)
+}

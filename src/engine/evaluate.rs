@@ -1,0 +1,224 @@
+//! The exact dataset-mean loss (and top-1 accuracy) of a network as it stands: sums accumulated on
+//! the device in float64, one host sync per pass, the data never moving. The network is any
+//! forward function (the model's module, or a BatchNorm-folded copy of it).
+
+use tch::{Kind, Reduction, Tensor};
+
+use crate::error::{Error, Result, Role, Setting};
+use crate::inputs::data::{Dataset, Targets};
+use crate::inputs::model::Model;
+use crate::options::LossKind;
+
+/// Loss and accuracy of one full pass. `acc` is NaN for MSE and for capped points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointValue {
+    pub loss: f64,
+    pub acc: f64,
+    /// The pass stopped early: `loss` is a lower bound (the partial sum / N) above the cap.
+    pub capped: bool,
+}
+
+/// A forward pass: inputs [B, ...] to outputs.
+pub trait Forward {
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+impl Forward for Model {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Model::forward(self, x)
+    }
+}
+
+/// How a pass over the data is made: the loss, batch and input dtype.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    pub loss: LossKind,
+    /// Samples per forward pass; halved by the `*_fitting` calls on out-of-memory.
+    pub batch_size: usize,
+    /// Output entries per sample (classes for CE).
+    pub outputs_per_sample: i64,
+    /// dtype the inputs are cast to (the model's forward dtype).
+    pub input_kind: Kind,
+    /// Stop a pass once its partial mean proves the loss exceeds this.
+    pub loss_cap: Option<f64>,
+}
+
+impl Evaluator {
+    /// Check that the model takes the data and its output fits the loss (one small forward pass).
+    pub fn new(model: &Model, data: &Dataset, loss: Option<LossKind>, batch_size: usize) -> Result<Evaluator> {
+        if batch_size == 0 {
+            return Err(Error::setting(Setting::BatchSize, 0, "must be at least 1"));
+        }
+        let loss = loss.unwrap_or(match data.targets {
+            Targets::Classes => LossKind::Ce,
+            Targets::Values => LossKind::Mse,
+        });
+        let b = data.n.min(2);
+        let xb = data.inputs(0, b);
+        let out = {
+            let _g = tch::no_grad_guard();
+            model.forward(&xb).map_err(|e| match e {
+                Error::File { role, path, problem } => Error::File {
+                    role,
+                    path,
+                    problem: format!("{problem} (input batch of shape {:?} from {})", xb.size(), data.path.display()),
+                },
+                e => e,
+            })?
+        };
+        let osz = out.size();
+        let outputs_per_sample = match loss {
+            LossKind::Ce => {
+                if data.targets != Targets::Classes {
+                    return Err(Error::setting(
+                        Setting::Loss,
+                        "ce",
+                        format!(
+                            "needs integer class labels, but {} holds float targets (use mse)",
+                            data.path.display()
+                        ),
+                    ));
+                }
+                if osz.len() != 2 || osz[0] != b as i64 {
+                    return Err(Error::file(
+                        Role::Model,
+                        &model.path,
+                        format!(
+                            "output has shape {osz:?} for input {:?}; cross-entropy needs [N, classes] = [{b}, C]",
+                            xb.size()
+                        ),
+                    ));
+                }
+                let classes = osz[1];
+                let max = data.y.max().int64_value(&[]);
+                if max >= classes {
+                    return Err(Error::file(
+                        Role::Data,
+                        &data.path,
+                        format!(
+                            "label {max} is out of range for a model with {classes} outputs (labels must be 0..{})",
+                            classes - 1
+                        ),
+                    ));
+                }
+                classes
+            }
+            LossKind::Mse => {
+                let per_out: i64 = osz.iter().skip(1).product();
+                let ysz = data.y.size();
+                let per_y: i64 = ysz.iter().skip(1).product();
+                if osz.is_empty() || osz[0] != b as i64 || per_out != per_y {
+                    return Err(Error::file(
+                        Role::Model,
+                        &model.path,
+                        format!(
+                            "output has shape {osz:?} for {b} samples but the targets of {} have shape {ysz:?} \
+                             ({per_y} values per sample)",
+                            data.path.display()
+                        ),
+                    ));
+                }
+                per_out
+            }
+        };
+        Ok(Evaluator { loss, batch_size, outputs_per_sample, input_kind: Kind::Float, loss_cap: None })
+    }
+
+    /// Run `f`, halving the batch size and retrying each time it runs out of memory.
+    fn fitting<T>(&mut self, f: impl Fn(&Self) -> Result<T>) -> Result<T> {
+        loop {
+            match f(self) {
+                Err(e) if e.is_oom() && self.batch_size > 1 => {
+                    let smaller = self.batch_size / 2;
+                    log::warn!("out of memory at batch size {}; retrying with {smaller}", self.batch_size);
+                    self.batch_size = smaller;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// `warm_up`, shrinking the batch until it fits.
+    pub fn warm_up_fitting(&mut self, net: &dyn Forward, data: &Dataset, passes: usize) -> Result<()> {
+        self.fitting(|ev| ev.warm_up(net, data, passes))
+    }
+
+    /// `evaluate`, shrinking the batch until it fits (then warming the new shapes up).
+    pub fn evaluate_fitting(&mut self, net: &dyn Forward, data: &Dataset) -> Result<PointValue> {
+        let before = self.batch_size;
+        let v = self.fitting(|ev| ev.evaluate(net, data))?;
+        if self.batch_size != before {
+            self.warm_up_fitting(net, data, 1)?;
+        }
+        Ok(v)
+    }
+
+    /// Run the batch shapes of a pass (full and ragged tail) a few times, so that TorchScript's
+    /// profiling executor and cuDNN's algorithm search are done before anything is timed.
+    pub fn warm_up(&self, net: &dyn Forward, data: &Dataset, passes: usize) -> Result<()> {
+        let _g = tch::no_grad_guard();
+        let n = data.n;
+        let full = self.batch_size.min(n);
+        let mut shapes = vec![full];
+        if n > full && !n.is_multiple_of(full) {
+            shapes.push(n % full);
+        }
+        for _ in 0..passes {
+            for &len in &shapes {
+                let _ = net.forward(&data.inputs(0, len).to_kind(self.input_kind))?;
+            }
+        }
+        crate::engine::device::synchronize(data.x.device());
+        Ok(())
+    }
+
+    /// Loss over the whole dataset with the network as it stands: sum over samples / N.
+    pub fn evaluate(&self, net: &dyn Forward, data: &Dataset) -> Result<PointValue> {
+        let _g = tch::no_grad_guard();
+        let dev = data.x.device();
+        let n = data.n;
+        let denom = match self.loss {
+            LossKind::Ce => n as f64,
+            LossKind::Mse => n as f64 * self.outputs_per_sample as f64,
+        };
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, dev));
+        let mut correct = Tensor::zeros([], (Kind::Int64, dev));
+        let mut start = 0;
+        while start < n {
+            let len = self.batch_size.min(n - start);
+            let xb = data.inputs(start, len).to_kind(self.input_kind);
+            let out = net.forward(&xb)?.to_kind(Kind::Float);
+            let yb = data.targets(start, len);
+            match self.loss {
+                LossKind::Ce => {
+                    let l = out.cross_entropy_loss::<Tensor>(&yb, None, Reduction::Sum, -100, 0.0);
+                    loss_sum += l.to_kind(Kind::Double);
+                    correct += out.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64);
+                }
+                LossKind::Mse => {
+                    let d = out.reshape([len as i64, -1]) - yb.reshape([len as i64, -1]).to_kind(Kind::Float);
+                    loss_sum += d.square().sum(Kind::Double);
+                }
+            }
+            start += len;
+            if let (Some(cap), true) = (self.loss_cap, start < n) {
+                // Every sample's loss is >= 0, so the partial sum bounds the total from below.
+                // (A host sync per batch: only paid when a cap is asked for.)
+                let partial = loss_sum.double_value(&[]) / denom;
+                if partial > cap {
+                    return Ok(PointValue { loss: partial, acc: f64::NAN, capped: true });
+                }
+            }
+        }
+        // The one host sync of the point.
+        let both = Tensor::stack(&[loss_sum, correct.to_kind(Kind::Double)], 0);
+        let v = Vec::<f64>::try_from(&both).map_err(|e| Error::other(format!("reading the loss back: {e}")))?;
+        let acc = match self.loss {
+            LossKind::Ce => v[1] / n as f64,
+            LossKind::Mse => f64::NAN,
+        };
+        // A non-finite loss makes the accuracy meaningless too (the outputs overflowed).
+        let acc = if v[0].is_finite() { acc } else { f64::NAN };
+        Ok(PointValue { loss: v[0] / denom, acc, capped: false })
+    }
+}

@@ -1,0 +1,15 @@
+//! The engine: a model and its data on a device ([`session`]), moved in place to the points of a
+//! grid ([`mover`], or a BatchNorm-folded copy, [`fold`]), evaluated exactly over the dataset
+//! ([`evaluate`]), with BatchNorm statistics re-estimated where asked ([`batchnorm`]); a
+//! [`worker`] holds all of it in typed states, and the [`sweep`] deals a run's points to workers.
+//! Process-wide libtorch settings are changed by [`settings`] only.
+
+pub mod batchnorm;
+pub mod device;
+pub mod evaluate;
+pub mod fold;
+pub mod mover;
+pub mod session;
+pub mod settings;
+pub mod sweep;
+pub mod worker;

@@ -1,0 +1,347 @@
+//! One worker of a sweep (a device, or a CPU thread), as a sequence of states whose order the
+//! types enforce:
+//!
+//! 1. [`Strict`]: model and data loaded, the model moved to the run's origin, and — while the
+//!    process runs in strict fp32 (no TF32) — the precision reference evaluated and BatchNorm
+//!    folded and checked. Made by [`Strict::open`].
+//! 2. [`Ready`]: the model cast to the run's precision (the fold refrozen with it) and every
+//!    batch shape warmed up, in the process settings of the run's precision. Made by
+//!    [`Strict::ready`]; evaluates points ([`Ready::eval`]).
+//! 3. [`Ready::finish`] puts the model back as it was loaded, bit for bit, and hands the
+//!    session back.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tch::Device;
+
+use crate::engine::batchnorm::{self, Recompute};
+use crate::engine::device;
+use crate::engine::evaluate::{Evaluator, Forward, PointValue};
+use crate::engine::fold::{self, Fold};
+use crate::engine::mover::Mover;
+use crate::engine::session::{Session, Setup};
+use crate::error::{Error, Result};
+use crate::inputs::checkpoint::State;
+use crate::options::{BatchNormMode, Precision};
+use crate::space::directions;
+use crate::space::grid::Grid;
+use crate::store::record::{FoldReport, Motion, Plan, PrecisionCheck, Quantity, WorkerReport};
+
+/// What every worker of a run builds from: the run directory, its plan, the task's options.
+#[derive(Clone, Copy)]
+pub struct RunSpec<'a> {
+    pub run_dir: &'a Path,
+    pub plan: &'a Plan,
+    pub setup: &'a Setup,
+}
+
+/// The network a point is evaluated on.
+enum Net {
+    /// The model's own module, its state moved by the mover.
+    Module,
+    /// A frozen copy with BatchNorm folded in, its constants moved by the fold.
+    Folded(Fold),
+}
+
+/// Everything a worker holds, in either state.
+struct Parts {
+    s: Session,
+    mover: Mover,
+    ev: Evaluator,
+    net: Net,
+    fold_report: FoldReport,
+    bn: Option<Recompute>,
+    grid: Grid,
+    states: Vec<PathBuf>,
+    columns: Vec<Quantity>,
+}
+
+impl Parts {
+    fn net(&self) -> &dyn Forward {
+        match &self.net {
+            Net::Module => &self.s.model,
+            Net::Folded(f) => f,
+        }
+    }
+
+    /// Re-estimate BatchNorm statistics for the model as it stands (recompute mode).
+    fn recompute(&self) -> Result<f64> {
+        let Some(bn) = &self.bn else { return Ok(0.0) };
+        let t = Instant::now();
+        let data = self.s.bn_data.as_ref().expect("recompute loads its training data");
+        bn.run(&self.s.model, &self.ev, data)?;
+        device::synchronize(self.s.dev);
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Evaluate the model at its origin with the module (no fold), uncapped.
+    fn origin_value(&mut self) -> Result<PointValue> {
+        self.mover.reset();
+        self.recompute()?;
+        let cap = self.ev.loss_cap.take();
+        let mut ev = self.ev.clone();
+        let v = ev.evaluate_fitting(&self.s.model, &self.s.data);
+        self.ev.batch_size = ev.batch_size;
+        self.ev.loss_cap = cap;
+        v
+    }
+}
+
+/// A worker after the strict-fp32 phase.
+pub struct Strict {
+    p: Parts,
+    /// The loss at the origin in strict fp32, for runs in another precision.
+    reference: Option<PointValue>,
+}
+
+/// A worker ready to evaluate points.
+pub struct Ready {
+    p: Parts,
+    precision_check: Option<PrecisionCheck>,
+}
+
+/// One evaluated point: its values (one per column) and what it cost.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub values: Vec<f32>,
+    pub loss: f64,
+    pub perturb_seconds: f64,
+    pub batchnorm_seconds: f64,
+}
+
+fn mover_of(spec: &RunSpec, s: &Session) -> Result<Mover> {
+    let model = &s.model;
+    let origin = spec.plan.origin.as_deref().map(|p| State::load(p, model)).transpose()?;
+    match &spec.plan.motion {
+        Motion::Affine => {
+            let file = spec.run_dir.join("directions.safetensors");
+            let (dx, dy) = directions::load_partial(&file, &model.state())?;
+            Ok(Mover::affine(model, origin.as_ref(), dx, dy))
+        }
+        Motion::Lerp { to } => {
+            let from = origin.ok_or_else(|| Error::other("internal: a line without its first checkpoint"))?;
+            let to = State::load(to, model)?;
+            Ok(Mover::lerp(model, &from, &to))
+        }
+    }
+}
+
+impl Strict {
+    /// Load (or take `session`), move the model to the run's origin, evaluate the strict-fp32
+    /// reference when the run's precision is another, and fold BatchNorm when asked for and
+    /// exact. The process must be in strict fp32 (see `settings`).
+    pub fn open(spec: &RunSpec, dev: Device, session: Option<Session>) -> Result<Strict> {
+        let s = match session {
+            Some(s) => s,
+            None => Session::open(&spec.plan.arch, spec.setup, dev)?,
+        };
+        let mut ev = s.evaluator()?;
+        let mover = mover_of(spec, &s)?;
+        let bn = match spec.setup.batchnorm {
+            BatchNormMode::Eval => None,
+            BatchNormMode::Recompute => {
+                Some(Recompute::new(&s.model, &ev, s.bn_data.as_ref().expect("recompute loads its training data"))?)
+            }
+        };
+        let check = s.precision != Precision::Fp32 && (s.dev.is_cuda() || s.precision.is_reduced());
+        let mut p = Parts {
+            grid: spec.plan.grid.grid(),
+            states: spec.plan.states.clone(),
+            columns: spec.plan.columns.clone(),
+            net: Net::Module,
+            fold_report: fold::report(None, spec.setup.fold_batchnorm, None),
+            bn,
+            mover,
+            ev: ev.clone(),
+            s,
+        };
+        let reference = if check {
+            ev.warm_up_fitting(&p.s.model, &p.s.data, 1)?;
+            p.ev.batch_size = ev.batch_size;
+            Some(p.origin_value()?)
+        } else {
+            None
+        };
+        if spec.setup.fold_batchnorm {
+            if p.bn.is_some() {
+                p.fold_report = fold::report(
+                    None,
+                    true,
+                    Some("not used: BatchNorm statistics are re-estimated at every point (batchnorm recompute)"),
+                );
+            } else {
+                // Checked in strict fp32, before the cast.
+                let sample = p.s.data.inputs(0, p.s.data.n.min(4));
+                let mkldnn = !p.s.dev.is_cuda() && spec.setup.onednn;
+                let (f, report) = fold::try_fold(&p.s.model, &p.mover, &sample, spec.setup.channels_last, mkldnn);
+                p.fold_report = report;
+                if let Some(f) = f {
+                    p.net = Net::Folded(f);
+                }
+            }
+        }
+        Ok(Strict { p, reference })
+    }
+
+    /// Cast to the run's precision (refreezing the fold), warm every batch shape up, and compare
+    /// the origin's loss with the strict-fp32 reference. The process must be in the run's
+    /// precision settings (see `settings`).
+    pub fn ready(self) -> Result<Ready> {
+        let Strict { mut p, reference } = self;
+        let prec = p.s.precision;
+        if prec.is_reduced() {
+            p.s.model.cast(prec.kind())?;
+            p.ev.input_kind = prec.kind();
+            if let Net::Folded(f) = std::mem::replace(&mut p.net, Net::Module) {
+                if let Some(f) = fold::recast(f, &p.s.model, &mut p.fold_report) {
+                    p.net = Net::Folded(f);
+                }
+            }
+        }
+        // TorchScript's profiling executor optimizes a graph on its second or third call per shape.
+        let mut ev = p.ev.clone();
+        ev.warm_up_fitting(p.net(), &p.s.data, 3)?;
+        p.ev = ev;
+        let precision_check = match reference {
+            None => None,
+            Some(r) => {
+                let mut ev = p.ev.clone();
+                p.mover.reset();
+                if let Net::Folded(f) = &p.net {
+                    f.reset();
+                }
+                p.recompute()?;
+                let v = ev.evaluate_fitting(p.net(), &p.s.data)?;
+                p.ev.batch_size = ev.batch_size;
+                Some(PrecisionCheck {
+                    reference: "fp32 with TF32 off, at the origin of the grid".into(),
+                    center_loss_fp32: r.loss,
+                    center_loss: v.loss,
+                    abs_diff: (v.loss - r.loss).abs(),
+                    rel_diff: (v.loss - r.loss).abs() / r.loss.abs(),
+                    center_acc_fp32: r.acc,
+                    center_acc: v.acc,
+                })
+            }
+        };
+        p.ev.loss_cap = p.s.setup.loss_cap;
+        Ok(Ready { p, precision_check })
+    }
+}
+
+impl Ready {
+    /// Evaluate point k of the run: a grid point (k < grid size) or a checkpoint's own state.
+    pub fn eval(&mut self, k: usize) -> Result<Evaluated> {
+        let g = self.p.grid.len();
+        if k < g {
+            self.p.eval_grid(k)
+        } else {
+            self.p.eval_state(k - g)
+        }
+    }
+
+    /// Samples evaluated per point.
+    pub fn samples(&self) -> usize {
+        self.p.s.data.n
+    }
+
+    /// This worker's record for the shard file.
+    pub fn report(&self, points: usize, seconds: f64, perturb: f64, batchnorm: f64) -> WorkerReport {
+        WorkerReport {
+            device: device::name(self.p.s.dev),
+            batch_size: self.p.ev.batch_size,
+            points,
+            seconds,
+            perturb_seconds: perturb,
+            batchnorm_seconds: batchnorm,
+            precision_check: self.precision_check.clone(),
+            batchnorm_folding: self.p.fold_report.clone(),
+            moving_tensors: self.p.mover.moving(),
+        }
+    }
+
+    /// Put the model back as it was loaded (dtype, then values and BatchNorm counters, bit for
+    /// bit) and hand the session back.
+    pub fn finish(self) -> Result<Session> {
+        let Parts { mut s, mover, bn, net, .. } = self.p;
+        drop(net);
+        if s.model.kind() != s.model.native_kind {
+            // Back to the masters' dtype first: loading float32 values into bf16 would round them.
+            let kind = s.model.native_kind;
+            s.model.cast(kind)?;
+        }
+        mover.restore();
+        if let Some(bn) = bn {
+            bn.restore();
+        }
+        Ok(s)
+    }
+}
+
+impl Parts {
+    /// Grid point k: moved (the fold's constants, or the model's state), BatchNorm re-estimated
+    /// in recompute mode, evaluated (capped when asked for).
+    fn eval_grid(&mut self, k: usize) -> Result<Evaluated> {
+        let t = Instant::now();
+        let (a, b) = self.grid.point(k);
+        match &self.net {
+            Net::Folded(f) => f.set(a, b),
+            Net::Module => self.mover.set(a, b),
+        }
+        device::synchronize(self.s.dev);
+        let perturb = t.elapsed().as_secs_f64();
+        let bn = self.recompute()?;
+        let mut ev = self.ev.clone();
+        let v = ev.evaluate_fitting(self.net(), &self.s.data);
+        self.ev.batch_size = ev.batch_size;
+        let v = v?;
+        let neg = !v.loss.is_finite() && matches!(self.net, Net::Module) && self.watch_variance();
+        Ok(self.values(v, neg, perturb, bn))
+    }
+
+    /// Checkpoint i of the plan's states: its own loss (uncapped), evaluated with the module;
+    /// the model goes back to the origin afterwards.
+    fn eval_state(&mut self, i: usize) -> Result<Evaluated> {
+        let t = Instant::now();
+        let path =
+            self.states.get(i).ok_or_else(|| Error::other(format!("checkpoint state {i} is outside the run")))?;
+        let state = State::load(path, &self.s.model)?;
+        self.mover.set_state(&state);
+        device::synchronize(self.s.dev);
+        let perturb = t.elapsed().as_secs_f64();
+        let result = (|| {
+            let bn = self.recompute()?;
+            let cap = self.ev.loss_cap.take();
+            let mut ev = self.ev.clone();
+            let v = ev.evaluate_fitting(&self.s.model, &self.s.data);
+            self.ev.batch_size = ev.batch_size;
+            self.ev.loss_cap = cap;
+            let v = v?;
+            let neg = !v.loss.is_finite() && self.watch_variance();
+            Ok::<_, Error>(self.values(v, neg, perturb, bn))
+        })();
+        self.mover.reset();
+        result
+    }
+
+    /// Whether the model's BatchNorm variances are watched (the run records where they went
+    /// negative) and one of them is negative now.
+    fn watch_variance(&self) -> bool {
+        self.columns.contains(&Quantity::NegativeVariance) && batchnorm::negative_variance(&self.s.model)
+    }
+
+    fn values(&self, v: PointValue, negative_var: bool, perturb: f64, bn: f64) -> Evaluated {
+        let values = self
+            .columns
+            .iter()
+            .map(|q| match q {
+                Quantity::Loss => v.loss as f32,
+                Quantity::Acc => v.acc as f32,
+                Quantity::Capped => v.capped as u8 as f32,
+                Quantity::NegativeVariance => negative_var as u8 as f32,
+            })
+            .collect();
+        Evaluated { values, loss: v.loss, perturb_seconds: perturb, batchnorm_seconds: bn }
+    }
+}

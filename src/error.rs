@@ -1,0 +1,242 @@
+//! The library's errors: typed, each carrying what a user needs to act on it (the file, the
+//! setting and its value, the shapes), in one line, and without command-line wording: `cli`
+//! turns a [`Setting`] into its flag name and adds the flags that would help.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A setting of a run, by its library name. `cli::words` maps each to its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    Limit,
+    Loss,
+    BatchSize,
+    Device,
+    Precision,
+    LossCap,
+    Mean,
+    Std,
+    Workers,
+    SaveEvery,
+    Shard,
+    Grid,
+    Arch,
+    Models,
+    Directions,
+    Checkpoints,
+    Margin,
+    PointsPerAxis,
+    PcaMemory,
+    BatchNorm,
+    BnSamples,
+    Dpi,
+    Levels,
+    ColourRange,
+    Log,
+}
+
+impl Setting {
+    /// The library's name of the setting (a field of the run's configuration).
+    pub fn name(self) -> &'static str {
+        match self {
+            Setting::Limit => "limit",
+            Setting::Loss => "loss",
+            Setting::BatchSize => "batch_size",
+            Setting::Device => "device",
+            Setting::Precision => "precision",
+            Setting::LossCap => "loss_cap",
+            Setting::Mean => "mean",
+            Setting::Std => "std",
+            Setting::Workers => "workers",
+            Setting::SaveEvery => "save_every",
+            Setting::Shard => "shard",
+            Setting::Grid => "grid",
+            Setting::Arch => "arch",
+            Setting::Models => "models",
+            Setting::Directions => "directions",
+            Setting::Checkpoints => "checkpoints",
+            Setting::Margin => "margin",
+            Setting::PointsPerAxis => "points_per_axis",
+            Setting::PcaMemory => "pca_memory",
+            Setting::BatchNorm => "batchnorm",
+            Setting::BnSamples => "bn_samples",
+            Setting::Dpi => "dpi",
+            Setting::Levels => "levels",
+            Setting::ColourRange => "colour_range",
+            Setting::Log => "log",
+        }
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a file is to the run, for the message (`model M.pt: cannot read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Model,
+    Data,
+    CifarFile,
+    Checkpoint,
+    Directions,
+    /// The run directory (`--out`).
+    RunDir,
+    /// A file of a run directory (config.json, a shard's progress, an output array).
+    RunFile,
+    /// Any other file, named by its path alone.
+    File,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Model => "model ",
+            Role::Data => "data ",
+            Role::CifarFile => "CIFAR-10 file ",
+            Role::Checkpoint => "checkpoint ",
+            Role::Directions => "directions ",
+            Role::RunDir => "run directory ",
+            Role::RunFile | Role::File => "",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting out of range, or at odds with another setting or with the input.
+    #[error("{setting} {value}: {problem}")]
+    Setting { setting: Setting, value: String, problem: String },
+    /// A setting that must be given here.
+    #[error("{setting} is needed: {why}")]
+    Needed { setting: Setting, why: String },
+    /// A file that cannot be used as it is.
+    #[error("{role}{}: {problem}", path.display())]
+    File { role: Role, path: PathBuf, problem: String },
+    /// The run directory already holds a run of another configuration.
+    #[error("{} holds a run of another configuration ({field}: {there} there, {here} here)", dir.display())]
+    OtherRun { dir: PathBuf, field: String, there: String, here: String },
+    /// The run directory already holds a complete run, and replacing it was not asked for.
+    #[error("{} already holds a complete run (meta.json)", dir.display())]
+    Complete { dir: PathBuf },
+    /// Points of the grid are missing at merge time.
+    #[error("{}: {missing} of {total} points missing — {}", dir.display(), shards.join("; "))]
+    Incomplete { dir: PathBuf, missing: usize, total: usize, shards: Vec<String> },
+    /// Another process holds a lock this one needs.
+    #[error("{what} of {} is held by another process right now ({})", dir.display(), lock.display())]
+    Busy { what: String, dir: PathBuf, lock: PathBuf },
+    /// An operation of libtorch failed; `context` says which.
+    #[error("{context}: {message}")]
+    Torch { context: String, message: String },
+    /// Reading or writing a file failed.
+    #[error("{}: {op}: {source}", path.display())]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    /// Anything else, already worded.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn setting(setting: Setting, value: impl fmt::Display, problem: impl Into<String>) -> Error {
+        Error::Setting { setting, value: value.to_string(), problem: problem.into() }
+    }
+
+    pub fn file(role: Role, path: &Path, problem: impl Into<String>) -> Error {
+        Error::File { role, path: path.to_path_buf(), problem: problem.into() }
+    }
+
+    pub fn io(path: &Path, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), op, source }
+    }
+
+    pub fn other(msg: impl Into<String>) -> Error {
+        Error::Other(msg.into())
+    }
+
+    /// Whether this is an allocator's out-of-memory (CUDA or CPU), which a smaller batch may avoid.
+    pub fn is_oom(&self) -> bool {
+        let s = self.to_string().to_lowercase();
+        s.contains("out of memory") || s.contains("not enough memory") || s.contains("can't allocate memory")
+    }
+}
+
+/// `bail!`-like early return with an [`Error::Other`].
+#[macro_export]
+macro_rules! fail {
+    ($($arg:tt)*) => { return Err($crate::error::Error::Other(format!($($arg)*))) };
+}
+
+/// One line of a libtorch error, so that every error the user sees is one line: the first line
+/// (a C++ backtrace follows it), or, when the TorchScript interpreter wrapped the error in its
+/// traceback, the line naming the original exception (`RuntimeError: ...`).
+pub fn torch_msg(e: &tch::TchError) -> String {
+    let s = match e {
+        tch::TchError::Torch(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if s.contains("failed in the TorchScript interpreter") {
+        let is_exception =
+            |l: &&&str| l.split_once(": ").is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '));
+        if let Some(l) = lines.iter().rev().find(is_exception) {
+            return l.to_string();
+        }
+    }
+    clean(lines.first().copied().unwrap_or("unknown libtorch error"))
+}
+
+/// A libtorch message without the boilerplate libtorch appends to zip-reader errors.
+pub fn clean(msg: &str) -> String {
+    msg.split(". This is an internal miniz error").next().unwrap_or(msg).trim().to_string()
+}
+
+/// Attach context to a libtorch result.
+pub trait TorchContext<T> {
+    fn torch(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> TorchContext<T> for std::result::Result<T, tch::TchError> {
+    fn torch(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::Torch { context: context(), message: torch_msg(&e) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_and_name_their_subject() {
+        let e = Error::setting(Setting::LossCap, -1, "must be a positive number");
+        assert_eq!(e.to_string(), "loss_cap -1: must be a positive number");
+        let e = Error::file(Role::Model, Path::new("m.pt"), "cannot read");
+        assert_eq!(e.to_string(), "model m.pt: cannot read");
+        let e = Error::file(Role::File, Path::new("x.npy"), "not an .npy file");
+        assert_eq!(e.to_string(), "x.npy: not an .npy file");
+        let e = Error::Incomplete { dir: "r".into(), missing: 2, total: 9, shards: vec!["a".into(), "b".into()] };
+        assert_eq!(e.to_string(), "r: 2 of 9 points missing — a; b");
+    }
+
+    #[test]
+    fn torch_messages_keep_the_exception_line() {
+        let e = tch::TchError::Torch(
+            "The following operation failed in the TorchScript interpreter.\nTraceback:\n  x\nRuntimeError: shapes differ\n"
+                .into(),
+        );
+        assert_eq!(torch_msg(&e), "RuntimeError: shapes differ");
+        let e = tch::TchError::Torch("first line\nbacktrace".into());
+        assert_eq!(torch_msg(&e), "first line");
+        assert_eq!(clean("bad zip. This is an internal miniz error, sorry"), "bad zip");
+    }
+
+    #[test]
+    fn out_of_memory_is_recognised_on_cuda_and_cpu() {
+        assert!(Error::other("CUDA out of memory. Tried to allocate 2 GiB").is_oom());
+        assert!(Error::other("DefaultCPUAllocator: can't allocate memory").is_oom());
+        assert!(!Error::other("shape mismatch").is_oom());
+    }
+}

@@ -1,0 +1,545 @@
+//! Datasets, loaded once and kept resident on the run's device.
+//!
+//! Formats: CIFAR-10 binary version (`data_batch_{1..5}.bin`, `test_batch.bin`), CIFAR-10 python
+//! version (the pickles torchvision downloads into `cifar-10-batches-py`), and a generic pair
+//! `X.npy` + `y.npy`. Images that arrive as bytes stay uint8 on the device and are normalized
+//! per batch (`x/255` then per-channel `(x - mean)/std`), so a 50k-image set costs 150 MB there.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result, Role, Setting};
+pub use crate::options::{DataFormat, Layout, Normalization, Split, Targets};
+
+/// Channel mean and std (over 255) of the Li et al. CIFAR-10 experiments: losscape's default.
+pub const CIFAR_MEAN: [f32; 3] = [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0];
+pub const CIFAR_STD: [f32; 3] = [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0];
+
+const CIFAR_RECORD: usize = 1 + 3072;
+const CIFAR_PER_FILE: usize = 10_000;
+
+/// What to load, as the command line gives it.
+#[derive(Debug, Clone)]
+pub struct DataSpec {
+    /// A CIFAR-10 directory (either version, or a parent holding `cifar-10-batches-{bin,py}`),
+    /// a directory with `X.npy` and `y.npy`, or an `X.npy` file with `y.npy` beside it.
+    pub path: PathBuf,
+    pub split: Split,
+    /// Keep the first N samples (file order) only.
+    pub limit: Option<usize>,
+    /// Per-channel normalization for byte images, on the [0, 1] scale.
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+    pub layout: Layout,
+}
+
+impl DataSpec {
+    pub fn new(path: impl Into<PathBuf>, split: Split) -> DataSpec {
+        DataSpec { path: path.into(), split, limit: None, mean: None, std: None, layout: Layout::Auto }
+    }
+}
+
+/// A dataset resident on a device.
+pub struct Dataset {
+    /// uint8 or float32, [N, ...] (images NCHW).
+    pub x: Tensor,
+    /// int64 [N] (classes) or float32 [N, ...] (values).
+    pub y: Tensor,
+    pub n: usize,
+    /// Samples the source held before `--limit`.
+    pub available: usize,
+    pub targets: Targets,
+    pub format: DataFormat,
+    pub path: PathBuf,
+    pub split: Option<Split>,
+    /// Mean/std applied per channel to byte input (after /255); None for float input.
+    pub normalization: Option<Normalization>,
+    /// Per-batch affine map for byte input: x * scale + shift.
+    affine: Option<(Tensor, Tensor)>,
+    /// sha256 of the samples used, computed on first use (see `sha256`).
+    sha256: std::sync::OnceLock<String>,
+}
+
+impl Dataset {
+    /// Load `spec` onto `device`.
+    pub fn load(spec: &DataSpec, device: Device) -> Result<Dataset> {
+        let host = read_host(spec)?;
+        Dataset::from_host(host, spec, device)
+    }
+
+    /// Keep 4-D images channels_last on the device (NHWC memory, NCHW shape); batches then come
+    /// out channels_last, as cuDNN prefers. Values are unchanged.
+    pub fn to_channels_last(&mut self) {
+        if self.x.dim() == 4 {
+            self.x = crate::inputs::model::channels_last(&self.x);
+        }
+    }
+
+    /// Samples [start, start+len) ready for the model: float32, normalized, on the device.
+    pub fn inputs(&self, start: usize, len: usize) -> Tensor {
+        let xb = self.x.narrow(0, start as i64, len as i64);
+        match &self.affine {
+            Some((scale, shift)) => xb.to_kind(Kind::Float) * scale + shift,
+            None => xb,
+        }
+    }
+
+    pub fn targets(&self, start: usize, len: usize) -> Tensor {
+        self.y.narrow(0, start as i64, len as i64)
+    }
+
+    /// sha256 of the samples used (inputs as NCHW values, then targets): identifies the data of a
+    /// run whatever its file format or memory layout. Computed once, when first asked for.
+    pub fn sha256(&self) -> &str {
+        self.sha256.get_or_init(|| {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for t in [&self.x, &self.y] {
+                let t = t.to_device(Device::Cpu).contiguous();
+                let bytes = t.numel() * t.kind().elt_size_in_bytes();
+                // SAFETY: a contiguous CPU tensor's data is `bytes` long and lives as long as `t`.
+                h.update(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, bytes) });
+            }
+            h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        })
+    }
+
+    /// Shape of one sample, e.g. [3, 32, 32].
+    pub fn sample_shape(&self) -> Vec<i64> {
+        self.x.size()[1..].to_vec()
+    }
+
+    fn from_host(h: HostData, spec: &DataSpec, device: Device) -> Result<Dataset> {
+        let available = h.n;
+        let n = match spec.limit {
+            Some(0) => return Err(Error::setting(Setting::Limit, 0, "must be at least 1")),
+            Some(l) if l < available => l,
+            _ => available,
+        };
+        if n == 0 {
+            return Err(Error::file(Role::Data, &spec.path, "holds no samples"));
+        }
+        let mut x = h.x.narrow(0, 0, n as i64);
+        let y = h.y.narrow(0, 0, n as i64);
+        let is_image = x.dim() == 4;
+        if is_image && h.layout_nhwc {
+            x = x.permute([0, 3, 1, 2]);
+        }
+        let bytes = x.kind() == Kind::Uint8;
+        let channels = if is_image { x.size()[1] as usize } else { 0 };
+        let (mean, std) = match (&spec.mean, &spec.std, h.format) {
+            (Some(m), Some(s), _) => (m.clone(), s.clone()),
+            (Some(m), None, _) => (m.clone(), vec![1.0; m.len()]),
+            (None, Some(s), _) => (vec![0.0; s.len()], s.clone()),
+            (None, None, DataFormat::CifarBinary | DataFormat::CifarPython) => {
+                (CIFAR_MEAN.to_vec(), CIFAR_STD.to_vec())
+            }
+            (None, None, DataFormat::Npy) => (vec![], vec![]),
+        };
+        let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        if mean.len() != std.len() {
+            return Err(Error::setting(
+                Setting::Mean,
+                list(&mean),
+                format!("has {} values but std has {}", mean.len(), std.len()),
+            ));
+        }
+        if let Some(&s) = std.iter().find(|s| **s <= 0.0 || !s.is_finite()) {
+            return Err(Error::setting(Setting::Std, list(&std), format!("{s} is not a positive number")));
+        }
+        if !mean.is_empty() {
+            if !bytes {
+                return Err(Error::setting(
+                    Setting::Mean,
+                    list(&mean),
+                    format!(
+                        "applies to byte (uint8) images only; {} holds float data, used as given",
+                        spec.path.display()
+                    ),
+                ));
+            }
+            if !is_image || (mean.len() != channels && mean.len() != 1) {
+                return Err(Error::setting(
+                    Setting::Mean,
+                    list(&mean),
+                    format!("has {} values but X has shape {:?} ({channels} channels in NCHW)", mean.len(), x.size()),
+                ));
+            }
+        }
+        let (normalization, affine) = if bytes {
+            // x/255 then (x - mean)/std  ==  x * (1/(255 std)) + (-mean/std)
+            let c = if mean.is_empty() { 1 } else { mean.len() };
+            let m = if mean.is_empty() { vec![0.0; 1] } else { mean.clone() };
+            let s = if std.is_empty() { vec![1.0; 1] } else { std.clone() };
+            let scale: Vec<f32> = s.iter().map(|s| 1.0 / (255.0 * s)).collect();
+            let shift: Vec<f32> = m.iter().zip(&s).map(|(m, s)| -m / s).collect();
+            let mut shape = vec![1i64; x.dim()];
+            if is_image {
+                shape[1] = c as i64;
+            }
+            let t = |v: &[f32]| Tensor::from_slice(v).view(shape.as_slice()).to_device(device);
+            (Some(Normalization { divide_by: 255.0, mean: m, std: s }), Some((t(&scale), t(&shift))))
+        } else {
+            (None, None)
+        };
+        let x = x.contiguous().to_device(device);
+        let y = y.contiguous().to_device(device);
+        Ok(Dataset {
+            x,
+            y,
+            n,
+            available,
+            targets: h.targets,
+            format: h.format,
+            path: spec.path.clone(),
+            split: if h.format == DataFormat::Npy { None } else { Some(spec.split) },
+            normalization,
+            affine,
+            sha256: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+/// A dataset read into host tensors, before limiting and moving to the device.
+struct HostData {
+    x: Tensor,
+    y: Tensor,
+    n: usize,
+    targets: Targets,
+    format: DataFormat,
+    layout_nhwc: bool,
+}
+
+fn read_host(spec: &DataSpec) -> Result<HostData> {
+    let p = &spec.path;
+    if !p.exists() {
+        return Err(Error::file(Role::Data, p, "no such file or directory"));
+    }
+    if p.is_file() {
+        if p.extension().and_then(|e| e.to_str()) == Some("npy") {
+            let y = p.with_file_name("y.npy");
+            return read_npy_pair(p, &y, spec.layout);
+        }
+        return Err(Error::file(Role::Data, p, "expected a directory (CIFAR-10 or X.npy + y.npy) or an X .npy file"));
+    }
+    for dir in [p.clone(), p.join("cifar-10-batches-bin")] {
+        if cifar_names(spec.split).iter().any(|f| dir.join(format!("{f}.bin")).exists()) {
+            return read_cifar(&dir, spec.split, DataFormat::CifarBinary);
+        }
+    }
+    for dir in [p.clone(), p.join("cifar-10-batches-py")] {
+        if cifar_names(spec.split).iter().any(|f| dir.join(f).exists()) {
+            return read_cifar(&dir, spec.split, DataFormat::CifarPython);
+        }
+    }
+    if p.join("X.npy").exists() {
+        return read_npy_pair(&p.join("X.npy"), &p.join("y.npy"), spec.layout);
+    }
+    Err(Error::file(
+        Role::Data,
+        p,
+        format!(
+            "found neither CIFAR-10 ({}.bin or python pickles for the {} split) nor X.npy + y.npy",
+            cifar_names(spec.split)[0],
+            spec.split
+        ),
+    ))
+}
+
+fn cifar_names(split: Split) -> Vec<String> {
+    match split {
+        Split::Train => (1..=5).map(|i| format!("data_batch_{i}")).collect(),
+        Split::Test => vec!["test_batch".into()],
+    }
+}
+
+/// The images (3072 bytes each, CHW) and labels of one CIFAR-10 file.
+pub type CifarRecords = (Vec<u8>, Vec<i64>);
+
+/// Parse a CIFAR-10 binary-version file: whole 3,073-byte records (label, then 3,072 pixels),
+/// labels 0..9. The problem in words on failure.
+pub fn parse_cifar_binary(raw: &[u8]) -> std::result::Result<CifarRecords, String> {
+    if raw.is_empty() || !raw.len().is_multiple_of(CIFAR_RECORD) {
+        return Err(format!(
+            "{} bytes is not a whole number of {CIFAR_RECORD}-byte records (1 label + 3072 pixels); \
+             a complete batch file has {} bytes",
+            raw.len(),
+            CIFAR_PER_FILE * CIFAR_RECORD
+        ));
+    }
+    let mut images = Vec::with_capacity(raw.len() / CIFAR_RECORD * 3072);
+    let mut labels = Vec::with_capacity(raw.len() / CIFAR_RECORD);
+    for (i, rec) in raw.chunks_exact(CIFAR_RECORD).enumerate() {
+        check_cifar_label(i, rec[0] as i64)?;
+        labels.push(rec[0] as i64);
+        images.extend_from_slice(&rec[1..]);
+    }
+    Ok((images, labels))
+}
+
+fn check_cifar_label(index: usize, label: i64) -> std::result::Result<(), String> {
+    if !(0..10).contains(&label) {
+        return Err(format!("record {index} has label {label}; CIFAR-10 labels are 0..9"));
+    }
+    Ok(())
+}
+
+/// Parse a CIFAR-10 python-version file (a pickled dict with 'data' and 'labels').
+pub fn parse_cifar_pickle(raw: &[u8]) -> std::result::Result<CifarRecords, String> {
+    use serde_pickle::{DeOptions, HashableValue as H, Value as V};
+    let opts = DeOptions::new().replace_unresolved_globals().keep_restore_state();
+    let value = serde_pickle::value_from_slice(raw, opts).map_err(|e| format!("not a readable pickle: {e}"))?;
+    let V::Dict(d) = value else {
+        return Err("pickle holds no dict".into());
+    };
+    let get = |key: &str| d.get(&H::Bytes(key.as_bytes().to_vec())).or_else(|| d.get(&H::String(key.to_string())));
+    let Some(V::List(ls)) = get("labels") else {
+        return Err("no 'labels' list".into());
+    };
+    let Some(data) = get("data").and_then(longest_bytes) else {
+        return Err("no 'data' array".into());
+    };
+    if data.len() != ls.len() * 3072 {
+        return Err(format!(
+            "'data' has {} bytes, expected {} (= {} labels × 3072)",
+            data.len(),
+            ls.len() * 3072,
+            ls.len()
+        ));
+    }
+    let mut labels = Vec::with_capacity(ls.len());
+    for (i, l) in ls.iter().enumerate() {
+        let V::I64(l) = l else {
+            return Err(format!("label {i} is not an integer"));
+        };
+        check_cifar_label(i, *l)?;
+        labels.push(*l);
+    }
+    Ok((data.clone(), labels))
+}
+
+fn read_cifar(dir: &Path, split: Split, format: DataFormat) -> Result<HostData> {
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for name in cifar_names(split) {
+        let file = if format == DataFormat::CifarBinary { dir.join(format!("{name}.bin")) } else { dir.join(&name) };
+        let raw = std::fs::read(&file).map_err(|e| Error::file(Role::CifarFile, &file, format!("cannot read: {e}")))?;
+        let parsed =
+            if format == DataFormat::CifarBinary { parse_cifar_binary(&raw) } else { parse_cifar_pickle(&raw) };
+        let (im, la) = parsed.map_err(|p| Error::file(Role::CifarFile, &file, p))?;
+        images.extend(im);
+        labels.extend(la);
+    }
+    let n = labels.len();
+    Ok(HostData {
+        x: Tensor::from_slice(&images).view([n as i64, 3, 32, 32]),
+        y: Tensor::from_slice(&labels),
+        n,
+        targets: Targets::Classes,
+        format,
+        layout_nhwc: false,
+    })
+}
+
+/// The pixel buffer of a pickled numpy array: the longest byte string inside its reduce state.
+fn longest_bytes(v: &serde_pickle::Value) -> Option<&Vec<u8>> {
+    use serde_pickle::Value as V;
+    match v {
+        V::Bytes(b) => Some(b),
+        V::Tuple(items) | V::List(items) => items.iter().filter_map(longest_bytes).max_by_key(|b| b.len()),
+        _ => None,
+    }
+}
+
+/// An .npy array read into a host tensor (integers as int64, float64 as float32).
+pub fn read_npy(path: &Path) -> Result<Tensor> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    parse_npy(&bytes).map_err(|p| Error::file(Role::File, path, p))
+}
+
+/// Parse .npy bytes into a host tensor; the problem in words on failure.
+pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
+    use npyz::{DType, TypeChar};
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not an .npy file: {e}"))?;
+    if npy.order() == npyz::Order::Fortran {
+        return Err("Fortran-ordered array; save it with np.ascontiguousarray".into());
+    }
+    let shape: Vec<i64> = npy.shape().iter().map(|&d| d as i64).collect();
+    let n = npy.shape().iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or("the shape's size overflows")?;
+    let DType::Plain(ts) = npy.dtype() else {
+        return Err(format!("structured dtype {:?} is not supported", npy.dtype().descr()));
+    };
+    if n.saturating_mul(ts.size_field()) > bytes.len() as u64 || shape.iter().any(|&d| d < 0) {
+        return Err(format!("shape {:?} needs more data than the file holds ({} bytes)", npy.shape(), bytes.len()));
+    }
+    let bad = |e: std::io::Error| format!("cannot read its data: {e}");
+    let wide = |v: Vec<i64>| Tensor::from_slice(&v);
+    let t = match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Uint, 1) | (TypeChar::Bool, 1) => Tensor::from_slice(&npy.into_vec::<u8>().map_err(bad)?),
+        (TypeChar::Float, 4) => Tensor::from_slice(&npy.into_vec::<f32>().map_err(bad)?),
+        (TypeChar::Float, 8) => Tensor::from_slice(&npy.into_vec::<f64>().map_err(bad)?).to_kind(Kind::Float),
+        (TypeChar::Int, 1) => Tensor::from_slice(&npy.into_vec::<i8>().map_err(bad)?).to_kind(Kind::Int64),
+        (TypeChar::Int, 2) => Tensor::from_slice(&npy.into_vec::<i16>().map_err(bad)?).to_kind(Kind::Int64),
+        (TypeChar::Int, 4) => Tensor::from_slice(&npy.into_vec::<i32>().map_err(bad)?).to_kind(Kind::Int64),
+        (TypeChar::Int, 8) => Tensor::from_slice(&npy.into_vec::<i64>().map_err(bad)?),
+        (TypeChar::Uint, 2) => wide(npy.into_vec::<u16>().map_err(bad)?.into_iter().map(i64::from).collect()),
+        (TypeChar::Uint, 4) => wide(npy.into_vec::<u32>().map_err(bad)?.into_iter().map(i64::from).collect()),
+        (TypeChar::Uint, 8) => wide(npy.into_vec::<u64>().map_err(bad)?.into_iter().map(|v| v as i64).collect()),
+        _ => return Err(format!("dtype {ts} is not supported (use uint8 or float32 for X, integers or floats for y)")),
+    };
+    if t.numel() as u64 != n {
+        return Err(format!("holds {} values for shape {shape:?}", t.numel()));
+    }
+    Ok(t.view(shape.as_slice()))
+}
+
+fn read_npy_pair(xp: &Path, yp: &Path, layout: Layout) -> Result<HostData> {
+    if !yp.exists() {
+        return Err(Error::file(
+            Role::Data,
+            xp,
+            format!("no {} beside it (labels or targets, one per sample)", yp.display()),
+        ));
+    }
+    let x = read_npy(xp)?;
+    let mut y = read_npy(yp)?;
+    if y.kind() == Kind::Uint8 {
+        y = y.to_kind(Kind::Int64);
+    }
+    if x.dim() < 2 {
+        return Err(Error::file(
+            Role::File,
+            xp,
+            format!("X must be [N, ...] with at least 2 axes, got shape {:?}", x.size()),
+        ));
+    }
+    match x.kind() {
+        Kind::Uint8 | Kind::Float => {}
+        k => return Err(Error::file(Role::File, xp, format!("X must be uint8 or float32, got {k:?}"))),
+    }
+    let n = x.size()[0];
+    if y.dim() == 0 || y.size()[0] != n {
+        return Err(Error::file(
+            Role::File,
+            xp,
+            format!(
+                "has {n} samples (shape {:?}) but {} has shape {:?}: X and y must have the same length",
+                x.size(),
+                yp.display(),
+                y.size()
+            ),
+        ));
+    }
+    let targets = if y.kind() == Kind::Int64 {
+        if y.dim() != 1 {
+            return Err(Error::file(
+                Role::File,
+                yp,
+                format!("integer labels must be 1-D [N], got shape {:?}", y.size()),
+            ));
+        }
+        if n > 0 {
+            let min = y.min().int64_value(&[]);
+            if min < 0 {
+                return Err(Error::file(
+                    Role::File,
+                    yp,
+                    format!("label {min} is negative; class labels must be 0..C-1"),
+                ));
+            }
+        }
+        Targets::Classes
+    } else {
+        Targets::Values
+    };
+    let s = x.size();
+    let layout_nhwc = x.dim() == 4
+        && match layout {
+            Layout::Nhwc => true,
+            Layout::Nchw => false,
+            Layout::Auto => [1, 3, 4].contains(&s[3]) && ![1, 3, 4].contains(&s[1]),
+        };
+    Ok(HostData { x, y, n: n as usize, targets, format: DataFormat::Npy, layout_nhwc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cifar_records_parse_and_bad_ones_are_described() {
+        let mut raw = vec![0u8; 2 * CIFAR_RECORD];
+        raw[0] = 3;
+        raw[CIFAR_RECORD] = 9;
+        raw[1] = 200;
+        let (im, la) = parse_cifar_binary(&raw).unwrap();
+        assert_eq!(la, vec![3, 9]);
+        assert_eq!((im.len(), im[0]), (2 * 3072, 200));
+        let e = parse_cifar_binary(&raw[..CIFAR_RECORD + 5]).unwrap_err();
+        assert!(e.contains("3078 bytes") && e.contains("30730000"), "{e}");
+        raw[CIFAR_RECORD] = 11;
+        assert!(parse_cifar_binary(&raw).unwrap_err().contains("record 1 has label 11"));
+        assert!(parse_cifar_pickle(b"not a pickle").unwrap_err().contains("pickle"));
+    }
+
+    #[test]
+    fn npy_integers_widen_and_floats_narrow() {
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        let h = "{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }";
+        let pad = 64 - (10 + h.len() + 1) % 64;
+        b.extend_from_slice(&((h.len() + pad + 1) as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        b.extend(std::iter::repeat_n(b' ', pad));
+        b.push(b'\n');
+        for v in [1i32, -2, 3] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let t = parse_npy(&b).unwrap();
+        assert_eq!(t.kind(), Kind::Int64);
+        assert_eq!(Vec::<i64>::try_from(&t).unwrap(), vec![1, -2, 3]);
+        assert!(parse_npy(&b[..b.len() - 4]).is_err(), "truncated data");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_cifar_binary_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..7000)) {
+            match parse_cifar_binary(&bytes) {
+                Ok((im, la)) => prop_assert_eq!(im.len(), la.len() * 3072),
+                Err(e) => prop_assert!(!e.contains('\n')),
+            }
+        }
+
+        #[test]
+        fn arbitrary_pickles_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok((im, la)) = parse_cifar_pickle(&bytes) {
+                prop_assert_eq!(im.len(), la.len() * 3072);
+            }
+        }
+
+        #[test]
+        fn pickled_dicts_with_wrong_contents_fail_cleanly(labels in proptest::collection::vec(-3i64..14, 0..4), data_len in 0usize..7000) {
+            // protocol-2 pickle of {'labels': [...], 'data': b'...'} written by hand.
+            let mut p = vec![0x80, 2, b'}', b'('];
+            p.extend_from_slice(b"X\x06\x00\x00\x00labels](");
+            for l in &labels { p.push(b'J'); p.extend_from_slice(&(*l as i32).to_le_bytes()); }
+            p.push(b'e');
+            p.extend_from_slice(b"X\x04\x00\x00\x00data");
+            p.push(b'B'); p.extend_from_slice(&(data_len as u32).to_le_bytes()); p.extend(std::iter::repeat_n(7u8, data_len));
+            p.extend_from_slice(b"u.");
+            match parse_cifar_pickle(&p) {
+                Ok((im, la)) => {
+                    prop_assert_eq!(im.len(), la.len() * 3072);
+                    prop_assert!(la.iter().all(|l| (0..10).contains(l)));
+                }
+                Err(e) => prop_assert!(!e.contains('\n'), "{}", e),
+            }
+        }
+
+        #[test]
+        fn arbitrary_npy_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_npy(&bytes);
+        }
+    }
+}

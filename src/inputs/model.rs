@@ -1,0 +1,161 @@
+//! The model: a TorchScript module on the run's device, in eval mode, with its named parameters
+//! and buffers, which share storage with the module (writing into them in place moves the model).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::error::{torch_msg, Error, Result, Role};
+use crate::ffi::Freeze;
+
+pub struct Model {
+    module: CModule,
+    /// `named_parameters()` in the module's order; these tensors alias the module's weights.
+    pub params: Vec<(String, Tensor)>,
+    /// `named_buffers()` (BatchNorm running statistics, ...), aliasing the module's buffers.
+    pub buffers: Vec<(String, Tensor)>,
+    pub device: Device,
+    /// dtype of the parameters as loaded (float32 normally); `cast` may change the current one.
+    pub native_kind: Kind,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// sha256 of a file's bytes, as hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file, as hex.
+pub fn sha256_file(path: &Path, role: Role) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(role, path, format!("cannot read: {e}")))?;
+    Ok(sha256_hex(&bytes))
+}
+
+impl Model {
+    /// Load a TorchScript file (scripted or traced) onto `device` and put it in eval mode.
+    pub fn load(path: &Path, device: Device) -> Result<Model> {
+        let bad = |problem: String| Error::file(Role::Model, path, problem);
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let sha256 = sha256_hex(&bytes);
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            let msg = torch_msg(&e);
+            let hint = if msg.contains("constants.pkl") {
+                "looks like a torch.save checkpoint (e.g. a state_dict), not TorchScript: export it with \
+                 models/export.py --arch NAME --weights CKPT, or give it as a checkpoint of a TorchScript architecture"
+            } else {
+                "not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace; \
+                 models/export.py does both)"
+            };
+            bad(format!("{hint}: {msg}"))
+        })?;
+        module.f_set_eval().map_err(|e| bad(torch_msg(&e)))?;
+        let params =
+            module.named_parameters().map_err(|e| bad(format!("cannot list parameters: {}", torch_msg(&e))))?;
+        if params.is_empty() {
+            return Err(bad("has no parameters, so it has no loss landscape".into()));
+        }
+        if let Some((name, p)) = params.iter().find(|(_, p)| !p.is_floating_point()) {
+            return Err(bad(format!("parameter {name} is {:?}, not floating point", p.kind())));
+        }
+        let buffers = crate::ffi::named_buffers(&module, &params[0].1).map_err(|e| bad(e.to_string()))?;
+        let native_kind = params[0].1.kind();
+        Ok(Model { module, params, buffers, device, native_kind, path: path.to_path_buf(), sha256 })
+    }
+
+    /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.module.forward_ts(&[x]).map_err(|e| self.forward_error(&e))
+    }
+
+    /// The one-line error of a failed forward pass of this model.
+    pub fn forward_error(&self, e: &tch::TchError) -> Error {
+        Error::file(Role::Model, &self.path, format!("forward failed: {}", torch_msg(e)))
+    }
+
+    /// A frozen copy of the module: see `ffi::freeze`.
+    pub fn freeze(&self, set: &[(String, Tensor)], how: Freeze) -> Result<(Vec<Tensor>, Option<CModule>)> {
+        crate::ffi::freeze(&self.module, &self.params[0].1, set, how)
+    }
+
+    /// Copies of the current parameter values (on the model's device), in `params` order.
+    /// (`copy` keeps each tensor's memory format.)
+    pub fn snapshot(&self) -> Vec<Tensor> {
+        let _g = tch::no_grad_guard();
+        self.params.iter().map(|(_, p)| p.detach().copy()).collect()
+    }
+
+    /// Write `values` into the parameters in place (bit-exact copy).
+    pub fn load_values(&self, values: &[Tensor]) {
+        let _g = tch::no_grad_guard();
+        for ((_, p), v) in self.params.iter().zip(values) {
+            p.shallow_clone().copy_(v);
+        }
+    }
+
+    /// Re-lay 4-D weights (convolutions) out as channels_last (NHWC in memory, NCHW in shape),
+    /// which cuDNN and oneDNN run faster with channels_last input. Values are unchanged.
+    pub fn to_channels_last(&mut self) -> Result<()> {
+        let _g = tch::no_grad_guard();
+        for (name, p) in &mut self.params {
+            if p.dim() == 4 {
+                let cl = channels_last(p);
+                p.f_set_data(&cl)
+                    .map_err(|e| Error::file(Role::Model, &self.path, format!("{name}: {}", torch_msg(&e))))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cast every floating-point parameter and buffer to `kind` in place (`set_data`, keeping each
+    /// tensor's memory format), as PyTorch's `module.to(dtype)` does; integer buffers such as
+    /// `num_batches_tracked` keep their dtype (TorchScript's C++ `Module::to` would cast them
+    /// too). The handles in `params` and `buffers` follow.
+    pub fn cast(&mut self, kind: Kind) -> Result<()> {
+        let _g = tch::no_grad_guard();
+        for (name, t) in self.params.iter_mut().chain(self.buffers.iter_mut().filter(|(_, b)| b.is_floating_point())) {
+            if t.kind() != kind {
+                let v = t.to_kind(kind);
+                t.f_set_data(&v)
+                    .map_err(|e| Error::file(Role::Model, &self.path, format!("{name}: {}", torch_msg(&e))))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.params[0].1.kind()
+    }
+
+    /// What a checkpoint sets and what interpolation between checkpoints moves: the parameters,
+    /// then the floating-point buffers (integer ones such as `num_batches_tracked` are left alone).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .chain(self.buffers.iter().filter(|(_, b)| b.is_floating_point()))
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
+    }
+
+    pub fn num_params(&self) -> i64 {
+        self.params.iter().map(|(_, p)| p.numel() as i64).sum()
+    }
+
+    /// The BatchNorm layers of the module (see `ffi::batchnorm_layers`).
+    pub fn batchnorm_layers(&self) -> Result<Vec<crate::ffi::BatchNormLayer>> {
+        crate::ffi::batchnorm_layers(&self.module, &self.params[0].1)
+            .map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))
+    }
+
+    /// Put the BatchNorm layers alone in training mode (`on`) or back in eval mode.
+    pub fn set_batchnorm_training(&self, on: bool) -> Result<()> {
+        crate::ffi::set_batchnorm_training(&self.module, &self.params[0].1, on)
+            .map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))
+    }
+}
+
+/// A copy of 4-D `t` in channels_last memory order (tch 0.24 has no MemoryFormat: permute trick).
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}

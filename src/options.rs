@@ -1,0 +1,180 @@
+//! The run's choices as types: every option that takes one of a few values is an enum here, shared
+//! by the command line (which parses them), the engine (which acts on them) and the run record
+//! (which stores them in config.json and meta.json under the names given here).
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+macro_rules! display_as_serde {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let v = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+                f.write_str(v.as_str().unwrap_or("?"))
+            }
+        }
+    )*};
+}
+
+/// How a random direction is rescaled to the size of the parameters (docs/landscape.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// Per filter (slice along dim 0 of each tensor with dim > 1): ‖δ_k‖ = ‖θ_k‖.
+    Filter,
+    /// Per tensor: ‖δ‖ = ‖θ‖.
+    Layer,
+    /// Whole vector: ‖δ‖ = ‖θ‖ over all perturbed parameters.
+    Model,
+    /// Raw N(0, 1) draws.
+    None,
+}
+
+/// What happens to parameters with dim ≤ 1 (biases, BatchNorm weight and bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Ignore {
+    /// Their direction is 0: they stay at their trained values.
+    Biasbn,
+    /// They are perturbed too, normalized per tensor like `layer` (`none` leaves them raw).
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Cross-entropy over class logits [N, C], with integer labels; top-1 accuracy beside it.
+    Ce,
+    /// Mean squared error over all output entries (torch.nn.MSELoss), with float targets.
+    Mse,
+}
+
+/// Numeric precision of the forward pass. Losses are always accumulated in float32/float64, and
+/// θ* + αδ + βη is always formed in float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 with TF32 disabled for convolutions and matmuls (IEEE fp32 throughout).
+    Fp32,
+    /// float32 tensors, TF32 tensor cores allowed for convolutions and matmuls (CUDA only).
+    Tf32,
+    /// Model and inputs cast to bfloat16.
+    Bf16,
+    /// Model and inputs cast to float16.
+    Fp16,
+}
+
+impl Precision {
+    /// The default: TF32 on CUDA (as PyTorch does for convolutions), fp32 on CPU.
+    pub fn default_for(cuda: bool) -> Precision {
+        if cuda {
+            Precision::Tf32
+        } else {
+            Precision::Fp32
+        }
+    }
+
+    /// dtype of the model's weights and inputs during the forward pass.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 | Precision::Tf32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+            Precision::Fp16 => tch::Kind::Half,
+        }
+    }
+
+    /// numpy's name of `kind()`.
+    pub fn dtype_name(self) -> &'static str {
+        match self {
+            Precision::Fp32 | Precision::Tf32 => "float32",
+            Precision::Bf16 => "bfloat16",
+            Precision::Fp16 => "float16",
+        }
+    }
+
+    /// The model is cast for the forward pass (bf16, fp16).
+    pub fn is_reduced(self) -> bool {
+        self.kind() != tch::Kind::Float
+    }
+}
+
+/// How BatchNorm layers are treated at each point of a grid (docs/landscape.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchNormMode {
+    /// Eval mode with the running statistics as stored (interpolated between checkpoints).
+    Eval,
+    /// Running statistics re-estimated at every point on training samples, as
+    /// `torch.optim.swa_utils.update_bn` does, then eval mode.
+    Recompute,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    CifarBinary,
+    CifarPython,
+    Npy,
+}
+
+/// Memory layout of 4-D image arrays in X.npy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// NHWC when the last axis has 1, 3 or 4 entries and axis 1 does not; NCHW otherwise.
+    Auto,
+    Nchw,
+    Nhwc,
+}
+
+/// Labels for classification or values for regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Targets {
+    /// Integer class labels, int64 [N].
+    Classes,
+    /// Float targets, float32 [N, ...].
+    Values,
+}
+
+/// The per-channel map applied to byte images: x / divide_by, then (x − mean) / std.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Normalization {
+    pub divide_by: f32,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+display_as_serde!(Norm, Ignore, LossKind, Precision, BatchNormMode, Split, DataFormat, Layout, Targets);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_files_are_the_lowercase_names() {
+        assert_eq!(Precision::Tf32.to_string(), "tf32");
+        assert_eq!(DataFormat::CifarBinary.to_string(), "cifar_binary");
+        assert_eq!(serde_json::to_string(&Norm::Filter).unwrap(), "\"filter\"");
+        let back: Ignore = serde_json::from_str("\"keep\"").unwrap();
+        assert_eq!(back, Ignore::Keep);
+        assert!(serde_json::from_str::<Ignore>("\"Keep\"").is_err());
+    }
+
+    #[test]
+    fn precision_kinds() {
+        assert_eq!(Precision::default_for(true), Precision::Tf32);
+        assert_eq!(Precision::default_for(false), Precision::Fp32);
+        assert!(Precision::Bf16.is_reduced() && !Precision::Tf32.is_reduced());
+        assert_eq!(Precision::Fp16.dtype_name(), "float16");
+    }
+}

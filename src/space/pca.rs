@@ -1,0 +1,302 @@
+//! PCA of a training trajectory within a memory budget: the T×T Gram matrix of the vectors
+//! m_i = θ_i − θ_origin is accumulated block by block (two blocks of checkpoints in memory at a
+//! time, each read again as often as the blocks require), then its mean-centred eigendecomposition
+//! gives the unit principal directions, the explained variance ratios and the least-squares
+//! coordinates of every m_i on the plane of the top two (docs/landscape.md).
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result, Setting};
+
+/// The top two principal directions of a set of difference vectors.
+#[derive(Debug)]
+pub struct Pca {
+    /// δ and η, per tensor (the order of the inputs), float32 on the CPU; zero where excluded.
+    pub components: [Vec<Tensor>; 2],
+    /// Explained variance ratio of every component with a positive eigenvalue, largest first.
+    pub explained_variance_ratio: Vec<f64>,
+    /// Least-squares coordinates (on δ, η) of every input vector m_i.
+    pub coords: Vec<[f64; 2]>,
+    /// How the work was split: checkpoints per block, blocks, checkpoint reads in all.
+    pub blocks: BlockPlan,
+}
+
+/// How many checkpoints are held at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockPlan {
+    pub per_block: usize,
+    pub blocks: usize,
+    /// Checkpoint files read, for the Gram matrix and the components together.
+    pub reads: usize,
+}
+
+impl BlockPlan {
+    /// Blocks for `t` vectors of `bytes_each` under `budget` bytes: all at once when they fit,
+    /// else blocks of which two fit.
+    pub fn new(t: usize, bytes_each: u64, budget: u64) -> BlockPlan {
+        let per_block = if bytes_each.saturating_mul(t as u64) <= budget {
+            t
+        } else {
+            ((budget / 2 / bytes_each.max(1)) as usize).clamp(1, t)
+        };
+        let blocks = t.div_ceil(per_block);
+        let len = |b: usize| per_block.min(t - b * per_block);
+        // Gram: block I once, then every J > I once per I; components: one more pass over every
+        // block but the last, which is still held.
+        let gram: usize = (0..blocks).map(|b| len(b) * (b + 1)).sum();
+        let reads = gram + (0..blocks.saturating_sub(1)).map(len).sum::<usize>();
+        BlockPlan { per_block, blocks, reads }
+    }
+}
+
+/// Columns per chunk when converting a block to float64 for a product.
+const CHUNK_ELEMS: i64 = 1 << 24;
+
+/// PCA of m_i = load(i) − origin for i in 0..t, over the tensors with `include[j]`, computed on
+/// `device` with at most about `budget` bytes of checkpoint vectors held at once. `load(i)` gives
+/// checkpoint i's tensors in the order of `origin`.
+pub fn pca(
+    load: &mut dyn FnMut(usize) -> Result<Vec<Tensor>>,
+    t: usize,
+    origin: &[Tensor],
+    include: &[bool],
+    budget: u64,
+    device: Device,
+) -> Result<Pca> {
+    let _g = tch::no_grad_guard();
+    if t < 3 {
+        return Err(Error::setting(Setting::Checkpoints, t, "PCA needs at least 3 checkpoints"));
+    }
+    let kept: Vec<usize> = (0..origin.len()).filter(|&j| include[j]).collect();
+    let p: i64 = kept.iter().map(|&j| origin[j].numel() as i64).sum();
+    if p == 0 {
+        return Err(Error::setting(Setting::Checkpoints, t, "no tensor is compared (all have dim <= 1?)"));
+    }
+    let plan = BlockPlan::new(t, 4 * p as u64, budget);
+    let origin_flat =
+        Tensor::cat(&kept.iter().map(|&j| origin[j].flatten(0, -1).to_kind(Kind::Double)).collect::<Vec<_>>(), 0)
+            .to_device(device);
+    // A block: rows m_i (float32, rounded once from the float64 difference) for i in `range`.
+    let mut block = |range: std::ops::Range<usize>| -> Result<Tensor> {
+        let rows = range
+            .map(|i| {
+                let s = load(i)?;
+                let flat = Tensor::cat(
+                    &kept.iter().map(|&j| s[j].flatten(0, -1).to_kind(Kind::Double)).collect::<Vec<_>>(),
+                    0,
+                )
+                .to_device(device);
+                Ok((flat - &origin_flat).to_kind(Kind::Float))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&rows, 0))
+    };
+    let range = |b: usize| b * plan.per_block..((b + 1) * plan.per_block).min(t);
+    let chunk = (CHUNK_ELEMS / plan.per_block as i64).max(1);
+    let product = |a: &Tensor, b: &Tensor| -> Tensor {
+        let mut g = Tensor::zeros([a.size()[0], b.size()[0]], (Kind::Double, device));
+        let mut start = 0;
+        while start < p {
+            let len = chunk.min(p - start);
+            let (ca, cb) =
+                (a.narrow(1, start, len).to_kind(Kind::Double), b.narrow(1, start, len).to_kind(Kind::Double));
+            g += ca.matmul(&cb.tr());
+            start += len;
+        }
+        g
+    };
+    let opts = (Kind::Double, device);
+    let g = Tensor::zeros([t as i64, t as i64], opts);
+    let mut last: Option<(usize, Tensor)> = None;
+    for bi in 0..plan.blocks {
+        let a = block(range(bi))?;
+        for bj in bi..plan.blocks {
+            let gij = if bj == bi { product(&a, &a) } else { product(&a, &block(range(bj))?) };
+            let (ri, rj) = (range(bi), range(bj));
+            let mut dst = g.narrow(0, ri.start as i64, ri.len() as i64).narrow(1, rj.start as i64, rj.len() as i64);
+            dst.copy_(&gij);
+            if bj != bi {
+                let mut dst = g.narrow(0, rj.start as i64, rj.len() as i64).narrow(1, ri.start as i64, ri.len() as i64);
+                dst.copy_(&gij.tr());
+            }
+        }
+        last = Some((bi, a));
+    }
+    // Mean-centred Gram: H G H with H = I − 11ᵀ/T.
+    let h = Tensor::eye(t as i64, opts) - 1.0 / t as f64;
+    let gc = h.matmul(&g).matmul(&h);
+    let gc = (&gc + gc.tr()) * 0.5;
+    let (evals, evecs) = gc.linalg_eigh("L");
+    let evals: Vec<f64> = Vec::<f64>::try_from(evals.to_device(Device::Cpu))
+        .map_err(|e| Error::other(format!("PCA: {e}")))?
+        .into_iter()
+        .rev()
+        .collect();
+    let evecs = evecs.to_device(Device::Cpu).flip([1]); // columns: largest eigenvalue first
+    let total: f64 = evals.iter().filter(|v| **v > 0.0).sum();
+    let tol = evals[0].abs() * 1e-12;
+    if evals[0].is_nan() || evals[0] <= tol || total <= 0.0 {
+        return Err(Error::setting(
+            Setting::Checkpoints,
+            t,
+            "the checkpoints are identical on the compared parameters: the trajectory has no direction",
+        ));
+    }
+    if evals[1].is_nan() || evals[1] <= tol {
+        return Err(Error::setting(
+            Setting::Checkpoints,
+            t,
+            "the trajectory is a straight line (one principal direction only): no plane to draw",
+        ));
+    }
+    let ratio: Vec<f64> = evals.iter().filter(|v| **v > tol).map(|v| v / total).collect();
+    // Unit directions u_k = Σ_i w_ik m_i / √λ_k (Σ_i w_ik = 0, so centring changes nothing), with
+    // a deterministic sign: the entry of largest magnitude of w_k is positive.
+    let w: Vec<Tensor> = (0..2)
+        .map(|k| {
+            let w = evecs.select(1, k as i64).contiguous();
+            let imax = w.abs().argmax(0, false).int64_value(&[]);
+            if w.double_value(&[imax]) < 0.0 {
+                -w
+            } else {
+                w
+            }
+        })
+        .collect();
+    let scale = [1.0 / evals[0].sqrt(), 1.0 / evals[1].sqrt()];
+    let wmat = Tensor::stack(&[&w[0] * scale[0], &w[1] * scale[1]], 0).to_device(device); // [2, T]
+    let u = Tensor::zeros([2, p], opts);
+    for bi in 0..plan.blocks {
+        let r = range(bi);
+        let m = match &last {
+            Some((b, m)) if *b == bi => m.shallow_clone(),
+            _ => block(r.clone())?,
+        };
+        let wb = wmat.narrow(1, r.start as i64, r.len() as i64);
+        let mut start = 0;
+        while start < p {
+            let len = chunk.min(p - start);
+            let mut dst = u.narrow(1, start, len);
+            dst += wb.matmul(&m.narrow(1, start, len).to_kind(Kind::Double));
+            start += len;
+        }
+    }
+    let u = u.to_kind(Kind::Float).to_device(Device::Cpu);
+    let mut components: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
+    for (k, comp) in components.iter_mut().enumerate() {
+        let mut offset = 0;
+        for (j, o) in origin.iter().enumerate() {
+            if include[j] {
+                let n = o.numel() as i64;
+                comp.push(u.get(k as i64).narrow(0, offset, n).contiguous().view(o.size().as_slice()));
+                offset += n;
+            } else {
+                comp.push(Tensor::zeros(o.size(), (Kind::Float, Device::Cpu)));
+            }
+        }
+    }
+    // u_k · m_i = (G w_k)_i / √λ_k: least squares on an orthonormal pair is the projection.
+    let proj = g.to_device(Device::Cpu).matmul(&wmat.to_device(Device::Cpu).tr()); // [T, 2]
+    let proj = Vec::<f64>::try_from(proj.flatten(0, -1)).map_err(|e| Error::other(format!("PCA: {e}")))?;
+    let coords = proj.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+    Ok(Pca { components, explained_variance_ratio: ratio, coords, blocks: plan })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checkpoints θ_i = origin + a_i e1 + b_i e2 + small noise, two tensors, the second excluded.
+    fn trajectory(t: usize) -> (Vec<Vec<Tensor>>, Vec<Tensor>, [Tensor; 2]) {
+        tch::manual_seed(11);
+        let origin =
+            vec![Tensor::randn([5, 7], (Kind::Float, Device::Cpu)), Tensor::randn([3], (Kind::Float, Device::Cpu))];
+        let e1 = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
+        let e2 = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
+        let states = (0..t)
+            .map(|i| {
+                let (a, b) = ((i as f64 / 3.0).cos() * 4.0, (i as f64 / 2.0).sin());
+                vec![&origin[0] + &e1 * a + &e2 * b, Tensor::randn([3], (Kind::Float, Device::Cpu))]
+            })
+            .collect();
+        (states, origin, [e1, e2])
+    }
+
+    fn run(states: &[Vec<Tensor>], origin: &[Tensor], budget: u64) -> (Pca, usize) {
+        let mut reads = 0;
+        let mut load = |i: usize| {
+            reads += 1;
+            Ok(states[i].iter().map(|t| t.copy()).collect())
+        };
+        let r = pca(&mut load, states.len(), origin, &[true, false], budget, Device::Cpu).unwrap();
+        (r, reads)
+    }
+
+    #[test]
+    fn blockwise_and_all_at_once_agree_and_read_what_the_plan_says() {
+        let (states, origin, _) = trajectory(9);
+        let (whole, reads_whole) = run(&states, &origin, 1 << 30);
+        assert_eq!(whole.blocks.blocks, 1);
+        assert_eq!(reads_whole, 9, "all at once: each checkpoint read once");
+        // 35 floats = 140 bytes a vector: a budget of 600 bytes holds two blocks of 2.
+        let (blocked, reads) = run(&states, &origin, 600);
+        assert_eq!(blocked.blocks.per_block, 2);
+        assert_eq!(blocked.blocks.blocks, 5);
+        assert_eq!(reads, blocked.blocks.reads, "{:?}", blocked.blocks);
+        for k in 0..2 {
+            assert!((whole.explained_variance_ratio[k] - blocked.explained_variance_ratio[k]).abs() < 1e-9);
+            let diff = (&whole.components[k][0] - &blocked.components[k][0]).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "component {k} differs by {diff}");
+        }
+        for (a, b) in whole.coords.iter().zip(&blocked.coords) {
+            assert!((a[0] - b[0]).abs() < 1e-5 && (a[1] - b[1]).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn a_planar_path_is_explained_by_two_unit_components_and_excluded_tensors_are_zero() {
+        let (states, origin, _) = trajectory(12);
+        let (r, _) = run(&states, &origin, 1 << 30);
+        assert!(r.explained_variance_ratio[0] + r.explained_variance_ratio[1] > 1.0 - 1e-6);
+        for k in 0..2 {
+            let n = r.components[k][0].square().sum(Kind::Double).double_value(&[]);
+            assert!((n - 1.0).abs() < 1e-5, "|pc{k}|² = {n}");
+            assert_eq!(r.components[k][1].abs().max().double_value(&[]), 0.0);
+        }
+        // The last checkpoint is not the origin here, but distances are kept by the projection.
+        let d = |i: usize, j: usize| {
+            let (a, b) = (r.coords[i], r.coords[j]);
+            ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+        };
+        let true_d = (&states[3][0] - &states[7][0]).square().sum(Kind::Double).double_value(&[]).sqrt();
+        assert!((d(3, 7) - true_d).abs() < 1e-4 * true_d);
+    }
+
+    #[test]
+    fn degenerate_trajectories_are_refused() {
+        let (_, origin, _) = trajectory(3);
+        let same: Vec<Vec<Tensor>> = (0..4).map(|_| origin.iter().map(|t| t.copy()).collect()).collect();
+        let mut load = |i: usize| Ok(same[i].iter().map(|t| t.copy()).collect());
+        let e = pca(&mut load, 4, &origin, &[true, false], 1 << 20, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("no direction"), "{e}");
+        let line: Vec<Vec<Tensor>> = (0..4).map(|i| vec![&origin[0] * (1.0 + i as f64), origin[1].copy()]).collect();
+        let mut load = |i: usize| Ok(line[i].iter().map(|t| t.copy()).collect());
+        let e = pca(&mut load, 4, &origin, &[true, false], 1 << 20, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("straight line"), "{e}");
+        let mut load = |_: usize| -> Result<Vec<Tensor>> { unreachable!() };
+        assert!(pca(&mut load, 2, &origin, &[true, false], 1 << 20, Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 3"));
+    }
+
+    #[test]
+    fn block_plans() {
+        assert_eq!(BlockPlan::new(10, 100, 1000), BlockPlan { per_block: 10, blocks: 1, reads: 10 });
+        let b = BlockPlan::new(10, 100, 999);
+        assert_eq!((b.per_block, b.blocks), (4, 3));
+        // Blocks of 4, 4, 2: Gram 4 + 4·2 + 2·3, components 4 + 4.
+        assert_eq!(b.reads, 4 + 8 + 6 + 8);
+        assert_eq!(BlockPlan::new(5, 1000, 10).per_block, 1, "at least one vector a block");
+    }
+}

@@ -1,0 +1,707 @@
+//! The run record: the types that write and read a run directory's JSON files, so that what is
+//! written is what is read (no field built or read back by string key).
+//!
+//! - `config.json` = [`RunRecord`]: the run's [`Identity`] (what determines its values; its hash
+//!   names the run), its [`Plan`] (what every task needs to evaluate its points) and the
+//!   [`Description`] known at set-up (the static part of meta.json).
+//! - `shards/<shard>.json` = [`ShardFile`]: one task's progress and timing.
+//! - `meta.json` = [`Meta`]: the description, the results and every task's record; written last.
+//!
+//! `docs/meta.schema.json` is the JSON Schema of [`Meta`], generated from these types.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::options::{BatchNormMode, DataFormat, Ignore, LossKind, Norm, Normalization, Precision, Split, Targets};
+use crate::space::grid::{Axis, GridSpec, Spacing};
+use crate::space::shard::Shard;
+use crate::store::atomic::{read_json, write_json};
+
+/// Version of the layout of meta.json and config.json (1: before the typed record).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What a run computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// θ* + αδ + βη around a model, δ and η random (or given) directions.
+    Surface,
+    /// (1 − α)·θ_A + α·θ_B between two checkpoints.
+    Line,
+    /// θ_A + α(θ_B − θ_A) + β(θ_C − θ_A) through three checkpoints.
+    Plane,
+    /// The PCA plane of a training trajectory, with the optimizer's path on it.
+    Trajectory,
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunKind::Surface => "surface",
+            RunKind::Line => "line",
+            RunKind::Plane => "plane",
+            RunKind::Trajectory => "trajectory",
+        })
+    }
+}
+
+/// A value evaluated at every point: a column of the shard files and an array of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    /// Dataset-mean loss (float32).
+    Loss,
+    /// Top-1 accuracy (float32; NaN for MSE and capped points).
+    Acc,
+    /// 1 where the pass stopped at the loss cap (uint8).
+    Capped,
+    /// 1 where the loss is not finite and a BatchNorm running variance, as interpolated to the
+    /// point, is negative (uint8; runs that move BatchNorm statistics in eval mode).
+    NegativeVariance,
+}
+
+impl Quantity {
+    /// The array file of the grid's values.
+    pub fn file(self) -> &'static str {
+        match self {
+            Quantity::Loss => "loss.npy",
+            Quantity::Acc => "acc.npy",
+            Quantity::Capped => "capped.npy",
+            Quantity::NegativeVariance => "negative_variance.npy",
+        }
+    }
+
+    /// Stored as uint8 0/1 rather than float32.
+    pub fn is_flag(self) -> bool {
+        matches!(self, Quantity::Capped | Quantity::NegativeVariance)
+    }
+}
+
+/// The data a run evaluates on, as identified by its contents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DataIdentity {
+    /// sha256 of the samples used (inputs as NCHW values, then targets).
+    pub sha256: String,
+    pub n: usize,
+    pub normalization: Option<Normalization>,
+}
+
+/// Where the run's directions come from, as far as it determines the values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum Source {
+    /// Seeded Gaussian directions, normalized.
+    Random { seed: i64, norm: Norm, ignore: Ignore },
+    /// A directions file given by the user.
+    File { sha256: String },
+    /// The segment to another checkpoint (the origin is the first).
+    Line { to_sha256: String },
+    /// The plane through the origin and two more checkpoints.
+    Plane { b_sha256: String, c_sha256: String, orthogonalize: bool },
+    /// The PCA of a sequence of checkpoints (sha256 of each, in order); the axes given, if any,
+    /// else their extent from the path with a margin.
+    Trajectory {
+        checkpoints: Vec<String>,
+        ignore: Ignore,
+        x: Option<Axis>,
+        y: Option<Axis>,
+        margin: f64,
+        points_per_axis: usize,
+    },
+}
+
+/// What determines a run's values: two runs with equal identities compute the same numbers (to
+/// the rounding of the device and batch size), so tasks of one run may differ in anything else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Identity {
+    pub kind: RunKind,
+    /// sha256 of the TorchScript model (the architecture the checkpoints are applied to).
+    pub model_sha256: String,
+    /// sha256 of the checkpoint at the origin, when it is not the model file itself.
+    pub origin_sha256: Option<String>,
+    pub data: DataIdentity,
+    /// The grid as asked for; None when it is derived (a trajectory's extent).
+    pub grid: Option<GridSpec>,
+    pub source: Source,
+    pub loss: LossKind,
+    pub precision: Precision,
+    pub loss_cap: Option<f64>,
+    pub fold_batchnorm: bool,
+    pub batchnorm: BatchNormMode,
+    /// Training samples the BatchNorm statistics are re-estimated on (recompute only).
+    pub bn_samples: Option<usize>,
+    pub columns: Vec<Quantity>,
+}
+
+impl Identity {
+    /// The run's name: the first 16 hex digits of the sha256 of its canonical JSON.
+    pub fn hash(&self) -> String {
+        let v = serde_json::to_vec(self).expect("an identity serializes");
+        Sha256::digest(v).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The first field (dotted path) where `self` and `other` differ: (field, self's, other's).
+    pub fn first_difference(&self, other: &Identity) -> Option<(String, String, String)> {
+        let (a, b) = (serde_json::to_value(self).ok()?, serde_json::to_value(other).ok()?);
+        first_difference(&a, &b, "").map(|(k, x, y)| (k, x.to_string(), y.to_string()))
+    }
+}
+
+/// The first key (dotted path) where two JSON values differ.
+pub fn first_difference(a: &Value, b: &Value, at: &str) -> Option<(String, Value, Value)> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                let p = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                first_difference(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), &p)
+            })
+        }
+        _ if a == b => None,
+        _ => Some((at.to_string(), a.clone(), b.clone())),
+    }
+}
+
+/// How the model's state moves with the grid coordinates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Motion {
+    /// origin + α·δ + β·η, with δ (`x.<name>`) and η (`y.<name>`) in the run directory's
+    /// `directions.safetensors` (tensors it does not name stay at the origin).
+    Affine,
+    /// (1 − α)·origin + α·to, by `lerp`, over the parameters and floating-point buffers.
+    Lerp { to: PathBuf },
+}
+
+/// What every task of a run needs to evaluate its points (besides its own options).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    /// TorchScript file of the model (the architecture that checkpoints are applied to).
+    pub arch: PathBuf,
+    /// Checkpoint whose state is the origin; None: the model's own values.
+    pub origin: Option<PathBuf>,
+    pub motion: Motion,
+    pub grid: GridSpec,
+    /// Checkpoints evaluated as points after the grid's (each one's own loss).
+    pub states: Vec<PathBuf>,
+    pub columns: Vec<Quantity>,
+}
+
+impl Plan {
+    /// Points of the run: the grid's, then the checkpoint states'.
+    pub fn total_points(&self) -> usize {
+        self.grid.grid().len() + self.states.len()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelMeta {
+    /// The TorchScript model file (the architecture, for runs between checkpoints).
+    pub path: PathBuf,
+    pub sha256: String,
+    /// Number of parameter values.
+    pub parameters: i64,
+    pub parameter_tensors: usize,
+    /// The checkpoint the grid is centred on, when it is not the model itself.
+    pub origin: Option<PathBuf>,
+    /// Tensors (parameters and buffers) that move with the grid coordinates; known once a task ran.
+    pub moving_tensors: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DataMeta {
+    pub path: PathBuf,
+    pub format: DataFormat,
+    /// The CIFAR-10 split (None for .npy data).
+    pub split: Option<Split>,
+    /// Samples used.
+    pub n: usize,
+    /// Samples the source holds.
+    pub available: usize,
+    pub subset: String,
+    pub sha256: String,
+    pub targets: Targets,
+    pub sample_shape: Vec<i64>,
+    pub normalization: Option<Normalization>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GridMeta {
+    pub dims: u8,
+    pub x: Axis,
+    pub y: Option<Axis>,
+    pub spacing: Spacing,
+    /// Shape of the arrays: [ny, nx] or [nx].
+    pub shape: Vec<u64>,
+    /// What loss[j, i] is.
+    pub layout: String,
+    pub point: String,
+}
+
+/// The files of the run directory, by role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Outputs {
+    pub loss: String,
+    pub acc: String,
+    pub x: String,
+    pub y: Option<String>,
+    pub capped: Option<String>,
+    pub directions: String,
+    pub path: Option<String>,
+    pub path_loss: Option<String>,
+    pub path_acc: Option<String>,
+}
+
+/// How BatchNorm is treated at each point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchNormMeta {
+    pub mode: BatchNormMode,
+    /// recompute: training samples the statistics are estimated on (the first ones, in order).
+    pub samples: Option<usize>,
+    pub note: String,
+}
+
+/// The directions of a `surface` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DirectionsMeta {
+    pub file: String,
+    /// "random", or the file the directions were copied from.
+    pub source: String,
+    pub seed: Option<i64>,
+    pub norm: Option<Norm>,
+    pub ignore: Option<Ignore>,
+    pub x_norm: f64,
+    pub y_norm: Option<f64>,
+    /// cos(δ, η).
+    pub cos_xy: Option<f64>,
+}
+
+/// A checkpoint of a line, plane or trajectory: where it sits and its own loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StateMeta {
+    pub path: PathBuf,
+    /// Plane coordinates (least squares).
+    pub coords: Option<[f64; 2]>,
+    /// Its own loss and accuracy (filled when the run is merged).
+    pub loss: Option<f64>,
+    pub acc: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LineMeta {
+    pub from: StateMeta,
+    pub to: StateMeta,
+    pub arch: PathBuf,
+    /// ‖θ_B − θ_A‖ over parameters and floating-point buffers.
+    pub distance: f64,
+    pub interpolated: String,
+    pub direction_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlaneMeta {
+    #[serde(rename = "A")]
+    pub a: StateMeta,
+    #[serde(rename = "B")]
+    pub b: StateMeta,
+    #[serde(rename = "C")]
+    pub c: StateMeta,
+    pub arch: PathBuf,
+    pub orthogonalized: bool,
+    pub dx: String,
+    pub dy: String,
+    pub x_norm: f64,
+    pub y_norm: f64,
+    pub cos_xy: f64,
+    pub moved: String,
+}
+
+/// How the PCA was computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PcaMeta {
+    pub memory_budget_mb: f64,
+    pub checkpoints_per_block: usize,
+    pub blocks: usize,
+    pub checkpoint_reads: usize,
+    pub seconds: f64,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrajectoryMeta {
+    pub checkpoints: Vec<PathBuf>,
+    pub order: String,
+    pub origin: PathBuf,
+    pub arch: PathBuf,
+    pub ignore: Ignore,
+    pub vectors: String,
+    pub explained_variance_ratio: Vec<f64>,
+    pub explained_variance_ratio_top2: f64,
+    /// [T][2]: least-squares coordinates of every checkpoint on the plane (also `path.npy`).
+    pub path_coords: Vec<[f64; 2]>,
+    pub path: String,
+    pub path_loss: String,
+    pub margin: f64,
+    pub directions: String,
+    pub pca: PcaMeta,
+}
+
+/// The part of meta.json known when the run is set up (kept in config.json until the merge).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Description {
+    pub tool: Tool,
+    /// The command line of the task that set the run up.
+    pub argv: Vec<String>,
+    pub model: ModelMeta,
+    pub data: DataMeta,
+    pub loss: LossKind,
+    pub grid: GridMeta,
+    pub outputs: Outputs,
+    /// The device of the task that set the run up (every task's: `shards.tasks[].workers`).
+    pub device: String,
+    pub precision: Precision,
+    pub dtype: String,
+    pub tf32_convolutions: bool,
+    pub libtorch_version: String,
+    pub channels_last: bool,
+    pub cudnn_benchmark: bool,
+    pub batchnorm: BatchNormMeta,
+    pub directions: Option<DirectionsMeta>,
+    pub line: Option<LineMeta>,
+    pub plane: Option<PlaneMeta>,
+    pub trajectory: Option<TrajectoryMeta>,
+}
+
+/// `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunRecord {
+    pub schema_version: u32,
+    pub config_hash: String,
+    pub identity: Identity,
+    pub plan: Plan,
+    pub description: Description,
+}
+
+impl RunRecord {
+    pub fn new(identity: Identity, plan: Plan, description: Description) -> RunRecord {
+        RunRecord { schema_version: SCHEMA_VERSION, config_hash: identity.hash(), identity, plan, description }
+    }
+
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("config.json")
+    }
+
+    pub fn read(dir: &Path) -> Result<RunRecord> {
+        let r: RunRecord = read_json(&RunRecord::path(dir))?;
+        Ok(r)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&RunRecord::path(dir), self)
+    }
+}
+
+/// The strict-fp32 reference at the grid's origin, for runs in another precision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PrecisionCheck {
+    pub reference: String,
+    pub center_loss_fp32: f64,
+    pub center_loss: f64,
+    pub abs_diff: f64,
+    pub rel_diff: f64,
+    pub center_acc_fp32: f64,
+    pub center_acc: f64,
+}
+
+/// Whether the points were evaluated on a BatchNorm-folded frozen copy, and why not.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct FoldReport {
+    pub requested: bool,
+    pub active: bool,
+    /// Floating-point constants of the frozen graph.
+    pub constants: Option<usize>,
+    /// Those that move with the grid coordinates.
+    pub moving_constants: Option<usize>,
+    /// The copy runs on oneDNN tensors (CPU).
+    pub onednn: Option<bool>,
+    pub note: Option<String>,
+}
+
+/// One worker of a task (a device, or a CPU thread).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerReport {
+    pub device: String,
+    /// The batch size in the end (halved on out-of-memory).
+    pub batch_size: usize,
+    pub points: usize,
+    /// Seconds from its first point to its last.
+    pub seconds: f64,
+    /// Seconds spent moving the model to its points.
+    pub perturb_seconds: f64,
+    /// Seconds spent re-estimating BatchNorm statistics (`--batchnorm recompute`).
+    pub batchnorm_seconds: f64,
+    pub precision_check: Option<PrecisionCheck>,
+    pub batchnorm_folding: FoldReport,
+    pub moving_tensors: usize,
+}
+
+/// Seconds a task spent, summed over its sessions (a killed task resumed is several sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ShardTiming {
+    /// Loading model and data, preparing (precision check, folding, warm-up).
+    pub setup_seconds: f64,
+    /// From the first point to the last, per session (workers of a session overlap in it).
+    pub eval_seconds: f64,
+    /// Each worker's own evaluation seconds, summed over workers.
+    pub worker_seconds: f64,
+    /// Moving the model to its points, summed over workers.
+    pub perturb_seconds: f64,
+    /// Re-estimating BatchNorm statistics, summed over workers.
+    pub batchnorm_seconds: f64,
+}
+
+impl std::ops::Add for ShardTiming {
+    type Output = ShardTiming;
+    fn add(self, o: ShardTiming) -> ShardTiming {
+        ShardTiming {
+            setup_seconds: self.setup_seconds + o.setup_seconds,
+            eval_seconds: self.eval_seconds + o.eval_seconds,
+            worker_seconds: self.worker_seconds + o.worker_seconds,
+            perturb_seconds: self.perturb_seconds + o.perturb_seconds,
+            batchnorm_seconds: self.batchnorm_seconds + o.batchnorm_seconds,
+        }
+    }
+}
+
+/// `shards/<shard>.json`: one task's progress (the values are in `shards/<shard>.npy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShardFile {
+    pub config_hash: String,
+    pub shard: Shard,
+    /// Columns of `shards/<shard>.npy` after the point index (float32 bit patterns).
+    pub columns: Vec<Quantity>,
+    pub points_done: usize,
+    pub points: usize,
+    pub complete: bool,
+    pub host: String,
+    pub sessions: usize,
+    pub timing: ShardTiming,
+    /// The workers of its last session.
+    pub workers: Vec<WorkerReport>,
+    pub peak_host_rss_mb: Option<f64>,
+}
+
+/// meta.json's summary of the loss cap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LossCapMeta {
+    pub cap: f64,
+    pub capped_points: usize,
+    pub meaning: String,
+}
+
+/// Why points are not finite, when it can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NonFiniteMeta {
+    pub points: usize,
+    pub cause: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// One definition of each timing field, for every kind of run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Timing {
+    /// Loading and preparing, summed over tasks and sessions.
+    pub setup_seconds: f64,
+    /// Elapsed seconds of the evaluation loops (first point to last), summed over tasks and sessions.
+    pub eval_seconds: f64,
+    /// Evaluation seconds of every worker, summed.
+    pub worker_seconds: f64,
+    /// Points evaluated (grid and checkpoint states).
+    pub points: usize,
+    /// worker_seconds / points.
+    pub seconds_per_point: f64,
+    /// points × samples / worker_seconds: one worker's throughput.
+    pub images_per_second: f64,
+    pub perturb_seconds: f64,
+    /// perturb_seconds / worker_seconds.
+    pub perturb_fraction: f64,
+    /// Re-estimating BatchNorm statistics, summed over workers (`--batchnorm recompute`).
+    pub batchnorm_seconds: f64,
+}
+
+impl Timing {
+    pub fn of(t: ShardTiming, points: usize, samples: usize) -> Timing {
+        let w = t.worker_seconds;
+        Timing {
+            setup_seconds: t.setup_seconds,
+            eval_seconds: t.eval_seconds,
+            worker_seconds: w,
+            points,
+            seconds_per_point: w / points.max(1) as f64,
+            images_per_second: if w > 0.0 { (points * samples) as f64 / w } else { 0.0 },
+            perturb_seconds: t.perturb_seconds,
+            perturb_fraction: if w > 0.0 { t.perturb_seconds / w } else { 0.0 },
+            batchnorm_seconds: t.batchnorm_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShardsMeta {
+    pub count: usize,
+    pub config_hash: String,
+    pub missing_points: usize,
+    pub note: Option<String>,
+    pub tasks: Vec<ShardFile>,
+}
+
+/// `meta.json`: written last; a run directory with one is complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Meta {
+    pub schema_version: u32,
+    pub kind: RunKind,
+    pub config_hash: String,
+    #[serde(flatten)]
+    pub description: Description,
+    /// Smallest and largest finite loss of the grid.
+    pub loss_min: Option<f32>,
+    pub loss_max: Option<f32>,
+    pub nonfinite_points: usize,
+    pub nonfinite: Option<NonFiniteMeta>,
+    pub loss_cap: Option<LossCapMeta>,
+    /// The batch size of the first task's first worker.
+    pub batch_size: usize,
+    pub precision_check: Option<PrecisionCheck>,
+    pub batchnorm_folding: FoldReport,
+    pub timing: Timing,
+    /// The largest over tasks.
+    pub peak_host_rss_mb: Option<f64>,
+    pub shards: ShardsMeta,
+}
+
+impl Meta {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("meta.json")
+    }
+
+    pub fn read(dir: &Path) -> Result<Meta> {
+        let p = Meta::path(dir);
+        let v: Value = read_json(&p)?;
+        let version = v.get("schema_version").and_then(Value::as_u64);
+        if version != Some(SCHEMA_VERSION as u64) {
+            return Err(crate::error::Error::file(
+                crate::error::Role::RunFile,
+                &p,
+                format!(
+                    "schema_version {} is not {SCHEMA_VERSION}: written by another losscape version (re-run or re-merge it)",
+                    version.map_or("missing".to_string(), |v| v.to_string())
+                ),
+            ));
+        }
+        serde_json::from_value(v).map_err(|e| {
+            crate::error::Error::file(crate::error::Role::RunFile, &p, format!("not what losscape wrote: {e}"))
+        })
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&Meta::path(dir), self)
+    }
+}
+
+/// The JSON Schema of meta.json (committed as docs/meta.schema.json).
+pub fn meta_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(Meta)).expect("a schema serializes")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn identity() -> Identity {
+        Identity {
+            kind: RunKind::Surface,
+            model_sha256: "ab".into(),
+            origin_sha256: None,
+            data: DataIdentity { sha256: "cd".into(), n: 60, normalization: None },
+            grid: Some(GridSpec { x: "-1:1:5".parse().unwrap(), y: None, spacing: Spacing::Linear }),
+            source: Source::Random { seed: 0, norm: Norm::Filter, ignore: Ignore::Biasbn },
+            loss: LossKind::Ce,
+            precision: Precision::Fp32,
+            loss_cap: None,
+            fold_batchnorm: true,
+            batchnorm: BatchNormMode::Eval,
+            bn_samples: None,
+            columns: vec![Quantity::Loss, Quantity::Acc],
+        }
+    }
+
+    #[test]
+    fn the_hash_names_the_identity_and_differences_are_named_by_field() {
+        let a = identity();
+        let mut b = a.clone();
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(a.hash().len(), 16);
+        b.grid.as_mut().unwrap().x.n = 7;
+        assert_ne!(a.hash(), b.hash());
+        assert_eq!(a.first_difference(&b), Some(("grid.x.n".into(), "5".into(), "7".into())));
+        let mut c = a.clone();
+        c.source = Source::File { sha256: "ff".into() };
+        let (field, _, _) = a.first_difference(&c).unwrap();
+        assert!(field.starts_with("source."), "{field}");
+        assert_eq!(a.first_difference(&a.clone()), None);
+    }
+
+    #[test]
+    fn identities_round_trip_through_json() {
+        let a = identity();
+        let text = serde_json::to_string(&a).unwrap();
+        let b: Identity = serde_json::from_str(&text).unwrap();
+        assert_eq!(a, b);
+        assert!(text.contains("\"from\":\"random\""), "{text}");
+    }
+
+    #[test]
+    fn timing_fields_follow_their_definitions() {
+        let t = ShardTiming {
+            setup_seconds: 1.0,
+            eval_seconds: 2.0,
+            worker_seconds: 4.0,
+            perturb_seconds: 0.4,
+            batchnorm_seconds: 0.0,
+        };
+        let s = t + t;
+        assert_eq!(s.worker_seconds, 8.0);
+        let m = Timing::of(s, 16, 100);
+        assert_eq!(m.seconds_per_point, 0.5);
+        assert_eq!(m.images_per_second, 200.0);
+        assert!((m.perturb_fraction - 0.1).abs() < 1e-12);
+        assert_eq!(Timing::of(ShardTiming::default(), 0, 10).images_per_second, 0.0);
+    }
+
+    #[test]
+    fn the_committed_schema_is_the_schema_of_the_types() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/meta.schema.json");
+        let now = serde_json::to_string_pretty(&meta_schema()).unwrap() + "\n";
+        if std::env::var_os("LOSSCAPE_BLESS").is_some() {
+            std::fs::write(&path, &now).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == now,
+            "docs/meta.schema.json is out of date: run `LOSSCAPE_BLESS=1 cargo test --lib schema` and commit it"
+        );
+    }
+}
