@@ -164,12 +164,6 @@ impl Error {
     }
 }
 
-/// `bail!`-like early return with an [`Error::Other`].
-#[macro_export]
-macro_rules! fail {
-    ($($arg:tt)*) => { return Err($crate::error::Error::Other(format!($($arg)*))) };
-}
-
 /// One line of a libtorch error, so that every error the user sees is one line: the first line
 /// (a C++ backtrace follows it), or, when the TorchScript interpreter wrapped the error in its
 /// traceback, the line naming the original exception (`RuntimeError: ...`).

@@ -21,3 +21,79 @@ pub mod space;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// The dependency rule of ARCHITECTURE.md, checked on the source: each layer refers only to the
+/// layers below it.
+#[cfg(test)]
+mod layering {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn allowed(layer: &str) -> &'static [&'static str] {
+        match layer {
+            "error" | "options" => &["error", "options"],
+            "ffi" => &["error"],
+            "space" => &["error", "options"],
+            "inputs" => &["error", "options", "ffi"],
+            "store" => &["error", "options", "space"],
+            "engine" => &["error", "options", "ffi", "inputs", "space", "store"],
+            "plot" => &["error", "options", "space", "store"],
+            "commands" => &["error", "options", "ffi", "inputs", "space", "store", "engine", "plot"],
+            "cli" => &["error", "options", "inputs", "space", "store", "engine", "plot", "commands"],
+            other => panic!("unknown layer {other}"),
+        }
+    }
+
+    /// The layers a source text refers to (`crate::x`).
+    fn uses(text: &str) -> BTreeSet<String> {
+        text.match_indices("crate::")
+            .map(|(i, _)| text[i + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+            .collect()
+    }
+
+    #[test]
+    fn each_layer_uses_only_the_layers_below_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let p = entry.unwrap().path();
+            let (layer, files): (String, Vec<std::path::PathBuf>) = if p.is_dir() {
+                let files = std::fs::read_dir(&p)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+                    .collect();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), files)
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+                if stem == "lib" || stem == "main" {
+                    continue;
+                }
+                (stem, vec![p.clone()])
+            } else {
+                continue;
+            };
+            for f in files {
+                let text = std::fs::read_to_string(&f).unwrap();
+                for used in uses(&text) {
+                    if used != layer {
+                        assert!(
+                            allowed(&layer).contains(&used.as_str()),
+                            "{} ({layer}) uses crate::{used}, which is not below it",
+                            f.display()
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 30, "only {checked} files checked");
+    }
+
+    #[test]
+    fn the_rule_itself_catches_an_upward_use() {
+        assert!(uses("use crate::engine::sweep; crate::store::npy::write").contains("engine"));
+        assert!(!allowed("store").contains(&"engine"));
+        assert!(!allowed("plot").contains(&"engine"));
+    }
+}

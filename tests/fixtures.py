@@ -12,6 +12,10 @@ committed), and PyTorch reference values to compare losscape against.
     python tests/fixtures.py directions --model M --seed S --norm filter|layer|model|none
         --ignore biasbn|keep --out F: directions computed in PyTorch from torch.manual_seed(S),
         as docs/landscape.md defines them.
+    python tests/fixtures.py bn-reference --model M --data D --points P --bn-samples N
+        --batch-size B (--directions F | --line-to CKPT) --out OUT.json: the loss at each point
+        with BatchNorm statistics re-estimated by torch.optim.swa_utils.update_bn on an eager
+        copy of the fixture ResNet (the first N training samples in batches of B), then eval.
 """
 import argparse
 import json
@@ -121,6 +125,22 @@ def make(out):
         loss.backward()
         opt.step()
     export(mlp, os.path.join(out, "mlp.pt"))
+    # BatchNorm statistics deliberately wrong for the data (eval and recompute disagree), and a
+    # checkpoint whose running variances are far smaller (a line past it extrapolates them below 0).
+    wrong = arch.CifarResNet(8, num_classes=10, width=4)
+    wrong.load_state_dict(model.state_dict())
+    far = arch.CifarResNet(8, num_classes=10, width=4)
+    far.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for m in wrong.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.add_(2.0)
+                m.running_var.mul_(8.0)
+        for m in far.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.mul_(0.05)
+    export(wrong, os.path.join(out, "bn_wrong.pt"))
+    save_file({k: v.contiguous() for k, v in far.state_dict().items()}, os.path.join(out, "bn_far.safetensors"))
     os.makedirs(os.path.join(out, "square"), exist_ok=True)
     np.save(os.path.join(out, "square", "X.npy"), xs)
     np.save(os.path.join(out, "square", "y.npy"), ys)
@@ -340,6 +360,50 @@ def directions(a):
     save_file(out, a.out)
 
 
+def bn_reference(a):
+    """update_bn at every point, on an eager copy of the fixture ResNet-8 (width 4)."""
+    from safetensors.torch import load_file
+    from torch.optim.swa_utils import update_bn
+    from torch.utils.data import DataLoader, TensorDataset
+    ts = torch.jit.load(a.model, map_location="cpu")
+    model = arch.CifarResNet(8, num_classes=10, width=4)
+    model.load_state_dict(ts.state_dict())
+    model.eval()
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x, y = load_data(a.data, a.split, a.limit)
+    xb, _ = load_data(a.data, "train", a.bn_samples)
+    loader = DataLoader(TensorDataset(xb), batch_size=a.batch_size, shuffle=False)
+    if a.line_to:
+        end = load_file(a.line_to)
+    else:
+        dirs = load_file(a.directions)
+    results = []
+    with torch.no_grad():
+        for alpha, beta in json.loads(a.points):
+            state = {}
+            for k, v in start.items():
+                if not v.is_floating_point():
+                    state[k] = v
+                elif a.line_to:
+                    state[k] = torch.lerp(v, end[k], alpha)
+                else:
+                    w = v
+                    if f"x.{k}" in dirs:
+                        w = w + dirs[f"x.{k}"] * alpha
+                    if f"y.{k}" in dirs:
+                        w = w + dirs[f"y.{k}"] * beta
+                    state[k] = w
+            model.load_state_dict(state)
+            update_bn(loader, model)
+            model.eval()
+            out = model(x)
+            loss = F.cross_entropy(out, y.long(), reduction="sum").double().item() / len(y)
+            acc = (out.argmax(1) == y.long()).sum().item() / len(y)
+            results.append({"loss": loss, "acc": acc})
+    with open(a.out, "w") as f:
+        json.dump(results, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -362,6 +426,17 @@ def main():
     d.add_argument("--norm", default="filter")
     d.add_argument("--ignore", default="biasbn")
     d.add_argument("--out", required=True)
+    b = sub.add_parser("bn-reference")
+    b.add_argument("--model", required=True)
+    b.add_argument("--data", required=True)
+    b.add_argument("--split", default="train")
+    b.add_argument("--limit", type=int)
+    b.add_argument("--bn-samples", type=int, required=True)
+    b.add_argument("--batch-size", type=int, required=True)
+    b.add_argument("--directions")
+    b.add_argument("--line-to")
+    b.add_argument("--points", required=True)
+    b.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.cmd == "make":
@@ -370,6 +445,8 @@ def main():
         archs(a.dir)
     elif a.cmd == "reference":
         reference(a)
+    elif a.cmd == "bn-reference":
+        bn_reference(a)
     else:
         directions(a)
 

@@ -11,7 +11,7 @@ use losscape::engine::session::{default_batch_size, Session, Setup};
 use losscape::engine::worker::{RunSpec, Strict};
 use losscape::inputs::data::{DataSpec, Dataset, Layout, Split};
 use losscape::inputs::model::Model;
-use losscape::options::{Ignore, Norm, Precision};
+use losscape::options::{BatchNormMode, Ignore, Norm, Precision};
 use losscape::space::directions;
 use losscape::space::grid::{GridSpec, Spacing};
 use losscape::store::record::{Motion, Plan, Quantity};
@@ -196,43 +196,62 @@ fn a_mover_restores_the_parameters_bit_for_bit() {
     assert_eq!(ev.evaluate(&model, &data).unwrap(), base);
 }
 
-/// A worker through its states (strict → ready → points → finish), in bf16 with a fold: the
-/// session it hands back holds the model exactly as loaded, parameters and buffers.
+/// A worker through its states (strict → ready → points → finish), in bf16 with a fold, and in
+/// fp32 with BatchNorm statistics re-estimated at every point: the session it hands back holds the
+/// model exactly as loaded, parameters and every buffer (num_batches_tracked too).
 #[test]
 fn a_worker_hands_the_model_back_as_loaded() {
-    let dir = out_dir("worker-states");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut setup = Setup::new(DataSpec::new(fxp("cifar-bin"), Split::Test));
-    setup.precision = Some(Precision::Bf16);
-    setup.batch_size = Some(8);
-    let s = Session::open(&fxp("resnet.pt"), &setup, Device::Cpu).unwrap();
-    let params: Vec<_> = s.model.params.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
-    let buffers: Vec<_> = s.model.buffers.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
-    let (dx, dy) = directions::random(&s.model.params, 3, Norm::Filter, Ignore::Biasbn, true);
-    directions::save(&dir.join("directions.safetensors"), &dx, dy.as_ref()).unwrap();
-    let plan = Plan {
-        arch: fxp("resnet.pt"),
-        origin: None,
-        motion: Motion::Affine,
-        grid: GridSpec { x: "-1:1:3".parse().unwrap(), y: Some("-1:1:2".parse().unwrap()), spacing: Spacing::Linear },
-        states: vec![fxp("ckpt/b.safetensors")],
-        columns: vec![Quantity::Loss, Quantity::Acc],
-    };
-    let spec = RunSpec { run_dir: &dir, plan: &plan, setup: &setup };
-    let strict = Strict::open(&spec, Device::Cpu, Some(s)).unwrap();
-    let mut ready = strict.ready().unwrap();
-    let report = ready.report(0, 0.0, 0.0, 0.0);
-    assert!(report.precision_check.is_some(), "bf16 runs carry the fp32 reference");
-    assert!(report.batchnorm_folding.active, "{:?}", report.batchnorm_folding);
-    let losses: Vec<f32> = (0..7).map(|k| ready.eval(k).unwrap().values[0]).collect();
-    assert!(losses.iter().all(|l| l.is_finite()) && losses[0] != losses[2], "{losses:?}");
-    let s = ready.finish().unwrap();
-    assert_eq!(s.model.kind(), tch::Kind::Float);
-    for ((n, p), (_, b)) in s.model.params.iter().zip(&params) {
-        assert!(same_bits(p, b), "parameter {n} not restored");
-    }
-    for ((n, p), (_, b)) in s.model.buffers.iter().zip(&buffers) {
-        assert!(same_bits(p, b), "buffer {n} not restored");
+    for (name, precision, bn) in
+        [("bf16", Precision::Bf16, BatchNormMode::Eval), ("recompute", Precision::Fp32, BatchNormMode::Recompute)]
+    {
+        let dir = out_dir(&format!("worker-states-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut setup = Setup::new(DataSpec::new(fxp("cifar-bin"), Split::Test));
+        setup.precision = Some(precision);
+        setup.batch_size = Some(8);
+        setup.batchnorm = bn;
+        setup.bn_samples = 30;
+        let s = Session::open(&fxp("resnet.pt"), &setup, Device::Cpu).unwrap();
+        let params: Vec<_> = s.model.params.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+        let buffers: Vec<_> = s.model.buffers.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+        assert!(buffers.iter().any(|(n, t)| n.ends_with("num_batches_tracked") && t.kind() == tch::Kind::Int64));
+        let (dx, dy) = directions::random(&s.model.params, 3, Norm::Filter, Ignore::Biasbn, true);
+        directions::save(&dir.join("directions.safetensors"), &dx, dy.as_ref()).unwrap();
+        let plan = Plan {
+            arch: fxp("resnet.pt"),
+            origin: None,
+            motion: Motion::Affine,
+            grid: GridSpec {
+                x: "-1:1:3".parse().unwrap(),
+                y: Some("-1:1:2".parse().unwrap()),
+                spacing: Spacing::Linear,
+            },
+            states: vec![fxp("ckpt/b.safetensors")],
+            columns: vec![Quantity::Loss, Quantity::Acc],
+        };
+        let spec = RunSpec { run_dir: &dir, plan: &plan, setup: &setup };
+        let strict = Strict::open(&spec, Device::Cpu, Some(s)).unwrap();
+        let mut ready = strict.ready().unwrap();
+        let report = ready.report(0, 0.0, 0.0, 0.0);
+        assert_eq!(report.precision_check.is_some(), precision == Precision::Bf16, "{name}");
+        assert_eq!(
+            report.batchnorm_folding.active,
+            bn == BatchNormMode::Eval,
+            "{name}: {:?}",
+            report.batchnorm_folding
+        );
+        let values: Vec<_> = (0..7).map(|k| ready.eval(k).unwrap()).collect();
+        let losses: Vec<f32> = values.iter().map(|v| v.values[0]).collect();
+        assert!(losses.iter().all(|l| l.is_finite()) && losses[0] != losses[2], "{name}: {losses:?}");
+        assert_eq!(values.iter().all(|v| v.batchnorm_seconds > 0.0), bn == BatchNormMode::Recompute, "{name}");
+        let s = ready.finish().unwrap();
+        assert_eq!(s.model.kind(), tch::Kind::Float);
+        for ((n, p), (_, b)) in s.model.params.iter().zip(&params) {
+            assert!(same_bits(p, b), "{name}: parameter {n} not restored");
+        }
+        for ((n, p), (_, b)) in s.model.buffers.iter().zip(&buffers) {
+            assert!(same_bits(p, b), "{name}: buffer {n} not restored");
+        }
     }
 }
 

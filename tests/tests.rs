@@ -4,6 +4,7 @@
 
 mod common;
 
+mod batchnorm;
 mod bench;
 mod checkpoints;
 mod cli;

@@ -11,7 +11,7 @@
 use tch::{Kind, Tensor};
 
 use crate::engine::evaluate::Evaluator;
-use crate::error::{Error, Result, Role};
+use crate::error::{Error, Result, Setting};
 use crate::ffi::BatchNormLayer;
 use crate::inputs::data::Dataset;
 use crate::inputs::model::Model;
@@ -29,10 +29,13 @@ impl Recompute {
     pub fn new(model: &Model, ev: &Evaluator, data: &Dataset) -> Result<Recompute> {
         let layers = model.batchnorm_layers()?;
         if layers.is_empty() {
-            return Err(Error::file(
-                Role::Model,
-                &model.path,
-                "has no BatchNorm layer with running statistics: there is nothing to re-estimate",
+            return Err(Error::setting(
+                Setting::BatchNorm,
+                "recompute",
+                format!(
+                    "model {} has no BatchNorm layer with running statistics: nothing to re-estimate",
+                    model.path.display()
+                ),
             ));
         }
         let tracked = layers.iter().map(|l| l.num_batches_tracked.as_ref().map(Tensor::copy)).collect();
@@ -49,13 +52,14 @@ impl Recompute {
         }
         r.restore();
         if let Some(l) = frozen {
-            return Err(Error::file(
-                Role::Model,
-                &model.path,
+            return Err(Error::setting(
+                Setting::BatchNorm,
+                "recompute",
                 format!(
-                    "BatchNorm layer {} does not update its statistics in training mode (a traced model has eval \
-                     mode baked in): re-estimating statistics needs a scripted model (torch.jit.script)",
-                    l.name
+                    "BatchNorm layer {} of model {} does not update its statistics in training mode (a traced \
+                     model has eval mode baked in): re-estimating statistics needs a scripted model (torch.jit.script)",
+                    l.name,
+                    model.path.display()
                 ),
             ));
         }
@@ -87,7 +91,6 @@ impl Recompute {
     /// model's weights as they stand; the model ends in eval mode.
     pub fn run(&self, model: &Model, ev: &Evaluator, data: &Dataset) -> Result<()> {
         let _g = tch::no_grad_guard();
-        let dev = data.x.device();
         let mut sums: Vec<(Tensor, Tensor)> = self
             .layers
             .iter()
@@ -118,7 +121,6 @@ impl Recompute {
                 let _ = t.shallow_clone().fill_(batches);
             }
         }
-        let _ = dev;
         Ok(())
     }
 
