@@ -111,6 +111,18 @@ pub enum BatchNormMode {
     Recompute,
 }
 
+/// Which end of a Hessian's spectrum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Which {
+    /// The K largest eigenvalues (algebraically).
+    Largest,
+    /// The K smallest (most negative).
+    Smallest,
+    /// Both.
+    Both,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
@@ -154,7 +166,7 @@ pub struct Normalization {
     pub std: Vec<f32>,
 }
 
-display_as_serde!(Norm, Ignore, LossKind, Precision, BatchNormMode, Split, DataFormat, Layout, Targets);
+display_as_serde!(Norm, Ignore, LossKind, Precision, BatchNormMode, Which, Split, DataFormat, Layout, Targets);
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,11 @@ committed), and PyTorch reference values to compare losscape against.
     python tests/fixtures.py directions --model M --seed S --norm filter|layer|model|none
         --ignore biasbn|keep --out F: directions computed in PyTorch from torch.manual_seed(S),
         as docs/landscape.md defines them.
+    python tests/fixtures.py dense-hessian --model M --arch A --data D [--ignore biasbn|keep]
+        [--directions F --points P] [--vectors F] --out OUT.json: eigenvalues and trace of the dense
+        float64 Hessian of the dataset-mean loss (torch.autograd.functional.hessian), at each point.
+    python tests/fixtures.py pyhessian --model M --arch A --data D --out OUT.json: PyHessian's top
+        eigenvalue over all parameters, the samples as one batch.
     python tests/fixtures.py bn-reference --model M --data D --points P --bn-samples N
         --batch-size B (--directions F | --line-to CKPT) --out OUT.json: the loss at each point
         with BatchNorm statistics re-estimated by torch.optim.swa_utils.update_bn on an eager
@@ -58,6 +63,52 @@ class OomAbove8(nn.Module):
         return self.inner(x)
 
 
+class SmoothCNN(nn.Module):
+    """A small CNN with BatchNorm and a smooth activation: its Hessian can be formed densely."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        h = F.softplus(self.bn(self.conv(x)))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+class NoGrad(nn.Module):
+    """Its output does not depend differentiably on its parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)).detach()
+
+
+class NanGrad(nn.Module):
+    """A finite loss whose gradient is NaN: sqrt at 0 (infinite slope) times 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+        self.w = nn.Parameter(torch.zeros(10, 1))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + torch.sqrt(self.w * self.w).t()
+
+
+def eager(arch_name):
+    """An eager model of a fixture architecture (to load a TorchScript file's state into)."""
+    if arch_name == "smooth_cnn":
+        return SmoothCNN()
+    if arch_name == "mlp16":
+        return arch.SmallMLP(16)
+    return arch.build(arch_name)
+
+
 class BadOutput(nn.Module):
     """Returns [N, 10, 1]: not [N, classes]."""
 
@@ -97,6 +148,18 @@ def make(out):
     export(OomAbove8(model), os.path.join(out, "oom_above_8.pt"))
     torch.save(model.state_dict(), os.path.join(out, "state_dict.pt"))  # not TorchScript
     export(BadOutput(), os.path.join(out, "bad_output.pt"))
+    # Curvature: a smooth CNN with BatchNorm (untrained: a saddle, with negative eigenvalues), the
+    # models whose products are not usable, and a ResNet-20 for the comparison with PyHessian.
+    torch.manual_seed(21)
+    cnn = SmoothCNN()
+    randomize_bn(cnn, g)
+    export(cnn, os.path.join(out, "smooth_cnn.pt"))
+    export(NoGrad(), os.path.join(out, "nograd.pt"))
+    export(NanGrad(), os.path.join(out, "nangrad.pt"))
+    torch.manual_seed(20)
+    r20 = arch.build("resnet20")
+    randomize_bn(r20, g)
+    export(r20, os.path.join(out, "resnet20.pt"))
     with open(os.path.join(out, "garbage.pt"), "wb") as f:
         f.write(b"this is not a model\n")
 
@@ -404,6 +467,79 @@ def bn_reference(a):
         json.dump(results, f)
 
 
+def dense_hessian(a):
+    """Eigenvalues, trace and top eigenvectors of the dense Hessian (float64) of the dataset-mean
+    loss over the chosen parameters, at θ + a·δ + b·η for each point of --points."""
+    from safetensors.torch import load_file, save_file
+    ts = torch.jit.load(a.model, map_location="cpu")
+    model = eager(a.arch)
+    model.load_state_dict(ts.state_dict())
+    model = model.double().eval()
+    x, y = load_data(a.data, a.split, a.limit)
+    x = x.double()
+    if a.loss == "mse":
+        y = y.double()
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    names = [k for k, v in params.items() if a.ignore == "keep" or v.dim() > 1]
+    dirs = load_file(a.directions) if a.directions else {}
+    results = []
+    vectors = {}
+    for p_i, (alpha, beta) in enumerate(json.loads(a.points)):
+        base = {}
+        for k, v in params.items():
+            w = v
+            if f"x.{k}" in dirs:
+                w = w + dirs[f"x.{k}"].double() * alpha
+            if f"y.{k}" in dirs:
+                w = w + dirs[f"y.{k}"].double() * beta
+            base[k] = w
+        sizes = [base[k].numel() for k in names]
+
+        def f(flat):
+            p = dict(base)
+            off = 0
+            for k, n in zip(names, sizes):
+                p[k] = flat[off:off + n].view(base[k].shape)
+                off += n
+            out = torch.func.functional_call(model, {**p, **buffers}, (x,))
+            if a.loss == "ce":
+                return F.cross_entropy(out, y.long(), reduction="sum") / len(y)
+            return F.mse_loss(out.reshape(len(y), -1), y.reshape(len(y), -1), reduction="sum") / out.numel()
+
+        flat0 = torch.cat([base[k].flatten() for k in names])
+        h = torch.autograd.functional.hessian(f, flat0)
+        h = 0.5 * (h + h.t())
+        evals, evecs = torch.linalg.eigh(h)
+        results.append({"eigenvalues": evals.tolist(), "trace": float(torch.trace(h)), "n": len(flat0)})
+        if p_i == 0:
+            for i in range(3):
+                v = evecs[:, -1 - i]
+                off = 0
+                for k, n in zip(names, sizes):
+                    vectors[f"largest{i}.{k}"] = v[off:off + n].view(base[k].shape).float().contiguous()
+                    off += n
+    if a.vectors:
+        save_file(vectors, a.vectors)
+    with open(a.out, "w") as f:
+        json.dump(results, f)
+
+
+def pyhessian_top(a):
+    """PyHessian's top eigenvalue (power iteration) over all parameters, the samples as one batch."""
+    from pyhessian import hessian
+    ts = torch.jit.load(a.model, map_location="cpu")
+    model = eager(a.arch)
+    model.load_state_dict(ts.state_dict())
+    model.eval()
+    x, y = load_data(a.data, a.split, a.limit)
+    torch.manual_seed(0)
+    h = hessian(model, nn.CrossEntropyLoss(), data=(x, y.long()), cuda=False)
+    top, _ = h.eigenvalues(maxIter=a.max_iter, tol=a.tol)
+    with open(a.out, "w") as f:
+        json.dump({"top": top[0]}, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -437,6 +573,27 @@ def main():
     b.add_argument("--line-to")
     b.add_argument("--points", required=True)
     b.add_argument("--out", required=True)
+    dh = sub.add_parser("dense-hessian")
+    dh.add_argument("--model", required=True)
+    dh.add_argument("--arch", required=True)
+    dh.add_argument("--data", required=True)
+    dh.add_argument("--split", default="train")
+    dh.add_argument("--limit", type=int)
+    dh.add_argument("--loss", default="ce")
+    dh.add_argument("--ignore", default="biasbn")
+    dh.add_argument("--directions")
+    dh.add_argument("--points", default="[[0, 0]]")
+    dh.add_argument("--vectors")
+    dh.add_argument("--out", required=True)
+    ph = sub.add_parser("pyhessian")
+    ph.add_argument("--model", required=True)
+    ph.add_argument("--arch", required=True)
+    ph.add_argument("--data", required=True)
+    ph.add_argument("--split", default="train")
+    ph.add_argument("--limit", type=int)
+    ph.add_argument("--tol", type=float, default=1e-4)
+    ph.add_argument("--max-iter", type=int, default=1000)
+    ph.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.cmd == "make":
@@ -447,6 +604,10 @@ def main():
         reference(a)
     elif a.cmd == "bn-reference":
         bn_reference(a)
+    elif a.cmd == "dense-hessian":
+        dense_hessian(a)
+    elif a.cmd == "pyhessian":
+        pyhessian_top(a)
     else:
         directions(a)
 

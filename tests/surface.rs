@@ -28,6 +28,7 @@ pub fn config(model: &str, data: &str, x: &str, out: &Path) -> SurfaceConfig {
         ignore: Ignore::Biasbn,
         seed: 0,
         directions: None,
+        curvature: None,
         setup: Setup::new(DataSpec::new(fxp(data), Split::Train)),
         task: Task::new(out),
     }
@@ -228,11 +229,12 @@ fn a_worker_hands_the_model_back_as_loaded() {
             },
             states: vec![fxp("ckpt/b.safetensors")],
             columns: vec![Quantity::Loss, Quantity::Acc],
+            curvature: None,
         };
         let spec = RunSpec { run_dir: &dir, plan: &plan, setup: &setup };
         let strict = Strict::open(&spec, Device::Cpu, Some(s)).unwrap();
         let mut ready = strict.ready().unwrap();
-        let report = ready.report(0, 0.0, 0.0, 0.0);
+        let report = ready.report(0, 0.0, 0.0, 0.0, 0.0);
         assert_eq!(report.precision_check.is_some(), precision == Precision::Bf16, "{name}");
         assert_eq!(
             report.batchnorm_folding.active,

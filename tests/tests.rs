@@ -8,6 +8,7 @@ mod batchnorm;
 mod bench;
 mod checkpoints;
 mod cli;
+mod curvature;
 mod directions;
 mod models;
 mod plots;

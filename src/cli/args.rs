@@ -33,6 +33,9 @@ pub enum Command {
     /// PCA of a training trajectory: the optimizer's path on the plane of its top two principal
     /// directions, and the loss surface on that plane.
     Trajectory(TrajectoryArgs),
+    /// Curvature at the model: the Hessian's extreme eigenvalues and eigenvectors (Lanczos), its
+    /// trace (Hutchinson) and spectral density (stochastic Lanczos quadrature).
+    Hessian(HessianArgs),
     /// Assemble the arrays and meta.json of a run from its shards.
     Merge(MergeArgs),
     /// (Re)draw the pictures of a run directory from its saved files alone (no model, no data).
@@ -174,10 +177,27 @@ pub struct ModelDirectionArgs {
     pub directions: Option<PathBuf>,
 }
 
+/// Curvature maps on a surface.
+#[derive(Args, Debug, Clone)]
+pub struct CurvatureArgs {
+    /// Also λmax and λmin of the Hessian at every point (eig_max.npy, eig_min.npy; Li et al.'s
+    /// |λmin/λmax| map). H over the parameters the directions move (--ignore); default precision fp32.
+    #[arg(long)]
+    pub curvature: bool,
+    /// Relative residual ‖Hv − λv‖ / max|λ| each eigenvalue reaches.
+    #[arg(long, value_name = "T", default_value_t = 1e-2)]
+    pub curvature_tol: f64,
+    /// Lanczos steps at most per point.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub curvature_max_steps: usize,
+}
+
 #[derive(Args, Debug)]
 pub struct SurfaceArgs {
     #[command(flatten)]
     pub model: ModelDirectionArgs,
+    #[command(flatten)]
+    pub curvature: CurvatureArgs,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -194,6 +214,8 @@ pub struct SurfaceArgs {
 pub struct DirectionsArgs {
     #[command(flatten)]
     pub model: ModelDirectionArgs,
+    #[command(flatten)]
+    pub curvature: CurvatureArgs,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -297,6 +319,65 @@ pub struct TrajectoryArgs {
     pub task: TaskArgs,
     #[command(flatten)]
     pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct HessianArgs {
+    /// TorchScript model file, or with --arch a checkpoint (state dict) of that architecture.
+    #[arg(long, value_name = "M.pt")]
+    pub model: PathBuf,
+    /// The TorchScript architecture a state-dict --model is applied to.
+    #[arg(long, value_name = "ARCH.pt")]
+    pub arch: Option<PathBuf>,
+    /// Parameters H is taken over: biasbn = those with more than one dimension, keep = all.
+    #[arg(long, value_enum, default_value = "biasbn")]
+    pub ignore: Ignore,
+    /// Eigenvalues wanted at each end asked for.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub top: usize,
+    /// Which end: largest (algebraic), smallest (most negative) or both.
+    #[arg(long, value_enum, default_value = "largest")]
+    pub which: crate::options::Which,
+    /// Relative residual ‖Hv − λv‖ / max|λ| every reported pair reaches.
+    #[arg(long, value_name = "T", default_value_t = 1e-3)]
+    pub tol: f64,
+    /// Lanczos steps at most (each one Hessian-vector product).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_steps: usize,
+    /// Seed of the random start vectors.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also estimate the trace (Hutchinson, Rademacher vectors).
+    #[arg(long)]
+    pub trace: bool,
+    /// Trace: at most this many products (fewer once the standard error is within --tol).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub trace_samples: usize,
+    /// Also the spectral density (stochastic Lanczos quadrature): density.npy and density.png.
+    #[arg(long)]
+    pub density: bool,
+    /// Density: Lanczos runs.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub density_runs: usize,
+    /// Density: steps per run.
+    #[arg(long, value_name = "N", default_value_t = 80)]
+    pub density_steps: usize,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// auto, cpu, cuda or cuda:N (one device).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// fp32 (strict, the default on every device) or tf32 (CUDA only).
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+    /// Samples per pass of a product, halved on out-of-memory [default: 1024 on CUDA, 64 on CPU].
+    #[arg(long, value_name = "B")]
+    pub batch_size: Option<usize>,
+    #[command(flatten)]
+    pub out: OutArgs,
+    /// Do not draw density.png.
+    #[arg(long)]
+    pub no_plots: bool,
 }
 
 #[derive(Args, Debug)]

@@ -43,6 +43,7 @@ fn quiet(c: &Command) -> bool {
         Command::Line(a) => a.out.quiet,
         Command::Plane(a) => a.out.quiet,
         Command::Trajectory(a) => a.out.quiet,
+        Command::Hessian(a) => a.out.quiet,
         Command::Merge(a) => a.quiet,
         Command::Plot(_) => false,
     }
@@ -73,6 +74,19 @@ fn run(cli: Cli) -> Result<()> {
             let o = PlotOptions { log: a.log, vmin: a.vmin, vmax: a.vmax, levels: a.levels, zmax: a.zmax, dpi: a.dpi };
             for f in commands::plot::plot(&a.run_dir, &o)? {
                 println!("{}", f.display());
+            }
+            return Ok(());
+        }
+        Command::Hessian(a) => {
+            let cfg = plan::hessian(&a, argv)?;
+            let o = commands::hessian::hessian(&cfg)?;
+            if !a.out.quiet {
+                eprintln!("{}", hessian_line(&o));
+            }
+            if !a.no_plots {
+                if let Err(e) = commands::plot::plot(&o.dir, &PlotOptions::default()) {
+                    eprintln!("losscape: warning: pictures not drawn: {}", words::line(&e));
+                }
             }
             return Ok(());
         }
@@ -169,6 +183,30 @@ pub fn summary_line(s: &Summary) -> String {
         line += &format!("; {} points missing (NaN)", m.shards.missing_points);
     }
     line + &format!(" -> {}", display(&s.dir))
+}
+
+/// `losscape: λmax 12.3457 (residual 2.1e-4), trace 345.678 ± 12.3, 61 products in 9.8s -> DIR`.
+fn hessian_line(o: &commands::hessian::HessianOutcome) -> String {
+    let r = &o.report;
+    let mut parts = Vec::new();
+    let list = |v: &[crate::store::record::EigenvalueRecord]| {
+        v.iter().map(|e| format!("{} (residual {:.1e})", sig6(e.eigenvalue), e.residual)).collect::<Vec<_>>().join(", ")
+    };
+    if let Some(l) = &r.largest {
+        parts.push(format!("largest {}", list(l)));
+    }
+    if let Some(s) = &r.smallest {
+        parts.push(format!("smallest {}", list(s)));
+    }
+    if let Some(t) = &r.trace {
+        parts.push(format!("trace {} ± {}", sig6(t.estimate), sig6(t.stderr)));
+    }
+    if r.converged {
+        parts.push(format!("{} products in {:.1}s", r.hvp_count, r.seconds));
+    } else {
+        parts.push(format!("{} products in {:.1}s, NOT converged", r.hvp_count, r.seconds));
+    }
+    format!("losscape: Hessian of {} parameters: {} -> {}", r.n_params, parts.join("; "), display(&o.dir))
 }
 
 fn display(p: &Path) -> String {

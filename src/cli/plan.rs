@@ -6,6 +6,7 @@ use std::time::Duration;
 use tch::Device;
 
 use crate::cli::args::*;
+use crate::commands::hessian::HessianConfig;
 use crate::commands::line::LineConfig;
 use crate::commands::plane::PlaneConfig;
 use crate::commands::run::Task;
@@ -16,6 +17,8 @@ use crate::error::{Error, Result, Setting};
 use crate::inputs::data::DataSpec;
 use crate::space::grid::{GridSpec, Spacing};
 use crate::space::shard::Shard;
+use crate::space::spectrum::LanczosOptions;
+use crate::store::record::CurvatureSpec;
 
 /// What the process reads from its environment.
 pub trait Env {
@@ -88,9 +91,30 @@ pub fn task(out: &OutArgs, v: &ValueArgs, t: Option<&TaskArgs>, env: &dyn Env, a
     })
 }
 
+/// `--curvature`'s spec (H over the parameters the directions move), or None.
+fn curvature(c: &CurvatureArgs, m: &ModelDirectionArgs) -> Option<CurvatureSpec> {
+    c.curvature.then_some(CurvatureSpec {
+        parameters: m.ignore,
+        tol: c.curvature_tol,
+        max_steps: c.curvature_max_steps,
+        seed: m.seed as u64,
+    })
+}
+
+/// Curvature maps default to strict fp32 (Hessian products are sensitive to TF32 rounding).
+fn curvature_precision(setup: &mut Setup, c: &Option<CurvatureSpec>) {
+    if c.is_some() && setup.precision.is_none() {
+        setup.precision = Some(crate::options::Precision::Fp32);
+    }
+}
+
 pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<SurfaceConfig> {
     let m = &a.model;
+    let curvature = curvature(&a.curvature, m);
+    let mut setup = setup(&a.data, &a.value, Some(&a.speed));
+    curvature_precision(&mut setup, &curvature);
     Ok(SurfaceConfig {
+        curvature,
         model: m.model.clone(),
         arch: m.arch.clone(),
         grid: GridSpec { x: m.x, y: m.y, spacing: m.spacing },
@@ -98,7 +122,7 @@ pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<Surf
         ignore: m.ignore,
         seed: m.seed,
         directions: m.directions.clone(),
-        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        setup,
         task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
     })
 }
@@ -107,7 +131,11 @@ pub fn directions(a: &DirectionsArgs, env: &dyn Env, argv: Vec<String>) -> Resul
     let m = &a.model;
     let mut task = task(&a.out, &a.value, None, env, argv)?;
     task.prepare_only = true;
+    let curvature = curvature(&a.curvature, m);
+    let mut setup = setup(&a.data, &a.value, None);
+    curvature_precision(&mut setup, &curvature);
     Ok(SurfaceConfig {
+        curvature,
         model: m.model.clone(),
         arch: m.arch.clone(),
         grid: GridSpec { x: m.x, y: m.y, spacing: m.spacing },
@@ -115,7 +143,7 @@ pub fn directions(a: &DirectionsArgs, env: &dyn Env, argv: Vec<String>) -> Resul
         ignore: m.ignore,
         seed: m.seed,
         directions: m.directions.clone(),
-        setup: setup(&a.data, &a.value, None),
+        setup,
         task,
     })
 }
@@ -142,6 +170,49 @@ pub fn plane(a: &PlaneArgs, env: &dyn Env, argv: Vec<String>) -> Result<PlaneCon
         orthogonalize: a.orthogonalize,
         setup: setup(&a.data, &a.value, Some(&a.speed)),
         task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+    })
+}
+
+pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
+    let data = DataSpec {
+        path: a.data.data.clone(),
+        split: a.data.split,
+        limit: a.data.limit,
+        mean: a.data.mean.clone(),
+        std: a.data.std.clone(),
+        layout: a.data.layout,
+    };
+    let mut s = Setup::new(data);
+    s.loss = a.data.loss;
+    s.precision = a.precision;
+    s.batch_size = a.batch_size;
+    let devices = a.device.resolve_all()?;
+    let lanczos = (a.top > 0).then_some(LanczosOptions {
+        k: a.top,
+        which: a.which,
+        tol: a.tol,
+        max_steps: a.max_steps,
+        seed: a.seed,
+    });
+    if !(a.tol > 0.0 && a.tol < 1.0) {
+        return Err(Error::setting(Setting::Tol, a.tol, "must be in (0, 1)"));
+    }
+    if a.max_steps == 0 {
+        return Err(Error::setting(Setting::MaxSteps, 0, "must be at least 1"));
+    }
+    Ok(HessianConfig {
+        model: a.model.clone(),
+        arch: a.arch.clone(),
+        setup: s,
+        device: devices[0],
+        ignore: a.ignore,
+        lanczos,
+        trace: a.trace.then_some((a.trace_samples.max(2), a.tol)),
+        density: a.density.then_some((a.density_runs.max(1), a.density_steps.max(2))),
+        seed: a.seed,
+        out: a.out.out.clone(),
+        overwrite: a.out.overwrite,
+        argv,
     })
 }
 

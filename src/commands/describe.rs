@@ -7,13 +7,16 @@ use crate::engine::session::{Session, Setup};
 use crate::options::{BatchNormMode, Precision};
 use crate::space::grid::GridSpec;
 use crate::store::record::{
-    BatchNormMeta, DataIdentity, DataMeta, Description, GridMeta, Identity, ModelMeta, Outputs, Quantity, RunKind,
-    Source, Tool,
+    BatchNormMeta, CurvatureSpec, DataIdentity, DataMeta, Description, GridMeta, Identity, ModelMeta, Outputs,
+    Quantity, RunKind, Source, Tool,
 };
 
 /// The values evaluated at every point of a run of `kind` with these options.
-pub fn columns(kind: RunKind, setup: &Setup) -> Vec<Quantity> {
+pub fn columns(kind: RunKind, setup: &Setup, curvature: bool) -> Vec<Quantity> {
     let mut c = vec![Quantity::Loss, Quantity::Acc];
+    if curvature {
+        c.extend([Quantity::EigMax, Quantity::EigMin]);
+    }
     if setup.loss_cap.is_some() {
         c.push(Quantity::Capped);
     }
@@ -32,6 +35,7 @@ pub fn identity(
     origin_sha256: Option<String>,
     grid: Option<GridSpec>,
     source: Source,
+    curvature: Option<CurvatureSpec>,
 ) -> Identity {
     let setup = &s.setup;
     Identity {
@@ -51,7 +55,41 @@ pub fn identity(
         fold_batchnorm: setup.fold_batchnorm,
         batchnorm: setup.batchnorm,
         bn_samples: (setup.batchnorm == BatchNormMode::Recompute).then_some(setup.bn_samples),
-        columns: columns(kind, setup),
+        curvature,
+        columns: columns(kind, setup, curvature.is_some()),
+    }
+}
+
+pub fn tool() -> Tool {
+    Tool { name: "losscape".into(), version: env!("CARGO_PKG_VERSION").into() }
+}
+
+/// meta.json's `model` for the probe's model.
+pub fn model_meta(s: &Session) -> ModelMeta {
+    ModelMeta {
+        path: s.model.path.clone(),
+        sha256: s.model.sha256.clone(),
+        parameters: s.model.num_params(),
+        parameter_tensors: s.model.params.len(),
+        origin: None,
+        moving_tensors: None,
+    }
+}
+
+/// meta.json's `data` for the probe's data.
+pub fn data_meta(s: &Session) -> DataMeta {
+    let data = &s.data;
+    DataMeta {
+        path: data.path.clone(),
+        format: data.format,
+        split: data.split,
+        n: data.n,
+        available: data.available,
+        subset: "first n samples in file order".into(),
+        sha256: data.sha256().to_string(),
+        targets: data.targets,
+        sample_shape: data.sample_shape(),
+        normalization: data.normalization.clone(),
     }
 }
 
@@ -68,30 +106,11 @@ pub fn description(
     let two = grid.y.is_some();
     let g = grid.grid();
     let setup = &s.setup;
-    let data = &s.data;
     Description {
-        tool: Tool { name: "losscape".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: tool(),
         argv: argv.to_vec(),
-        model: ModelMeta {
-            path: s.model.path.clone(),
-            sha256: s.model.sha256.clone(),
-            parameters: s.model.num_params(),
-            parameter_tensors: s.model.params.len(),
-            origin: None,
-            moving_tensors: None,
-        },
-        data: DataMeta {
-            path: data.path.clone(),
-            format: data.format,
-            split: data.split,
-            n: data.n,
-            available: data.available,
-            subset: "first n samples in file order".into(),
-            sha256: data.sha256().to_string(),
-            targets: data.targets,
-            sample_shape: data.sample_shape(),
-            normalization: data.normalization.clone(),
-        },
+        model: model_meta(s),
+        data: data_meta(s),
         loss: ev.loss,
         grid: GridMeta {
             dims: if two { 2 } else { 1 },
@@ -133,6 +152,7 @@ pub fn description(
                     .into(),
             },
         },
+        curvature: None,
         directions: None,
         line: None,
         plane: None,

@@ -65,6 +65,7 @@ pub fn line(cfg: &LineConfig, observer: &mut dyn Observer) -> Result<Outcome> {
         Some(sha256_file(&cfg.from, Role::Checkpoint)?),
         Some(grid),
         Source::Line { to_sha256: sha256_file(&cfg.to, Role::Checkpoint)? },
+        None,
     );
     let mut description = describe::description(
         &s,
@@ -91,6 +92,7 @@ pub fn line(cfg: &LineConfig, observer: &mut dyn Observer) -> Result<Outcome> {
         grid,
         states: vec![cfg.from.clone(), cfg.to.clone()],
         columns: identity.columns.clone(),
+        curvature: None,
     };
     let prepare = move |dir: &Path, _: &Session| -> Result<(Plan, Description)> {
         directions::save(&dir.join("directions.safetensors"), &d, None)?;

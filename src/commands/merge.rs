@@ -82,7 +82,9 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
     for (c, q) in cols.iter().enumerate() {
         let v = column(g, c, q.is_flag(), 0..n);
         match q {
-            Quantity::Loss | Quantity::Acc => npy::write(&dir.join(q.file()), &shape, &v)?,
+            Quantity::Loss | Quantity::Acc | Quantity::EigMax | Quantity::EigMin => {
+                npy::write(&dir.join(q.file()), &shape, &v)?
+            }
             Quantity::Capped => {
                 npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u8).collect::<Vec<_>>())?
             }

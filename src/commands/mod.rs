@@ -4,6 +4,7 @@
 //! `plot`.
 
 pub mod describe;
+pub mod hessian;
 pub mod line;
 pub mod merge;
 pub mod plane;

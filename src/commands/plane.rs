@@ -70,6 +70,7 @@ pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> 
         Some(sha(pa)?),
         Some(cfg.grid),
         Source::Plane { b_sha256: sha(pb)?, c_sha256: sha(pc)?, orthogonalize: cfg.orthogonalize },
+        None,
     );
     let mut description = describe::description(
         &s,
@@ -106,6 +107,7 @@ pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> 
         grid: cfg.grid,
         states: cfg.models.to_vec(),
         columns: identity.columns.clone(),
+        curvature: None,
     };
     let prepare = move |dir: &Path, _: &Session| -> Result<(Plan, Description)> {
         directions::save(&dir.join("directions.safetensors"), &dx, Some(&dy))?;

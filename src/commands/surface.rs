@@ -9,13 +9,13 @@ use crate::commands::describe;
 use crate::commands::run::{self, Establish, Outcome, Task};
 use crate::engine::session::{Session, Setup};
 use crate::engine::sweep::Observer;
-use crate::error::{Error, Result, Role};
+use crate::error::{Error, Result, Role, Setting};
 use crate::inputs::checkpoint::State;
 use crate::inputs::model::sha256_file;
 use crate::options::{Ignore, Norm};
 use crate::space::directions::{self, Direction};
 use crate::space::grid::GridSpec;
-use crate::store::record::{DirectionsMeta, Motion, Plan, RunKind, Source};
+use crate::store::record::{CurvatureSpec, DirectionsMeta, Motion, Plan, RunKind, Source};
 
 /// Everything a `surface` run needs, validated and typed.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct SurfaceConfig {
     pub seed: i64,
     /// Reuse these directions instead of drawing new ones.
     pub directions: Option<PathBuf>,
+    /// Also λmax and λmin of the Hessian at every point.
+    pub curvature: Option<CurvatureSpec>,
     pub setup: Setup,
     pub task: Task,
 }
@@ -73,7 +75,19 @@ pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outco
         Some(_) => Some(sha256_file(&cfg.model, Role::Checkpoint)?),
         None => None,
     };
-    let identity = describe::identity(RunKind::Surface, &s, &ev, origin_sha, Some(cfg.grid), source);
+    if let Some(c) = &cfg.curvature {
+        if s.precision.is_reduced() {
+            return Err(Error::setting(
+                Setting::Curvature,
+                "",
+                format!("Hessian eigenvalues need fp32 or tf32 precision, not {}", s.precision),
+            ));
+        }
+        if !(c.tol > 0.0 && c.tol < 1.0) {
+            return Err(Error::setting(Setting::Tol, c.tol, "must be in (0, 1)"));
+        }
+    }
+    let identity = describe::identity(RunKind::Surface, &s, &ev, origin_sha, Some(cfg.grid), source, cfg.curvature);
     let point = if origin.is_some() { "theta_checkpoint + x*dx + y*dy" } else { "theta + x*dx + y*dy" };
     let mut description = describe::description(
         &s,
@@ -84,6 +98,7 @@ pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outco
         &cfg.task.argv,
     );
     description.model.origin = cfg.arch.as_ref().map(|_| cfg.model.clone());
+    description.curvature = cfg.curvature;
     let plan = Plan {
         arch: arch.clone(),
         origin: cfg.arch.as_ref().map(|_| cfg.model.clone()),
@@ -91,6 +106,7 @@ pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outco
         grid: cfg.grid,
         states: Vec::new(),
         columns: identity.columns.clone(),
+        curvature: cfg.curvature,
     };
     let prepare = move |dir: &std::path::Path, _: &Session| -> Result<(Plan, crate::store::record::Description)> {
         let (dx, dy): (Direction, Option<Direction>) = match given {

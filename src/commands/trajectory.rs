@@ -108,7 +108,7 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
         points_per_axis: cfg.points_per_axis,
     };
     let origin_sha = sha256_file(&origin_file, Role::Checkpoint)?;
-    let identity = describe::identity(RunKind::Trajectory, &s, &ev, Some(origin_sha), None, source);
+    let identity = describe::identity(RunKind::Trajectory, &s, &ev, Some(origin_sha), None, source, None);
     let columns = identity.columns.clone();
     let prepare = move |dir: &Path, s: &Session| -> Result<(Plan, Description)> {
         let origin = State::load(&origin_file, &s.model)?;
@@ -204,6 +204,7 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
             grid,
             states: files.clone(),
             columns,
+            curvature: None,
         };
         Ok((plan, d))
     };

@@ -8,6 +8,7 @@ pub mod batchnorm;
 pub mod device;
 pub mod evaluate;
 pub mod fold;
+pub mod hessian;
 pub mod mover;
 pub mod session;
 pub mod settings;

@@ -103,7 +103,7 @@ pub fn sweep(
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut reports: Vec<Option<WorkerReport>> = vec![None; n_workers];
     let mut elapsed = vec![0.0f64; n_workers];
-    let (mut perturb, mut bn) = (0.0, 0.0);
+    let (mut perturb, mut bn, mut curv) = (0.0, 0.0, 0.0);
     let mut counts = vec![0usize; n_workers];
     let mut eval_started: Option<Instant> = None;
     let mut evaluated = 0;
@@ -115,13 +115,17 @@ pub fn sweep(
                 let work = || -> Result<WorkerReport> {
                     let mut r = strict.ready()?;
                     // The static part of the report, for the saves made while points come in.
-                    let _ = tx.send(Msg::Ready { worker: w, report: r.report(0, 0.0, 0.0, 0.0), samples: r.samples() });
+                    let _ = tx.send(Msg::Ready {
+                        worker: w,
+                        report: r.report(0, 0.0, 0.0, 0.0, 0.0),
+                        samples: r.samples(),
+                    });
                     ready.fetch_add(1, Ordering::SeqCst);
                     while ready.load(Ordering::SeqCst) < n_workers && !stop.load(Ordering::SeqCst) {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                     let t0 = Instant::now();
-                    let (mut points, mut perturb, mut bn) = (0, 0.0, 0.0);
+                    let (mut points, mut perturb, mut bn, mut curv) = (0, 0.0, 0.0, 0.0);
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         if i >= todo.len() || stop.load(Ordering::SeqCst) {
@@ -131,12 +135,13 @@ pub fn sweep(
                         points += 1;
                         perturb += out.perturb_seconds;
                         bn += out.batchnorm_seconds;
+                        curv += out.curvature_seconds;
                         let msg = Msg::Point { worker: w, k: todo[i], out, elapsed: t0.elapsed().as_secs_f64() };
                         if tx.send(msg).is_err() {
                             break;
                         }
                     }
-                    let report = r.report(points, t0.elapsed().as_secs_f64(), perturb, bn);
+                    let report = r.report(points, t0.elapsed().as_secs_f64(), perturb, bn, curv);
                     r.finish()?;
                     Ok(report)
                 };
@@ -168,10 +173,11 @@ pub fn sweep(
                     elapsed[worker] = e;
                     perturb += out.perturb_seconds;
                     bn += out.batchnorm_seconds;
+                    curv += out.curvature_seconds;
                     evaluated += 1;
                     observer.point(out.loss);
                     store.record(k, out.values);
-                    let timing = timing(started, eval_started, t0, &elapsed, perturb, bn);
+                    let timing = timing(started, eval_started, t0, &elapsed, (perturb, bn, curv));
                     let live = live_reports(&reports, &counts, &elapsed);
                     if let Err(e) = store.save(false, timing, &live, peak_rss_mb()) {
                         stop.store(true, Ordering::SeqCst);
@@ -190,8 +196,12 @@ pub fn sweep(
     observer.finish();
     let t0 = eval_started.unwrap_or_else(Instant::now);
     let final_reports = live_reports(&reports, &counts, &elapsed);
-    let save =
-        store.save(true, timing(started, eval_started, t0, &elapsed, perturb, bn), &final_reports, peak_rss_mb());
+    let save = store.save(
+        true,
+        timing(started, eval_started, t0, &elapsed, (perturb, bn, curv)),
+        &final_reports,
+        peak_rss_mb(),
+    );
     // A failure of the run comes first; the progress saved before it is kept either way.
     result?;
     save?;
@@ -204,8 +214,7 @@ fn timing(
     eval_started: Option<Instant>,
     t0: Instant,
     elapsed: &[f64],
-    perturb: f64,
-    bn: f64,
+    (perturb, bn, curv): (f64, f64, f64),
 ) -> ShardTiming {
     let setup = match eval_started {
         Some(t) => t.duration_since(started).as_secs_f64(),
@@ -217,6 +226,7 @@ fn timing(
         worker_seconds: elapsed.iter().sum(),
         perturb_seconds: perturb,
         batchnorm_seconds: bn,
+        curvature_seconds: curv,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::engine::batchnorm::{self, Recompute};
 use crate::engine::device;
 use crate::engine::evaluate::{Evaluator, Forward, PointValue};
 use crate::engine::fold::{self, Fold};
+use crate::engine::hessian::{self, Hessian};
 use crate::engine::mover::Mover;
 use crate::engine::session::{Session, Setup};
 use crate::error::{Error, Result};
@@ -26,7 +27,8 @@ use crate::inputs::checkpoint::State;
 use crate::options::{BatchNormMode, Precision};
 use crate::space::directions;
 use crate::space::grid::Grid;
-use crate::store::record::{FoldReport, Motion, Plan, PrecisionCheck, Quantity, WorkerReport};
+use crate::space::spectrum::{self, LanczosOptions, Which};
+use crate::store::record::{CurvatureSpec, FoldReport, Motion, Plan, PrecisionCheck, Quantity, WorkerReport};
 
 /// What every worker of a run builds from: the run directory, its plan, the task's options.
 #[derive(Clone, Copy)]
@@ -55,6 +57,7 @@ struct Parts {
     grid: Grid,
     states: Vec<PathBuf>,
     columns: Vec<Quantity>,
+    curvature: Option<CurvatureSpec>,
 }
 
 impl Parts {
@@ -108,6 +111,7 @@ pub struct Evaluated {
     pub loss: f64,
     pub perturb_seconds: f64,
     pub batchnorm_seconds: f64,
+    pub curvature_seconds: f64,
 }
 
 fn mover_of(spec: &RunSpec, s: &Session) -> Result<Mover> {
@@ -149,6 +153,7 @@ impl Strict {
             grid: spec.plan.grid.grid(),
             states: spec.plan.states.clone(),
             columns: spec.plan.columns.clone(),
+            curvature: spec.plan.curvature,
             net: Net::Module,
             fold_report: fold::report(None, spec.setup.fold_batchnorm, None),
             bn,
@@ -247,7 +252,7 @@ impl Ready {
     }
 
     /// This worker's record for the shard file.
-    pub fn report(&self, points: usize, seconds: f64, perturb: f64, batchnorm: f64) -> WorkerReport {
+    pub fn report(&self, points: usize, seconds: f64, perturb: f64, batchnorm: f64, curvature: f64) -> WorkerReport {
         WorkerReport {
             device: device::name(self.p.s.dev),
             batch_size: self.p.ev.batch_size,
@@ -255,6 +260,7 @@ impl Ready {
             seconds,
             perturb_seconds: perturb,
             batchnorm_seconds: batchnorm,
+            curvature_seconds: curvature,
             precision_check: self.precision_check.clone(),
             batchnorm_folding: self.p.fold_report.clone(),
             moving_tensors: self.p.mover.moving(),
@@ -297,7 +303,50 @@ impl Parts {
         self.ev.batch_size = ev.batch_size;
         let v = v?;
         let neg = !v.loss.is_finite() && matches!(self.net, Net::Module) && self.watch_variance();
-        Ok(self.values(v, neg, perturb, bn))
+        let mut out = self.values(v, neg, perturb, bn);
+        if let Some(spec) = self.curvature {
+            let t = Instant::now();
+            let (max, min) = self.curvature_at(a, b, spec)?;
+            out.curvature_seconds = t.elapsed().as_secs_f64();
+            for (q, x) in self.columns.iter().zip(out.values.iter_mut()) {
+                match q {
+                    Quantity::EigMax => *x = max as f32,
+                    Quantity::EigMin => *x = min as f32,
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// λmax and λmin of the Hessian at (α, β), from the module itself (its parameters moved
+    /// there, whichever network gave the loss), in the model's float32.
+    fn curvature_at(&mut self, a: f64, b: f64, spec: CurvatureSpec) -> Result<(f64, f64)> {
+        if matches!(self.net, Net::Folded(_)) {
+            self.mover.set(a, b);
+        }
+        let set = hessian::parameter_set(&self.s.model, spec.parameters);
+        let mut h = Hessian::new(
+            &self.s.model,
+            &self.s.data,
+            set,
+            self.ev.loss,
+            self.ev.outputs_per_sample,
+            self.ev.batch_size,
+        )?;
+        let dim = h.dim();
+        let mut op = |v: &tch::Tensor| h.apply(v);
+        let o = LanczosOptions { k: 1, which: Which::Both, tol: spec.tol, max_steps: spec.max_steps, seed: spec.seed };
+        let r = spectrum::extremes(&mut op, dim, self.s.dev, o)?;
+        if !r.converged {
+            log::warn!(
+                "Hessian eigenvalues at ({a}, {b}) reached only residuals {:.1e}, {:.1e} in {} steps",
+                r.largest[0].residual,
+                r.smallest[0].residual,
+                r.steps
+            );
+        }
+        Ok((r.largest[0].value, r.smallest[0].value))
     }
 
     /// Checkpoint i of the plan's states: its own loss (uncapped), evaluated with the module;
@@ -340,8 +389,9 @@ impl Parts {
                 Quantity::Acc => v.acc as f32,
                 Quantity::Capped => v.capped as u8 as f32,
                 Quantity::NegativeVariance => negative_var as u8 as f32,
+                Quantity::EigMax | Quantity::EigMin => f32::NAN,
             })
             .collect();
-        Evaluated { values, loss: v.loss, perturb_seconds: perturb, batchnorm_seconds: bn }
+        Evaluated { values, loss: v.loss, perturb_seconds: perturb, batchnorm_seconds: bn, curvature_seconds: 0.0 }
     }
 }

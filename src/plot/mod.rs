@@ -11,7 +11,7 @@ mod png;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Role, Setting};
-use crate::store::record::{Meta, RunKind};
+use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind};
 
 pub use critical::{classify, CriticalPoint, Kind as CriticalKind};
 
@@ -213,12 +213,24 @@ pub fn levels(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 /// Draw every picture and export of a run directory; returns the files written.
 pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     o.check()?;
+    png::font()?;
+    if let AnyMeta::Hessian(m) = AnyMeta::read(dir)? {
+        return hessian_pictures(dir, o, &m);
+    }
     let d = RunData::load(dir)?;
     let mut written = Vec::new();
-    png::font()?;
+    let curvature = d.meta.description.curvature.is_some() && dir.join("eig_max.npy").exists();
+    let eigs = if curvature { Some((read_vec(dir, "eig_max.npy")?, read_vec(dir, "eig_min.npy")?)) } else { None };
     if d.y.is_none() {
         written.push(png::curve(&d, o)?);
+        if let Some((max, min)) = &eigs {
+            written.push(png::curvature_curve(&d, o, max, min)?);
+        }
         return Ok(written);
+    }
+    if let Some((max, min)) = &eigs {
+        let ratio: Vec<f64> = max.iter().zip(min).map(|(a, b)| (b / a).abs()).collect();
+        written.push(png::curvature_map(&d, o, &ratio)?);
     }
     let t = std::time::Instant::now();
     let lap = |what: &str| {
@@ -244,5 +256,25 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
         written.push(h);
     }
     lap("surface.html");
+    Ok(written)
+}
+
+/// The pictures of a Hessian run: its spectral density, when one was computed.
+fn hessian_pictures(dir: &Path, o: &PlotOptions, m: &HessianMeta) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    if let Some(d) = &m.density {
+        let a = crate::store::npy::read(&dir.join(&d.file))?;
+        if a.shape.len() != 2 || a.shape[0] != 2 || a.shape[1] < 2 {
+            return Err(Error::file(
+                Role::RunFile,
+                &dir.join(&d.file),
+                format!("expected a [2, B] array, found {:?}", a.shape),
+            ));
+        }
+        let b = a.shape[1] as usize;
+        let model = m.model.path.file_name().map_or("?".into(), |f| f.to_string_lossy().into_owned());
+        let caption = format!("Hessian spectral density of {model} ({} samples, SLQ {}×{})", m.data.n, d.runs, d.steps);
+        written.push(png::density(dir, o, &a.values[..b], &a.values[b..], &caption)?);
+    }
     Ok(written)
 }

@@ -205,11 +205,12 @@ fn chart2d<'a, 'b>(
     area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
     d: &RunData,
     o: &PlotOptions,
+    caption: Option<String>,
 ) -> Result<Chart2d<'a, 'b>> {
     let e = err("2-D chart");
     let (xr, yr) = chart_ranges(d);
     let mut chart = ChartBuilder::on(area)
-        .caption(title(d), ("sans-serif", px(o, 18.0)))
+        .caption(caption.unwrap_or_else(|| title(d)), ("sans-serif", px(o, 18.0)))
         .margin(px(o, 12.0))
         .x_label_area_size(px(o, 45.0))
         .y_label_area_size(px(o, 60.0))
@@ -233,7 +234,7 @@ pub fn contour(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
     let e = err("contour.png");
     let root = BitMapBackend::new(&out, size(o)).into_drawing_area();
     root.fill(&WHITE).map_err(&e)?;
-    let mut chart = chart2d(&root, d, o)?;
+    let mut chart = chart2d(&root, d, o, None)?;
     if let Some((lo, hi)) = d.range(o) {
         let lv = levels(lo, hi, o.levels);
         let y = d.y.as_ref().expect("2-D");
@@ -274,13 +275,44 @@ pub fn contour(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
 
 /// Filled heatmap (cells coloured by loss, non-finite cells grey) with a colour bar.
 pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<PathBuf> {
-    let out = d.dir.join("heatmap.png");
-    let e = err("heatmap.png");
+    let range = d.range(o);
+    let (tlo, thi) =
+        range.map(|(a, b)| (transform(a, o).unwrap_or(a), transform(b, o).unwrap_or(b))).unwrap_or((0.0, 1.0));
+    let value = |i: usize, j: usize| transform(d.at(i, j), o);
+    let label = if o.log { "log10 loss" } else { "loss" };
+    field(d, o, crit, "heatmap.png", &value, (tlo, thi), label, None)
+}
+
+/// Li et al.'s map of |λmin / λmax| over the grid (`surface --curvature`): near 0 where the
+/// surface is convex, large where negative curvature is strong.
+pub fn curvature_map(d: &RunData, o: &PlotOptions, ratio: &[f64]) -> Result<PathBuf> {
+    let finite = ratio.iter().copied().filter(|v| v.is_finite());
+    let hi = finite.fold(0.0f64, f64::max).max(1e-12);
+    let value = |i: usize, j: usize| Some(ratio[j * d.nx() + i]).filter(|v| v.is_finite());
+    let caption = format!("|λmin / λmax| of the Hessian — {}", title(d));
+    field(d, o, &[], "curvature.png", &value, (0.0, hi), "|λmin / λmax|", Some(caption))
+}
+
+/// Cells of the grid coloured by `value(i, j)` over [lo, hi] (None: grey), a colour bar labelled
+/// `label`, the overlays of the run.
+#[allow(clippy::too_many_arguments)]
+fn field(
+    d: &RunData,
+    o: &PlotOptions,
+    crit: &[CriticalPoint],
+    file: &str,
+    value: &dyn Fn(usize, usize) -> Option<f64>,
+    (tlo, thi): (f64, f64),
+    label: &str,
+    caption: Option<String>,
+) -> Result<PathBuf> {
+    let out = d.dir.join(file);
+    let e = err(file);
     let root = BitMapBackend::new(&out, size(o)).into_drawing_area();
     root.fill(&WHITE).map_err(&e)?;
     let (w, _) = size(o);
     let (main, bar) = root.split_horizontally(w - px(o, 110.0));
-    let mut chart = chart2d(&main, d, o)?;
+    let mut chart = chart2d(&main, d, o, caption)?;
     let y = d.y.as_ref().expect("2-D");
     let edges = |v: &[f64]| -> Vec<f64> {
         let n = v.len();
@@ -293,11 +325,8 @@ pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
         out
     };
     let (ex, ey) = (edges(&d.x), edges(y));
-    let range = d.range(o);
-    let (tlo, thi) =
-        range.map(|(a, b)| (transform(a, o).unwrap_or(a), transform(b, o).unwrap_or(b))).unwrap_or((0.0, 1.0));
-    let color_of = |v: f64| -> RGBColor {
-        match transform(v, o) {
+    let color_of = |v: Option<f64>| -> RGBColor {
+        match v {
             Some(t) => viridis((t - tlo) / (thi - tlo).max(1e-300)),
             None => RGBColor(190, 190, 190),
         }
@@ -305,7 +334,8 @@ pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
     let cells = (0..d.ny()).flat_map(|j| (0..d.nx()).map(move |i| (i, j)));
     chart
         .draw_series(
-            cells.map(|(i, j)| Rectangle::new([(ex[i], ey[j]), (ex[i + 1], ey[j + 1])], color_of(d.at(i, j)).filled())),
+            cells
+                .map(|(i, j)| Rectangle::new([(ex[i], ey[j]), (ex[i + 1], ey[j + 1])], color_of(value(i, j)).filled())),
         )
         .map_err(&e)?;
     overlays(&mut chart, d, o, crit)?;
@@ -320,7 +350,7 @@ pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
     cb.configure_mesh()
         .disable_mesh()
         .disable_x_axis()
-        .y_desc(if o.log { "log10 loss" } else { "loss" })
+        .y_desc(label)
         .label_style(("sans-serif", px(o, 13.0)))
         .axis_desc_style(("sans-serif", px(o, 15.0)))
         .draw()
@@ -331,6 +361,86 @@ pub fn heatmap(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<P
         Rectangle::new([(0.0, a), (1.0, b)], viridis(k as f64 / (steps - 1) as f64).filled())
     }))
     .map_err(&e)?;
+    root.present().map_err(&e)?;
+    Ok(out.clone())
+}
+
+/// 1-D curvature (`surface --curvature` on a line of points): λmax and λmin against α.
+pub fn curvature_curve(d: &RunData, o: &PlotOptions, max: &[f64], min: &[f64]) -> Result<PathBuf> {
+    let out = d.dir.join("curvature.png");
+    let e = err("curvature.png");
+    let root = BitMapBackend::new(&out, size(o)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let all = max.iter().chain(min).copied().filter(|v| v.is_finite());
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo <= hi { (lo.min(0.0), hi.max(lo + 1e-12)) } else { (0.0, 1.0) };
+    let pad = 0.05 * (hi - lo);
+    let (x0, x1) = (d.x[0], d.x[d.nx() - 1]);
+    let (x0, x1) = if x1 > x0 { (x0, x1) } else { (x0 - 0.5, x0 + 0.5) };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("Hessian eigenvalues — {}", title(d)), ("sans-serif", px(o, 18.0)))
+        .margin(px(o, 12.0))
+        .x_label_area_size(px(o, 45.0))
+        .y_label_area_size(px(o, 65.0))
+        .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad))
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc(&d.x_label)
+        .y_desc("eigenvalue")
+        .label_style(("sans-serif", px(o, 14.0)))
+        .axis_desc_style(("sans-serif", px(o, 16.0)))
+        .light_line_style(BLACK.mix(0.05))
+        .draw()
+        .map_err(&e)?;
+    for (vals, name, colour) in [(max, "λmax", RGBColor(200, 40, 40)), (min, "λmin", RGBColor(30, 90, 230))] {
+        let pts: Vec<(f64, f64)> = d.x.iter().zip(vals).filter(|(_, v)| v.is_finite()).map(|(&x, &v)| (x, v)).collect();
+        chart
+            .draw_series(LineSeries::new(pts, colour.stroke_width(px(o, 2.0))))
+            .map_err(&e)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", px(o, 13.0)))
+        .draw()
+        .map_err(&e)?;
+    root.present().map_err(&e)?;
+    Ok(out.clone())
+}
+
+/// The spectral density of a Hessian run (density.npy) on a log scale.
+pub fn density(dir: &std::path::Path, o: &PlotOptions, grid: &[f64], dens: &[f64], caption: &str) -> Result<PathBuf> {
+    let out = dir.join("density.png");
+    let e = err("density.png");
+    let root = BitMapBackend::new(&out, size(o)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let top = dens.iter().copied().fold(0.0f64, f64::max).max(1e-300);
+    let floor = top * 1e-8;
+    let (x0, x1) = (grid[0], grid[grid.len() - 1]);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", px(o, 18.0)))
+        .margin(px(o, 12.0))
+        .x_label_area_size(px(o, 45.0))
+        .y_label_area_size(px(o, 75.0))
+        .build_cartesian_2d(x0..x1, (floor..top * 2.0).log_scale())
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc("eigenvalue")
+        .y_desc("density (log scale)")
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .label_style(("sans-serif", px(o, 14.0)))
+        .axis_desc_style(("sans-serif", px(o, 16.0)))
+        .light_line_style(BLACK.mix(0.05))
+        .draw()
+        .map_err(&e)?;
+    let pts = grid.iter().zip(dens).map(|(&x, &v)| (x, v.max(floor)));
+    chart.draw_series(LineSeries::new(pts, RGBColor(30, 90, 230).stroke_width(px(o, 2.0)))).map_err(&e)?;
     root.present().map_err(&e)?;
     Ok(out.clone())
 }

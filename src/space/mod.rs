@@ -5,3 +5,4 @@ pub mod directions;
 pub mod grid;
 pub mod pca;
 pub mod shard;
+pub mod spectrum;

@@ -63,6 +63,10 @@ pub enum Quantity {
     /// 1 where the loss is not finite and a BatchNorm running variance, as interpolated to the
     /// point, is negative (uint8; runs that move BatchNorm statistics in eval mode).
     NegativeVariance,
+    /// The largest eigenvalue of the Hessian at the point (float32; `surface --curvature`).
+    EigMax,
+    /// The smallest (most negative) eigenvalue of the Hessian at the point.
+    EigMin,
 }
 
 impl Quantity {
@@ -73,6 +77,8 @@ impl Quantity {
             Quantity::Acc => "acc.npy",
             Quantity::Capped => "capped.npy",
             Quantity::NegativeVariance => "negative_variance.npy",
+            Quantity::EigMax => "eig_max.npy",
+            Quantity::EigMin => "eig_min.npy",
         }
     }
 
@@ -135,6 +141,8 @@ pub struct Identity {
     pub batchnorm: BatchNormMode,
     /// Training samples the BatchNorm statistics are re-estimated on (recompute only).
     pub bn_samples: Option<usize>,
+    /// The Hessian's extreme eigenvalues at every point (`surface --curvature`).
+    pub curvature: Option<CurvatureSpec>,
     pub columns: Vec<Quantity>,
 }
 
@@ -192,6 +200,8 @@ pub struct Plan {
     /// Checkpoints evaluated as points after the grid's (each one's own loss).
     pub states: Vec<PathBuf>,
     pub columns: Vec<Quantity>,
+    /// The Hessian's extreme eigenvalues at every grid point too.
+    pub curvature: Option<CurvatureSpec>,
 }
 
 impl Plan {
@@ -379,6 +389,8 @@ pub struct Description {
     pub channels_last: bool,
     pub cudnn_benchmark: bool,
     pub batchnorm: BatchNormMeta,
+    /// `surface --curvature`: λmax and λmin of the Hessian at every point (eig_max.npy, eig_min.npy).
+    pub curvature: Option<CurvatureSpec>,
     pub directions: Option<DirectionsMeta>,
     pub line: Option<LineMeta>,
     pub plane: Option<PlaneMeta>,
@@ -453,6 +465,8 @@ pub struct WorkerReport {
     pub perturb_seconds: f64,
     /// Seconds spent re-estimating BatchNorm statistics (`--batchnorm recompute`).
     pub batchnorm_seconds: f64,
+    /// Seconds spent on Hessian eigenvalues (`surface --curvature`).
+    pub curvature_seconds: f64,
     pub precision_check: Option<PrecisionCheck>,
     pub batchnorm_folding: FoldReport,
     pub moving_tensors: usize,
@@ -471,6 +485,8 @@ pub struct ShardTiming {
     pub perturb_seconds: f64,
     /// Re-estimating BatchNorm statistics, summed over workers.
     pub batchnorm_seconds: f64,
+    /// Hessian eigenvalues at the points, summed over workers.
+    pub curvature_seconds: f64,
 }
 
 impl std::ops::Add for ShardTiming {
@@ -482,6 +498,7 @@ impl std::ops::Add for ShardTiming {
             worker_seconds: self.worker_seconds + o.worker_seconds,
             perturb_seconds: self.perturb_seconds + o.perturb_seconds,
             batchnorm_seconds: self.batchnorm_seconds + o.batchnorm_seconds,
+            curvature_seconds: self.curvature_seconds + o.curvature_seconds,
         }
     }
 }
@@ -540,6 +557,8 @@ pub struct Timing {
     pub perturb_fraction: f64,
     /// Re-estimating BatchNorm statistics, summed over workers (`--batchnorm recompute`).
     pub batchnorm_seconds: f64,
+    /// Hessian eigenvalues at the points, summed over workers (`surface --curvature`).
+    pub curvature_seconds: f64,
 }
 
 impl Timing {
@@ -555,6 +574,7 @@ impl Timing {
             perturb_seconds: t.perturb_seconds,
             perturb_fraction: if w > 0.0 { t.perturb_seconds / w } else { 0.0 },
             batchnorm_seconds: t.batchnorm_seconds,
+            curvature_seconds: t.curvature_seconds,
         }
     }
 }
@@ -621,9 +641,163 @@ impl Meta {
     }
 }
 
-/// The JSON Schema of meta.json (committed as docs/meta.schema.json).
+/// The Hessian at a run's origin, for `surface --curvature`: how each point's extreme
+/// eigenvalues are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CurvatureSpec {
+    /// Which parameters H is taken over (those the directions move).
+    pub parameters: Ignore,
+    /// Relative residual each of λmax and λmin reaches.
+    pub tol: f64,
+    pub max_steps: usize,
+    pub seed: u64,
+}
+
+/// `kind` of a Hessian run's meta.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HessianKind {
+    Hessian,
+}
+
+/// An eigenvalue and the relative residual ‖Hv − λv‖ / max|λ| of its unit eigenvector.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EigenvalueRecord {
+    pub eigenvalue: f64,
+    pub residual: f64,
+}
+
+/// Hutchinson's trace estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TraceRecord {
+    pub estimate: f64,
+    pub stderr: f64,
+    pub matvecs: usize,
+}
+
+/// `hessian.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HessianReport {
+    /// Largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub largest: Option<Vec<EigenvalueRecord>>,
+    /// Smallest (most negative) first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smallest: Option<Vec<EigenvalueRecord>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceRecord>,
+    /// Parameters (entries) H is taken over.
+    pub n_params: i64,
+    /// Hessian-vector products in all.
+    pub hvp_count: usize,
+    pub seconds: f64,
+    /// The loss at the point (dataset mean).
+    pub loss: f64,
+    pub lanczos_steps: usize,
+    /// Every reported residual is within the tolerance.
+    pub converged: bool,
+}
+
+/// The operator of a Hessian run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HessianOperator {
+    /// biasbn: parameters with more than one dimension; keep: all.
+    pub parameters: Ignore,
+    pub n_params: i64,
+    pub parameter_tensors: usize,
+    pub batch_size: usize,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LanczosMeta {
+    pub k: usize,
+    pub which: crate::options::Which,
+    pub tol: f64,
+    pub max_steps: usize,
+    pub seed: u64,
+    pub steps: usize,
+    pub converged: bool,
+    pub method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DensityMeta {
+    pub runs: usize,
+    pub steps: usize,
+    pub bins: usize,
+    /// Gaussian variance = sigma2 × max(1, range of the Ritz values).
+    pub sigma2: f64,
+    pub file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HessianTiming {
+    pub setup_seconds: f64,
+    pub seconds: f64,
+    pub products: usize,
+    pub seconds_per_product: f64,
+    /// products × samples / seconds.
+    pub images_per_second: f64,
+}
+
+/// `meta.json` of a `hessian` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HessianMeta {
+    pub schema_version: u32,
+    pub kind: HessianKind,
+    pub tool: Tool,
+    pub argv: Vec<String>,
+    pub model: ModelMeta,
+    pub data: DataMeta,
+    pub loss: LossKind,
+    pub device: String,
+    pub precision: Precision,
+    pub dtype: String,
+    pub libtorch_version: String,
+    pub channels_last: bool,
+    pub operator: HessianOperator,
+    pub lanczos: Option<LanczosMeta>,
+    pub trace: Option<TraceRecord>,
+    pub density: Option<DensityMeta>,
+    /// `hessian.json`, `eigenvectors.safetensors`, `directions.safetensors`, `density.npy`.
+    pub files: Vec<String>,
+    pub timing: HessianTiming,
+    pub peak_host_rss_mb: Option<f64>,
+}
+
+impl HessianMeta {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&Meta::path(dir), self)
+    }
+}
+
+/// Any run's meta.json: a grid run's or a Hessian run's (told apart by `kind`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AnyMeta {
+    Grid(Box<Meta>),
+    Hessian(Box<HessianMeta>),
+}
+
+impl AnyMeta {
+    /// Read a run's meta.json, whatever its kind.
+    pub fn read(dir: &Path) -> Result<AnyMeta> {
+        let p = Meta::path(dir);
+        let v: Value = read_json(&p)?;
+        if v.get("kind").and_then(Value::as_str) == Some("hessian") {
+            serde_json::from_value(v).map(|m| AnyMeta::Hessian(Box::new(m))).map_err(|e| {
+                crate::error::Error::file(crate::error::Role::RunFile, &p, format!("not what losscape wrote: {e}"))
+            })
+        } else {
+            Meta::read(dir).map(|m| AnyMeta::Grid(Box::new(m)))
+        }
+    }
+}
+
+/// The JSON Schema of meta.json, every kind (committed as docs/meta.schema.json).
 pub fn meta_schema() -> Value {
-    serde_json::to_value(schemars::schema_for!(Meta)).expect("a schema serializes")
+    serde_json::to_value(schemars::schema_for!(AnyMeta)).expect("a schema serializes")
 }
 
 #[cfg(test)]
@@ -644,6 +818,7 @@ pub(crate) mod tests {
             fold_batchnorm: true,
             batchnorm: BatchNormMode::Eval,
             bn_samples: None,
+            curvature: None,
             columns: vec![Quantity::Loss, Quantity::Acc],
         }
     }
@@ -680,7 +855,7 @@ pub(crate) mod tests {
             eval_seconds: 2.0,
             worker_seconds: 4.0,
             perturb_seconds: 0.4,
-            batchnorm_seconds: 0.0,
+            ..Default::default()
         };
         let s = t + t;
         assert_eq!(s.worker_seconds, 8.0);

@@ -1,0 +1,180 @@
+//! The Hessian of the dataset-mean loss as an operator: v ↦ Hv by double backward through the
+//! TorchScript module, summed over the batches on the device and divided by N — one host sync
+//! per product. H is taken with respect to a chosen set of parameters (those the directions
+//! move), the model in eval mode (BatchNorm on its running statistics).
+
+use tch::{Kind, Reduction, Tensor};
+
+use crate::error::{Error, Result, Role};
+use crate::inputs::data::Dataset;
+use crate::inputs::model::Model;
+use crate::options::{Ignore, LossKind};
+
+/// The parameters H is taken over: with biasbn those with more than one dimension, with keep all.
+pub fn parameter_set(model: &Model, ignore: Ignore) -> Vec<usize> {
+    (0..model.params.len()).filter(|&i| ignore == Ignore::Keep || model.params[i].1.dim() > 1).collect()
+}
+
+/// v ↦ Hv for the loss of `model` on `data`, over the parameters `set` (indices into
+/// `model.params`). Vectors are flat float32 tensors on the model's device, the parameters
+/// concatenated in order.
+pub struct Hessian<'a> {
+    model: &'a Model,
+    data: &'a Dataset,
+    set: Vec<usize>,
+    loss: LossKind,
+    /// Samples per pass; halved on out-of-memory.
+    pub batch_size: usize,
+    /// Output entries per sample (MSE's divisor).
+    outputs_per_sample: i64,
+    /// Products computed so far.
+    pub products: usize,
+}
+
+impl<'a> Hessian<'a> {
+    pub fn new(
+        model: &'a Model,
+        data: &'a Dataset,
+        set: Vec<usize>,
+        loss: LossKind,
+        outputs_per_sample: i64,
+        batch_size: usize,
+    ) -> Result<Hessian<'a>> {
+        if set.is_empty() {
+            return Err(Error::file(Role::Model, &model.path, "has no parameter in the set the Hessian is taken over"));
+        }
+        if let Some(&i) = set.iter().find(|&&i| !model.params[i].1.requires_grad()) {
+            return Err(Error::file(
+                Role::Model,
+                &model.path,
+                format!("parameter {} does not require grad: no Hessian can be taken", model.params[i].0),
+            ));
+        }
+        Ok(Hessian { model, data, set, loss, batch_size, outputs_per_sample, products: 0 })
+    }
+
+    /// Number of entries of a vector (parameters in the set).
+    pub fn dim(&self) -> i64 {
+        self.set.iter().map(|&i| self.model.params[i].1.numel() as i64).sum()
+    }
+
+    /// The names and shapes of the parameters in the set, in order.
+    pub fn names(&self) -> Vec<(String, Vec<i64>)> {
+        self.set.iter().map(|&i| (self.model.params[i].0.clone(), self.model.params[i].1.size())).collect()
+    }
+
+    /// A flat vector split into tensors shaped like the parameters of the set.
+    pub fn split(&self, v: &Tensor) -> Vec<Tensor> {
+        let mut out = Vec::with_capacity(self.set.len());
+        let mut offset = 0;
+        for &i in &self.set {
+            let p = &self.model.params[i].1;
+            let n = p.numel() as i64;
+            out.push(v.narrow(0, offset, n).view(p.size().as_slice()));
+            offset += n;
+        }
+        out
+    }
+
+    fn denominator(&self) -> f64 {
+        match self.loss {
+            LossKind::Ce => self.data.n as f64,
+            LossKind::Mse => self.data.n as f64 * self.outputs_per_sample as f64,
+        }
+    }
+
+    /// The loss of one batch, summed over its samples, with the autograd graph.
+    fn batch_loss(&self, start: usize, len: usize) -> Result<Tensor> {
+        let x = self.data.inputs(start, len);
+        let out = self.model.forward(&x)?.to_kind(Kind::Float);
+        let y = self.data.targets(start, len);
+        Ok(match self.loss {
+            LossKind::Ce => out.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0),
+            LossKind::Mse => (out.reshape([len as i64, -1]) - y.reshape([len as i64, -1]).to_kind(Kind::Float))
+                .square()
+                .sum(Kind::Float),
+        })
+    }
+
+    fn params(&self) -> Vec<Tensor> {
+        self.set.iter().map(|&i| self.model.params[i].1.shallow_clone()).collect()
+    }
+
+    /// Hv over the whole dataset, halving the batch on out-of-memory.
+    pub fn apply(&mut self, v: &Tensor) -> Result<Tensor> {
+        loop {
+            match self.apply_once(v) {
+                Err(e) if e.is_oom() && self.batch_size > 1 => {
+                    log::warn!(
+                        "out of memory at batch size {} in a Hessian product; retrying with {}",
+                        self.batch_size,
+                        self.batch_size / 2
+                    );
+                    self.batch_size /= 2;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn apply_once(&mut self, v: &Tensor) -> Result<Tensor> {
+        // Products need the autograd graph, whatever the caller's grad mode.
+        tch::with_grad(|| self.apply_with_grad(v))
+    }
+
+    fn apply_with_grad(&mut self, v: &Tensor) -> Result<Tensor> {
+        let params = self.params();
+        let vs = self.split(v);
+        let n = self.data.n;
+        let mut sums: Vec<Tensor> = params.iter().map(|p| Tensor::zeros(p.size(), (Kind::Float, p.device()))).collect();
+        let torch = |e: tch::TchError| self.model.forward_error(&e);
+        let mut start = 0;
+        while start < n {
+            let len = self.batch_size.min(n - start);
+            let loss = self.batch_loss(start, len)?;
+            if !loss.requires_grad() {
+                return Err(Error::file(
+                    Role::Model,
+                    &self.model.path,
+                    "its loss does not depend differentiably on the parameters (no autograd graph through its forward)",
+                ));
+            }
+            let grads = Tensor::f_run_backward(&[&loss], &params, true, true).map_err(torch)?;
+            let dot = grads
+                .iter()
+                .zip(&vs)
+                .map(|(g, v)| (g * v).sum(Kind::Float))
+                .reduce(|a, b| a + b)
+                .expect("a non-empty set");
+            let hv = Tensor::f_run_backward(&[&dot], &params, false, false).map_err(torch)?;
+            for (s, h) in sums.iter_mut().zip(hv) {
+                *s += h.detach();
+            }
+            start += len;
+        }
+        self.products += 1;
+        let flat = Tensor::cat(&sums.iter().map(|s| s.flatten(0, -1)).collect::<Vec<_>>(), 0) / self.denominator();
+        // The one host sync of the product: a non-finite entry stops the computation here.
+        if flat.isfinite().all().int64_value(&[]) == 0 {
+            return Err(Error::file(
+                Role::Model,
+                &self.model.path,
+                "a Hessian-vector product is not finite (the loss or its gradient overflows here)",
+            ));
+        }
+        Ok(flat)
+    }
+
+    /// The loss itself (dataset mean), without a graph.
+    pub fn loss(&self) -> Result<f64> {
+        let _g = tch::no_grad_guard();
+        let mut total = 0.0;
+        let mut start = 0;
+        while start < self.data.n {
+            let len = self.batch_size.min(self.data.n - start);
+            total += self.batch_loss(start, len)?.double_value(&[]);
+            start += len;
+        }
+        Ok(total / self.denominator())
+    }
+}

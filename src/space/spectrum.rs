@@ -1,0 +1,405 @@
+//! Eigenvalues, trace and spectral density of a symmetric operator known only through its
+//! products v ↦ Hv (the Hessian of a loss): Lanczos with full reorthogonalization for the
+//! extreme eigenpairs (each reported pair carries its residual ‖Hv − λv‖ / max|λ|, computed with
+//! one more product), Hutchinson's estimator for the trace, and stochastic Lanczos quadrature for
+//! the density (docs/landscape.md). Vectors are flat float32 tensors on the operator's device.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result, Setting};
+pub use crate::options::Which;
+
+/// The operator: a product v ↦ Hv.
+pub type Operator<'a> = dyn FnMut(&Tensor) -> Result<Tensor> + 'a;
+
+/// An eigenpair and the relative residual ‖Hv − λv‖ / max|λ| of its unit vector.
+#[derive(Debug)]
+pub struct Eigenpair {
+    pub value: f64,
+    pub vector: Tensor,
+    pub residual: f64,
+}
+
+/// The extreme eigenpairs found.
+#[derive(Debug)]
+pub struct Extremes {
+    /// Largest first.
+    pub largest: Vec<Eigenpair>,
+    /// Smallest (most negative) first.
+    pub smallest: Vec<Eigenpair>,
+    /// Lanczos steps taken (one product each; the residual checks are counted in `products`).
+    pub steps: usize,
+    /// Products of the operator in all.
+    pub products: usize,
+    /// Every reported residual is within the tolerance.
+    pub converged: bool,
+}
+
+/// How far Lanczos goes.
+#[derive(Debug, Clone, Copy)]
+pub struct LanczosOptions {
+    pub k: usize,
+    pub which: Which,
+    /// Relative residual every reported pair must reach.
+    pub tol: f64,
+    /// Give up (and report the residuals reached) after this many steps.
+    pub max_steps: usize,
+    pub seed: u64,
+}
+
+/// A splitmix64 stream: the random vectors here, reproducible on every device and thread.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// A Rademacher vector (entries ±1, each with probability 1/2) of `dim` entries, from `seed`.
+pub fn rademacher(dim: i64, seed: u64, device: Device) -> Tensor {
+    let mut rng = Rng(seed ^ 0x6C6F_7373_6361_7065);
+    let mut v = Vec::with_capacity(dim as usize);
+    while (v.len() as i64) < dim {
+        let bits = rng.next();
+        for b in 0..64.min(dim as usize - v.len()) {
+            v.push(if (bits >> b) & 1 == 1 { 1.0f32 } else { -1.0 });
+        }
+    }
+    Tensor::from_slice(&v).to_device(device)
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> f64 {
+    a.dot(b).double_value(&[])
+}
+
+fn norm(a: &Tensor) -> f64 {
+    a.norm().double_value(&[])
+}
+
+/// A Lanczos run in progress: the orthonormal basis, the tridiagonal matrix, the next vector.
+struct Lanczos {
+    q: Vec<Tensor>,
+    alpha: Vec<f64>,
+    beta: Vec<f64>,
+    /// The unnormalized next residual vector and its norm (β of the last step).
+    next: Option<Tensor>,
+}
+
+impl Lanczos {
+    fn new(start: Tensor) -> Lanczos {
+        let n = norm(&start);
+        Lanczos { q: vec![start / n], alpha: Vec::new(), beta: Vec::new(), next: None }
+    }
+
+    /// One step: H q_j, orthogonalized against every earlier q (twice), appended. Returns false
+    /// when the Krylov space is exhausted (the next vector vanishes).
+    fn step(&mut self, op: &mut Operator) -> Result<bool> {
+        if let Some(w) = self.next.take() {
+            let b = *self.beta.last().expect("a step before");
+            self.q.push(w / b);
+        }
+        let j = self.q.len() - 1;
+        let mut w = op(&self.q[j])?;
+        let a = dot(&w, &self.q[j]);
+        self.alpha.push(a);
+        let basis = Tensor::stack(&self.q, 0);
+        for _ in 0..2 {
+            let c = basis.matmul(&w);
+            w -= basis.tr().matmul(&c);
+        }
+        let b = norm(&w);
+        self.beta.push(b);
+        let scale = self.alpha.iter().map(|x| x.abs()).fold(0.0, f64::max).max(1e-300);
+        if !b.is_finite() || b <= 1e-10 * scale {
+            return Ok(false);
+        }
+        self.next = Some(w);
+        Ok(true)
+    }
+
+    /// Eigenvalues (ascending) and eigenvectors (columns) of the tridiagonal matrix so far.
+    fn ritz(&self) -> Result<(Vec<f64>, Tensor)> {
+        let m = self.alpha.len() as i64;
+        let t = Tensor::zeros([m, m], (Kind::Double, Device::Cpu));
+        for (i, &a) in self.alpha.iter().enumerate() {
+            let _ = t.get(i as i64).get(i as i64).fill_(a);
+            if (i as i64) + 1 < m {
+                let _ = t.get(i as i64).get(i as i64 + 1).fill_(self.beta[i]);
+                let _ = t.get(i as i64 + 1).get(i as i64).fill_(self.beta[i]);
+            }
+        }
+        let (vals, vecs) = t.linalg_eigh("L");
+        let vals = Vec::<f64>::try_from(vals).map_err(|e| Error::other(format!("Lanczos: {e}")))?;
+        Ok((vals, vecs))
+    }
+}
+
+fn wanted(which: Which, k: usize, m: usize) -> (Vec<usize>, Vec<usize>) {
+    let k = k.min(m);
+    let top: Vec<usize> = (0..k).map(|i| m - 1 - i).collect();
+    let bottom: Vec<usize> = (0..k).collect();
+    match which {
+        Which::Largest => (top, vec![]),
+        Which::Smallest => (vec![], bottom),
+        Which::Both => (top, bottom),
+    }
+}
+
+/// The K extreme eigenpairs of the operator (of dimension `dim`, vectors on `device`) by Lanczos
+/// with full reorthogonalization from a seeded Rademacher start, until every wanted pair's
+/// residual, estimated from the tridiagonal matrix and then computed with one product per pair,
+/// is at most `tol` × max|λ|.
+pub fn extremes(op: &mut Operator, dim: i64, device: Device, o: LanczosOptions) -> Result<Extremes> {
+    if o.k == 0 {
+        return Err(Error::setting(Setting::Top, 0, "must be at least 1"));
+    }
+    if !(o.tol > 0.0 && o.tol < 1.0) {
+        return Err(Error::setting(Setting::Tol, o.tol, "must be in (0, 1)"));
+    }
+    let mut lz = Lanczos::new(rademacher(dim, o.seed, device));
+    let mut products = 0;
+    let limit = (o.max_steps as i64).min(dim).max(1) as usize;
+    loop {
+        let more = lz.step(op)?;
+        products += 1;
+        let m = lz.alpha.len();
+        let (vals, vecs) = lz.ritz()?;
+        let scale = vals.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1e-300);
+        let (top, bottom) = wanted(o.which, o.k, m);
+        let b = *lz.beta.last().expect("a step");
+        let estimate = |i: usize| (b * vecs.double_value(&[m as i64 - 1, i as i64])).abs() / scale;
+        let settled = m >= (2 * o.k).min(limit) && top.iter().chain(&bottom).all(|&i| estimate(i) <= o.tol);
+        let last = !more || m >= limit;
+        if !(settled || last) {
+            continue;
+        }
+        // Ritz vectors of the wanted values, and their residuals with one product each.
+        let basis = Tensor::stack(&lz.q[..m], 0);
+        let pair = |i: usize, op: &mut Operator| -> Result<Eigenpair> {
+            let s = vecs.select(1, i as i64).to_kind(Kind::Float).to_device(device);
+            let mut y = basis.tr().matmul(&s);
+            y = &y / norm(&y);
+            let hy = op(&y)?;
+            let residual = norm(&(&hy - &y * vals[i])) / scale;
+            Ok(Eigenpair { value: vals[i], vector: y, residual })
+        };
+        let largest = top.iter().map(|&i| pair(i, op)).collect::<Result<Vec<_>>>()?;
+        let smallest = bottom.iter().map(|&i| pair(i, op)).collect::<Result<Vec<_>>>()?;
+        products += largest.len() + smallest.len();
+        let converged = largest.iter().chain(&smallest).all(|p| p.residual <= o.tol);
+        if converged || last {
+            return Ok(Extremes { largest, smallest, steps: m, products, converged });
+        }
+        // The estimates were too hopeful (rounding): go on.
+    }
+}
+
+/// Hutchinson's estimate of the trace: the mean of zᵀHz over Rademacher z, with its standard
+/// error; at least `min` and at most `max` samples, stopping once the standard error is within
+/// `tol` of the estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Trace {
+    pub estimate: f64,
+    pub stderr: f64,
+    pub matvecs: usize,
+}
+
+pub fn trace(
+    op: &mut Operator,
+    dim: i64,
+    device: Device,
+    seed: u64,
+    tol: f64,
+    min: usize,
+    max: usize,
+) -> Result<Trace> {
+    let mut samples: Vec<f64> = Vec::new();
+    for i in 0..max.max(1) {
+        let z = rademacher(dim, seed.wrapping_add(1 + i as u64), device);
+        let hz = op(&z)?;
+        samples.push(dot(&z, &hz));
+        let n = samples.len() as f64;
+        let mean = samples.iter().sum::<f64>() / n;
+        if samples.len() >= min.max(2) {
+            let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            let stderr = (var / n).sqrt();
+            if stderr <= tol * mean.abs() || samples.len() >= max {
+                return Ok(Trace { estimate: mean, stderr, matvecs: samples.len() });
+            }
+        }
+    }
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    Ok(Trace { estimate: mean, stderr: f64::NAN, matvecs: samples.len() })
+}
+
+/// Stochastic Lanczos quadrature: `runs` Lanczos runs of `steps` steps from random unit vectors;
+/// the Ritz values of each run, weighted by the squared first components of their eigenvectors,
+/// approximate the spectral measure. Returns (nodes, weights) per run (weights sum to 1 per run).
+pub fn quadrature(
+    op: &mut Operator,
+    dim: i64,
+    device: Device,
+    seed: u64,
+    runs: usize,
+    steps: usize,
+) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mut out = Vec::with_capacity(runs);
+    for r in 0..runs {
+        let mut lz = Lanczos::new(rademacher(dim, seed.wrapping_add(1000 + r as u64), device));
+        for _ in 0..steps.min(dim as usize) {
+            if !lz.step(op)? {
+                break;
+            }
+        }
+        let (vals, vecs) = lz.ritz()?;
+        let first = vecs.get(0);
+        let w: Vec<f64> = (0..vals.len()).map(|k| first.double_value(&[k as i64]).powi(2)).collect();
+        out.push((vals, w));
+    }
+    Ok(out)
+}
+
+/// A smooth density on `bins` points covering every node (with a margin), each node a Gaussian
+/// of variance `sigma2` × max(1, range) (PyHessian's choice), averaged over the runs and
+/// normalized to integrate to 1 (trapezoid rule). Returns (grid, density).
+pub fn density(runs: &[(Vec<f64>, Vec<f64>)], bins: usize, sigma2: f64) -> (Vec<f64>, Vec<f64>) {
+    let nodes = runs.iter().flat_map(|(v, _)| v.iter().copied());
+    let (lo, hi) = nodes.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let range = (hi - lo).max(1e-12);
+    let var = sigma2 * range.max(1.0);
+    let pad = 0.01 * range + 5.0 * var.sqrt();
+    let (a, b) = (lo - pad, hi + pad);
+    let bins = bins.max(2);
+    let grid: Vec<f64> = (0..bins).map(|i| a + (b - a) * i as f64 / (bins - 1) as f64).collect();
+    let norm = 1.0 / (2.0 * std::f64::consts::PI * var).sqrt();
+    let mut d: Vec<f64> = grid
+        .iter()
+        .map(|&x| {
+            runs.iter()
+                .map(|(v, w)| {
+                    v.iter().zip(w).map(|(l, w)| w * norm * (-(x - l).powi(2) / (2.0 * var)).exp()).sum::<f64>()
+                })
+                .sum::<f64>()
+                / runs.len().max(1) as f64
+        })
+        .collect();
+    let h = (b - a) / (bins - 1) as f64;
+    let integral: f64 = d.windows(2).map(|p| 0.5 * (p[0] + p[1]) * h).sum();
+    if integral > 0.0 {
+        for x in &mut d {
+            *x /= integral;
+        }
+    }
+    (grid, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A symmetric matrix with a known spectrum: Q diag(λ) Qᵀ for a random orthogonal Q.
+    fn matrix(eigs: &[f64], seed: i64) -> (Tensor, Tensor) {
+        tch::manual_seed(seed);
+        let n = eigs.len() as i64;
+        let (q, _) = Tensor::linalg_qr(&Tensor::randn([n, n], (Kind::Double, Device::Cpu)), "reduced");
+        let d = Tensor::from_slice(eigs).diag(0);
+        (q.matmul(&d).matmul(&q.tr()), q)
+    }
+
+    fn op_of(m: &Tensor) -> impl FnMut(&Tensor) -> Result<Tensor> + '_ {
+        move |v: &Tensor| Ok(m.matmul(&v.to_kind(Kind::Double)).to_kind(Kind::Float))
+    }
+
+    #[test]
+    fn extreme_eigenpairs_of_a_known_spectrum() {
+        let mut eigs: Vec<f64> = (0..200).map(|i| 0.01 * (i as f64 - 50.0)).collect();
+        eigs[199] = 40.0;
+        eigs[198] = 25.0;
+        eigs[0] = -12.0;
+        let (m, q) = matrix(&eigs, 1);
+        let mut op = op_of(&m);
+        let o = LanczosOptions { k: 2, which: Which::Both, tol: 1e-4, max_steps: 200, seed: 3 };
+        let r = extremes(&mut op, 200, Device::Cpu, o).unwrap();
+        assert!(r.converged, "{:?}", r.largest.iter().map(|p| p.residual).collect::<Vec<_>>());
+        assert!((r.largest[0].value - 40.0).abs() < 40.0 * 1e-4);
+        assert!((r.largest[1].value - 25.0).abs() < 40.0 * 1e-4);
+        assert!((r.smallest[0].value + 12.0).abs() < 40.0 * 1e-4);
+        assert!(r.largest.iter().chain(&r.smallest).all(|p| p.residual <= 1e-4));
+        // The top vector is the matrix's own (up to sign).
+        let truth = q.select(1, 199).to_kind(Kind::Float);
+        let cos = dot(&r.largest[0].vector, &truth).abs();
+        assert!(cos > 0.9999, "cos = {cos}");
+        assert_eq!(r.products, r.steps + 4, "one product per step and one per reported pair");
+        // Lanczos needs far fewer products than power iteration would here (ratio 25/40).
+        assert!(r.steps < 60, "{} steps", r.steps);
+    }
+
+    #[test]
+    fn a_small_space_is_exhausted_cleanly_and_bad_options_are_refused() {
+        let (m, _) = matrix(&[3.0, -1.0, 0.5], 2);
+        let mut op = op_of(&m);
+        let o = LanczosOptions { k: 1, which: Which::Both, tol: 1e-6, max_steps: 50, seed: 1 };
+        let r = extremes(&mut op, 3, Device::Cpu, o).unwrap();
+        assert!((r.largest[0].value - 3.0).abs() < 1e-5 && (r.smallest[0].value + 1.0).abs() < 1e-5);
+        assert!(r.steps <= 3);
+        assert!(extremes(&mut op, 3, Device::Cpu, LanczosOptions { k: 0, ..o }).is_err());
+        assert!(extremes(&mut op, 3, Device::Cpu, LanczosOptions { tol: 0.0, ..o }).is_err());
+        let mut nan = |_: &Tensor| -> Result<Tensor> { Err(Error::other("a Hessian-vector product is not finite")) };
+        let e = extremes(&mut nan, 3, Device::Cpu, o).unwrap_err().to_string();
+        assert!(e.contains("not finite"), "{e}");
+    }
+
+    #[test]
+    fn hutchinson_is_unbiased_within_its_standard_error() {
+        let eigs: Vec<f64> = (0..100).map(|i| (i as f64 - 30.0) / 10.0).collect();
+        let (m, _) = matrix(&eigs, 4);
+        let truth: f64 = eigs.iter().sum();
+        let mut op = op_of(&m);
+        let t = trace(&mut op, 100, Device::Cpu, 9, 1e-9, 10, 400).unwrap();
+        assert_eq!(t.matvecs, 400);
+        assert!((t.estimate - truth).abs() < 4.0 * t.stderr, "{} vs {truth} ± {}", t.estimate, t.stderr);
+        // A diagonal operator has zero variance: exact from the first samples.
+        let d = Tensor::from_slice(&eigs).diag(0);
+        let mut op = op_of(&d);
+        let t = trace(&mut op, 100, Device::Cpu, 9, 1e-6, 10, 400).unwrap();
+        assert!((t.estimate - truth).abs() < 1e-3 && t.matvecs == 10, "{t:?}");
+    }
+
+    #[test]
+    fn the_density_integrates_to_one_and_covers_the_spectrum() {
+        let eigs: Vec<f64> = (0..80).map(|i| if i < 70 { 0.01 * i as f64 } else { 5.0 + i as f64 }).collect();
+        let (m, _) = matrix(&eigs, 5);
+        let mut op = op_of(&m);
+        let runs = quadrature(&mut op, 80, Device::Cpu, 2, 4, 30).unwrap();
+        for (_, w) in &runs {
+            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+        }
+        let (grid, d) = density(&runs, 2000, 1e-5);
+        let h = grid[1] - grid[0];
+        let integral: f64 = d.windows(2).map(|p| 0.5 * (p[0] + p[1]) * h).sum();
+        assert!((integral - 1.0).abs() < 1e-9);
+        assert!(grid[0] <= 0.0 && *grid.last().unwrap() >= 84.0, "{} .. {}", grid[0], grid.last().unwrap());
+        assert!(d.iter().all(|x| *x >= 0.0));
+        // Most of the mass sits near 0, where 70 of the 80 eigenvalues are.
+        let near: f64 = grid.iter().zip(&d).filter(|(g, _)| **g < 1.0).map(|(_, x)| x * h).sum();
+        assert!(near > 0.6, "{near}");
+    }
+
+    #[test]
+    fn rademacher_vectors_are_reproducible_signs() {
+        let a = rademacher(1000, 7, Device::Cpu);
+        let b = rademacher(1000, 7, Device::Cpu);
+        let c = rademacher(1000, 8, Device::Cpu);
+        assert!(a.equal(&b) && !a.equal(&c));
+        assert_eq!(a.abs().sum(Kind::Double).double_value(&[]), 1000.0);
+        let mean = a.mean(Kind::Double).double_value(&[]);
+        assert!(mean.abs() < 0.1, "{mean}");
+    }
+}

@@ -1,0 +1,224 @@
+//! Curvature: `losscape hessian` against dense Hessians formed in PyTorch (float64) and against
+//! PyHessian; `surface --curvature` against dense Hessians at the perturbed points.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor};
+
+use crate::common::{assert_valid_meta, fixtures_py, fxp, losscape, npy, ok, out_dir};
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// The dense Hessian's spectra (ascending) and traces at `points` (and its top eigenvectors at the
+/// first point, in `vectors`).
+fn dense(
+    model: &str,
+    arch: &str,
+    data: &str,
+    loss: &str,
+    ignore: &str,
+    extra: &[&str],
+) -> (Vec<serde_json::Value>, PathBuf) {
+    let tag = format!("dense-{arch}-{ignore}-{}", extra.len());
+    let out = out_dir(&tag).with_extension("json");
+    let vectors = out_dir(&tag).with_extension("safetensors");
+    let (m, d, o, v) = (s(&fxp(model)), s(&fxp(data)), s(&out), s(&vectors));
+    let mut args =
+        vec!["dense-hessian", "--model", &m, "--arch", arch, "--data", &d, "--loss", loss, "--ignore", ignore];
+    args.extend(["--vectors", &v, "--out", &o]);
+    args.extend_from_slice(extra);
+    fixtures_py(&args);
+    (json(&out).as_array().unwrap().clone(), vectors)
+}
+
+fn eigenvalues(v: &serde_json::Value) -> Vec<f64> {
+    v["eigenvalues"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn hessian(model: &str, data: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let (m, d, o) = (s(&fxp(model)), s(&fxp(data)), s(out));
+    let mut args = vec!["hessian", "--model", &m, "--data", &d, "--out", &o, "-q"];
+    args.extend_from_slice(extra);
+    ok(&losscape(&args));
+    assert_valid_meta(out);
+    json(&out.join("hessian.json"))
+}
+
+fn values(v: &serde_json::Value, key: &str) -> Vec<(f64, f64)> {
+    v[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["eigenvalue"].as_f64().unwrap(), e["residual"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn eigenvalues_match_the_dense_hessian() {
+    for (model, arch, data, loss, ignore) in [
+        ("smooth_cnn.pt", "smooth_cnn", "cifar-bin", "ce", "biasbn"),
+        ("smooth_cnn.pt", "smooth_cnn", "cifar-bin", "ce", "keep"),
+        ("mlp.pt", "mlp16", "square", "mse", "keep"),
+    ] {
+        let (d, vectors) = dense(model, arch, data, loss, ignore, &[]);
+        let truth = eigenvalues(&d[0]);
+        let scale = truth.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        let out = out_dir(&format!("hessian-{arch}-{ignore}"));
+        let h = hessian(model, data, &out, &["--top", "3", "--which", "both", "--ignore", ignore]);
+        assert_eq!(h["n_params"].as_u64().unwrap() as usize, truth.len(), "{arch}/{ignore}");
+        assert_eq!(h["converged"], true, "{h}");
+        let (largest, smallest) = (values(&h, "largest"), values(&h, "smallest"));
+        let n = truth.len();
+        for i in 0..3 {
+            let (l, lr) = largest[i];
+            let (sm, sr) = smallest[i];
+            assert!(
+                (l - truth[n - 1 - i]).abs() <= 1e-3 * scale,
+                "{arch}/{ignore}: λ{} = {l} vs {}",
+                i + 1,
+                truth[n - 1 - i]
+            );
+            assert!((sm - truth[i]).abs() <= 1e-3 * scale, "{arch}/{ignore}: smallest {i} = {sm} vs {}", truth[i]);
+            assert!(lr <= 1e-3 && sr <= 1e-3, "residuals {lr}, {sr}");
+        }
+        // The top eigenvector is the dense one (up to sign) where the gap allows.
+        if (truth[n - 1] - truth[n - 2]) > 0.05 * scale {
+            let ours: std::collections::HashMap<String, Tensor> =
+                Tensor::read_safetensors(out.join("eigenvectors.safetensors")).unwrap().into_iter().collect();
+            let theirs = Tensor::read_safetensors(&vectors).unwrap();
+            let dot: f64 = theirs
+                .iter()
+                .filter(|(k, _)| k.starts_with("largest0."))
+                .map(|(k, t)| (&ours[k] * t).sum(Kind::Double).double_value(&[]))
+                .sum();
+            assert!(dot.abs() >= 0.999, "{arch}/{ignore}: |cos| = {}", dot.abs());
+        }
+        // Directions for `surface --directions`: every parameter, the first two eigenvectors.
+        let dirs = Tensor::read_safetensors(out.join("directions.safetensors")).unwrap();
+        assert!(dirs.iter().any(|(k, _)| k.starts_with("x.")) && dirs.iter().any(|(k, _)| k.starts_with("y.")));
+        if arch == "smooth_cnn" {
+            assert!(truth[0] < -1e-3 * scale, "the untrained CNN is a saddle: {:?}", &truth[..3]);
+            assert!(smallest[0].0 < 0.0, "smallest finds the negative eigenvalue");
+        }
+    }
+}
+
+#[test]
+fn trace_and_density() {
+    let (d, _) = dense("smooth_cnn.pt", "smooth_cnn", "cifar-bin", "ce", "keep", &[]);
+    let truth = eigenvalues(&d[0]);
+    let trace = d[0]["trace"].as_f64().unwrap();
+    let out = out_dir("hessian-trace");
+    let h = hessian(
+        "smooth_cnn.pt",
+        "cifar-bin",
+        &out,
+        &["--top", "0", "--trace", "--trace-samples", "200", "--density", "--ignore", "keep"],
+    );
+    let t = &h["trace"];
+    let (est, se) = (t["estimate"].as_f64().unwrap(), t["stderr"].as_f64().unwrap());
+    assert!((est - trace).abs() <= 4.0 * se, "trace {est} ± {se} vs dense {trace}");
+    assert!(h.get("largest").is_none(), "{h}");
+    let (shape, dens) = npy(&out.join("density.npy"));
+    assert_eq!(shape[0], 2);
+    let b = shape[1] as usize;
+    let (grid, p) = (&dens[..b], &dens[b..]);
+    let integral: f64 = (1..b).map(|i| 0.5 * (p[i] + p[i - 1]) * (grid[i] - grid[i - 1])).sum();
+    assert!((integral - 1.0).abs() < 1e-6, "density integrates to {integral}");
+    assert!(
+        grid[0] <= truth[0] && grid[b - 1] >= truth[truth.len() - 1],
+        "{} .. {} vs {:?}",
+        grid[0],
+        grid[b - 1],
+        (truth[0], truth.last())
+    );
+    assert!(out.join("density.png").exists());
+}
+
+#[test]
+fn surface_curvature_matches_dense_hessians_at_the_points() {
+    let out = out_dir("curvature-map");
+    let (m, d, o) = (s(&fxp("smooth_cnn.pt")), s(&fxp("cifar-bin")), s(&out));
+    ok(&losscape(&[
+        "surface",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--x=-0.5:0.5:3",
+        "--y=-0.3:0.3:2",
+        "--curvature",
+        "--out",
+        &o,
+        "-q",
+    ]));
+    assert_valid_meta(&out);
+    let (shape, max) = npy(&out.join("eig_max.npy"));
+    let (_, min) = npy(&out.join("eig_min.npy"));
+    assert_eq!(shape, vec![2, 3]);
+    assert!(out.join("curvature.png").exists());
+    let (_, xs) = npy(&out.join("x.npy"));
+    let (_, ys) = npy(&out.join("y.npy"));
+    let pts: Vec<[f64; 2]> = ys.iter().flat_map(|&y| xs.iter().map(move |&x| [x, y])).collect();
+    let p = serde_json::to_string(&pts).unwrap();
+    let dirs = s(&out.join("directions.safetensors"));
+    let (dd, _) =
+        dense("smooth_cnn.pt", "smooth_cnn", "cifar-bin", "ce", "biasbn", &["--directions", &dirs, "--points", &p]);
+    for (k, r) in dd.iter().enumerate() {
+        let e = eigenvalues(r);
+        let scale = e.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        assert!(
+            (max[k] - e[e.len() - 1]).abs() <= 1e-2 * scale,
+            "λmax at {:?}: {} vs {}",
+            pts[k],
+            max[k],
+            e[e.len() - 1]
+        );
+        assert!((min[k] - e[0]).abs() <= 1e-2 * scale, "λmin at {:?}: {} vs {}", pts[k], min[k], e[0]);
+    }
+    let meta = crate::common::meta_json(&out);
+    assert!(meta["timing"]["curvature_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(meta["curvature"]["parameters"], "biasbn");
+}
+
+#[test]
+fn the_top_eigenvalue_agrees_with_pyhessian() {
+    let out = out_dir("hessian-r20");
+    let h = hessian("resnet20.pt", "cifar-bin", &out, &["--ignore", "keep", "--tol", "1e-4"]);
+    let ours = values(&h, "largest")[0].0;
+    let r = out_dir("pyhessian").with_extension("json");
+    let (m, d) = (s(&fxp("resnet20.pt")), s(&fxp("cifar-bin")));
+    fixtures_py(&["pyhessian", "--model", &m, "--arch", "resnet20", "--data", &d, "--out", &s(&r)]);
+    let theirs = json(&r)["top"].as_f64().unwrap();
+    assert!((ours - theirs).abs() <= 5e-3 * theirs.abs(), "losscape {ours} vs PyHessian {theirs}");
+}
+
+#[test]
+fn unusable_models_and_options_are_one_line() {
+    let fails = |model: &str, extra: &[&str]| {
+        let out = out_dir(&format!("hessian-bad-{model}-{}", extra.len()));
+        let (m, d, o) = (s(&fxp(model)), s(&fxp("cifar-bin")), s(&out));
+        let mut args = vec!["hessian", "--model", &m, "--data", &d, "--out", &o];
+        args.extend_from_slice(extra);
+        let r = losscape(&args);
+        let e = String::from_utf8_lossy(&r.stderr).to_string();
+        assert_eq!(r.status.code(), Some(1), "{model}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(!out.exists(), "{model}: a failed run left {}", out.display());
+        e
+    };
+    let e = fails("nograd.pt", &[]);
+    assert!(e.contains("nograd.pt") && e.contains("differentiabl"), "{e}");
+    let e = fails("nangrad.pt", &["--ignore", "keep"]);
+    assert!(e.contains("nangrad.pt") && e.contains("not finite"), "{e}");
+    let e = fails("resnet.pt", &["--precision", "bf16"]);
+    assert!(e.contains("--precision bf16"), "{e}");
+    let e = fails("resnet.pt", &["--tol", "2"]);
+    assert!(e.contains("--tol"), "{e}");
+}
