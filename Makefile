@@ -63,9 +63,11 @@ endif
 		--limit $(DEMO_EVAL) --n 15 --out $(DEMO)/trajectory --overwrite
 	@echo "demo: a random-direction surface in $(DEMO)/surface, the PCA plane of the training path in $(DEMO)/trajectory"
 
-# Speed: reference-style loop vs best eager PyTorch vs losscape, in one run on this machine.
+# Speed: reference-style loop vs best eager and compiled PyTorch vs losscape (with BatchNorm
+# re-estimation timed too), then Hessian eigenvalues against PyHessian; in one run on this machine.
 bench: build
-	$(PY) bench/bench.py --bin $(BIN) $(BENCH_ARGS)
+	$(PY) bench/bench.py --bin $(BIN) --recompute $(BENCH_ARGS)
+	$(PY) bench/hessian.py --bin $(BIN) $(HESSIAN_ARGS)
 
 clean:
 	rm -rf target $(DEMO)

@@ -1,4 +1,4 @@
-"""Speed of loss-landscape evaluation, three ways, measured in one run on this machine:
+"""Speed of loss-landscape evaluation, measured in one run on this machine:
 
  1. reference: the way the Li et al. code does it — a torch DataLoader with PIL + ToTensor +
     Normalize transforms, batch 128, a host-to-device copy and `.item()` per batch, weights
@@ -8,9 +8,13 @@
     fastest of batch 1024 and 4096 (GPU), and for bf16/fp16 of autocast and a cast model;
     "eager+fold" is the same with BatchNorm folded into the convolutions (not in the issue's
     recipe; shown so that the lever losscape pulls is visible in plain PyTorch too);
+ 2b. compiled: the eager loop's module through torch.compile (modes given by --compile-modes;
+    parameters written in place per point, no recompilation between points: checked), the
+    compile time reported apart from the timed points;
  3. losscape: the release binary on the same TorchScript model, data and grid, with BatchNorm
     folding (its default) and without (`--fold-batchnorm false`), and on CPU with plain tensors
-    instead of oneDNN ones (`--onednn false`).
+    instead of oneDNN ones (`--onednn false`); with --recompute also with BatchNorm statistics
+    re-estimated at every point (`--batchnorm recompute`), its extra forward passes timed apart.
 
 Same synthetic CIFAR-shaped data (uint8, 32x32, 10 classes) and same architectures for all three.
 Prints images/s, seconds per grid point and ratios; --json writes them for BENCHMARKS.md.
@@ -169,6 +173,59 @@ def eager_loop(name, imgs, labels, dev, npoints, batch, precision="tf32", cast=F
     return n / t, t, mem
 
 
+def compiled_loop(name, imgs, labels, dev, npoints, batch, mode, precision="tf32"):
+    """The eager loop's network through torch.compile(mode=...): parameters written in place per
+    point (the compiled graph reads them as inputs: no freezing), one sync per point. Returns
+    (images/s over the timed points, compile seconds, graphs compiled after the first point)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    net = arch.build(name).eval().to(dev).to(memory_format=cl)
+    dx, dy = directions(net, 1), directions(net, 2)
+    params = list(net.parameters())
+    theta = [p.detach().clone() for p in params]
+    dx, dy = [d.to(dev) for d in dx], [d.to(dev) for d in dy]
+    cnet = torch.compile(net, mode=mode)
+    x_all = torch.from_numpy(imgs).to(dev)
+    y_all = torch.from_numpy(labels.astype(np.int64)).to(dev)
+    scale = torch.tensor(1 / (255 * cifar_io.STD), device=dev).view(1, 3, 1, 1)
+    shift = torch.tensor(-cifar_io.MEAN / cifar_io.STD, device=dev).view(1, 3, 1, 1)
+    n = len(labels)
+
+    def point(a, b):
+        with torch.no_grad():
+            for p, t, d1, d2 in zip(params, theta, dx, dy):
+                p.copy_(t + d1 * a + d2 * b)
+            loss = torch.zeros((), dtype=torch.float64, device=dev)
+            for i in range(0, n, batch):
+                xb = (x_all[i:i + batch].float() * scale + shift).contiguous(memory_format=cl)
+                out = cnet(xb).float()
+                loss += F.cross_entropy(out, y_all[i:i + batch], reduction="sum").double()
+            return (loss / n).item()
+
+    t0 = time.perf_counter()
+    first = point(0.0, 0.0)  # compiles every batch shape (full and ragged tail)
+    point(0.0, 0.0)
+    compile_s = time.perf_counter() - t0
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    times = []
+    for a, b in grid_points(3)[:npoints]:
+        sync(dev)
+        t1 = time.perf_counter()
+        point(a, b)
+        times.append(time.perf_counter() - t1)
+    recompiled = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs
+    moved = point(1.0, 1.0) != first
+    if not moved:
+        raise SystemExit(f"torch.compile({mode}) did not see the parameters move")
+    t = sum(times) / len(times)
+    return n / t, compile_s - 2 * t, recompiled
+
+
 def best_eager(name, imgs, labels, dev, npoints, batches, precision, fold=False):
     """The fastest of the eager variants (batch sizes; autocast or a cast model for bf16/fp16):
     (images/s, its label, every variant's images/s, peak allocated MiB of the best)."""
@@ -229,6 +286,12 @@ def main():
                     help="also time the grid with --loss-cap C (C = this x the grid's lowest loss) and report the saving")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of eager, eager+fold and losscape timings, interleaved; medians are reported")
+    ap.add_argument("--compile-modes", nargs="*",
+                    help="torch.compile modes timed [default, max-autotune-no-cudagraphs; on CUDA also max-autotune]; "
+                         "none: skip")
+    ap.add_argument("--recompute", action="store_true",
+                    help="also time losscape with --batchnorm recompute (statistics re-estimated on --bn-samples)")
+    ap.add_argument("--bn-samples", type=int, default=10000)
     ap.add_argument("--json")
     ap.add_argument("--work", help="keep data and models here (default: a temporary directory)")
     a = ap.parse_args()
@@ -246,6 +309,8 @@ def main():
     cifar_io.write_binary(data_dir, "train", imgs, labels)
     machine = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
     precisions = a.precisions or (["tf32", "bf16"] if cuda else ["fp32"])
+    modes = a.compile_modes if a.compile_modes is not None else (
+        ["default", "max-autotune-no-cudagraphs"] + (["max-autotune"] if cuda else []))
     rows = []
     for name in a.models:
         torch.manual_seed(0)
@@ -293,6 +358,22 @@ def main():
                                          os.path.join(work, f"cap-{name}"), prec, ["--loss-cap", str(cap)])
                 r["loss_cap"] = {"cap": cap, "capped_points": mc["loss_cap"]["capped_points"],
                                  "eval_s_without": t["eval_seconds"], "eval_s_with": mc["timing"]["eval_seconds"]}
+            if prec in ("fp32", "tf32"):
+                r["compiled"] = {}
+                for mode in modes:
+                    ips, cs, rec = compiled_loop(name, imgs, labels, dev, a.points, eager_batches[-1], mode, prec)
+                    r["compiled"][mode] = {"ips": ips, "compile_s": cs, "recompiled_graphs": rec}
+                if r["compiled"]:
+                    best = max(r["compiled"], key=lambda m: r["compiled"][m]["ips"])
+                    r["best_eager_or_compiled_ips"] = max(r["eager_ips"], r["compiled"][best]["ips"])
+            if a.recompute and prec == precisions[0]:
+                mr, _, _ = losscape_run(a.bin, pt, data_dir, a.device, a.points, a.n,
+                                        os.path.join(work, f"recompute-{name}"), prec,
+                                        ["--batchnorm", "recompute", "--bn-samples", str(a.bn_samples)])
+                tr = mr["timing"]
+                r["recompute"] = {"ips": tr["images_per_second"], "bn_samples": mr["batchnorm"]["samples"],
+                                  "batchnorm_s": tr["batchnorm_seconds"], "worker_s": tr["worker_seconds"],
+                                  "points": tr["points"]}
             rows.append(r)
             print(json.dumps(r), flush=True)
     print(f"\nmachine: {machine}; torch {torch.__version__}; {a.n} images/point, {a.points} points per method")
@@ -319,6 +400,19 @@ def main():
         if r["losscape_nomkldnn_ips"]:
             print(f"  CPU: losscape without oneDNN layouts (--onednn false) {r['losscape_nomkldnn_ips']:.0f} images/s; "
                   f"with them {r['losscape_ips'] / r['losscape_nomkldnn_ips']:.2f}x that")
+    for r in rows:
+        for mode, c in (r.get("compiled") or {}).items():
+            print(f"{r['model']} {r['precision']}: torch.compile(mode={mode!r}) {c['ips']:.0f} images/s "
+                  f"(compiled in {c['compile_s']:.1f}s, {c['recompiled_graphs']} graphs compiled after the first point); "
+                  f"losscape {r['losscape_ips'] / c['ips']:.2f}x that")
+        if r.get("best_eager_or_compiled_ips"):
+            print(f"{r['model']} {r['precision']}: losscape vs the best of eager and compiled: "
+                  f"{r['losscape_ips'] / r['best_eager_or_compiled_ips']:.2f}x")
+        if "recompute" in r:
+            c = r["recompute"]
+            print(f"{r['model']} {r['precision']}: --batchnorm recompute ({c['bn_samples']} samples) {c['ips']:.0f} images/s; "
+                  f"re-estimation {c['batchnorm_s'] / c['points']:.3f}s per point, "
+                  f"{100 * c['batchnorm_s'] / c['worker_s']:.0f}% of the time")
     for r in rows:
         if "loss_cap" in r:
             c = r["loss_cap"]

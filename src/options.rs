@@ -123,6 +123,16 @@ pub enum Which {
     Both,
 }
 
+/// How extreme eigenvalues are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EigenMethod {
+    /// Lanczos with full reorthogonalization (the default).
+    Lanczos,
+    /// Power iteration, the largest |λ| only (a baseline: PyHessian's method).
+    Power,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
@@ -166,7 +176,19 @@ pub struct Normalization {
     pub std: Vec<f32>,
 }
 
-display_as_serde!(Norm, Ignore, LossKind, Precision, BatchNormMode, Which, Split, DataFormat, Layout, Targets);
+display_as_serde!(
+    Norm,
+    Ignore,
+    LossKind,
+    Precision,
+    BatchNormMode,
+    Which,
+    EigenMethod,
+    Split,
+    DataFormat,
+    Layout,
+    Targets
+);
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,8 @@ fn the_benchmark_runs_end_to_end() {
             "--points",
             "4",
         ])
-        .args(["--ref-n", "64", "--ref-points", "1", "--loss-cap", "1.5", "--work"])
+        .args(["--ref-n", "64", "--ref-points", "1", "--loss-cap", "1.5", "--compile-modes"])
+        .args(["--recompute", "--bn-samples", "48", "--work"])
         .arg(&work)
         .arg("--json")
         .arg(&json)
@@ -39,4 +40,41 @@ fn the_benchmark_runs_end_to_end() {
         assert!(row[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {row}");
     }
     assert_eq!(row["losscape_device"], "cpu");
+    let rc = &row["recompute"];
+    assert!(rc["batchnorm_s"].as_f64().is_some_and(|v| v > 0.0) && rc["bn_samples"] == 48, "{rc}");
+}
+
+/// The Hessian benchmark against PyHessian, tiny: both run and agree on λmax.
+#[test]
+fn the_hessian_benchmark_runs_end_to_end() {
+    let work = out_dir("hessian-bench-smoke");
+    let json = work.with_extension("json");
+    let o = Command::new(python())
+        .arg(root().join("bench/hessian.py"))
+        .args([
+            "--bin",
+            env!("CARGO_BIN_EXE_losscape"),
+            "--device",
+            "cpu",
+            "--models",
+            "resnet8",
+            "--n",
+            "64",
+            "--work",
+        ])
+        .arg(&work)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("speedup") && out.contains("resnet8"), "{out}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let row = &r["rows"][0];
+    assert!(row["relative_difference"].as_f64().unwrap() < 1e-2, "{row}");
+    for k in ["seconds", "products", "product_ips", "forward_ips"] {
+        assert!(row["losscape"][k].as_f64().is_some_and(|v| v > 0.0), "{k}: {row}");
+    }
+    assert!(row["pyhessian"]["products"].as_u64().unwrap() > 0);
 }

@@ -60,7 +60,15 @@ fn center_loss(model: &str) -> f64 {
 #[test]
 fn every_checkpoint_form_gives_the_same_line_and_the_endpoints_are_the_models() {
     let mut first: Option<Vec<f64>> = None;
-    for b in ["ckpt/b.pt", "ckpt/b_zip.pt", "ckpt/b_nested.pth", "ckpt/b.safetensors"] {
+    for b in [
+        "ckpt/b.pt",
+        "ckpt/b_zip.pt",
+        "ckpt/b_nested.pth",
+        "ckpt/b.safetensors",
+        "ckpt/b_od.pt",
+        "ckpt/b_od_nested.pt",
+        "ckpt/b_od_dp.pt",
+    ] {
         let out = out_dir(&format!("line-{}", b.replace('/', "_")));
         let (meta, _) = run_ok(&[
             "line",

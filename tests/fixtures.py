@@ -279,6 +279,12 @@ def trajectories(out, model, g):
     write_sd(os.path.join(ck, "b_zip.pt"), b, "zip")
     write_sd(os.path.join(ck, "b_nested.pth"), b, "nested")
     write_sd(os.path.join(ck, "b.safetensors"), b, "safetensors")
+    # What most training scripts write: model.state_dict() (an OrderedDict with _metadata), alone,
+    # nested in a dict, and with DataParallel's prefix.
+    torch.save(m_b.state_dict(), os.path.join(ck, "b_od.pt"))
+    torch.save({"epoch": 9, "state_dict": m_b.state_dict(), "optimizer": {"lr": 0.1}}, os.path.join(ck, "b_od_nested.pt"))
+    dp = torch.nn.DataParallel(m_b)
+    torch.save(dp.state_dict(), os.path.join(ck, "b_od_dp.pt"))
     c = {k: (v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v) for k, v in sd.items()}
     write_sd(os.path.join(ck, "c.safetensors"), c, "safetensors")
     torch.save(b, os.path.join(ck, "b_legacy.pt"), _use_new_zipfile_serialization=False)

@@ -379,6 +379,15 @@ fn a_state_dict_model_with_its_architecture_is_the_same_surface() {
         std::fs::read(a.task.out.join("directions.safetensors")).unwrap(),
         std::fs::read(b.task.out.join("directions.safetensors")).unwrap()
     );
+    // resnet.pt's own `torch.save(model.state_dict())` (an OrderedDict) on its architecture.
+    let mut c = config("resnet.pt", "cifar-bin", "-1:1:3", &out_dir("sd-od-ts"));
+    c.grid.y = Some("0:1:2".parse().unwrap());
+    let sc = run(&c);
+    let mut d = c.clone();
+    d.model = fxp("state_dict.pt");
+    d.arch = Some(fxp("resnet.pt"));
+    d.task.out = out_dir("sd-od-arch");
+    assert_eq!(sc.loss, run(&d).loss);
 }
 
 #[test]

@@ -344,6 +344,9 @@ pub struct HessianArgs {
     /// Lanczos steps at most (each one Hessian-vector product).
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub max_steps: usize,
+    /// lanczos, or power (power iteration for the largest |λ|: a baseline, --top 1 only).
+    #[arg(long, value_enum, default_value = "lanczos")]
+    pub method: crate::options::EigenMethod,
     /// Seed of the random start vectors.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -200,7 +200,15 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
     if a.max_steps == 0 {
         return Err(Error::setting(Setting::MaxSteps, 0, "must be at least 1"));
     }
+    if a.method == crate::options::EigenMethod::Power && (a.top > 1 || a.which != crate::options::Which::Largest) {
+        return Err(Error::setting(
+            Setting::Top,
+            a.top,
+            "power iteration finds the largest |λ| only: use --top 1 --which largest",
+        ));
+    }
     Ok(HessianConfig {
+        method: a.method,
         model: a.model.clone(),
         arch: a.arch.clone(),
         setup: s,

@@ -17,9 +17,9 @@ use crate::engine::session::{peak_rss_mb, Session, Setup};
 use crate::engine::settings::{self, ProcessSettings};
 use crate::error::{Error, Result, Role, Setting};
 use crate::inputs::checkpoint::State;
-use crate::options::{BatchNormMode, Ignore, Precision};
+use crate::options::{BatchNormMode, EigenMethod, Ignore, Precision};
 use crate::space::directions::{self, Direction};
-use crate::space::spectrum::{self, Eigenpair, LanczosOptions};
+use crate::space::spectrum::{self, Eigenpair, Extremes, LanczosOptions};
 use crate::store::atomic::write_json;
 use crate::store::npy;
 use crate::store::record::{
@@ -37,6 +37,8 @@ pub struct HessianConfig {
     pub ignore: Ignore,
     /// Extreme eigenpairs (None: not asked for).
     pub lanczos: Option<LanczosOptions>,
+    /// Lanczos, or power iteration (K = 1, largest |λ|).
+    pub method: EigenMethod,
     /// Trace: at most this many products, stopping once the standard error is within `tol`.
     pub trace: Option<(usize, f64)>,
     /// Density: (runs, steps per run).
@@ -143,9 +145,14 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
     let t0 = Instant::now();
     let dev = s.dev;
     let mut op = |v: &Tensor| h.apply(v);
-    let extremes = match cfg.lanczos {
-        Some(o) => Some(spectrum::extremes(&mut op, dim, dev, o)?),
-        None => None,
+    let extremes = match (cfg.lanczos, cfg.method) {
+        (Some(o), EigenMethod::Lanczos) => Some(spectrum::extremes(&mut op, dim, dev, o)?),
+        (Some(o), EigenMethod::Power) => {
+            let (pair, steps) = spectrum::power(&mut op, dim, dev, o.tol, o.max_steps, o.seed)?;
+            let converged = pair.residual <= o.tol;
+            Some(Extremes { largest: vec![pair], smallest: Vec::new(), steps, products: steps, converged })
+        }
+        (None, _) => None,
     };
     if let Some(e) = &extremes {
         if !e.converged {
@@ -271,9 +278,14 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
             seed: o.seed,
             steps: e.steps,
             converged: e.converged,
-            method: "Lanczos with full reorthogonalization (twice per step) from a seeded Rademacher start; \
-                     residuals computed with one product per reported pair"
-                .into(),
+            method: match cfg.method {
+                EigenMethod::Lanczos => "Lanczos with full reorthogonalization (twice per step) from a seeded \
+                                         Rademacher start; residuals computed with one product per reported pair"
+                    .into(),
+                EigenMethod::Power => "power iteration from a seeded Rademacher start, stopping on the residual \
+                                       of the current vector (largest |λ| only)"
+                    .into(),
+            },
         }),
         trace,
         density: density_meta,

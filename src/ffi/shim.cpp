@@ -16,12 +16,17 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/passes/frozen_ops_to_mkldnn.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
+#include <caffe2/serialize/inline_container.h>
 
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 typedef void (*named_tensor_cb)(void* ctx, const char* name, void* tensor);
@@ -112,16 +117,128 @@ static void walk(const c10::IValue& v, const std::string& prefix, void* ctx, nam
   }
 }
 
+// A pickle (protocol <= 2, as torch.save writes) rewritten for libtorch's unpickler, which turns
+// `collections.OrderedDict` into None (it only expects one as a tensor's unused backward hooks) and
+// has no POP: every `OrderedDict()` (the class, pushed or fetched from the memo, then an empty
+// tuple, then REDUCE) becomes an empty dict, and BUILD (setting an object's state: an
+// OrderedDict's `_metadata`) becomes TUPLE2, pairing the object with its state, which is then
+// walked like any tuple (its tensors keep their names under a "0." prefix, which is unwrapped
+// like any other). Throws where the pickle uses the class otherwise, or an opcode it does not know
+// (the caller then reads the pickle unchanged).
+static std::string plain_dicts(const char* p, size_t n) {
+  struct Op {
+    unsigned char code;
+    size_t start, end;
+  };
+  std::vector<Op> ops;
+  size_t i = 0;
+  auto need = [&](size_t k) {
+    if (i + k > n) throw std::runtime_error("truncated pickle");
+  };
+  auto le = [&](size_t at, size_t k) {
+    uint64_t v = 0;
+    for (size_t b = 0; b < k; ++b) v |= uint64_t(uint8_t(p[at + b])) << (8 * b);
+    return v;
+  };
+  auto line_end = [&](size_t from) {
+    const void* nl = std::memchr(p + from, '\n', n - from);
+    if (!nl) throw std::runtime_error("truncated pickle line");
+    return size_t(static_cast<const char*>(nl) - p) + 1;
+  };
+  while (i < n) {
+    unsigned char op = static_cast<unsigned char>(p[i]);
+    size_t start = i++;
+    size_t len = 0;
+    switch (op) {
+      case '(': case '.': case '0': case '1': case '2': case 'N': case 'R': case 'a': case 'b': case 'd':
+      case '}': case 'e': case 'l': case ']': case 'o': case 's': case 't': case ')': case 'u': case 'Q':
+      case 0x81: case 0x85: case 0x86: case 0x87: case 0x88: case 0x89:
+        break;
+      case 'K': case 'q': case 'h': case 0x80: case 0x82: len = 1; break;
+      case 'M': case 0x83: len = 2; break;
+      case 'J': case 'r': case 'j': case 0x84: len = 4; break;
+      case 'G': len = 8; break;
+      case 'U': case 'C': case 0x8c: case 0x8a: need(1); len = 1 + le(i, 1); break;
+      case 'T': case 'X': case 'B': case 0x8b: need(4); len = 4 + le(i, 4); break;
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': len = line_end(i) - i; break;
+      case 'c': case 'i': len = line_end(line_end(i)) - i; break;
+      default: throw std::runtime_error("pickle opcode " + std::to_string(op) + " not handled");
+    }
+    need(len);
+    i += len;
+    ops.push_back({op, start, i});
+    if (op == '.') break;
+  }
+  auto text = [&](const Op& o) { return std::string(p + o.start + 1, o.end - o.start - 1); };
+  auto memo_id = [&](const Op& o) -> int64_t {
+    switch (o.code) {
+      case 'q': case 'h': return int64_t(le(o.start + 1, 1));
+      case 'r': case 'j': return int64_t(le(o.start + 1, 4));
+      case 'p': case 'g': return std::stoll(text(o));
+      default: return -1;
+    }
+  };
+  const std::string od = "collections\nOrderedDict\n";
+  std::unordered_set<int64_t> od_memo;
+  std::string out;
+  out.reserve(n);
+  for (size_t k = 0; k < ops.size(); ++k) {
+    const Op& o = ops[k];
+    bool pushes_od = (o.code == 'c' && text(o) == od) ||
+                     ((o.code == 'h' || o.code == 'j' || o.code == 'g') && od_memo.count(memo_id(o)));
+    if (pushes_od) {
+      size_t next = k + 1;
+      if (o.code == 'c' && next < ops.size() && (ops[next].code == 'q' || ops[next].code == 'r' || ops[next].code == 'p')) {
+        od_memo.insert(memo_id(ops[next]));
+        ++next;
+      }
+      if (next + 1 >= ops.size() || ops[next].code != ')' || ops[next + 1].code != 'R')
+        throw std::runtime_error("OrderedDict used other than as OrderedDict()");
+      out.push_back('}');
+      k = next + 1;
+      continue;
+    }
+    if (o.code == 'b') {
+      out.push_back('\x86');
+      continue;
+    }
+    out.append(p + o.start, o.end - o.start);
+  }
+  return out;
+}
+
 // Every tensor of a `torch.save` zip file, named by its dotted key path ("net.module.conv1.weight").
 int losscape_torch_load(const char* path, void* ctx, named_tensor_cb f, char* err, size_t errlen) {
   try {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      set_err(err, errlen, "cannot open file");
-      return -1;
+    {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) {
+        set_err(err, errlen, "cannot open file");
+        return -1;
+      }
     }
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    walk(torch::jit::pickle_load(bytes), "", ctx, f);
+    caffe2::serialize::PyTorchStreamReader reader{std::string(path)};
+    at::DataPtr pickle;
+    size_t size = 0;
+    std::tie(pickle, size) = reader.getRecord("data.pkl");
+    const char* raw = static_cast<const char*>(pickle.get());
+    std::string data;
+    try {
+      data = plain_dicts(raw, size);
+    } catch (const std::exception&) {
+      data.assign(raw, size);
+    }
+    size_t pos = 0;
+    auto read = [&](char* buf, size_t len) -> size_t {
+      size_t k = std::min(len, data.size() - pos);
+      std::memcpy(buf, data.data() + pos, k);
+      pos += k;
+      return k;
+    };
+    auto record = [&](const std::string& name) { return std::get<0>(reader.getRecord("data/" + name)); };
+    torch::jit::Unpickler unpickler(read, nullptr, nullptr, record, at::Device(at::kCPU));
+    unpickler.set_version(reader.version());
+    walk(unpickler.parse_ivalue(), "", ctx, f);
     return 0;
   } catch (const std::exception& e) {
     set_err(err, errlen, e.what());
