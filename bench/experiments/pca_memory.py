@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--arch", default="resnet56")
     ap.add_argument("--t", type=int, default=100)
     ap.add_argument("--budgets", type=float, nargs="+", default=[2048])
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more losscape options")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     torch.manual_seed(0)
@@ -68,7 +69,7 @@ def main():
         t0 = time.perf_counter()
         subprocess.run([a.bin, "trajectory", "--checkpoints", ck, "--arch", pt, "--data", data, "--n", "2",
                         "--pca-memory", str(budget), "--device", "cpu", "--out", out, "--overwrite", "--quiet",
-                        "--no-plots"], check=True)
+                        "--no-plots", *a.extra], check=True)
         wall = time.perf_counter() - t0
         m = json.load(open(os.path.join(out, "meta.json")))
         p = m["trajectory"]["pca"]

@@ -73,23 +73,22 @@ pub fn pca(
         return Err(Error::setting(Setting::Checkpoints, t, "no tensor is compared (all have dim <= 1?)"));
     }
     let plan = BlockPlan::new(t, 4 * p as u64, budget);
-    let origin_flat =
-        Tensor::cat(&kept.iter().map(|&j| origin[j].flatten(0, -1).to_kind(Kind::Double)).collect::<Vec<_>>(), 0)
-            .to_device(device);
-    // A block: rows m_i (float32, rounded once from the float64 difference) for i in `range`.
+    let origin_dev: Vec<Tensor> = kept.iter().map(|&j| origin[j].flatten(0, -1).to_device(device)).collect();
+    // A block: rows m_i (float32, each entry rounded once from the float64 difference) for i in
+    // `range`, written tensor by tensor so that no whole float64 row is ever held.
     let mut block = |range: std::ops::Range<usize>| -> Result<Tensor> {
-        let rows = range
-            .map(|i| {
-                let s = load(i)?;
-                let flat = Tensor::cat(
-                    &kept.iter().map(|&j| s[j].flatten(0, -1).to_kind(Kind::Double)).collect::<Vec<_>>(),
-                    0,
-                )
-                .to_device(device);
-                Ok((flat - &origin_flat).to_kind(Kind::Float))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::stack(&rows, 0))
+        let m = Tensor::zeros([range.len() as i64, p], (Kind::Float, device));
+        for (r, i) in range.enumerate() {
+            let s = load(i)?;
+            let mut offset = 0;
+            for (&j, o) in kept.iter().zip(&origin_dev) {
+                let n = o.numel() as i64;
+                let d = s[j].flatten(0, -1).to_device(device).to_kind(Kind::Double) - o.to_kind(Kind::Double);
+                m.get(r as i64).narrow(0, offset, n).copy_(&d);
+                offset += n;
+            }
+        }
+        Ok(m)
     };
     let range = |b: usize| b * plan.per_block..((b + 1) * plan.per_block).min(t);
     let chunk = (CHUNK_ELEMS / plan.per_block as i64).max(1);
@@ -165,7 +164,8 @@ pub fn pca(
         .collect();
     let scale = [1.0 / evals[0].sqrt(), 1.0 / evals[1].sqrt()];
     let wmat = Tensor::stack(&[&w[0] * scale[0], &w[1] * scale[1]], 0).to_device(device); // [2, T]
-    let u = Tensor::zeros([2, p], opts);
+    // Accumulated in float32 (each block's contribution computed in float64).
+    let u = Tensor::zeros([2, p], (Kind::Float, device));
     for bi in 0..plan.blocks {
         let r = range(bi);
         let m = match &last {
@@ -177,11 +177,12 @@ pub fn pca(
         while start < p {
             let len = chunk.min(p - start);
             let mut dst = u.narrow(1, start, len);
-            dst += wb.matmul(&m.narrow(1, start, len).to_kind(Kind::Double));
+            dst += wb.matmul(&m.narrow(1, start, len).to_kind(Kind::Double)).to_kind(Kind::Float);
             start += len;
         }
     }
-    let u = u.to_kind(Kind::Float).to_device(Device::Cpu);
+    drop(last);
+    let u = u.to_device(Device::Cpu);
     let mut components: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
     for (k, comp) in components.iter_mut().enumerate() {
         let mut offset = 0;
