@@ -318,10 +318,10 @@ fn pca_of_100_resnet56_sized_checkpoints() {
     shapes.push(vec![10, 64]);
     let p: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
     let t = 100;
-    tch::manual_seed(3);
-    let origin: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
-    let e1: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
-    let e2: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect();
+    // (The global generator is shared with the other tests' direction draws: held while drawing.)
+    let draw =
+        || -> Vec<Tensor> { shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))).collect() };
+    let (origin, e1, e2) = losscape::space::directions::seeded(3, || (draw(), draw(), draw()));
     // Each checkpoint is made when it is read, as a file would be loaded.
     let state = |i: usize| -> Vec<Tensor> {
         let (a, b) = ((i as f64 / 10.0).cos() * 5.0, (i as f64 / 7.0).sin());

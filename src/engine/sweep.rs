@@ -1,7 +1,8 @@
 //! The one sweep over a run's points, for every command: the points of this task's shard still
-//! to do are dealt to one worker per device (or per CPU thread); their values come back to this
-//! thread, which records them in the shard's store (saved every few seconds) and reports
-//! progress. Shards, resume, locks and workers are therefore the same for every kind of run.
+//! to do are dealt to one worker per device (or per CPU thread); their values are recorded in the
+//! shard's store (saved every few seconds) and progress is reported. Shards, resume, locks and
+//! workers are therefore the same for every kind of run. A single worker runs on the calling
+//! thread; several run on threads of their own and send their values back to it.
 //!
 //! Process-wide libtorch settings change only here, between the two phases, while no worker is
 //! evaluating: strict fp32 for every worker's [`Strict::open`] (precision reference, fold check),
@@ -45,11 +46,157 @@ pub struct SweepReport {
     pub workers: Vec<WorkerReport>,
 }
 
+/// What a worker tells the recorder.
 enum Msg {
     Ready { worker: usize, report: WorkerReport, samples: usize },
     Point { worker: usize, k: usize, out: Evaluated, elapsed: f64 },
     Done { worker: usize, report: WorkerReport },
     Failed(Error),
+}
+
+/// The points of the shard, dealt one at a time to whichever worker asks.
+struct Dealer<'a> {
+    todo: &'a [usize],
+    next: AtomicUsize,
+    stop: AtomicBool,
+    ready: AtomicUsize,
+    workers: usize,
+}
+
+impl Dealer<'_> {
+    fn take(&self) -> Option<usize> {
+        let i = self.next.fetch_add(1, Ordering::SeqCst);
+        (i < self.todo.len() && !self.stop.load(Ordering::SeqCst)).then(|| self.todo[i])
+    }
+
+    /// Wait until every worker is ready (or the sweep stops), so that a worker whose set-up is
+    /// slower still gets its share.
+    fn all_ready(&self) {
+        self.ready.fetch_add(1, Ordering::SeqCst);
+        while self.ready.load(Ordering::SeqCst) < self.workers && !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// One worker's phase 2: cast and warm up, then points until none are left. `emit` returns false
+/// when nobody listens any more.
+fn work(strict: Strict, w: usize, dealer: &Dealer, emit: &mut dyn FnMut(Msg) -> bool) {
+    let run = || -> Result<WorkerReport> {
+        let mut r = strict.ready()?;
+        // The static part of the report, for the saves made while points come in.
+        emit(Msg::Ready { worker: w, report: r.report(0, 0.0, 0.0, 0.0, 0.0), samples: r.samples() });
+        dealer.all_ready();
+        let t0 = Instant::now();
+        let (mut points, mut perturb, mut bn, mut curv) = (0, 0.0, 0.0, 0.0);
+        while let Some(k) = dealer.take() {
+            let out = r.eval(k)?;
+            points += 1;
+            perturb += out.perturb_seconds;
+            bn += out.batchnorm_seconds;
+            curv += out.curvature_seconds;
+            if !emit(Msg::Point { worker: w, k, out, elapsed: t0.elapsed().as_secs_f64() }) {
+                break;
+            }
+        }
+        let report = r.report(points, t0.elapsed().as_secs_f64(), perturb, bn, curv);
+        r.finish()?;
+        Ok(report)
+    };
+    match run() {
+        Ok(report) => {
+            emit(Msg::Done { worker: w, report });
+        }
+        Err(e) => {
+            dealer.stop.store(true, Ordering::SeqCst);
+            emit(Msg::Failed(e));
+        }
+    }
+}
+
+/// The calling thread's side: records the values, saves the shard, reports progress.
+struct Recorder<'a> {
+    store: &'a mut ShardStore,
+    observer: &'a mut dyn Observer,
+    started: Instant,
+    points: usize,
+    reports: Vec<Option<WorkerReport>>,
+    elapsed: Vec<f64>,
+    counts: Vec<usize>,
+    costs: (f64, f64, f64),
+    eval_started: Option<Instant>,
+    evaluated: usize,
+    failure: Option<Error>,
+}
+
+impl Recorder<'_> {
+    /// Handle one message; false once the sweep must stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Ready { worker, report, samples } => {
+                self.reports[worker] = Some(report);
+                if self.reports.iter().all(Option::is_some) {
+                    self.eval_started = Some(Instant::now());
+                    self.observer.start(self.points, samples);
+                }
+            }
+            Msg::Point { worker, k, out, elapsed } => {
+                self.eval_started.get_or_insert_with(Instant::now);
+                self.counts[worker] += 1;
+                self.elapsed[worker] = elapsed;
+                self.costs.0 += out.perturb_seconds;
+                self.costs.1 += out.batchnorm_seconds;
+                self.costs.2 += out.curvature_seconds;
+                self.evaluated += 1;
+                self.observer.point(out.loss);
+                self.store.record(k, out.values);
+                if let Err(e) = self.save(false) {
+                    self.failure.get_or_insert(e);
+                }
+            }
+            Msg::Done { worker, report } => self.reports[worker] = Some(report),
+            Msg::Failed(e) => {
+                self.failure.get_or_insert(e);
+            }
+        }
+        self.failure.is_none()
+    }
+
+    /// This session's timing so far.
+    fn timing(&self) -> ShardTiming {
+        let (perturb, bn, curv) = self.costs;
+        ShardTiming {
+            setup_seconds: match self.eval_started {
+                Some(t) => t.duration_since(self.started).as_secs_f64(),
+                None => self.started.elapsed().as_secs_f64(),
+            },
+            eval_seconds: self.eval_started.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+            worker_seconds: self.elapsed.iter().sum(),
+            perturb_seconds: perturb,
+            batchnorm_seconds: bn,
+            curvature_seconds: curv,
+        }
+    }
+
+    /// The workers' reports with the points and seconds counted so far.
+    fn reports(&self) -> Vec<WorkerReport> {
+        self.reports
+            .iter()
+            .zip(self.counts.iter().zip(&self.elapsed))
+            .filter_map(|(r, (&c, &e))| {
+                r.clone().map(|mut r| {
+                    r.points = r.points.max(c);
+                    r.seconds = r.seconds.max(e);
+                    r
+                })
+            })
+            .collect()
+    }
+
+    fn save(&mut self, force: bool) -> Result<()> {
+        let (timing, reports) = (self.timing(), self.reports());
+        self.store.save(force, timing, &reports, peak_rss_mb())
+    }
 }
 
 /// Evaluate every point of `store`'s shard not done yet, with one worker per entry of
@@ -74,173 +221,79 @@ pub fn sweep(
     settings::apply(strict)?;
 
     // Phase 1, strict fp32: every worker loads, moves to the origin, checks its precision and fold.
-    let mut first = first;
-    let workers: Vec<Strict> = std::thread::scope(|sc| {
-        let handles: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(w, &dev)| {
-                let session = if w == 0 { first.take() } else { None };
-                sc.spawn(move || Strict::open(spec, dev, session))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(devices)
-            .map(|(h, dev)| {
-                h.join()
-                    .map_err(|_| Error::other(format!("worker on {} panicked", crate::engine::device::name(*dev))))?
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let workers: Vec<Strict> = if devices.len() == 1 {
+        vec![Strict::open(spec, devices[0], first)?]
+    } else {
+        let mut first = first;
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .map(|(w, &dev)| {
+                    let session = if w == 0 { first.take() } else { None };
+                    sc.spawn(move || Strict::open(spec, dev, session))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .zip(devices)
+                .map(|(h, dev)| {
+                    h.join().map_err(|_| {
+                        Error::other(format!("worker on {} panicked", crate::engine::device::name(*dev)))
+                    })?
+                })
+                .collect::<Result<Vec<_>>>()
+        })?
+    };
 
     // Phase 2, the run's precision: cast, warm up, then the points, once every worker is ready.
     settings::apply(ProcessSettings { tf32: cuda && precision != Precision::Fp32, ..strict })?;
-    let n_workers = workers.len();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let ready = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<Msg>();
-    let mut reports: Vec<Option<WorkerReport>> = vec![None; n_workers];
-    let mut elapsed = vec![0.0f64; n_workers];
-    let (mut perturb, mut bn, mut curv) = (0.0, 0.0, 0.0);
-    let mut counts = vec![0usize; n_workers];
-    let mut eval_started: Option<Instant> = None;
-    let mut evaluated = 0;
-    let result = std::thread::scope(|sc| -> Result<()> {
-        for (w, strict) in workers.into_iter().enumerate() {
-            let tx = tx.clone();
-            let (next, stop, ready, todo) = (&next, &stop, &ready, &todo);
-            sc.spawn(move || {
-                let work = || -> Result<WorkerReport> {
-                    let mut r = strict.ready()?;
-                    // The static part of the report, for the saves made while points come in.
-                    let _ = tx.send(Msg::Ready {
-                        worker: w,
-                        report: r.report(0, 0.0, 0.0, 0.0, 0.0),
-                        samples: r.samples(),
-                    });
-                    ready.fetch_add(1, Ordering::SeqCst);
-                    while ready.load(Ordering::SeqCst) < n_workers && !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    let t0 = Instant::now();
-                    let (mut points, mut perturb, mut bn, mut curv) = (0, 0.0, 0.0, 0.0);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        if i >= todo.len() || stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let out = r.eval(todo[i])?;
-                        points += 1;
-                        perturb += out.perturb_seconds;
-                        bn += out.batchnorm_seconds;
-                        curv += out.curvature_seconds;
-                        let msg = Msg::Point { worker: w, k: todo[i], out, elapsed: t0.elapsed().as_secs_f64() };
-                        if tx.send(msg).is_err() {
-                            break;
-                        }
-                    }
-                    let report = r.report(points, t0.elapsed().as_secs_f64(), perturb, bn, curv);
-                    r.finish()?;
-                    Ok(report)
-                };
-                match work() {
-                    Ok(report) => {
-                        let _ = tx.send(Msg::Done { worker: w, report });
-                    }
-                    Err(e) => {
-                        stop.store(true, Ordering::SeqCst);
-                        let _ = tx.send(Msg::Failed(e));
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut failure = None;
-        for msg in &rx {
-            match msg {
-                Msg::Ready { worker, report, samples } => {
-                    reports[worker] = Some(report);
-                    if reports.iter().all(Option::is_some) {
-                        eval_started = Some(Instant::now());
-                        observer.start(todo.len(), samples);
-                    }
-                }
-                Msg::Point { worker, k, out, elapsed: e } => {
-                    let t0 = *eval_started.get_or_insert_with(Instant::now);
-                    counts[worker] += 1;
-                    elapsed[worker] = e;
-                    perturb += out.perturb_seconds;
-                    bn += out.batchnorm_seconds;
-                    curv += out.curvature_seconds;
-                    evaluated += 1;
-                    observer.point(out.loss);
-                    store.record(k, out.values);
-                    let timing = timing(started, eval_started, t0, &elapsed, (perturb, bn, curv));
-                    let live = live_reports(&reports, &counts, &elapsed);
-                    if let Err(e) = store.save(false, timing, &live, peak_rss_mb()) {
-                        stop.store(true, Ordering::SeqCst);
-                        failure.get_or_insert(e);
-                    }
-                }
-                Msg::Done { worker, report } => reports[worker] = Some(report),
-                Msg::Failed(e) => {
-                    stop.store(true, Ordering::SeqCst);
-                    failure.get_or_insert(e);
+    let n = workers.len();
+    let dealer = Dealer {
+        todo: &todo,
+        next: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        ready: AtomicUsize::new(0),
+        workers: n,
+    };
+    let mut rec = Recorder {
+        store,
+        observer,
+        started,
+        points: todo.len(),
+        reports: vec![None; n],
+        elapsed: vec![0.0; n],
+        counts: vec![0; n],
+        costs: (0.0, 0.0, 0.0),
+        eval_started: None,
+        evaluated: 0,
+        failure: None,
+    };
+    if n == 1 {
+        let strict = workers.into_iter().next().expect("one worker");
+        work(strict, 0, &dealer, &mut |msg| rec.handle(msg));
+    } else {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        std::thread::scope(|sc| {
+            for (w, strict) in workers.into_iter().enumerate() {
+                let tx = tx.clone();
+                let dealer = &dealer;
+                sc.spawn(move || work(strict, w, dealer, &mut |msg| tx.send(msg).is_ok()));
+            }
+            drop(tx);
+            for msg in rx {
+                if !rec.handle(msg) {
+                    dealer.stop.store(true, Ordering::SeqCst);
                 }
             }
-        }
-        failure.map_or(Ok(()), Err)
-    });
-    observer.finish();
-    let t0 = eval_started.unwrap_or_else(Instant::now);
-    let final_reports = live_reports(&reports, &counts, &elapsed);
-    let save = store.save(
-        true,
-        timing(started, eval_started, t0, &elapsed, (perturb, bn, curv)),
-        &final_reports,
-        peak_rss_mb(),
-    );
-    // A failure of the run comes first; the progress saved before it is kept either way.
-    result?;
-    save?;
-    Ok(SweepReport { evaluated, workers: final_reports })
-}
-
-/// This session's timing so far.
-fn timing(
-    started: Instant,
-    eval_started: Option<Instant>,
-    t0: Instant,
-    elapsed: &[f64],
-    (perturb, bn, curv): (f64, f64, f64),
-) -> ShardTiming {
-    let setup = match eval_started {
-        Some(t) => t.duration_since(started).as_secs_f64(),
-        None => started.elapsed().as_secs_f64(),
-    };
-    ShardTiming {
-        setup_seconds: setup,
-        eval_seconds: if eval_started.is_some() { t0.elapsed().as_secs_f64() } else { 0.0 },
-        worker_seconds: elapsed.iter().sum(),
-        perturb_seconds: perturb,
-        batchnorm_seconds: bn,
-        curvature_seconds: curv,
+        });
     }
-}
-
-/// The workers' reports with the points and seconds counted so far.
-fn live_reports(reports: &[Option<WorkerReport>], counts: &[usize], elapsed: &[f64]) -> Vec<WorkerReport> {
-    reports
-        .iter()
-        .zip(counts.iter().zip(elapsed))
-        .filter_map(|(r, (&c, &e))| {
-            r.clone().map(|mut r| {
-                r.points = r.points.max(c);
-                r.seconds = r.seconds.max(e);
-                r
-            })
-        })
-        .collect()
+    rec.observer.finish();
+    // A failure of the run comes first; the progress saved before it is kept either way.
+    let saved = rec.save(true);
+    if let Some(e) = rec.failure.take() {
+        return Err(e);
+    }
+    saved?;
+    Ok(SweepReport { evaluated: rec.evaluated, workers: rec.reports() })
 }

@@ -45,6 +45,15 @@ impl Direction {
     }
 }
 
+/// Run `f` holding torch's process-global CPU generator, seeded with `seed`, so that no other
+/// thread's draws interleave with its own.
+pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _lock = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    f()
+}
+
 /// Two random directions (η only when `two`), drawn from torch's CPU generator seeded with `seed`:
 /// for each of δ then η, one `randn(shape)` per parameter in order — the same numbers PyTorch gives
 /// after `torch.manual_seed(seed)` — then normalized against `params`.
@@ -55,21 +64,21 @@ pub fn random(
     ignore: Ignore,
     two: bool,
 ) -> (Direction, Option<Direction>) {
-    // torch's default CPU generator is process-global: hold it while seeding and drawing, so
-    // that concurrent callers (threads of one process) cannot interleave their draws.
-    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _lock = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    // torch's default CPU generator is process-global: held while seeding and drawing, so that
+    // concurrent callers (threads of one process) cannot interleave their draws.
     let _g = tch::no_grad_guard();
-    tch::manual_seed(seed);
     let theta: Vec<(String, Tensor)> =
         params.iter().map(|(n, p)| (n.clone(), p.detach().to_device(Device::Cpu).to_kind(Kind::Float))).collect();
-    let draw = || {
-        let raw = theta.iter().map(|(n, p)| (n.clone(), Tensor::randn(p.size(), (Kind::Float, Device::Cpu)))).collect();
-        normalize(Direction { tensors: raw }, &theta, norm, ignore)
-    };
-    let x = draw();
-    let y = if two { Some(draw()) } else { None };
-    (x, y)
+    seeded(seed, || {
+        let draw = || {
+            let raw =
+                theta.iter().map(|(n, p)| (n.clone(), Tensor::randn(p.size(), (Kind::Float, Device::Cpu)))).collect();
+            normalize(Direction { tensors: raw }, &theta, norm, ignore)
+        };
+        let x = draw();
+        let y = if two { Some(draw()) } else { None };
+        (x, y)
+    })
 }
 
 const EPS: f64 = 1e-10;
@@ -229,12 +238,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn params() -> Vec<(String, Tensor)> {
-        tch::manual_seed(1);
-        vec![
-            ("conv.weight".into(), Tensor::randn([4, 3, 3, 3], (Kind::Float, Device::Cpu))),
-            ("conv.bias".into(), Tensor::randn([4], (Kind::Float, Device::Cpu))),
-            ("fc.weight".into(), Tensor::randn([2, 36], (Kind::Float, Device::Cpu))),
-        ]
+        seeded(1, || {
+            vec![
+                ("conv.weight".into(), Tensor::randn([4, 3, 3, 3], (Kind::Float, Device::Cpu))),
+                ("conv.bias".into(), Tensor::randn([4], (Kind::Float, Device::Cpu))),
+                ("fc.weight".into(), Tensor::randn([2, 36], (Kind::Float, Device::Cpu))),
+            ]
+        })
     }
 
     fn row_norms(t: &Tensor) -> Vec<f64> {

@@ -164,7 +164,7 @@ pub fn pca(
         .collect();
     let scale = [1.0 / evals[0].sqrt(), 1.0 / evals[1].sqrt()];
     let wmat = Tensor::stack(&[&w[0] * scale[0], &w[1] * scale[1]], 0).to_device(device); // [2, T]
-    // Accumulated in float32 (each block's contribution computed in float64).
+                                                                                          // Accumulated in float32 (each block's contribution computed in float64).
     let u = Tensor::zeros([2, p], (Kind::Float, device));
     for bi in 0..plan.blocks {
         let r = range(bi);
@@ -209,18 +209,19 @@ mod tests {
 
     /// Checkpoints θ_i = origin + a_i e1 + b_i e2 + small noise, two tensors, the second excluded.
     fn trajectory(t: usize) -> (Vec<Vec<Tensor>>, Vec<Tensor>, [Tensor; 2]) {
-        tch::manual_seed(11);
-        let origin =
-            vec![Tensor::randn([5, 7], (Kind::Float, Device::Cpu)), Tensor::randn([3], (Kind::Float, Device::Cpu))];
-        let e1 = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
-        let e2 = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
-        let states = (0..t)
-            .map(|i| {
-                let (a, b) = ((i as f64 / 3.0).cos() * 4.0, (i as f64 / 2.0).sin());
-                vec![&origin[0] + &e1 * a + &e2 * b, Tensor::randn([3], (Kind::Float, Device::Cpu))]
-            })
-            .collect();
-        (states, origin, [e1, e2])
+        crate::space::directions::seeded(11, || {
+            let origin =
+                vec![Tensor::randn([5, 7], (Kind::Float, Device::Cpu)), Tensor::randn([3], (Kind::Float, Device::Cpu))];
+            let e1 = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
+            let e2 = Tensor::randn([5, 7], (Kind::Float, Device::Cpu));
+            let states = (0..t)
+                .map(|i| {
+                    let (a, b) = ((i as f64 / 3.0).cos() * 4.0, (i as f64 / 2.0).sin());
+                    vec![&origin[0] + &e1 * a + &e2 * b, Tensor::randn([3], (Kind::Float, Device::Cpu))]
+                })
+                .collect();
+            (states, origin, [e1, e2])
+        })
     }
 
     fn run(states: &[Vec<Tensor>], origin: &[Tensor], budget: u64) -> (Pca, usize) {

@@ -340,9 +340,9 @@ mod tests {
 
     /// A symmetric matrix with a known spectrum: Q diag(λ) Qᵀ for a random orthogonal Q.
     fn matrix(eigs: &[f64], seed: i64) -> (Tensor, Tensor) {
-        tch::manual_seed(seed);
         let n = eigs.len() as i64;
-        let (q, _) = Tensor::linalg_qr(&Tensor::randn([n, n], (Kind::Double, Device::Cpu)), "reduced");
+        let r = crate::space::directions::seeded(seed, || Tensor::randn([n, n], (Kind::Double, Device::Cpu)));
+        let (q, _) = Tensor::linalg_qr(&r, "reduced");
         let d = Tensor::from_slice(eigs).diag(0);
         (q.matmul(&d).matmul(&q.tr()), q)
     }

@@ -866,6 +866,138 @@ pub(crate) mod tests {
         assert_eq!(Timing::of(ShardTiming::default(), 0, 10).images_per_second, 0.0);
     }
 
+    use proptest::prelude::*;
+
+    /// A complete, valid record (a tiny surface run).
+    pub fn record() -> RunRecord {
+        let id = identity();
+        let grid = id.grid.unwrap();
+        let d = Description {
+            tool: Tool { name: "losscape".into(), version: "0".into() },
+            argv: vec![],
+            model: ModelMeta {
+                path: "m.pt".into(),
+                sha256: "ab".into(),
+                parameters: 10,
+                parameter_tensors: 2,
+                origin: None,
+                moving_tensors: None,
+            },
+            data: DataMeta {
+                path: "d".into(),
+                format: DataFormat::Npy,
+                split: None,
+                n: 60,
+                available: 60,
+                subset: "first".into(),
+                sha256: "cd".into(),
+                targets: Targets::Classes,
+                sample_shape: vec![3, 32, 32],
+                normalization: None,
+            },
+            loss: LossKind::Ce,
+            grid: GridMeta {
+                dims: 1,
+                x: grid.x,
+                y: None,
+                spacing: grid.spacing,
+                shape: vec![5],
+                layout: "l".into(),
+                point: "p".into(),
+            },
+            outputs: Outputs {
+                loss: "loss.npy".into(),
+                acc: "acc.npy".into(),
+                x: "x.npy".into(),
+                y: None,
+                capped: None,
+                directions: "directions.safetensors".into(),
+                path: None,
+                path_loss: None,
+                path_acc: None,
+            },
+            device: "cpu".into(),
+            precision: Precision::Fp32,
+            dtype: "float32".into(),
+            tf32_convolutions: false,
+            libtorch_version: "2.11.0".into(),
+            channels_last: true,
+            cudnn_benchmark: false,
+            batchnorm: BatchNormMeta { mode: BatchNormMode::Eval, samples: None, note: "n".into() },
+            curvature: None,
+            directions: None,
+            line: None,
+            plane: None,
+            trajectory: None,
+        };
+        let plan = Plan {
+            arch: "m.pt".into(),
+            origin: None,
+            motion: Motion::Affine,
+            grid,
+            states: vec![],
+            columns: id.columns.clone(),
+            curvature: None,
+        };
+        RunRecord::new(id, plan, d)
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "losscape-record-{}-{tag}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_config_json_is_read_or_refused_in_one_line(text in "\\PC{0,300}") {
+            let d = scratch("text");
+            std::fs::write(d.join("config.json"), &text).unwrap();
+            if let Err(e) = RunRecord::read(&d) {
+                prop_assert!(!e.to_string().contains('\n'));
+            }
+            std::fs::write(d.join("meta.json"), &text).unwrap();
+            if let Err(e) = AnyMeta::read(&d) {
+                prop_assert!(!e.to_string().contains('\n'));
+            }
+        }
+
+        #[test]
+        fn an_identity_with_a_field_replaced_is_read_or_refused_cleanly(key in 0usize..13, value in prop_oneof![
+            Just(serde_json::json!(null)), Just(serde_json::json!(-1)), Just(serde_json::json!("x")),
+            Just(serde_json::json!([1, 2])), Just(serde_json::json!({"a": 1})), Just(serde_json::json!(1e308))
+        ]) {
+            let mut v = serde_json::to_value(record()).unwrap();
+            let keys: Vec<String> = v["identity"].as_object().unwrap().keys().cloned().collect();
+            let k = keys[key % keys.len()].clone();
+            let before = v["identity"][&k].clone();
+            v["identity"][&k] = value.clone();
+            let d = scratch("identity");
+            std::fs::write(d.join("config.json"), v.to_string()).unwrap();
+            match RunRecord::read(&d) {
+                // Only a value that reads back as the field's type may pass, and it reads as given.
+                Ok(r) => {
+                    let back = serde_json::to_value(&r.identity).unwrap()[&k].clone();
+                    let same = back == value || back.as_f64().zip(value.as_f64()).is_some_and(|(a, b)| a == b);
+                    prop_assert!(same, "{} was {}, set {}, read back {}", k, before, value, back);
+                }
+                Err(e) => prop_assert!(!e.to_string().contains('\n')),
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_through_config_json() {
+        let d = scratch("roundtrip");
+        let r = record();
+        r.write(&d).unwrap();
+        assert_eq!(RunRecord::read(&d).unwrap(), r);
+    }
+
     #[test]
     fn the_committed_schema_is_the_schema_of_the_types() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/meta.schema.json");
