@@ -39,6 +39,9 @@ pub enum Setting {
     Levels,
     ColourRange,
     Log,
+    Persistence,
+    /// The file a figure is written to.
+    Figure,
 }
 
 impl Setting {
@@ -74,6 +77,8 @@ impl Setting {
             Setting::Levels => "levels",
             Setting::ColourRange => "colour_range",
             Setting::Log => "log",
+            Setting::Persistence => "persistence",
+            Setting::Figure => "figure",
         }
     }
 }

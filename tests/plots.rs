@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use losscape::plot::{classify, CriticalKind};
+use losscape::plot::{classify, side_by_side, CriticalKind, PlotOptions, Scale, DEFAULT_PERSISTENCE};
 use losscape::store::npy::write as write_npy;
 
 use crate::common::{fxp, losscape, ok, out_dir, python, root, trajectory};
@@ -19,7 +19,10 @@ fn surface(x: &[f64], y: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
 }
 
 fn kinds(x: &[f64], y: &[f64], z: &[f64]) -> Vec<(CriticalKind, f64, f64)> {
-    classify(x, y, z).into_iter().map(|p| (p.kind, p.coords[0], p.coords[1])).collect()
+    let mut k: Vec<_> =
+        classify(x, y, z, DEFAULT_PERSISTENCE).points.into_iter().map(|p| (p.kind, p.coords[0], p.coords[1])).collect();
+    k.sort_by(|p, q| p.1.total_cmp(&q.1));
+    k
 }
 
 #[test]
@@ -34,8 +37,7 @@ fn critical_points_of_analytic_surfaces() {
     );
     assert_eq!(kinds(&x, &y, &surface(&x, &y, |a, b| a * a - b * b)), vec![(CriticalKind::Saddle, 0.0, 0.0)], "saddle");
     // Double well (a² − 1)² + b²: minima at a = ±1, a saddle between them.
-    let mut dw = kinds(&x, &y, &surface(&x, &y, |a, b| (a * a - 1.0).powi(2) + b * b));
-    dw.sort_by(|p, q| p.1.total_cmp(&q.1));
+    let dw = kinds(&x, &y, &surface(&x, &y, |a, b| (a * a - 1.0).powi(2) + b * b));
     assert_eq!(
         dw,
         vec![(CriticalKind::Minimum, -1.0, 0.0), (CriticalKind::Saddle, 0.0, 0.0), (CriticalKind::Minimum, 1.0, 0.0)]
@@ -147,6 +149,106 @@ print("ok")
     assert!(o.status.code() == Some(1) && e.contains("schema_version 1") && e.lines().count() == 1, "{e}");
 }
 
+/// A synthetic run whose losses are `f` of the double well's: one decade or several.
+fn scaled_run(name: &str, f: impl Fn(f32) -> f32) -> PathBuf {
+    let d = synthetic_run(name, 31, 21);
+    let a = losscape::store::npy::read(&d.join("loss.npy")).unwrap();
+    let v: Vec<f32> = a.values.iter().map(|&x| f(x as f32)).collect();
+    write_npy(&d.join("loss.npy"), &[21, 31], &v).unwrap();
+    d
+}
+
+fn scale_of(d: &Path) -> String {
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("critical_points.json")).unwrap()).unwrap();
+    cp["scale"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn one_scale_rule_for_every_picture_and_the_html_page() {
+    // The double well spans 0.1 .. 10.1: more than a decade, so log; squeezed into 1 .. 2: linear.
+    let wide = scaled_run("scale-wide", |x| x);
+    let narrow = scaled_run("scale-narrow", |x| 1.0 + x / 10.1);
+    for (d, want) in [(&wide, "log"), (&narrow, "linear")] {
+        ok(&losscape(&["plot", d.to_str().unwrap(), "--dpi", "60"]));
+        assert_eq!(scale_of(d), want);
+        let html = std::fs::read_to_string(d.join("surface.html")).unwrap();
+        assert!(html.contains(&format!("\"log\":{}", want == "log")), "the page uses the same scale");
+        // The page's levels are the pictures' levels: 12 by default, evenly spaced in its units.
+        let at = html.find("\"contours\":{").expect("explicit contour levels");
+        let c: serde_json::Value = serde_json::from_str(html[at + 11..].split_inclusive('}').next().unwrap()).unwrap();
+        let (start, end, size) =
+            (c["start"].as_f64().unwrap(), c["end"].as_f64().unwrap(), c["size"].as_f64().unwrap());
+        assert!(((end - start) / size - 11.0).abs() < 1e-9, "{c}");
+    }
+    // The flags override the rule.
+    ok(&losscape(&["plot", wide.to_str().unwrap(), "--linear", "--dpi", "60"]));
+    assert_eq!(scale_of(&wide), "linear");
+    ok(&losscape(&["plot", narrow.to_str().unwrap(), "--log", "--dpi", "60"]));
+    assert_eq!(scale_of(&narrow), "log");
+    let o = losscape(&["plot", wide.to_str().unwrap(), "--log", "--linear"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn runs_side_by_side_share_one_scale() {
+    let a = scaled_run("side-a", |x| x);
+    let b = scaled_run("side-b", |x| 3.0 * x);
+    let out = out_dir("side-figure");
+    std::fs::create_dir_all(&out).unwrap();
+    let fig_path = out.join("fig.png");
+    let o = PlotOptions { dpi: 50, ..PlotOptions::default() };
+    let f = side_by_side(&[a.clone(), b.clone()], &fig_path, &o).unwrap();
+    // Two panels of 6×5 inches and a colour bar, at 50 pixels per inch.
+    assert_eq!(png_size(&fig_path), (2 * 300 + 58, 250));
+    assert_eq!(f.size, png_size(&fig_path));
+    assert_eq!(f.scale, Scale::Log);
+    // The shared range spans both runs: the lowest of a to the highest finite value of b.
+    let finite = |d: &Path| -> Vec<f64> {
+        losscape::store::npy::read(&d.join("loss.npy")).unwrap().values.into_iter().filter(|v| v.is_finite()).collect()
+    };
+    let lo = finite(&a).into_iter().fold(f64::INFINITY, f64::min);
+    let hi = finite(&b).into_iter().fold(f64::NEG_INFINITY, f64::max);
+    assert!((f.range.0 - lo).abs() < 1e-12 && (f.range.1 - hi).abs() < 1e-12, "{:?} vs {lo}..{hi}", f.range);
+    assert_eq!(f.levels, Scale::Log.levels(lo, hi, 12), "the same levels as each run's own pictures would get");
+    // The command line: several runs need --out; a 1-D and a 2-D run do not mix; no partial file.
+    let o = losscape(&["plot", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && e.contains("--out") && e.lines().count() == 1, "{e}");
+    let one = out_dir("side-1d");
+    ok(&losscape(&[
+        "surface",
+        "--model",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--limit",
+        "8",
+        "--x=-1:1:5",
+        "--out",
+        one.to_str().unwrap(),
+        "-q",
+        "--no-plots",
+    ]));
+    let mixed = out.join("mixed.png");
+    let o = losscape(&["plot", a.to_str().unwrap(), one.to_str().unwrap(), "--out", mixed.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && e.contains("side-1d") && e.lines().count() == 1, "{e}");
+    assert!(!mixed.exists() && !out.join("mixed.partial.png").exists());
+    // 1-D runs overlaid in one picture.
+    let curves = out.join("curves.png");
+    ok(&losscape(&[
+        "plot",
+        one.to_str().unwrap(),
+        one.to_str().unwrap(),
+        "--out",
+        curves.to_str().unwrap(),
+        "--dpi",
+        "50",
+    ]));
+    assert_eq!(png_size(&curves), (400, 320));
+}
+
 #[test]
 fn runs_draw_their_pictures_unless_told_not_to() {
     let a = out_dir("pictures-on");
@@ -168,6 +270,7 @@ fn runs_draw_their_pictures_unless_told_not_to() {
         "heatmap.png",
         "surface3d.png",
         "critical_points.json",
+        "persistence.png",
         "surface.vtp",
         "surface.ply",
         "surface.html",

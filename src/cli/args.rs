@@ -398,13 +398,34 @@ pub struct MergeArgs {
     pub quiet: bool,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AspectArg {
+    Equal,
+    Free,
+}
+
 #[derive(Args, Debug)]
 pub struct PlotArgs {
-    /// A run directory (with meta.json).
-    pub run_dir: PathBuf,
-    /// Colours, heights and contour spacing on log10(loss).
+    /// A run directory (with meta.json); with --out, several of them drawn in one figure.
+    #[arg(required = true, num_args = 1..)]
+    pub run_dirs: Vec<PathBuf>,
+    /// Draw the runs side by side into this .png (one colour scale, the same contour levels;
+    /// 1-D runs as overlaid curves) instead of redrawing each run's own pictures.
     #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A log colour scale, heights and contour spacing (default: log when the finite loss range
+    /// spans more than a decade, linear otherwise).
+    #[arg(long, conflicts_with = "linear")]
     pub log: bool,
+    /// A linear scale even when the range spans more than a decade.
+    #[arg(long)]
+    pub linear: bool,
+    /// Report critical points whose persistence is at least this fraction of the plotted range.
+    #[arg(long, default_value_t = crate::plot::DEFAULT_PERSISTENCE)]
+    pub persistence: f64,
+    /// Axes of 2-D pictures: equal units (default for trajectories), or free.
+    #[arg(long, value_enum)]
+    pub aspect: Option<AspectArg>,
     /// Lower end of the colour range (loss units).
     #[arg(long, allow_hyphen_values = true)]
     pub vmin: Option<f64>,

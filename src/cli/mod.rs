@@ -71,9 +71,57 @@ fn run(cli: Cli) -> Result<()> {
     let env = ProcessEnv;
     let (outcome, quiet, plots) = match cli.command {
         Command::Plot(a) => {
-            let o = PlotOptions { log: a.log, vmin: a.vmin, vmax: a.vmax, levels: a.levels, zmax: a.zmax, dpi: a.dpi };
-            for f in commands::plot::plot(&a.run_dir, &o)? {
-                println!("{}", f.display());
+            use crate::plot::{Aspect, ScaleChoice};
+            let scale = match (a.log, a.linear) {
+                (true, _) => ScaleChoice::Log,
+                (_, true) => ScaleChoice::Linear,
+                _ => ScaleChoice::Auto,
+            };
+            let aspect = match a.aspect {
+                Some(args::AspectArg::Equal) => Aspect::Equal,
+                Some(args::AspectArg::Free) => Aspect::Free,
+                None => Aspect::Auto,
+            };
+            let o = PlotOptions {
+                scale,
+                vmin: a.vmin,
+                vmax: a.vmax,
+                levels: a.levels,
+                zmax: a.zmax,
+                dpi: a.dpi,
+                persistence: a.persistence,
+                aspect,
+            };
+            match (&a.out, a.run_dirs.as_slice()) {
+                (Some(out), dirs) => {
+                    let f = commands::plot::side_by_side(dirs, out, &o)?;
+                    println!("{}", f.path.display());
+                    eprintln!(
+                        "losscape: {} runs, {}×{} px, {} scale {}..{}, {} levels",
+                        f.runs,
+                        f.size.0,
+                        f.size.1,
+                        match f.scale {
+                            crate::plot::Scale::Log => "log",
+                            crate::plot::Scale::Linear => "linear",
+                        },
+                        crate::plot::scale::short(f.range.0),
+                        crate::plot::scale::short(f.range.1),
+                        f.levels.len()
+                    );
+                }
+                (None, [dir]) => {
+                    for f in commands::plot::plot(dir, &o)? {
+                        println!("{}", f.display());
+                    }
+                }
+                (None, _) => {
+                    return Err(crate::error::Error::setting(
+                        crate::error::Setting::Figure,
+                        "",
+                        "several run directories are drawn into one figure: name it with --out FIG.png",
+                    ))
+                }
             }
             return Ok(());
         }

@@ -35,6 +35,8 @@ pub fn flag(s: Setting) -> &'static str {
         Setting::Levels => "--levels",
         Setting::ColourRange => "--vmin/--vmax",
         Setting::Log => "--log",
+        Setting::Persistence => "--persistence",
+        Setting::Figure => "--out",
     }
 }
 

@@ -1,7 +1,7 @@
 //! Meshes of a 2-D surface for other tools: ParaView's VTK XML PolyData (`surface.vtp`) and a PLY
 //! mesh with per-vertex colours (`surface.ply`), both short ASCII formats written directly (the
 //! Rust VTK crate drags in unmaintained parsers). Vertices are (x_i, y_j, height) with height the
-//! loss (log10 with --log, clipped at --zmax); only quads whose four corners are finite are written.
+//! loss in the figure's scale (log10 when the pictures use a log scale), clipped to its colour range; only quads whose four corners are finite are written.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,16 +10,15 @@ use crate::error::Result;
 use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::RGBColor;
 
-use super::{clipped, transform, PlotOptions, RunData};
+use super::{Look, RunData, Scale};
 
 /// Heights of every vertex (None where masked) and the quads to draw, as vertex indices.
 /// Per-vertex heights (None where masked), the quads, and the plotted height range.
 type Mesh = (Vec<Option<f64>>, Vec<[usize; 4]>, (f64, f64));
 
-fn mesh(d: &RunData, o: &PlotOptions) -> Mesh {
-    let (lo, hi) = d.range(o).unwrap_or((0.0, 1.0));
-    let (tlo, thi) = (transform(lo, o).unwrap_or(lo), transform(hi, o).unwrap_or(hi));
-    let h: Vec<Option<f64>> = d.loss.iter().map(|&v| clipped(v, hi, o)).collect();
+fn mesh(d: &RunData, look: &Look) -> Mesh {
+    let (tlo, thi) = look.t_range();
+    let h: Vec<Option<f64>> = d.loss.iter().map(|&v| look.t(v)).collect();
     let nx = d.nx();
     let mut quads = Vec::new();
     for j in 0..d.ny().saturating_sub(1) {
@@ -40,14 +39,19 @@ fn vertex(d: &RunData, k: usize, h: f64) -> [f64; 3] {
 
 /// VTK XML PolyData: points, quads (connectivity + offsets), point data "loss" and "accuracy"
 /// (NaN where not finite). Open in ParaView with File > Open, then Apply; colour by "loss".
-pub fn vtp(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
+pub fn vtp(d: &RunData, look: &Look) -> Result<PathBuf> {
     let out = d.dir.join("surface.vtp");
-    let (h, quads, (tlo, _)) = mesh(d, o);
+    let (h, quads, (tlo, _)) = mesh(d, look);
     let join = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(" ");
     crate::store::atomic::write_atomic(&out, |w| {
         writeln!(w, r#"<?xml version="1.0"?>"#)?;
         writeln!(w, r#"<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">"#)?;
-        writeln!(w, "<!-- losscape {}: x, y, height = loss{} -->", d.meta.kind, if o.log { " (log10)" } else { "" })?;
+        writeln!(
+            w,
+            "<!-- losscape {}: x, y, height = loss{} -->",
+            d.meta.kind,
+            if look.scale == Scale::Log { " (log10)" } else { "" }
+        )?;
         writeln!(w, r#"<PolyData><Piece NumberOfPoints="{}" NumberOfPolys="{}">"#, h.len(), quads.len())?;
         writeln!(w, r#"<PointData Scalars="loss">"#)?;
         for (name, vals) in [("loss", &d.loss), ("accuracy", &d.acc)] {
@@ -78,15 +82,15 @@ pub fn vtp(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
     Ok(out)
 }
 
-pub fn ply(d: &RunData, o: &PlotOptions) -> Result<PathBuf> {
+pub fn ply(d: &RunData, look: &Look) -> Result<PathBuf> {
     let out = d.dir.join("surface.ply");
-    let (h, quads, (tlo, thi)) = mesh(d, o);
+    let (h, quads, (tlo, thi)) = mesh(d, look);
     crate::store::atomic::write_atomic(&out, |w| {
         writeln!(
             w,
             "ply\nformat ascii 1.0\ncomment losscape {} surface: x, y, height = loss{}",
             d.meta.kind,
-            if o.log { " (log10)" } else { "" }
+            if look.scale == Scale::Log { " (log10)" } else { "" }
         )?;
         writeln!(w, "element vertex {}\nproperty double x\nproperty double y\nproperty double z", h.len())?;
         writeln!(w, "property uchar red\nproperty uchar green\nproperty uchar blue")?;

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use serde_json::json;
 
 use super::critical::CriticalPoint;
-use super::{clipped, transform, PlotOptions, RunData};
+use super::scale::short;
+use super::{Look, RunData, Scale};
 use crate::error::{Error, Result};
 
 const PAGE: &str = include_str!("surface.html");
@@ -28,15 +29,33 @@ pub fn plotly_js() -> Result<&'static str> {
     .ok_or_else(|| Error::other("internal: plotly.js not found in the plotly crate's embedded sources"))
 }
 
-pub fn write(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<Option<PathBuf>> {
+/// Colour-bar ticks in loss units: for a log scale, 1-2-5 values of each decade in range placed at
+/// their log10 (the bar itself is in log10 units); None for a linear scale (plotly's own ticks).
+fn log_ticks(look: &Look) -> Option<(Vec<f64>, Vec<String>)> {
+    if look.scale != Scale::Log {
+        return None;
+    }
+    let (a, b) = (look.lo.log10().floor() as i32, look.hi.log10().ceil() as i32);
+    let per = if b - a > 4 { vec![1.0] } else { vec![1.0, 2.0, 5.0] };
+    let vals: Vec<f64> = (a..=b)
+        .flat_map(|e| per.iter().map(move |m| m * 10f64.powi(e)))
+        .filter(|v| *v >= look.lo * 0.999 && *v <= look.hi * 1.001)
+        .collect();
+    Some((vals.iter().map(|v| v.log10()).collect(), vals.iter().map(|&v| short(v)).collect()))
+}
+
+pub fn write(d: &RunData, look: &Look, crit: &[CriticalPoint], equal: bool) -> Result<Option<PathBuf>> {
     let js = plotly_js()?;
     let out = d.dir.join("surface.html");
     let y = d.y.as_ref().expect("2-D");
     let (nx, ny) = (d.nx(), d.ny());
-    let range = d.range(o);
-    let z: Vec<Vec<Option<f64>>> = (0..ny)
-        .map(|j| (0..nx).map(|i| clipped(d.at(i, j), range.map_or(f64::INFINITY, |r| r.1), o)).collect())
-        .collect();
+    let z: Vec<Vec<Option<f64>>> = (0..ny).map(|j| (0..nx).map(|i| look.t(d.at(i, j))).collect()).collect();
+    // The picture's contour levels, evenly spaced in the plotted units.
+    let lv: Vec<f64> = look.levels.iter().filter_map(|&v| look.scale.apply(v)).collect();
+    let contours = (lv.len() >= 2).then(|| json!({"start": lv[0], "end": lv[lv.len() - 1], "size": lv[1] - lv[0]}));
+    let ticks = log_ticks(look).map(|(v, t)| json!({"tickvals": v, "ticktext": t}));
+    let (tlo, thi) = look.t_range();
+
     let custom: Vec<Vec<[Option<f64>; 2]>> = (0..ny)
         .map(|j| {
             (0..nx)
@@ -57,7 +76,11 @@ pub fn write(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<Opt
     });
     let crit: Vec<_> = crit
         .iter()
-        .map(|p| json!({"x": p.coords[0], "y": p.coords[1], "z": transform(p.loss, o), "loss": p.loss, "kind": p.kind}))
+        .map(|p| {
+            let loss = p.loss;
+            json!({"x": p.coords[0], "y": p.coords[1], "z": look.t(loss), "loss": loss, "kind": p.kind,
+                   "persistence": p.relative_persistence})
+        })
         .collect();
     let marks: Vec<_> = d
         .marks
@@ -65,11 +88,12 @@ pub fn write(d: &RunData, o: &PlotOptions, crit: &[CriticalPoint]) -> Result<Opt
         .map(|(n, c)| json!({"name": n, "x": c[0], "y": c[1], "z": z[near(y, c[1])][near(&d.x, c[0])]}))
         .collect();
     let data = json!({
-        "title": format!("losscape {} — {}", d.meta.kind, d.meta.description.model.path.display()),
+        "title": super::title(d),
         "x": d.x, "y": y, "z": z, "custom": custom,
-        "zlabel": if o.log { "log10 loss" } else { "loss" },
+        "zlabel": look.scale.axis_title(), "log": look.scale == Scale::Log,
+        "contours": contours, "ticks": ticks, "zrange": [tlo, thi],
         "xlabel": d.x_label, "ylabel": d.y_label,
-        "path": path, "critical": crit, "marks": marks,
+        "path": path, "critical": crit, "marks": marks, "equal": equal,
     });
     let page = PAGE.replace("/*DATA*/null", &data.to_string());
     let (head, tail) = page.split_once("/*PLOTLY*/").expect("surface.html has the plotly marker");

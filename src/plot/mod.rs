@@ -3,23 +3,44 @@
 //! accuracy on a twin axis, a rendered 3-D surface, critical points, ParaView (.vtp) and PLY
 //! meshes, and a self-contained interactive HTML page.
 
+mod compose;
 mod critical;
 mod export;
 mod html;
+pub mod layout;
 mod png;
+pub mod scale;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Role, Setting};
 use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind};
 
-pub use critical::{classify, CriticalPoint, Kind as CriticalKind};
+pub use compose::{side_by_side, Figure};
+pub use critical::{classify, CriticalPoint, Kind as CriticalKind, Persistence};
+pub use scale::{Scale, ScaleChoice};
+
+/// The default persistence threshold for critical points, relative to the finite range of the
+/// plotted values: ten times the largest persistence that noise of 0.2% of the range produces,
+/// and small enough that a barrier of a few percent of the range is kept.
+pub const DEFAULT_PERSISTENCE: f64 = 0.02;
+
+/// The aspect of the α–β axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aspect {
+    /// Equal for trajectories (PCA coordinates share one unit), free otherwise.
+    #[default]
+    Auto,
+    Equal,
+    Free,
+}
 
 /// Drawing options of `losscape plot` (the defaults are used after every run).
 #[derive(Debug, Clone)]
 pub struct PlotOptions {
-    /// log10 of the loss for colours, heights and contour spacing.
-    pub log: bool,
+    /// Log or linear colours, heights and contour spacing (Auto: log when the range spans more
+    /// than a decade).
+    pub scale: ScaleChoice,
     /// Colour range (loss units); None: the finite min / max.
     pub vmin: Option<f64>,
     pub vmax: Option<f64>,
@@ -29,6 +50,9 @@ pub struct PlotOptions {
     pub zmax: Option<f64>,
     /// Pixels per inch: 100 gives 800×640 pictures.
     pub dpi: u32,
+    /// Critical points are reported when their persistence is at least this fraction of the range.
+    pub persistence: f64,
+    pub aspect: Aspect,
 }
 
 impl PlotOptions {
@@ -49,7 +73,12 @@ impl PlotOptions {
                 ));
             }
         }
-        if self.log && (self.vmin.is_some_and(|v| v <= 0.0) || self.zmax.is_some_and(|v| v <= 0.0)) {
+        if !(0.0..=1.0).contains(&self.persistence) {
+            return Err(Error::setting(Setting::Persistence, self.persistence, "use a fraction of the range in 0..1"));
+        }
+        if self.scale == ScaleChoice::Log
+            && (self.vmin.is_some_and(|v| v <= 0.0) || self.zmax.is_some_and(|v| v <= 0.0))
+        {
             return Err(Error::setting(Setting::Log, "", "a log scale needs a positive lower end and height clip"));
         }
         Ok(())
@@ -58,7 +87,16 @@ impl PlotOptions {
 
 impl Default for PlotOptions {
     fn default() -> Self {
-        PlotOptions { log: false, vmin: None, vmax: None, levels: 12, zmax: None, dpi: 100 }
+        PlotOptions {
+            scale: ScaleChoice::Auto,
+            vmin: None,
+            vmax: None,
+            levels: 12,
+            zmax: None,
+            dpi: 100,
+            persistence: DEFAULT_PERSISTENCE,
+            aspect: Aspect::Auto,
+        }
     }
 }
 
@@ -163,51 +201,114 @@ impl RunData {
         self.loss[j * self.nx() + i]
     }
 
-    /// The finite loss range, then clipped by the options.
-    pub fn range(&self, o: &PlotOptions) -> Option<(f64, f64)> {
-        let finite = self.loss.iter().copied().filter(|v| v.is_finite() && (!o.log || *v > 0.0));
-        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    /// A short name for legends: the run directory's name.
+    pub fn name(&self) -> String {
+        self.dir.file_name().map_or_else(|| self.dir.display().to_string(), |f| f.to_string_lossy().into_owned())
+    }
+
+    /// Whether the α–β axes are drawn in equal units.
+    pub fn equal_aspect(&self, o: &PlotOptions) -> bool {
+        match o.aspect {
+            Aspect::Equal => true,
+            Aspect::Free => false,
+            Aspect::Auto => self.meta.kind == RunKind::Trajectory,
+        }
+    }
+}
+
+/// The scale, colour range and contour levels of a figure: decided once from the finite losses
+/// of every run in it and the options, then used by each of its pictures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Look {
+    pub scale: Scale,
+    /// The colour range in loss units.
+    pub lo: f64,
+    pub hi: f64,
+    /// The contour levels in loss units.
+    pub levels: Vec<f64>,
+}
+
+impl Look {
+    /// None when no run has a drawable value.
+    pub fn of(runs: &[&RunData], o: &PlotOptions) -> Option<Look> {
+        let values = || runs.iter().flat_map(|d| d.loss.iter().copied()).filter(|v| v.is_finite());
+        let (lo, hi) = values().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
         if lo > hi {
             return None;
         }
         let lo = o.vmin.unwrap_or(lo);
         let hi = o.vmax.unwrap_or(hi).min(o.zmax.unwrap_or(f64::INFINITY)).max(lo);
-        Some((lo, hi))
+        let scale = Scale::choose(o.scale, lo, hi);
+        let lo = match scale {
+            Scale::Log if lo <= 0.0 => values().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min),
+            _ => lo,
+        };
+        if !lo.is_finite() {
+            return None;
+        }
+        let hi = hi.max(lo);
+        Some(Look { scale, lo, hi, levels: scale.levels(lo, hi, o.levels) })
+    }
+
+    /// The plotted range (scale units), never empty.
+    pub fn t_range(&self) -> (f64, f64) {
+        let a = self.scale.apply(self.lo).unwrap_or(0.0);
+        let b = self.scale.apply(self.hi).unwrap_or(a);
+        if b > a {
+            (a, b)
+        } else {
+            (a - 0.5, a + 0.5)
+        }
+    }
+
+    /// The plotted value of a loss, clipped to the colour range; None for a hole.
+    pub fn t(&self, v: f64) -> Option<f64> {
+        let (a, b) = self.t_range();
+        self.scale.apply(v).map(|t| t.clamp(a, b))
+    }
+
+    /// Position of a loss in the colour range, 0..1.
+    pub fn frac(&self, v: f64) -> Option<f64> {
+        let (a, b) = self.t_range();
+        self.t(v).map(|t| (t - a) / (b - a))
+    }
+
+    /// The values critical points are classified on: the loss in the figure's scale, unclipped.
+    pub fn classified(&self, loss: &[f64]) -> Vec<f64> {
+        loss.iter().map(|&v| self.scale.apply(v).unwrap_or(f64::NAN)).collect()
     }
 }
 
-/// The value used for colours and heights: log10 when asked (non-positive values are masked).
-pub fn transform(v: f64, o: &PlotOptions) -> Option<f64> {
-    if !v.is_finite() || (o.log && v <= 0.0) {
-        None
-    } else if o.log {
-        Some(v.log10())
-    } else {
-        Some(v)
-    }
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into_owned())
 }
 
-/// The plotted value of a loss: `transform` of it clipped at `hi`; None (masked) when not finite.
-pub fn clipped(v: f64, hi: f64, o: &PlotOptions) -> Option<f64> {
-    if v.is_finite() {
-        transform(v.min(hi), o)
-    } else {
-        None
-    }
+/// What the run is, in words: the title of its pictures.
+pub fn title(d: &RunData) -> String {
+    let m = &d.meta.description;
+    let what = match (d.meta.kind, &m.line, &m.plane, &m.trajectory) {
+        (RunKind::Line, Some(l), _, _) => format!("Line from {} to {}", file_name(&l.from.path), file_name(&l.to.path)),
+        (RunKind::Plane, _, Some(p), _) => {
+            format!("Plane through {}, {}, {}", file_name(&p.a.path), file_name(&p.b.path), file_name(&p.c.path))
+        }
+        (RunKind::Trajectory, _, _, Some(t)) => {
+            format!("Trajectory of {} checkpoints on its PCA plane", t.checkpoints.len())
+        }
+        _ if d.y.is_none() => format!("1-D slice through {}", file_name(&m.model.path)),
+        _ => format!("2-D surface around {}", file_name(&m.model.path)),
+    };
+    let split = m.data.split.map_or(String::new(), |s| format!(" {s}"));
+    format!("{what} — {} loss, {}{split} samples", m.loss, m.data.n)
 }
 
-/// Contour levels between lo and hi: log-spaced when both are positive (as loss landscapes span
-/// decades), linear otherwise.
-pub fn levels(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if n == 0 || hi.is_nan() || lo.is_nan() || hi <= lo {
-        return vec![];
+/// Critical points of a 2-D run in the look's scale, with each point's value put back in loss
+/// units.
+pub fn classified_points(d: &RunData, look: &Look, o: &PlotOptions) -> Persistence {
+    let mut p = critical::classify(&d.x, d.y.as_ref().expect("2-D"), &look.classified(&d.loss), o.persistence);
+    for q in &mut p.points {
+        q.loss = look.scale.invert(q.loss);
     }
-    if lo > 0.0 {
-        let (a, b) = (lo.ln(), hi.ln());
-        (1..=n).map(|k| (a + (b - a) * k as f64 / (n + 1) as f64).exp()).collect()
-    } else {
-        (1..=n).map(|k| lo + (hi - lo) * k as f64 / (n + 1) as f64).collect()
-    }
+    p
 }
 
 /// Draw every picture and export of a run directory; returns the files written.
@@ -218,11 +319,12 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
         return hessian_pictures(dir, o, &m);
     }
     let d = RunData::load(dir)?;
+    let look = Look::of(&[&d], o);
     let mut written = Vec::new();
     let curvature = d.meta.description.curvature.is_some() && dir.join("eig_max.npy").exists();
     let eigs = if curvature { Some((read_vec(dir, "eig_max.npy")?, read_vec(dir, "eig_min.npy")?)) } else { None };
     if d.y.is_none() {
-        written.push(png::curve(&d, o)?);
+        written.push(png::curves(&dir.join("curve.png"), &[(d.name(), &d)], o, look.as_ref(), &title(&d))?);
         if let Some((max, min)) = &eigs {
             written.push(png::curvature_curve(&d, o, max, min)?);
         }
@@ -238,24 +340,33 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
             eprintln!("{what}: {:.3}s", t.elapsed().as_secs_f64());
         }
     };
-    let crit = critical::classify(&d.x, d.y.as_ref().expect("2-D"), &d.loss);
-    let cp = dir.join("critical_points.json");
-    crate::store::atomic::write_json(&cp, &critical::to_json(&crit))?;
-    written.push(cp);
+    let crit = match &look {
+        Some(l) => {
+            let p = classified_points(&d, l, o);
+            let cp = dir.join("critical_points.json");
+            crate::store::atomic::write_json(&cp, &p.to_json(l.scale))?;
+            written.push(cp);
+            written.push(png::persistence_diagram(dir, o, &p, l.scale)?);
+            p.points
+        }
+        None => vec![],
+    };
     lap("critical points");
-    written.push(png::contour(&d, o, &crit)?);
+    written.push(png::contour(&d, o, look.as_ref(), &crit)?);
     lap("contour.png");
-    written.push(png::heatmap(&d, o, &crit)?);
+    written.push(png::heatmap(&d, o, look.as_ref(), &crit)?);
     lap("heatmap.png");
-    written.push(png::surface3d(&d, o, &crit)?);
+    written.push(png::surface3d(&d, o, look.as_ref(), &crit)?);
     lap("surface3d.png");
-    written.push(export::vtp(&d, o)?);
-    written.push(export::ply(&d, o)?);
-    lap("vtp + ply");
-    if let Some(h) = html::write(&d, o, &crit)? {
-        written.push(h);
+    if let Some(l) = &look {
+        written.push(export::vtp(&d, l)?);
+        written.push(export::ply(&d, l)?);
+        lap("vtp + ply");
+        if let Some(h) = html::write(&d, l, &crit, d.equal_aspect(o))? {
+            written.push(h);
+        }
+        lap("surface.html");
     }
-    lap("surface.html");
     Ok(written)
 }
 
