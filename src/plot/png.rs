@@ -929,16 +929,78 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                 .light_line_style(TRANSPARENT)
                 .draw()
                 .map_err(&e)?;
-            for (name, at) in line_marks.iter().filter(|(_, a)| *a >= x0 && *a <= x1) {
+            for (_, at) in line_marks.iter().filter(|(_, a)| *a >= x0 && *a <= x1) {
                 chart
                     .draw_series(std::iter::once(PathElement::new(
                         vec![(*at, $ylo), (*at, $yhi)],
                         BLACK.mix(0.4).stroke_width(1),
                     )))
                     .map_err(&e)?;
-                // Named at the foot of the line, where the legend (upper right) cannot hide it.
-                let (px_, py_) = chart.backend_coord(&(*at, $ylo));
-                halo_text(&root, name, (px_ + px(o, 10.0) as i32, py_ - px(o, 12.0) as i32), o, 14.0)?;
+            }
+            // Curve segments in pixels: the marks' names keep clear of them and of the legend.
+            let mut obstacles: Vec<Obstacle> = Vec::new();
+            for (_, d) in runs.iter() {
+                let pix: Vec<(f64, f64)> =
+                    d.x.iter()
+                        .zip(&d.loss)
+                        .filter(|(_, v)| v.is_finite() && (look.scale == Scale::Linear || **v > 0.0))
+                        .map(|(&x, &v)| {
+                            let (a, b) = chart.backend_coord(&(x, v.clamp($ylo, $yhi)));
+                            (a as f64, b as f64)
+                        })
+                        .collect();
+                obstacles.extend(pix.windows(2).map(|w| Obstacle::Segment(w[0], w[1])));
+                let acc: Vec<(f64, f64)> =
+                    d.x.iter()
+                        .zip(&d.acc)
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|(&x, &v)| {
+                            let (a, b) = chart.borrow_secondary().backend_coord(&(x, v));
+                            (a as f64, b as f64)
+                        })
+                        .collect();
+                obstacles.extend(acc.windows(2).map(|w| Obstacle::Segment(w[0], w[1])));
+            }
+            let (xr, yr) = chart.plotting_area().get_pixel_range();
+            let frame = Rect { x0: xr.start as f64, y0: yr.start as f64, x1: xr.end as f64, y1: yr.end as f64 };
+            let entries = runs.len() * if has_acc { 2 } else { 1 };
+            let legend_w = runs
+                .iter()
+                .map(|(n, _)| text_size(&root, &format!("accuracy (right axis) {n}"), o, 13.0).0)
+                .fold(0.0, f64::max);
+            let legend_h = entries as f64 * (px(o, 13.0) as f64 + 8.0) + 14.0;
+            obstacles.push(Obstacle::Rect(Rect {
+                x0: frame.x1 - legend_w - 50.0,
+                y0: frame.y0,
+                x1: frame.x1,
+                y1: frame.y0 + legend_h + 10.0,
+            }));
+            let labels: Vec<Label> = line_marks
+                .iter()
+                .filter(|(_, a)| *a >= x0 && *a <= x1)
+                .map(|(name, at)| {
+                    let (w, h) = text_size(&root, name, o, 14.0);
+                    let (w, h) = (w + 4.0, h + 2.0);
+                    let (x, _) = chart.backend_coord(&(*at, $ylo));
+                    let x = x as f64;
+                    let rows = 12;
+                    let candidates = (0..rows)
+                        .flat_map(|k| {
+                            let y = frame.y0
+                                + h / 2.0
+                                + 4.0
+                                + (frame.y1 - frame.y0 - h - 8.0) * k as f64 / (rows - 1) as f64;
+                            [(x + w / 2.0 + 5.0, y), (x - w / 2.0 - 5.0, y)]
+                        })
+                        .collect();
+                    Label { size: (w, h), candidates }
+                })
+                .collect();
+            let names: Vec<&String> = line_marks.iter().filter(|(_, a)| *a >= x0 && *a <= x1).map(|(n, _)| n).collect();
+            for (name, b) in names.into_iter().zip(layout::place(&labels, &obstacles, frame, 2.0)) {
+                if let Some(b) = b {
+                    halo_text(&root, name, (((b.x0 + b.x1) / 2.0) as i32, ((b.y0 + b.y1) / 2.0) as i32), o, 14.0)?;
+                }
             }
             let many = runs.len() > 1;
             for (k, (name, d)) in runs.iter().enumerate() {
