@@ -85,9 +85,9 @@ fn find(parent: &mut [usize], mut v: usize) -> usize {
 /// direction); `value` gives the value of a vertex.
 fn sweep(order: &[usize], nx: usize, ny: usize, value: &[f64], rank: &[usize]) -> Vec<Pair> {
     let n = nx * ny;
+    // A component's root is the vertex it was born at (its earliest): merges keep the oldest
+    // root, so a root is its own birth vertex.
     let mut parent: Vec<usize> = (0..n).collect();
-    // The birth vertex of each root (the earliest vertex of its component).
-    let birth: Vec<usize> = (0..n).collect();
     let mut seen = vec![false; n];
     let mut pairs = Vec::new();
     for &v in order {
@@ -99,16 +99,15 @@ fn sweep(order: &[usize], nx: usize, ny: usize, value: &[f64], rank: &[usize]) -
             continue; // a new component, born at v
         }
         // The oldest component survives (elder rule); the others die here.
-        let oldest = *roots.iter().min_by_key(|&&r| rank[birth[r]]).expect("non-empty");
+        let oldest = *roots.iter().min_by_key(|&&r| rank[r]).expect("non-empty");
         for &r in &roots {
             if r != oldest {
-                let b = birth[r];
                 pairs.push(Pair {
-                    birth: b,
+                    birth: r,
                     death: Some(v),
-                    birth_value: value[b],
+                    birth_value: value[r],
                     death_value: value[v],
-                    persistence: (value[v] - value[b]).abs(),
+                    persistence: (value[v] - value[r]).abs(),
                 });
                 parent[r] = oldest;
             }
@@ -116,7 +115,7 @@ fn sweep(order: &[usize], nx: usize, ny: usize, value: &[f64], rank: &[usize]) -
         parent[v] = oldest;
     }
     // Components that never died: one per connected piece of the finite grid.
-    let mut essential: Vec<usize> = order.iter().filter(|&&v| find(&mut parent, v) == v).map(|&v| birth[v]).collect();
+    let mut essential: Vec<usize> = order.iter().filter(|&&v| find(&mut parent, v) == v).copied().collect();
     essential.sort_unstable_by_key(|&b| rank[b]);
     let last = order.last().map(|&v| value[v]);
     for b in essential {

@@ -113,6 +113,36 @@ fn text_size(root: &Area, text: &str, o: &PlotOptions, size: f64) -> (f64, f64) 
         .unwrap_or((text.len() as f64 * 8.0, 14.0))
 }
 
+/// The plotting area of a chart, in pixels of the whole picture.
+fn frame_of<DB: DrawingBackend, CT: CoordTranslate>(chart: &ChartContext<DB, CT>) -> Rect {
+    let (xr, yr) = chart.plotting_area().get_pixel_range();
+    Rect { x0: xr.start as f64, y0: yr.start as f64, x1: xr.end as f64, y1: yr.end as f64 }
+}
+
+/// Where the legend of `entries` sits in the upper right corner of `frame` (an estimate of
+/// plotters' box: the widest entry, its sample and margins): an obstacle for labels.
+fn legend_box(root: &Area, frame: Rect, entries: &[String], o: &PlotOptions) -> Obstacle {
+    let w = entries.iter().map(|t| text_size(root, t, o, 13.0).0).fold(0.0, f64::max) + px(o, 45.0) as f64;
+    let h = entries.len() as f64 * (px(o, 13.0) as f64 + 8.0) + 14.0;
+    Obstacle::Rect(Rect { x0: frame.x1 - w - 10.0, y0: frame.y0, x1: frame.x1, y1: frame.y0 + h + 10.0 })
+}
+
+/// The legend of the labelled series of a chart, in the style of every picture.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+    o: &PlotOptions,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", px(o, 13.0)))
+        .draw()
+        .map_err(err("legend"))
+}
+
 fn marker_style(k: Kind) -> (RGBColor, &'static str) {
     match k {
         Kind::Minimum => (WHITE, "local minimum"),
@@ -373,18 +403,10 @@ pub(super) fn panel(
     let (obstacles, point_labels) = overlays(&mut chart, root, d, o, crit)?;
     // The legend, in the upper right corner: its box is an obstacle.
     let legend = legend_entries(d, crit);
-    let (xr, yr) = chart.plotting_area().get_pixel_range();
-    let frame = Rect { x0: xr.start as f64, y0: yr.start as f64, x1: xr.end as f64, y1: yr.end as f64 };
+    let frame = frame_of(&chart);
     let mut obstacles = obstacles;
     if !legend.is_empty() {
-        let w = legend.iter().map(|t| text_size(root, t, o, 13.0).0).fold(0.0, f64::max) + px(o, 45.0) as f64;
-        let h = legend.len() as f64 * (px(o, 13.0) as f64 + 8.0) + 14.0;
-        obstacles.push(Obstacle::Rect(Rect {
-            x0: frame.x1 - w - 10.0,
-            y0: frame.y0,
-            x1: frame.x1,
-            y1: frame.y0 + h + 10.0,
-        }));
+        obstacles.push(legend_box(root, frame, &legend, o));
     }
     let mut all: Vec<(String, Label, f64)> = point_labels.into_iter().map(|(t, l)| (t, l, 14.0)).collect();
     all.extend(labels.into_iter().map(|(t, l)| (t, l, 12.0)));
@@ -405,14 +427,7 @@ pub(super) fn panel(
         }
     }
     if !legend.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", px(o, 13.0)))
-            .draw()
-            .map_err(&e)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, o)?;
     }
     Ok(())
 }
@@ -718,14 +733,7 @@ pub fn persistence_diagram(dir: &Path, o: &PlotOptions, p: &Persistence, scale: 
             .label(name)
             .legend(move |(x, y)| Circle::new((x, y), 5, colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", px(o, 13.0)))
-        .draw()
-        .map_err(&e)?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, o)?;
     root.present().map_err(&e)?;
     Ok(out.clone())
 }
@@ -905,6 +913,14 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
         Some(crate::store::record::RunKind::Line) => vec![("A".into(), 0.0), ("B".into(), 1.0)],
         _ => vec![("center".into(), 0.0)],
     };
+    // The legend's names of each run's loss and accuracy curves.
+    let legend_names: Vec<(String, String)> = runs
+        .iter()
+        .map(|(n, _)| match runs.len() {
+            1 => ("loss".to_string(), "accuracy (right axis)".to_string()),
+            _ => (format!("loss: {n}"), format!("accuracy: {n}")),
+        })
+        .collect();
     macro_rules! draw {
         ($yrange:expr, $ylo:expr, $yhi:expr, $fmt:expr) => {{
             let mut chart = ChartBuilder::on(&root)
@@ -961,20 +977,12 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                         .collect();
                 obstacles.extend(acc.windows(2).map(|w| Obstacle::Segment(w[0], w[1])));
             }
-            let (xr, yr) = chart.plotting_area().get_pixel_range();
-            let frame = Rect { x0: xr.start as f64, y0: yr.start as f64, x1: xr.end as f64, y1: yr.end as f64 };
-            let entries = runs.len() * if has_acc { 2 } else { 1 };
-            let legend_w = runs
+            let frame = frame_of(&chart);
+            let entries: Vec<String> = legend_names
                 .iter()
-                .map(|(n, _)| text_size(&root, &format!("accuracy (right axis) {n}"), o, 13.0).0)
-                .fold(0.0, f64::max);
-            let legend_h = entries as f64 * (px(o, 13.0) as f64 + 8.0) + 14.0;
-            obstacles.push(Obstacle::Rect(Rect {
-                x0: frame.x1 - legend_w - 50.0,
-                y0: frame.y0,
-                x1: frame.x1,
-                y1: frame.y0 + legend_h + 10.0,
-            }));
+                .flat_map(|(l, a)| std::iter::once(l.clone()).chain(has_acc.then(|| a.clone())))
+                .collect();
+            obstacles.push(legend_box(&root, frame, &entries, o));
             let labels: Vec<Label> = line_marks
                 .iter()
                 .filter(|(_, a)| *a >= x0 && *a <= x1)
@@ -1002,10 +1010,9 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                     halo_text(&root, name, (((b.x0 + b.x1) / 2.0) as i32, ((b.y0 + b.y1) / 2.0) as i32), o, 14.0)?;
                 }
             }
-            let many = runs.len() > 1;
-            for (k, (name, d)) in runs.iter().enumerate() {
+            for (k, (_, d)) in runs.iter().enumerate() {
                 let (blue, orange) = (blues[k % blues.len()], oranges[k % oranges.len()]);
-                let label = if many { format!("loss: {name}") } else { "loss".to_string() };
+                let label = legend_names[k].0.clone();
                 let ok = |v: f64| v.is_finite() && (look.scale == Scale::Linear || v > 0.0);
                 let loss: Vec<f64> = d.loss.iter().map(|v| v.clamp($ylo, $yhi)).collect();
                 let loss: Vec<f64> =
@@ -1024,7 +1031,7 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                         .map_err(&e)?;
                 }
                 if has_acc {
-                    let label = if many { format!("accuracy: {name}") } else { "accuracy (right axis)".to_string() };
+                    let label = legend_names[k].1.clone();
                     for (p, part) in pieces(&d.x, &d.acc, &|v| v.is_finite()).iter().enumerate() {
                         let s = chart
                             .draw_secondary_series(LineSeries::new(
@@ -1050,14 +1057,7 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                     .draw()
                     .map_err(&e)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", px(o, 13.0)))
-                .draw()
-                .map_err(&e)?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperRight, o)?;
         }};
     }
     match look.scale {
@@ -1111,14 +1111,7 @@ pub fn curvature_curve(d: &RunData, o: &PlotOptions, max: &[f64], min: &[f64]) -
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], colour.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", px(o, 13.0)))
-        .draw()
-        .map_err(&e)?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, o)?;
     root.present().map_err(&e)?;
     Ok(out.clone())
 }

@@ -80,26 +80,6 @@ impl Scale {
     }
 }
 
-/// The "nice" step (1, 2 or 5 × 10^k) that cuts `span` into about `n` intervals.
-pub fn nice_step(span: f64, n: usize) -> f64 {
-    if !(span.is_finite() && span > 0.0) || n == 0 {
-        return 1.0;
-    }
-    let raw = span / n as f64;
-    let p = 10f64.powf(raw.log10().floor());
-    let m = raw / p;
-    let k = if m < 1.5 {
-        1.0
-    } else if m < 3.5 {
-        2.0
-    } else if m < 7.5 {
-        5.0
-    } else {
-        10.0
-    };
-    k * p
-}
-
 /// A tick label for `v` on an axis whose ticks are `step` apart: the decimals the step needs, the
 /// same for every tick, and never "-0.0".
 pub fn tick(v: f64, step: f64) -> String {
@@ -192,14 +172,6 @@ mod tests {
                 prop_assert!(l.windows(2).all(|w| w[0] < w[1]));
                 prop_assert!(l.iter().all(|v| *v > lo && *v < hi));
             }
-        }
-
-        #[test]
-        fn nice_steps_are_one_two_five(span in 1e-6f64..1e6, n in 1usize..20) {
-            let s = nice_step(span, n);
-            let m = s / 10f64.powf(s.log10().floor());
-            prop_assert!([1.0, 2.0, 5.0, 10.0].iter().any(|k| (m - k).abs() < 1e-9), "{} -> {}", span, s);
-            prop_assert!(s <= span * 2.0 / n as f64 + 1e-12 && s >= span / (2.0 * n as f64) - 1e-12);
         }
 
         #[test]
