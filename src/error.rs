@@ -40,6 +40,10 @@ pub enum Setting {
     ColourRange,
     Log,
     Persistence,
+    /// The dict entry of the model's output the loss is taken on.
+    Output,
+    /// The data splits a run evaluates on.
+    Split,
     /// The file a figure is written to.
     Figure,
 }
@@ -78,6 +82,8 @@ impl Setting {
             Setting::ColourRange => "colour_range",
             Setting::Log => "log",
             Setting::Persistence => "persistence",
+            Setting::Output => "output",
+            Setting::Split => "split",
             Setting::Figure => "figure",
         }
     }

@@ -48,9 +48,11 @@ pub struct DataArgs {
     /// CIFAR-10 directory (binary or python version), a directory with X.npy + y.npy, or an X .npy file.
     #[arg(long, value_name = "DIR_OR_NPY")]
     pub data: PathBuf,
-    /// Which CIFAR-10 split (ignored for .npy data).
-    #[arg(long, value_enum, default_value = "train")]
-    pub split: Split,
+    /// Split(s) to evaluate: train (CIFAR-10's data_batch_*, or X.npy + y.npy) or test (test_batch,
+    /// or X_test.npy + y_test.npy). `train,test` evaluates both at every point from one
+    /// perturbation: loss.npy is the first's, loss.<split>.npy each one's.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "train", value_name = "SPLIT[,SPLIT]")]
+    pub split: Vec<Split>,
     /// Use the first N samples only (in file order).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -66,6 +68,10 @@ pub struct DataArgs {
     /// Layout of 4-D X.npy.
     #[arg(long, value_enum, default_value = "auto")]
     pub layout: Layout,
+    /// For a model whose forward returns a dict: the entry the loss is taken on [default: logits].
+    /// (A tuple or list: its first element.)
+    #[arg(long, value_name = "KEY")]
+    pub output: Option<String>,
 }
 
 /// Options that change the values a run computes (they are part of its identity).

@@ -213,9 +213,16 @@ pub fn summary_line(s: &Summary) -> String {
         (Some(a), Some(b)) => format!("loss {} .. {}", sig6(a as f64), sig6(b as f64)),
         _ => "no finite loss".into(),
     };
+    let data = &m.description.data;
+    let rate = if data.tokens {
+        let per_sequence = data.sample_shape.iter().product::<i64>() as f64;
+        format!("{:.0} sequences/s, {:.0} tokens/s", t.images_per_second, t.images_per_second * per_sequence)
+    } else {
+        format!("{:.0} images/s", t.images_per_second)
+    };
     let mut line = format!(
-        "losscape: {} points on {} in {:.1}s ({:.0} images/s), {range}",
-        t.points, m.description.device, t.eval_seconds, t.images_per_second
+        "losscape: {} points on {} in {:.1}s ({rate}), {range}",
+        t.points, m.description.device, t.eval_seconds
     );
     if m.nonfinite_points > 0 {
         line += &format!(

@@ -34,17 +34,25 @@ impl Env for ProcessEnv {
     }
 }
 
-pub fn setup(d: &DataArgs, v: &ValueArgs, speed: Option<&SpeedArgs>) -> Setup {
+/// The data options as a Setup with the rest at its defaults.
+fn data_setup(d: &DataArgs) -> Setup {
     let data = DataSpec {
         path: d.data.clone(),
-        split: d.split,
+        split: d.split.first().copied().unwrap_or_default(),
         limit: d.limit,
         mean: d.mean.clone(),
         std: d.std.clone(),
         layout: d.layout,
     };
     let mut s = Setup::new(data);
+    s.more_splits = d.split.iter().skip(1).copied().collect();
+    s.output = d.output.clone();
     s.loss = d.loss;
+    s
+}
+
+pub fn setup(d: &DataArgs, v: &ValueArgs, speed: Option<&SpeedArgs>) -> Setup {
+    let mut s = data_setup(d);
     s.precision = v.precision;
     s.loss_cap = v.loss_cap;
     s.fold_batchnorm = v.fold_batchnorm;
@@ -174,16 +182,14 @@ pub fn plane(a: &PlaneArgs, env: &dyn Env, argv: Vec<String>) -> Result<PlaneCon
 }
 
 pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
-    let data = DataSpec {
-        path: a.data.data.clone(),
-        split: a.data.split,
-        limit: a.data.limit,
-        mean: a.data.mean.clone(),
-        std: a.data.std.clone(),
-        layout: a.data.layout,
-    };
-    let mut s = Setup::new(data);
-    s.loss = a.data.loss;
+    let mut s = data_setup(&a.data);
+    if !s.more_splits.is_empty() {
+        return Err(Error::setting(
+            Setting::Split,
+            a.data.split.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+            "the Hessian is taken on one split",
+        ));
+    }
     s.precision = a.precision;
     s.batch_size = a.batch_size;
     let devices = a.device.resolve_all()?;

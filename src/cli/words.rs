@@ -36,6 +36,8 @@ pub fn flag(s: Setting) -> &'static str {
         Setting::ColourRange => "--vmin/--vmax",
         Setting::Log => "--log",
         Setting::Persistence => "--persistence",
+        Setting::Output => "--output",
+        Setting::Split => "--split",
         Setting::Figure => "--out",
     }
 }
@@ -123,6 +125,10 @@ mod tests {
             Levels,
             ColourRange,
             Log,
+            Persistence,
+            Output,
+            Split,
+            Figure,
         ] {
             assert!(flag(s).starts_with("--"), "{s:?}");
         }

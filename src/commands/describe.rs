@@ -4,11 +4,12 @@
 use crate::engine::device;
 use crate::engine::evaluate::Evaluator;
 use crate::engine::session::{Session, Setup};
+use crate::inputs::data::{Dataset, Targets};
 use crate::options::{BatchNormMode, Precision};
 use crate::space::grid::GridSpec;
 use crate::store::record::{
     BatchNormMeta, CurvatureSpec, DataIdentity, DataMeta, Description, GridMeta, Identity, ModelMeta, Outputs,
-    Quantity, RunKind, Source, Tool,
+    Quantity, RunKind, Source, SplitMeta, Tool,
 };
 
 /// The values evaluated at every point of a run of `kind` with these options.
@@ -24,7 +25,18 @@ pub fn columns(kind: RunKind, setup: &Setup, curvature: bool) -> Vec<Quantity> {
     if setup.batchnorm == BatchNormMode::Eval && matches!(kind, RunKind::Line | RunKind::Plane) {
         c.push(Quantity::NegativeVariance);
     }
+    // Several splits: each one's loss and accuracy (the first's also in loss/acc).
+    let splits = setup.splits();
+    if splits.len() > 1 {
+        for s in splits {
+            c.extend([Quantity::SplitLoss(s), Quantity::SplitAcc(s)]);
+        }
+    }
     c
+}
+
+fn data_identity(d: &Dataset) -> DataIdentity {
+    DataIdentity { sha256: d.sha256().to_string(), n: d.n, normalization: d.normalization.clone() }
 }
 
 /// The identity of a run of `kind` on the probe's model and data.
@@ -42,11 +54,7 @@ pub fn identity(
         kind,
         model_sha256: s.model.sha256.clone(),
         origin_sha256,
-        data: DataIdentity {
-            sha256: s.data.sha256().to_string(),
-            n: s.data.n,
-            normalization: s.data.normalization.clone(),
-        },
+        data: data_identity(&s.data),
         grid,
         source,
         loss: ev.loss,
@@ -57,6 +65,8 @@ pub fn identity(
         bn_samples: (setup.batchnorm == BatchNormMode::Recompute).then_some(setup.bn_samples),
         curvature,
         columns: columns(kind, setup, curvature.is_some()),
+        output: setup.output.clone(),
+        more_data: s.more.iter().map(data_identity).collect(),
     }
 }
 
@@ -73,12 +83,17 @@ pub fn model_meta(s: &Session) -> ModelMeta {
         parameter_tensors: s.model.params.len(),
         origin: None,
         moving_tensors: None,
+        output: s.model.output.clone(),
     }
 }
 
 /// meta.json's `data` for the probe's data.
 pub fn data_meta(s: &Session) -> DataMeta {
-    let data = &s.data;
+    dataset_meta(&s.data)
+}
+
+/// meta.json's record of one dataset.
+pub fn dataset_meta(data: &Dataset) -> DataMeta {
     DataMeta {
         path: data.path.clone(),
         format: data.format,
@@ -90,7 +105,32 @@ pub fn data_meta(s: &Session) -> DataMeta {
         targets: data.targets,
         sample_shape: data.sample_shape(),
         normalization: data.normalization.clone(),
+        tokens: data.tokens(),
+        counted_targets: (data.targets == Targets::Classes).then_some(data.counted),
     }
+}
+
+/// meta.json's `splits` of a run over several splits (empty for one).
+fn splits_meta(s: &Session, trajectory: bool) -> Vec<SplitMeta> {
+    if s.more.is_empty() {
+        return Vec::new();
+    }
+    std::iter::once(&s.data)
+        .chain(&s.more)
+        .map(|d| {
+            let split = d.split.unwrap_or_default();
+            SplitMeta {
+                split,
+                data: dataset_meta(d),
+                loss: Quantity::SplitLoss(split).file(),
+                acc: Quantity::SplitAcc(split).file(),
+                path_loss: trajectory.then(|| format!("path_loss.{split}.npy")),
+                path_acc: trajectory.then(|| format!("path_acc.{split}.npy")),
+                loss_min: None,
+                loss_max: None,
+            }
+        })
+        .collect()
 }
 
 /// The common part of meta.json: tool, model, data, grid, device and precision. `layout` says
@@ -152,6 +192,7 @@ pub fn description(
                     .into(),
             },
         },
+        splits: splits_meta(s, layout.contains("PCA") || point.contains("PCA")),
         curvature: None,
         directions: None,
         line: None,

@@ -82,9 +82,12 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
     for (c, q) in cols.iter().enumerate() {
         let v = column(g, c, q.is_flag(), 0..n);
         match q {
-            Quantity::Loss | Quantity::Acc | Quantity::EigMax | Quantity::EigMin => {
-                npy::write(&dir.join(q.file()), &shape, &v)?
-            }
+            Quantity::Loss
+            | Quantity::Acc
+            | Quantity::EigMax
+            | Quantity::EigMin
+            | Quantity::SplitLoss(_)
+            | Quantity::SplitAcc(_) => npy::write(&dir.join(q.file()), &shape, &v)?,
             Quantity::Capped => {
                 npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u8).collect::<Vec<_>>())?
             }
@@ -117,6 +120,20 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         npy::write(&dir.join("path.npy"), &[states as u64, 2], &path)?;
         npy::write(&dir.join("path_loss.npy"), &[states as u64], &state_loss)?;
         npy::write(&dir.join("path_acc.npy"), &[states as u64], &state_acc)?;
+    }
+    // Several splits: each one's loss range, and a trajectory's checkpoints on each.
+    for sp in d.splits.iter_mut() {
+        let values = |q: Quantity, range: std::ops::Range<usize>| pos(q).map(|c| column(g, c, false, range));
+        if let Some(l) = values(Quantity::SplitLoss(sp.split), 0..n) {
+            let finite = || l.iter().copied().filter(|x| x.is_finite());
+            (sp.loss_min, sp.loss_max) = (finite().reduce(f32::min), finite().reduce(f32::max));
+        }
+        for (q, file) in [(Quantity::SplitLoss(sp.split), &sp.path_loss), (Quantity::SplitAcc(sp.split), &sp.path_acc)]
+        {
+            if let (Some(f), Some(v)) = (file, values(q, n..n + states)) {
+                npy::write(&dir.join(f), &[states as u64], &v)?;
+            }
+        }
     }
     let finite = || loss.iter().copied().filter(|x| x.is_finite());
     let nonfinite =
@@ -157,7 +174,8 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         batch_size: first.map_or(0, |w| w.batch_size),
         precision_check: first.and_then(|w| w.precision_check.clone()),
         batchnorm_folding: first.map_or_else(FoldReport::default, |w| w.batchnorm_folding.clone()),
-        timing: Timing::of(timing, g.points.len(), d.data.n),
+        // Samples evaluated per point: every split's.
+        timing: Timing::of(timing, g.points.len(), d.data.n + d.splits.iter().skip(1).map(|s| s.data.n).sum::<usize>()),
         peak_host_rss_mb: rss,
         shards: ShardsMeta {
             count: g.shards.len(),

@@ -21,7 +21,7 @@ use crate::options::Ignore;
 use crate::space::directions::{self, Direction};
 use crate::space::grid::{Axis, GridSpec, Spacing};
 use crate::space::pca;
-use crate::store::record::{Description, Motion, PcaMeta, Plan, RunKind, Source, TrajectoryMeta};
+use crate::store::record::{Description, Motion, PcaMeta, Plan, RunKind, Source, TrajectoryMeta, PATH_RESIDUAL_NOTE};
 
 /// The origin of a trajectory's PCA plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +167,19 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
             &cfg.task.argv,
         );
         d.model.origin = Some(origin_file.clone());
+        for sp in d.splits.iter_mut() {
+            sp.path_loss = Some(format!("path_loss.{}.npy", sp.split));
+            sp.path_acc = Some(format!("path_acc.{}.npy", sp.split));
+        }
+        let residual_max = pc.residuals.iter().copied().fold(0.0, f64::max);
+        crate::store::npy::write(&dir.join("path_residual.npy"), &[pc.residuals.len() as u64], &pc.residuals)?;
+        if residual_max > PATH_RESIDUAL_NOTE {
+            log::warn!(
+                "a checkpoint lies {:.0}% of its distance from the origin off the PCA plane: the drawn path is a \
+                 projection (path_residual.npy)",
+                100.0 * residual_max
+            );
+        }
         d.outputs.path = Some("path.npy".into());
         d.outputs.path_loss = Some("path_loss.npy".into());
         d.outputs.path_acc = Some("path_acc.npy".into());
@@ -196,6 +209,12 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
                 seconds,
                 device: device::name(pca_device),
             },
+            path_residual: Some(
+                "path_residual.npy [T]: each checkpoint's distance from the PCA plane over its distance from the \
+                 origin (0 at the origin)"
+                    .into(),
+            ),
+            path_residual_max: Some(residual_max),
         });
         let plan = Plan {
             arch: s.model.path.clone(),

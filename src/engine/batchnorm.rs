@@ -44,7 +44,7 @@ impl Recompute {
         let saved: Vec<(Tensor, Tensor)> =
             r.layers.iter().map(|l| (l.running_mean.copy(), l.running_var.copy())).collect();
         let len = ev.batch_size.min(data.n);
-        r.batch(model, &data.inputs(0, len).to_kind(ev.input_kind))?;
+        r.batch(model, &data.inputs_as(0, len, ev.input_kind))?;
         let frozen = r.layers.iter().find(|l| l.running_var.abs().max().double_value(&[]) == 0.0);
         for (l, (m, v)) in r.layers.iter().zip(&saved) {
             l.running_mean.shallow_clone().copy_(m);
@@ -104,7 +104,7 @@ impl Recompute {
         let (mut start, mut batches) = (0, 0i64);
         while start < data.n {
             let len = ev.batch_size.min(data.n - start);
-            self.batch(model, &data.inputs(start, len).to_kind(ev.input_kind))?;
+            self.batch(model, &data.inputs_as(start, len, ev.input_kind))?;
             batches += 1;
             for (l, (m, v)) in self.layers.iter().zip(sums.iter_mut()) {
                 // momentum None: the first batch's factor 1/1 sets the statistic itself.

@@ -5,7 +5,7 @@
 use tch::{Kind, Reduction, Tensor};
 
 use crate::error::{Error, Result, Role, Setting};
-use crate::inputs::data::{Dataset, Targets};
+use crate::inputs::data::{Dataset, Targets, IGNORE_INDEX};
 use crate::inputs::model::Model;
 use crate::options::LossKind;
 
@@ -66,61 +66,7 @@ impl Evaluator {
                 e => e,
             })?
         };
-        let osz = out.size();
-        let outputs_per_sample = match loss {
-            LossKind::Ce => {
-                if data.targets != Targets::Classes {
-                    return Err(Error::setting(
-                        Setting::Loss,
-                        "ce",
-                        format!(
-                            "needs integer class labels, but {} holds float targets (use mse)",
-                            data.path.display()
-                        ),
-                    ));
-                }
-                if osz.len() != 2 || osz[0] != b as i64 {
-                    return Err(Error::file(
-                        Role::Model,
-                        &model.path,
-                        format!(
-                            "output has shape {osz:?} for input {:?}; cross-entropy needs [N, classes] = [{b}, C]",
-                            xb.size()
-                        ),
-                    ));
-                }
-                let classes = osz[1];
-                let max = data.y.max().int64_value(&[]);
-                if max >= classes {
-                    return Err(Error::file(
-                        Role::Data,
-                        &data.path,
-                        format!(
-                            "label {max} is out of range for a model with {classes} outputs (labels must be 0..{})",
-                            classes - 1
-                        ),
-                    ));
-                }
-                classes
-            }
-            LossKind::Mse => {
-                let per_out: i64 = osz.iter().skip(1).product();
-                let ysz = data.y.size();
-                let per_y: i64 = ysz.iter().skip(1).product();
-                if osz.is_empty() || osz[0] != b as i64 || per_out != per_y {
-                    return Err(Error::file(
-                        Role::Model,
-                        &model.path,
-                        format!(
-                            "output has shape {osz:?} for {b} samples but the targets of {} have shape {ysz:?} \
-                             ({per_y} values per sample)",
-                            data.path.display()
-                        ),
-                    ));
-                }
-                per_out
-            }
-        };
+        let outputs_per_sample = check_output(&out, &xb, model, data, loss)?;
         Ok(Evaluator { loss, batch_size, outputs_per_sample, input_kind: Kind::Float, loss_cap: None })
     }
 
@@ -165,7 +111,7 @@ impl Evaluator {
         }
         for _ in 0..passes {
             for &len in &shapes {
-                let _ = net.forward(&data.inputs(0, len).to_kind(self.input_kind))?;
+                let _ = net.forward(&data.inputs_as(0, len, self.input_kind))?;
             }
         }
         crate::engine::device::synchronize(data.x.device());
@@ -177,23 +123,22 @@ impl Evaluator {
         let _g = tch::no_grad_guard();
         let dev = data.x.device();
         let n = data.n;
-        let denom = match self.loss {
-            LossKind::Ce => n as f64,
-            LossKind::Mse => n as f64 * self.outputs_per_sample as f64,
-        };
+        let denom = denominator(self.loss, data, self.outputs_per_sample);
         let mut loss_sum = Tensor::zeros([], (Kind::Double, dev));
         let mut correct = Tensor::zeros([], (Kind::Int64, dev));
         let mut start = 0;
         while start < n {
             let len = self.batch_size.min(n - start);
-            let xb = data.inputs(start, len).to_kind(self.input_kind);
+            let xb = data.inputs_as(start, len, self.input_kind);
             let out = net.forward(&xb)?.to_kind(Kind::Float);
             let yb = data.targets(start, len);
             match self.loss {
                 LossKind::Ce => {
-                    let l = out.cross_entropy_loss::<Tensor>(&yb, None, Reduction::Sum, -100, 0.0);
+                    let (logits, labels) = flat_classes(&out, &yb);
+                    let l = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, IGNORE_INDEX, 0.0);
                     loss_sum += l.to_kind(Kind::Double);
-                    correct += out.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64);
+                    // An ignored label (-100) never equals an argmax, so it is never counted correct.
+                    correct += logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64);
                 }
                 LossKind::Mse => {
                     let d = out.reshape([len as i64, -1]) - yb.reshape([len as i64, -1]).to_kind(Kind::Float);
@@ -214,11 +159,110 @@ impl Evaluator {
         let both = Tensor::stack(&[loss_sum, correct.to_kind(Kind::Double)], 0);
         let v = Vec::<f64>::try_from(&both).map_err(|e| Error::other(format!("reading the loss back: {e}")))?;
         let acc = match self.loss {
-            LossKind::Ce => v[1] / n as f64,
+            LossKind::Ce => v[1] / data.counted as f64,
             LossKind::Mse => f64::NAN,
         };
         // A non-finite loss makes the accuracy meaningless too (the outputs overflowed).
         let acc = if v[0].is_finite() { acc } else { f64::NAN };
         Ok(PointValue { loss: v[0] / denom, acc, capped: false })
+    }
+}
+
+/// What the dataset-mean loss divides the summed loss by: the targets counted (labels other than
+/// -100) for cross-entropy, every output entry for MSE.
+pub fn denominator(loss: LossKind, data: &Dataset, outputs_per_sample: i64) -> f64 {
+    match loss {
+        LossKind::Ce => data.counted as f64,
+        LossKind::Mse => data.n as f64 * outputs_per_sample as f64,
+    }
+}
+
+/// Class logits [B, ..., C] and labels [B, ...] as [M, C] and [M] (views when contiguous): one
+/// row per target, the class axis last, as language models put it.
+fn flat_classes(out: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
+    let c = *out.size().last().expect("outputs have a class axis");
+    (out.reshape([-1, c]), y.reshape([-1]))
+}
+
+/// The loss of one batch summed over its targets (float32), with whatever autograd graph `out`
+/// carries: cross-entropy over the labels that are not -100, or squared error over every entry.
+pub fn batch_loss(loss: LossKind, out: &Tensor, y: &Tensor) -> Tensor {
+    match loss {
+        LossKind::Ce => {
+            let (logits, labels) = flat_classes(out, y);
+            logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, IGNORE_INDEX, 0.0)
+        }
+        LossKind::Mse => {
+            let b = out.size()[0];
+            (out.reshape([b, -1]) - y.reshape([b, -1]).to_kind(Kind::Float)).square().sum(Kind::Float)
+        }
+    }
+}
+
+/// Check the output `out` of the model on `xb` (the first samples of `data`) against the targets
+/// and the loss; the output entries per sample (classes for cross-entropy).
+fn check_output(out: &Tensor, xb: &Tensor, model: &Model, data: &Dataset, loss: LossKind) -> Result<i64> {
+    let b = xb.size()[0];
+    let osz = out.size();
+    let ysz = data.y.size();
+    match loss {
+        LossKind::Ce => {
+            if data.targets != Targets::Classes {
+                return Err(Error::setting(
+                    Setting::Loss,
+                    "ce",
+                    format!("needs integer class labels, but {} holds float targets (use mse)", data.path.display()),
+                ));
+            }
+            // Labels [N, ...] need logits [B, ..., C]: the label shape, then the classes.
+            let per_label = &ysz[1..];
+            let fits = osz.len() == ysz.len() + 1 && osz[0] == b && &osz[1..osz.len() - 1] == per_label;
+            if !fits {
+                let want = if per_label.is_empty() {
+                    format!("[N, classes] = [{b}, C]")
+                } else {
+                    let dims: Vec<String> = per_label.iter().map(|d| d.to_string()).collect();
+                    format!("[N, {}, classes] = [{b}, {}, C] (the class axis last)", dims.join(", "), dims.join(", "))
+                };
+                return Err(Error::file(
+                    Role::Model,
+                    &model.path,
+                    format!(
+                        "output has shape {osz:?} for input {:?}; cross-entropy with labels of shape {ysz:?} from {} needs {want}",
+                        xb.size(),
+                        data.path.display()
+                    ),
+                ));
+            }
+            let classes = osz[osz.len() - 1];
+            let max = data.y.max().int64_value(&[]);
+            if max >= classes {
+                return Err(Error::file(
+                    Role::Data,
+                    &data.path,
+                    format!(
+                        "label {max} is out of range for a model with {classes} outputs (labels must be 0..{}, or {IGNORE_INDEX} to leave a target out)",
+                        classes - 1
+                    ),
+                ));
+            }
+            Ok(classes)
+        }
+        LossKind::Mse => {
+            let per_out: i64 = osz.iter().skip(1).product();
+            let per_y: i64 = ysz.iter().skip(1).product();
+            if osz.is_empty() || osz[0] != b || per_out != per_y {
+                return Err(Error::file(
+                    Role::Model,
+                    &model.path,
+                    format!(
+                        "output has shape {osz:?} for {b} samples but the targets of {} have shape {ysz:?} \
+                         ({per_y} values per sample)",
+                        data.path.display()
+                    ),
+                ));
+            }
+            Ok(per_out)
+        }
     }
 }

@@ -15,7 +15,7 @@ use tch::{CModule, Kind, Tensor};
 
 use crate::engine::evaluate::Forward;
 use crate::engine::mover::{copy_into, master_like, set_affine, Dirs, Mover};
-use crate::error::{torch_msg, Error, Result};
+use crate::error::{Error, Result};
 use crate::ffi::Freeze;
 use crate::inputs::model::Model;
 use crate::store::record::FoldReport;
@@ -69,6 +69,8 @@ pub struct Fold {
     module: Option<CModule>,
     /// Where the model's outputs come from, for error messages.
     model_path: std::path::PathBuf,
+    /// The model's dict entry the loss is taken on (`Model::output`).
+    output: Option<String>,
 }
 
 fn max_abs(t: &Tensor) -> f64 {
@@ -148,7 +150,7 @@ impl Fold {
                 masters.push((c0[j].shallow_clone(), (mx > 0.0).then_some(lx), ly.filter(|_| my > 0.0)));
             }
         }
-        Ok((Fold::uninstalled(index, shapes, channels_last, false, &model.path), masters))
+        Ok((Fold::uninstalled(index, shapes, channels_last, false, (&model.path, model.output.clone())), masters))
     }
 
     fn uninstalled(
@@ -156,7 +158,7 @@ impl Fold {
         shapes: Vec<Vec<i64>>,
         channels_last: bool,
         mkldnn: bool,
-        model_path: &std::path::Path,
+        (model_path, output): (&std::path::Path, Option<String>),
     ) -> Fold {
         let (targets, origin, dirs) = (Vec::new(), Vec::new(), Vec::new());
         Fold {
@@ -170,13 +172,15 @@ impl Fold {
             on_mkldnn: false,
             module: None,
             model_path: model_path.to_path_buf(),
+            output,
         }
     }
 
     /// A new, uninstalled fold of the same graph, to be installed with oneDNN layouts (for a
     /// float32 model on CPU) or without.
     pub fn fresh(&self, mkldnn: bool) -> Fold {
-        Fold::uninstalled(self.index.clone(), self.shapes.clone(), self.channels_last, mkldnn, &self.model_path)
+        let source = (self.model_path.as_path(), self.output.clone());
+        Fold::uninstalled(self.index.clone(), self.shapes.clone(), self.channels_last, mkldnn, source)
     }
 
     /// Freeze the model as it now is (its current dtype), take that copy's moving constants as
@@ -264,13 +268,7 @@ pub fn report(active: Option<&Fold>, requested: bool, note: Option<&str>) -> Fol
 impl Forward for Fold {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let m = self.module.as_ref().ok_or_else(|| Error::other("internal: a fold used before it was installed"))?;
-        m.forward_ts(&[x]).map_err(|e| {
-            Error::file(
-                crate::error::Role::Model,
-                &self.model_path,
-                format!("forward of the folded copy failed: {}", torch_msg(&e)),
-            )
-        })
+        crate::inputs::model::forward_picked(m, x, self.output.as_deref(), &self.model_path, " of the folded copy")
     }
 }
 

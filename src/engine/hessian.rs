@@ -3,7 +3,7 @@
 //! per product. H is taken with respect to a chosen set of parameters (those the directions
 //! move), the model in eval mode (BatchNorm on its running statistics).
 
-use tch::{Kind, Reduction, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result, Role};
 use crate::inputs::data::Dataset;
@@ -77,23 +77,14 @@ impl<'a> Hessian<'a> {
     }
 
     fn denominator(&self) -> f64 {
-        match self.loss {
-            LossKind::Ce => self.data.n as f64,
-            LossKind::Mse => self.data.n as f64 * self.outputs_per_sample as f64,
-        }
+        crate::engine::evaluate::denominator(self.loss, self.data, self.outputs_per_sample)
     }
 
-    /// The loss of one batch, summed over its samples, with the autograd graph.
+    /// The loss of one batch, summed over its targets, with the autograd graph.
     fn batch_loss(&self, start: usize, len: usize) -> Result<Tensor> {
         let x = self.data.inputs(start, len);
         let out = self.model.forward(&x)?.to_kind(Kind::Float);
-        let y = self.data.targets(start, len);
-        Ok(match self.loss {
-            LossKind::Ce => out.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0),
-            LossKind::Mse => (out.reshape([len as i64, -1]) - y.reshape([len as i64, -1]).to_kind(Kind::Float))
-                .square()
-                .sum(Kind::Float),
-        })
+        Ok(crate::engine::evaluate::batch_loss(self.loss, &out, &self.data.targets(start, len)))
     }
 
     fn params(&self) -> Vec<Tensor> {

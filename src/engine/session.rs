@@ -6,7 +6,7 @@ use std::time::Instant;
 use tch::Device;
 
 use crate::engine::evaluate::Evaluator;
-use crate::error::{Error, Result, Setting};
+use crate::error::{Error, Result, Role, Setting};
 use crate::inputs::data::{DataSpec, Dataset};
 use crate::inputs::model::Model;
 use crate::options::{BatchNormMode, LossKind, Precision, Split};
@@ -35,6 +35,10 @@ pub struct Setup {
     pub batchnorm: BatchNormMode,
     /// recompute: the first this many training samples.
     pub bn_samples: usize,
+    /// The dict entry of the model's output the loss is taken on (None: `logits`).
+    pub output: Option<String>,
+    /// Splits evaluated after `data`'s at every point, from the same perturbation.
+    pub more_splits: Vec<Split>,
 }
 
 impl Setup {
@@ -52,7 +56,14 @@ impl Setup {
             onednn: true,
             batchnorm: BatchNormMode::Eval,
             bn_samples: 10_000,
+            output: None,
+            more_splits: Vec::new(),
         }
+    }
+
+    /// Every split the run evaluates, the first being `data`'s.
+    pub fn splits(&self) -> Vec<Split> {
+        std::iter::once(self.data.split).chain(self.more_splits.iter().copied()).collect()
     }
 
     /// The precision on `dev`: the one asked for, checked, or the device's default.
@@ -81,6 +92,14 @@ impl Setup {
         if self.batchnorm == BatchNormMode::Recompute && self.bn_samples == 0 {
             return Err(Error::setting(Setting::BnSamples, 0, "must be at least 1"));
         }
+        let splits = self.splits();
+        if let Some(i) = (1..splits.len()).find(|&i| splits[..i].contains(&splits[i])) {
+            let list: Vec<String> = splits.iter().map(|s| s.to_string()).collect();
+            return Err(Error::setting(Setting::Split, list.join(","), format!("names {} twice", splits[i])));
+        }
+        if self.output.as_deref() == Some("") {
+            return Err(Error::setting(Setting::Output, "", "needs a key of the model's output dict"));
+        }
         Ok(())
     }
 }
@@ -100,6 +119,8 @@ pub struct Session {
     pub dev: Device,
     pub model: Model,
     pub data: Dataset,
+    /// The splits after the first (`Setup::more_splits`), in order.
+    pub more: Vec<Dataset>,
     /// recompute: the training samples BatchNorm statistics are estimated on.
     pub bn_data: Option<Dataset>,
     pub precision: Precision,
@@ -115,7 +136,13 @@ impl Session {
         setup.check()?;
         let precision = setup.precision_on(dev)?;
         let mut model = Model::load(model, dev)?;
+        model.output = setup.output.clone();
         let mut data = Dataset::load(&setup.data, dev)?;
+        let mut more = setup
+            .more_splits
+            .iter()
+            .map(|&split| Dataset::load(&DataSpec { split, ..setup.data.clone() }, dev))
+            .collect::<Result<Vec<_>>>()?;
         let mut bn_data = match setup.batchnorm {
             BatchNormMode::Eval => None,
             BatchNormMode::Recompute => {
@@ -128,17 +155,41 @@ impl Session {
         if setup.channels_last {
             model.to_channels_last()?;
             data.to_channels_last();
+            more.iter_mut().for_each(Dataset::to_channels_last);
             if let Some(b) = bn_data.as_mut() {
                 b.to_channels_last();
             }
         }
-        Ok(Session { dev, model, data, bn_data, precision, setup: setup.clone(), started })
+        Ok(Session { dev, model, data, more, bn_data, precision, setup: setup.clone(), started })
     }
 
-    /// An evaluator of this model on this data (checks the model's output against the targets).
+    /// An evaluator of this model on this data (checks the model's output against the targets of
+    /// every split).
     pub fn evaluator(&self) -> Result<Evaluator> {
         let bs = self.setup.batch_size.unwrap_or_else(|| default_batch_size(self.dev));
-        Evaluator::new(&self.model, &self.data, self.setup.loss, bs)
+        let ev = Evaluator::new(&self.model, &self.data, self.setup.loss, bs)?;
+        for d in &self.more {
+            let other = Evaluator::new(&self.model, d, Some(ev.loss), bs)?;
+            if other.outputs_per_sample != ev.outputs_per_sample {
+                return Err(Error::file(
+                    Role::Data,
+                    &d.path,
+                    format!(
+                        "the {} split gives {} outputs per sample, the {} split {}: the splits must have the same kind of targets",
+                        d.split.unwrap_or_default(),
+                        other.outputs_per_sample,
+                        self.data.split.unwrap_or_default(),
+                        ev.outputs_per_sample
+                    ),
+                ));
+            }
+        }
+        Ok(ev)
+    }
+
+    /// Every dataset of the run, the first split first.
+    pub fn datasets(&self) -> impl Iterator<Item = &Dataset> {
+        std::iter::once(&self.data).chain(&self.more)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::engine::mover::Mover;
 use crate::engine::session::{Session, Setup};
 use crate::error::{Error, Result};
 use crate::inputs::checkpoint::State;
-use crate::options::{BatchNormMode, Precision};
+use crate::options::{BatchNormMode, Precision, Split};
 use crate::space::directions;
 use crate::space::grid::Grid;
 use crate::space::spectrum::{self, LanczosOptions, Which};
@@ -58,6 +58,8 @@ struct Parts {
     states: Vec<PathBuf>,
     columns: Vec<Quantity>,
     curvature: Option<CurvatureSpec>,
+    /// The run's splits, the first being `s.data`'s (one for most runs).
+    splits: Vec<Split>,
 }
 
 impl Parts {
@@ -88,6 +90,19 @@ impl Parts {
         self.ev.batch_size = ev.batch_size;
         self.ev.loss_cap = cap;
         v
+    }
+
+    /// The values on the splits after the first, the network as it stands, uncapped.
+    fn eval_more(&mut self) -> Result<Vec<PointValue>> {
+        let mut out = Vec::with_capacity(self.s.more.len());
+        for i in 0..self.s.more.len() {
+            let mut ev = self.ev.clone();
+            ev.loss_cap = None;
+            let v = ev.evaluate_fitting(self.net(), &self.s.more[i]);
+            self.ev.batch_size = ev.batch_size;
+            out.push(v?);
+        }
+        Ok(out)
     }
 }
 
@@ -154,6 +169,7 @@ impl Strict {
             states: spec.plan.states.clone(),
             columns: spec.plan.columns.clone(),
             curvature: spec.plan.curvature,
+            splits: spec.setup.splits(),
             net: Net::Module,
             fold_report: fold::report(None, spec.setup.fold_batchnorm, None),
             bn,
@@ -207,6 +223,9 @@ impl Strict {
         // TorchScript's profiling executor optimizes a graph on its second or third call per shape.
         let mut ev = p.ev.clone();
         ev.warm_up_fitting(p.net(), &p.s.data, 3)?;
+        for d in &p.s.more {
+            ev.warm_up_fitting(p.net(), d, 3)?;
+        }
         p.ev = ev;
         let precision_check = match reference {
             None => None,
@@ -303,7 +322,8 @@ impl Parts {
         self.ev.batch_size = ev.batch_size;
         let v = v?;
         let neg = !v.loss.is_finite() && matches!(self.net, Net::Module) && self.watch_variance();
-        let mut out = self.values(v, neg, perturb, bn);
+        let more = self.eval_more()?;
+        let mut out = self.values(v, &more, neg, perturb, bn);
         if let Some(spec) = self.curvature {
             let t = Instant::now();
             let (max, min) = self.curvature_at(a, b, spec)?;
@@ -368,7 +388,10 @@ impl Parts {
             self.ev.loss_cap = cap;
             let v = v?;
             let neg = !v.loss.is_finite() && self.watch_variance();
-            Ok::<_, Error>(self.values(v, neg, perturb, bn))
+            let net = std::mem::replace(&mut self.net, Net::Module);
+            let more = self.eval_more();
+            self.net = net;
+            Ok::<_, Error>(self.values(v, &more?, neg, perturb, bn))
         })();
         self.mover.reset();
         result
@@ -380,13 +403,24 @@ impl Parts {
         self.columns.contains(&Quantity::NegativeVariance) && batchnorm::negative_variance(&self.s.model)
     }
 
-    fn values(&self, v: PointValue, negative_var: bool, perturb: f64, bn: f64) -> Evaluated {
+    /// A point's record from its value on the first split, `v`, and on the others, `more`.
+    fn values(&self, v: PointValue, more: &[PointValue], negative_var: bool, perturb: f64, bn: f64) -> Evaluated {
+        let on = |s: &Split| {
+            let i = self.splits.iter().position(|x| x == s).unwrap_or(0);
+            if i == 0 {
+                v
+            } else {
+                more[i - 1]
+            }
+        };
         let values = self
             .columns
             .iter()
             .map(|q| match q {
                 Quantity::Loss => v.loss as f32,
                 Quantity::Acc => v.acc as f32,
+                Quantity::SplitLoss(s) => on(s).loss as f32,
+                Quantity::SplitAcc(s) => on(s).acc as f32,
                 Quantity::Capped => v.capped as u8 as f32,
                 Quantity::NegativeVariance => negative_var as u8 as f32,
                 Quantity::EigMax | Quantity::EigMin => f32::NAN,

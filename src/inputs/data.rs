@@ -2,8 +2,11 @@
 //!
 //! Formats: CIFAR-10 binary version (`data_batch_{1..5}.bin`, `test_batch.bin`), CIFAR-10 python
 //! version (the pickles torchvision downloads into `cifar-10-batches-py`), and a generic pair
-//! `X.npy` + `y.npy`. Images that arrive as bytes stay uint8 on the device and are normalized
-//! per batch (`x/255` then per-channel `(x - mean)/std`), so a 50k-image set costs 150 MB there.
+//! `X.npy` + `y.npy` (the training split; `X_test.npy` + `y_test.npy` the test split). Images that
+//! arrive as bytes stay uint8 on the device and are normalized per batch (`x/255` then
+//! per-channel `(x - mean)/std`), so a 50k-image set costs 150 MB there. Integer X of any other
+//! dtype is token ids, passed to the model as int64. Integer labels may be -100, the ignore
+//! index: such targets are left out of the loss and the accuracy.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +20,8 @@ pub const CIFAR_MEAN: [f32; 3] = [125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0];
 pub const CIFAR_STD: [f32; 3] = [63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0];
 
 const CIFAR_RECORD: usize = 1 + 3072;
+/// The label of a target that the loss and accuracy leave out (PyTorch's and Hugging Face's).
+pub const IGNORE_INDEX: i64 = -100;
 const CIFAR_PER_FILE: usize = 10_000;
 
 /// What to load, as the command line gives it.
@@ -44,9 +49,11 @@ impl DataSpec {
 pub struct Dataset {
     /// uint8 or float32, [N, ...] (images NCHW).
     pub x: Tensor,
-    /// int64 [N] (classes) or float32 [N, ...] (values).
+    /// int64 [N] or [N, T, ...] (classes, -100 = ignored) or float32 [N, ...] (values).
     pub y: Tensor,
     pub n: usize,
+    /// Targets the loss averages over: labels other than -100 for classes, N for values.
+    pub counted: usize,
     /// Samples the source held before `--limit`.
     pub available: usize,
     pub targets: Targets,
@@ -76,13 +83,29 @@ impl Dataset {
         }
     }
 
-    /// Samples [start, start+len) ready for the model: float32, normalized, on the device.
+    /// Samples [start, start+len) ready for the model: float32, normalized, on the device (token
+    /// ids stay int64).
     pub fn inputs(&self, start: usize, len: usize) -> Tensor {
         let xb = self.x.narrow(0, start as i64, len as i64);
         match &self.affine {
             Some((scale, shift)) => xb.to_kind(Kind::Float) * scale + shift,
             None => xb,
         }
+    }
+
+    /// `inputs` in the forward pass's dtype `kind`: floating-point inputs are cast, token ids not.
+    pub fn inputs_as(&self, start: usize, len: usize, kind: Kind) -> Tensor {
+        let xb = self.inputs(start, len);
+        if self.tokens() {
+            xb
+        } else {
+            xb.to_kind(kind)
+        }
+    }
+
+    /// X holds token ids (integers other than bytes).
+    pub fn tokens(&self) -> bool {
+        self.x.kind() == Kind::Int64
     }
 
     pub fn targets(&self, start: usize, len: usize) -> Tensor {
@@ -183,17 +206,31 @@ impl Dataset {
         } else {
             (None, None)
         };
+        let counted = match h.targets {
+            Targets::Classes => y.ne(IGNORE_INDEX).sum(Kind::Int64).int64_value(&[]) as usize,
+            Targets::Values => n,
+        };
+        if counted == 0 {
+            return Err(Error::file(
+                Role::Data,
+                &spec.path,
+                format!(
+                    "every label of the {n} samples used is {IGNORE_INDEX} (ignored): nothing to average the loss over"
+                ),
+            ));
+        }
         let x = x.contiguous().to_device(device);
         let y = y.contiguous().to_device(device);
         Ok(Dataset {
             x,
             y,
             n,
+            counted,
             available,
             targets: h.targets,
             format: h.format,
             path: spec.path.clone(),
-            split: if h.format == DataFormat::Npy { None } else { Some(spec.split) },
+            split: Some(spec.split),
             normalization,
             affine,
             sha256: std::sync::OnceLock::new(),
@@ -218,6 +255,13 @@ fn read_host(spec: &DataSpec) -> Result<HostData> {
     }
     if p.is_file() {
         if p.extension().and_then(|e| e.to_str()) == Some("npy") {
+            if spec.split == Split::Test {
+                return Err(Error::file(
+                    Role::Data,
+                    p,
+                    "is one .npy file, which is one split: give the directory holding X_test.npy and y_test.npy for the test split",
+                ));
+            }
             let y = p.with_file_name("y.npy");
             return read_npy_pair(p, &y, spec.layout);
         }
@@ -233,8 +277,19 @@ fn read_host(spec: &DataSpec) -> Result<HostData> {
             return read_cifar(&dir, spec.split, DataFormat::CifarPython);
         }
     }
-    if p.join("X.npy").exists() {
-        return read_npy_pair(&p.join("X.npy"), &p.join("y.npy"), spec.layout);
+    let (xs, ys) = match spec.split {
+        Split::Train => ("X.npy", "y.npy"),
+        Split::Test => ("X_test.npy", "y_test.npy"),
+    };
+    if p.join(xs).exists() {
+        return read_npy_pair(&p.join(xs), &p.join(ys), spec.layout);
+    }
+    if spec.split == Split::Test && p.join("X.npy").exists() {
+        return Err(Error::file(
+            Role::Data,
+            p,
+            "has X.npy (the training split) but no X_test.npy and y_test.npy for the test split",
+        ));
     }
     Err(Error::file(
         Role::Data,
@@ -415,8 +470,15 @@ fn read_npy_pair(xp: &Path, yp: &Path, layout: Layout) -> Result<HostData> {
         ));
     }
     match x.kind() {
-        Kind::Uint8 | Kind::Float => {}
-        k => return Err(Error::file(Role::File, xp, format!("X must be uint8 or float32, got {k:?}"))),
+        // bytes (images), floats, or integers (token ids, int64 after reading).
+        Kind::Uint8 | Kind::Float | Kind::Int64 => {}
+        k => {
+            return Err(Error::file(
+                Role::File,
+                xp,
+                format!("X must be uint8, float32 or integer token ids, got {k:?}"),
+            ))
+        }
     }
     let n = x.size()[0];
     if y.dim() == 0 || y.size()[0] != n {
@@ -432,20 +494,16 @@ fn read_npy_pair(xp: &Path, yp: &Path, layout: Layout) -> Result<HostData> {
         ));
     }
     let targets = if y.kind() == Kind::Int64 {
-        if y.dim() != 1 {
-            return Err(Error::file(
-                Role::File,
-                yp,
-                format!("integer labels must be 1-D [N], got shape {:?}", y.size()),
-            ));
-        }
         if n > 0 {
-            let min = y.min().int64_value(&[]);
+            // The smallest label other than the ignore index.
+            let min = y.masked_fill(&y.eq(IGNORE_INDEX), i64::MAX).min().int64_value(&[]);
             if min < 0 {
                 return Err(Error::file(
                     Role::File,
                     yp,
-                    format!("label {min} is negative; class labels must be 0..C-1"),
+                    format!(
+                        "label {min} is negative; class labels must be 0..C-1, or {IGNORE_INDEX} for a target left out"
+                    ),
                 ));
             }
         }

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tch::{CModule, Device, Kind, Tensor};
+use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use crate::error::{torch_msg, Error, Result, Role};
+use crate::error::{torch_msg, Error, Result, Role, Setting};
 use crate::ffi::Freeze;
 
 pub struct Model {
@@ -20,6 +20,8 @@ pub struct Model {
     pub native_kind: Kind,
     pub path: PathBuf,
     pub sha256: String,
+    /// The entry of a dict output the loss is taken on (None: `logits`); see [`pick_output`].
+    pub output: Option<String>,
 }
 
 /// sha256 of a file's bytes, as hex.
@@ -61,12 +63,13 @@ impl Model {
         }
         let buffers = crate::ffi::named_buffers(&module, &params[0].1).map_err(|e| bad(e.to_string()))?;
         let native_kind = params[0].1.kind();
-        Ok(Model { module, params, buffers, device, native_kind, path: path.to_path_buf(), sha256 })
+        Ok(Model { module, params, buffers, device, native_kind, path: path.to_path_buf(), sha256, output: None })
     }
 
-    /// One forward pass; an error (wrong input shape, ...) comes back as a one-line message.
+    /// One forward pass, its output picked by [`pick_output`]; an error (wrong input shape, an
+    /// output with no tensor, ...) comes back as a one-line message.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.module.forward_ts(&[x]).map_err(|e| self.forward_error(&e))
+        forward_picked(&self.module, x, self.output.as_deref(), &self.path, "")
     }
 
     /// The one-line error of a failed forward pass of this model.
@@ -152,6 +155,107 @@ impl Model {
     pub fn set_batchnorm_training(&self, on: bool) -> Result<()> {
         crate::ffi::set_batchnorm_training(&self.module, &self.params[0].1, on)
             .map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))
+    }
+}
+
+/// Run `module` on `x` and pick the output tensor (see [`pick_output`]); `what` names the module
+/// in errors after the model's path ("" for the model itself).
+pub fn forward_picked(module: &CModule, x: &Tensor, key: Option<&str>, path: &Path, what: &str) -> Result<Tensor> {
+    let out = module
+        .forward_is(&[IValue::Tensor(x.shallow_clone())])
+        .map_err(|e| Error::file(Role::Model, path, format!("forward{what} failed: {}", torch_msg(&e))))?;
+    pick_output(out, key).map_err(|p| match p {
+        Picked::NoKey(problem) => Error::setting(Setting::Output, key.unwrap_or(DEFAULT_OUTPUT), problem),
+        Picked::NotTensor(problem) => Error::file(Role::Model, path, problem),
+    })
+}
+
+/// The dict entry used when none is named: the name Hugging Face models give their logits.
+pub const DEFAULT_OUTPUT: &str = "logits";
+
+/// Why no tensor could be picked from a forward's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Picked {
+    /// The key asked for (or `logits`) is not there, or a key was given for an output with none.
+    NoKey(String),
+    /// The result holds no tensor where one was expected.
+    NotTensor(String),
+}
+
+/// The tensor the loss is taken on, from a forward's result: a tensor as it is; a tuple or list,
+/// its first element (a tensor); a dict, its entry `key` (default `logits`). Anything else is an
+/// error that names what was returned.
+pub fn pick_output(v: IValue, key: Option<&str>) -> std::result::Result<Tensor, Picked> {
+    let keyed = |shape: &str| {
+        key.map_or(Ok(()), |k| {
+            Err(Picked::NoKey(format!("the model returns {shape}, not a dict: there is no output named '{k}'")))
+        })
+    };
+    match v {
+        IValue::Tensor(t) => keyed("a tensor").map(|_| t),
+        IValue::Tuple(items) | IValue::GenericList(items) => {
+            keyed("a tuple or list")?;
+            match items.into_iter().next() {
+                Some(IValue::Tensor(t)) => Ok(t),
+                Some(first) => Err(Picked::NotTensor(format!(
+                    "forward returns a tuple or list whose first element is {}, not a tensor",
+                    describe(&first)
+                ))),
+                None => Err(Picked::NotTensor("forward returns an empty tuple or list".into())),
+            }
+        }
+        IValue::TensorList(mut ts) => {
+            keyed("a list of tensors")?;
+            if ts.is_empty() {
+                Err(Picked::NotTensor("forward returns an empty list".into()))
+            } else {
+                Ok(ts.swap_remove(0))
+            }
+        }
+        IValue::GenericDict(entries) => {
+            let want = key.unwrap_or(DEFAULT_OUTPUT);
+            let names: Vec<String> = entries.iter().map(|(k, _)| key_name(k)).collect();
+            match entries.into_iter().find(|(k, _)| key_name(k) == want) {
+                Some((_, IValue::Tensor(t))) => Ok(t),
+                Some((_, other)) => Err(Picked::NotTensor(format!(
+                    "forward returns a dict whose entry '{want}' is {}, not a tensor",
+                    describe(&other)
+                ))),
+                None => Err(Picked::NoKey(format!("the model returns a dict with keys [{}], none named '{want}'", names.join(", ")))),
+            }
+        }
+        other => Err(Picked::NotTensor(format!(
+            "forward returns {}; the loss needs a tensor, a tuple or list (its first element is used) or a dict (its '{}' entry)",
+            describe(&other),
+            key.unwrap_or(DEFAULT_OUTPUT)
+        ))),
+    }
+}
+
+fn key_name(k: &IValue) -> String {
+    match k {
+        IValue::String(s) => s.clone(),
+        IValue::Int(i) => i.to_string(),
+        other => describe(other),
+    }
+}
+
+/// What a value is, in words.
+fn describe(v: &IValue) -> String {
+    match v {
+        IValue::None => "None".into(),
+        IValue::Tensor(t) => format!("a tensor of shape {:?}", t.size()),
+        IValue::Double(x) => format!("a float ({x})"),
+        IValue::Int(i) => format!("an int ({i})"),
+        IValue::Bool(b) => format!("a bool ({b})"),
+        IValue::Tuple(_) => "a tuple".into(),
+        IValue::IntList(_) | IValue::DoubleList(_) | IValue::BoolList(_) => "a list of numbers".into(),
+        IValue::String(s) => format!("a string ('{s}')"),
+        IValue::TensorList(_) => "a list of tensors".into(),
+        IValue::GenericList(_) => "a list".into(),
+        IValue::GenericDict(_) => "a dict".into(),
+        IValue::Object(_) => "an object".into(),
+        _ => "a value of another type".into(),
     }
 }
 

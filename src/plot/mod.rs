@@ -14,7 +14,7 @@ pub mod scale;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Role, Setting};
-use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind};
+use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind, PATH_RESIDUAL_NOTE};
 
 pub use compose::{side_by_side, Figure};
 pub use critical::{classify, CriticalPoint, Kind as CriticalKind, Persistence};
@@ -201,6 +201,29 @@ impl RunData {
         self.loss[j * self.nx() + i]
     }
 
+    /// A run over several splits as one view per split (its loss and accuracy on that split),
+    /// named by the split; empty for a run over one split.
+    pub fn split_views(&self) -> Result<Vec<(String, RunData)>> {
+        self.meta
+            .description
+            .splits
+            .iter()
+            .map(|sp| {
+                let mut v = self.clone();
+                v.loss = read_vec(&self.dir, &sp.loss)?;
+                v.acc = read_vec(&self.dir, &sp.acc)?;
+                if v.loss.len() != self.loss.len() || v.acc.len() != self.acc.len() {
+                    return Err(Error::file(
+                        Role::RunDir,
+                        &self.dir,
+                        format!("{} or {} does not have the grid's {} values", sp.loss, sp.acc, self.loss.len()),
+                    ));
+                }
+                Ok((sp.split.to_string(), v))
+            })
+            .collect()
+    }
+
     /// A short name for legends: the run directory's name.
     pub fn name(&self) -> String {
         self.dir.file_name().map_or_else(|| self.dir.display().to_string(), |f| f.to_string_lossy().into_owned())
@@ -297,8 +320,19 @@ pub fn title(d: &RunData) -> String {
         _ if d.y.is_none() => format!("1-D slice through {}", file_name(&m.model.path)),
         _ => format!("2-D surface around {}", file_name(&m.model.path)),
     };
-    let split = m.data.split.map_or(String::new(), |s| format!(" {s}"));
-    format!("{what} — {} loss, {}{split} samples", m.loss, m.data.n)
+    let samples = if m.splits.is_empty() {
+        let split = m.data.split.map_or(String::new(), |s| format!(" {s}"));
+        format!("{}{split}", m.data.n)
+    } else {
+        m.splits.iter().map(|s| format!("{} {}", s.data.n, s.split)).collect::<Vec<_>>().join(" + ")
+    };
+    let off_plane = m
+        .trajectory
+        .as_ref()
+        .and_then(|t| t.path_residual_max)
+        .filter(|&r| r > PATH_RESIDUAL_NOTE)
+        .map_or(String::new(), |r| format!(" (path up to {:.0}% off the plane)", 100.0 * r));
+    format!("{what}{off_plane} — {} loss, {samples} samples", m.loss)
 }
 
 /// Critical points of a 2-D run in the look's scale, with each point's value put back in loss
@@ -324,7 +358,16 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     let curvature = d.meta.description.curvature.is_some() && dir.join("eig_max.npy").exists();
     let eigs = if curvature { Some((read_vec(dir, "eig_max.npy")?, read_vec(dir, "eig_min.npy")?)) } else { None };
     if d.y.is_none() {
-        written.push(png::curves(&dir.join("curve.png"), &[(d.name(), &d)], o, look.as_ref(), &title(&d))?);
+        let views = d.split_views()?;
+        let curve = dir.join("curve.png");
+        if views.is_empty() {
+            written.push(png::curves(&curve, &[(d.name(), &d)], o, look.as_ref(), &title(&d))?);
+        } else {
+            // Li et al.'s 1-D figures: every split's loss and accuracy over one axis pair.
+            let runs: Vec<(String, &RunData)> = views.iter().map(|(n, v)| (n.clone(), v)).collect();
+            let look = Look::of(&views.iter().map(|(_, v)| v).collect::<Vec<_>>(), o);
+            written.push(png::curves(&curve, &runs, o, look.as_ref(), &title(&d))?);
+        }
         if let Some((max, min)) = &eigs {
             written.push(png::curvature_curve(&d, o, max, min)?);
         }

@@ -17,6 +17,9 @@ pub struct Pca {
     pub explained_variance_ratio: Vec<f64>,
     /// Least-squares coordinates (on δ, η) of every input vector m_i.
     pub coords: Vec<[f64; 2]>,
+    /// ‖m_i − its projection on the plane‖ / ‖m_i‖ for every m_i (0 where m_i = 0): how far
+    /// each checkpoint is from the plane, relative to its distance from the origin.
+    pub residuals: Vec<f64>,
     /// How the work was split: checkpoints per block, blocks, checkpoint reads in all.
     pub blocks: BlockPlan,
 }
@@ -199,8 +202,20 @@ pub fn pca(
     // u_k · m_i = (G w_k)_i / √λ_k: least squares on an orthonormal pair is the projection.
     let proj = g.to_device(Device::Cpu).matmul(&wmat.to_device(Device::Cpu).tr()); // [T, 2]
     let proj = Vec::<f64>::try_from(proj.flatten(0, -1)).map_err(|e| Error::other(format!("PCA: {e}")))?;
-    let coords = proj.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
-    Ok(Pca { components, explained_variance_ratio: ratio, coords, blocks: plan })
+    let coords: Vec<[f64; 2]> = proj.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+    let norms2 = Vec::<f64>::try_from(g.to_device(Device::Cpu).diagonal(0, 0, 1))
+        .map_err(|e| Error::other(format!("PCA: {e}")))?;
+    let residuals = norms2.iter().zip(&coords).map(|(&n2, c)| residual(n2, *c)).collect();
+    Ok(Pca { components, explained_variance_ratio: ratio, coords, residuals, blocks: plan })
+}
+
+/// Distance from the plane over distance from the origin, for a vector of squared norm `n2`
+/// whose projection on an orthonormal pair has coordinates `c` (0 for the origin itself).
+fn residual(n2: f64, c: [f64; 2]) -> f64 {
+    if n2 <= 0.0 {
+        return 0.0;
+    }
+    ((n2 - c[0] * c[0] - c[1] * c[1]).max(0.0) / n2).sqrt()
 }
 
 #[cfg(test)]
@@ -272,6 +287,28 @@ mod tests {
         };
         let true_d = (&states[3][0] - &states[7][0]).square().sum(Kind::Double).double_value(&[]).sqrt();
         assert!((d(3, 7) - true_d).abs() < 1e-4 * true_d);
+    }
+
+    #[test]
+    fn residuals_are_distances_from_the_plane_over_distances_from_the_origin() {
+        let (states, origin, _) = trajectory(12);
+        let (flat, _) = run(&states, &origin, 1 << 30);
+        assert!(flat.residuals.iter().all(|&r| r < 1e-3), "a planar path: {:?}", flat.residuals);
+        // Lift the path off any plane with a third direction, growing along the path.
+        let e3 = crate::space::directions::seeded(5, || Tensor::randn([5, 7], (Kind::Float, Device::Cpu)));
+        let lifted: Vec<Vec<Tensor>> =
+            states.iter().enumerate().map(|(i, s)| vec![&s[0] + &e3 * (0.3 * i as f64), s[1].copy()]).collect();
+        let (r, _) = run(&lifted, &origin, 1 << 30);
+        for (i, s) in lifted.iter().enumerate() {
+            let m = (&s[0] - &origin[0]).to_kind(Kind::Double);
+            let (u, v) = (r.components[0][0].to_kind(Kind::Double), r.components[1][0].to_kind(Kind::Double));
+            let off = &m - &u * (&m * &u).sum(Kind::Double) - &v * (&m * &v).sum(Kind::Double);
+            let norm = |t: &Tensor| t.square().sum(Kind::Double).double_value(&[]).sqrt();
+            let want = norm(&off) / norm(&m);
+            assert!((r.residuals[i] - want).abs() < 1e-4, "checkpoint {i}: {} vs {want}", r.residuals[i]);
+        }
+        assert!(r.residuals.iter().cloned().fold(0.0, f64::max) > 0.05, "{:?}", r.residuals);
+        assert_eq!(residual(0.0, [0.0, 0.0]), 0.0);
     }
 
     #[test]

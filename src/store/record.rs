@@ -67,18 +67,25 @@ pub enum Quantity {
     EigMax,
     /// The smallest (most negative) eigenvalue of the Hessian at the point.
     EigMin,
+    /// The loss on one split of a run over several (`--split train,test`), from the same
+    /// perturbation as the others (float32; `loss.<split>.npy`).
+    SplitLoss(Split),
+    /// The accuracy on one split of a run over several (`acc.<split>.npy`).
+    SplitAcc(Split),
 }
 
 impl Quantity {
     /// The array file of the grid's values.
-    pub fn file(self) -> &'static str {
+    pub fn file(self) -> String {
         match self {
-            Quantity::Loss => "loss.npy",
-            Quantity::Acc => "acc.npy",
-            Quantity::Capped => "capped.npy",
-            Quantity::NegativeVariance => "negative_variance.npy",
-            Quantity::EigMax => "eig_max.npy",
-            Quantity::EigMin => "eig_min.npy",
+            Quantity::Loss => "loss.npy".into(),
+            Quantity::Acc => "acc.npy".into(),
+            Quantity::Capped => "capped.npy".into(),
+            Quantity::NegativeVariance => "negative_variance.npy".into(),
+            Quantity::EigMax => "eig_max.npy".into(),
+            Quantity::EigMin => "eig_min.npy".into(),
+            Quantity::SplitLoss(s) => format!("loss.{s}.npy"),
+            Quantity::SplitAcc(s) => format!("acc.{s}.npy"),
         }
     }
 
@@ -144,6 +151,12 @@ pub struct Identity {
     /// The Hessian's extreme eigenvalues at every point (`surface --curvature`).
     pub curvature: Option<CurvatureSpec>,
     pub columns: Vec<Quantity>,
+    /// The dict entry of the model's output the loss is taken on, when one is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The data of the splits after the first, in order (`--split train,test`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_data: Vec<DataIdentity>,
 }
 
 impl Identity {
@@ -229,13 +242,17 @@ pub struct ModelMeta {
     pub origin: Option<PathBuf>,
     /// Tensors (parameters and buffers) that move with the grid coordinates; known once a task ran.
     pub moving_tensors: Option<usize>,
+    /// The dict entry of the model's output the loss is taken on, when one is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DataMeta {
     pub path: PathBuf,
     pub format: DataFormat,
-    /// The CIFAR-10 split (None for .npy data).
+    /// The split: CIFAR-10's training or test files, or X.npy / X_test.npy (None in runs made
+    /// before .npy test splits).
     pub split: Option<Split>,
     /// Samples used.
     pub n: usize,
@@ -246,6 +263,30 @@ pub struct DataMeta {
     pub targets: Targets,
     pub sample_shape: Vec<i64>,
     pub normalization: Option<Normalization>,
+    /// Integer X: token ids, given to the model as int64.
+    #[serde(default)]
+    pub tokens: bool,
+    /// Targets the loss and accuracy average over: the labels that are not -100 (class labels),
+    /// or the samples (float targets).
+    #[serde(default)]
+    pub counted_targets: Option<usize>,
+}
+
+/// One split of a run over several (`--split train,test`): its data, its arrays and, once
+/// merged, its loss range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SplitMeta {
+    pub split: Split,
+    pub data: DataMeta,
+    /// `loss.<split>.npy`, `acc.<split>.npy`: the grid's values on this split.
+    pub loss: String,
+    pub acc: String,
+    /// Trajectories: each checkpoint's own loss and accuracy on this split.
+    pub path_loss: Option<String>,
+    pub path_acc: Option<String>,
+    /// Smallest and largest finite loss of the grid on this split (filled when merged).
+    pub loss_min: Option<f32>,
+    pub loss_max: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -367,7 +408,18 @@ pub struct TrajectoryMeta {
     pub margin: f64,
     pub directions: String,
     pub pca: PcaMeta,
+    /// `path_residual.npy`: each checkpoint's distance from the PCA plane over its distance from
+    /// the origin (0 at the origin itself).
+    #[serde(default)]
+    pub path_residual: Option<String>,
+    /// The largest of them: how far the drawn path may be from the real one.
+    #[serde(default)]
+    pub path_residual_max: Option<f64>,
 }
+
+/// A trajectory whose largest path residual exceeds this is said (in the log and on the picture)
+/// to leave its PCA plane: some checkpoint is a quarter of its distance from the origin off it.
+pub const PATH_RESIDUAL_NOTE: f64 = 0.25;
 
 /// The part of meta.json known when the run is set up (kept in config.json until the merge).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -389,6 +441,10 @@ pub struct Description {
     pub channels_last: bool,
     pub cudnn_benchmark: bool,
     pub batchnorm: BatchNormMeta,
+    /// Several splits (`--split train,test`): each one's data and arrays, the first's also being
+    /// `data`, `loss.npy` and `acc.npy`. Empty for a run over one split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<SplitMeta>,
     /// `surface --curvature`: λmax and λmin of the Hessian at every point (eig_max.npy, eig_min.npy).
     pub curvature: Option<CurvatureSpec>,
     pub directions: Option<DirectionsMeta>,
@@ -550,7 +606,8 @@ pub struct Timing {
     pub points: usize,
     /// worker_seconds / points.
     pub seconds_per_point: f64,
-    /// points × samples / worker_seconds: one worker's throughput.
+    /// points × samples (of every split) / worker_seconds: one worker's throughput (sequences for
+    /// token data: tokens per second are this × the sequence length).
     pub images_per_second: f64,
     pub perturb_seconds: f64,
     /// perturb_seconds / worker_seconds.
@@ -820,7 +877,28 @@ pub(crate) mod tests {
             bn_samples: None,
             curvature: None,
             columns: vec![Quantity::Loss, Quantity::Acc],
+            output: None,
+            more_data: vec![],
         }
+    }
+
+    #[test]
+    fn runs_over_one_split_keep_their_names_and_several_splits_round_trip() {
+        // Fields added for outputs and splits are left out when unused, so earlier runs keep their hash.
+        let a = identity();
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(!text.contains("output") && !text.contains("more_data"), "{text}");
+        let mut b = a.clone();
+        b.more_data.push(DataIdentity { sha256: "ef".into(), n: 20, normalization: None });
+        b.columns.extend([Quantity::SplitLoss(Split::Train), Quantity::SplitAcc(Split::Test)]);
+        b.output = Some("scores".into());
+        assert_ne!(a.hash(), b.hash());
+        let back: Identity = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(Quantity::SplitLoss(Split::Test).file(), "loss.test.npy");
+        assert_eq!(Quantity::SplitAcc(Split::Train).file(), "acc.train.npy");
+        let old: Identity = serde_json::from_str(&text).unwrap();
+        assert_eq!(old.hash(), a.hash());
     }
 
     #[test]
@@ -872,6 +950,30 @@ pub(crate) mod tests {
     pub fn record() -> RunRecord {
         let id = identity();
         let grid = id.grid.unwrap();
+        let data = DataMeta {
+            path: "d".into(),
+            format: DataFormat::Npy,
+            split: None,
+            n: 60,
+            available: 60,
+            subset: "first".into(),
+            sha256: "cd".into(),
+            targets: Targets::Classes,
+            sample_shape: vec![3, 32, 32],
+            normalization: None,
+            tokens: false,
+            counted_targets: Some(60),
+        };
+        let split = |split: Split| SplitMeta {
+            split,
+            data: data.clone(),
+            loss: format!("loss.{split}.npy"),
+            acc: format!("acc.{split}.npy"),
+            path_loss: None,
+            path_acc: None,
+            loss_min: Some(0.5),
+            loss_max: None,
+        };
         let d = Description {
             tool: Tool { name: "losscape".into(), version: "0".into() },
             argv: vec![],
@@ -882,19 +984,9 @@ pub(crate) mod tests {
                 parameter_tensors: 2,
                 origin: None,
                 moving_tensors: None,
+                output: None,
             },
-            data: DataMeta {
-                path: "d".into(),
-                format: DataFormat::Npy,
-                split: None,
-                n: 60,
-                available: 60,
-                subset: "first".into(),
-                sha256: "cd".into(),
-                targets: Targets::Classes,
-                sample_shape: vec![3, 32, 32],
-                normalization: None,
-            },
+            data: data.clone(),
             loss: LossKind::Ce,
             grid: GridMeta {
                 dims: 1,
@@ -924,6 +1016,7 @@ pub(crate) mod tests {
             channels_last: true,
             cudnn_benchmark: false,
             batchnorm: BatchNormMeta { mode: BatchNormMode::Eval, samples: None, note: "n".into() },
+            splits: vec![split(Split::Train), split(Split::Test)],
             curvature: None,
             directions: None,
             line: None,
