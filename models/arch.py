@@ -5,10 +5,18 @@
   `resnet8` used by the demo and the tests because it trains in seconds on a CPU.
 * VGG-9 as used by Li et al. (7 conv+BN+ReLU layers, 3 max-pools, Linear+BN1d+ReLU, Linear).
 * torchvision's ResNet-50 and VGG-11 (with BatchNorm) with 10 output classes.
+* `tinyvit`: a small vision transformer for 32x32 images (8x8 patches, class token, 2 pre-LayerNorm
+  blocks), and `tinylm`: a small causal transformer language model (token + learned positional
+  embeddings, pre-LayerNorm causal self-attention, GELU MLP, final LayerNorm, linear head) whose
+  input is int64 token ids [B, T] and output logits [B, T, vocab]. Both script and trace
+  (`example_input(name)` gives a tracing input); sizes are constructor arguments.
 
 `build(name)` returns an nn.Module; `export.py` turns it (optionally with a state_dict loaded)
-into a TorchScript file that `losscape` reads.
+into a TorchScript file that `losscape` reads. ARCHS are the image models (CIFAR-shaped input),
+TOKEN_ARCHS the token models.
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -95,7 +103,108 @@ class SmallMLP(nn.Module):
         return self.net(x)
 
 
-ARCHS = ["resnet8", "resnet20", "resnet56", "resnet110", "vgg9", "resnet50", "vgg11", "mlp"]
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; with `causal`, position t attends to positions <= t only.
+    `sdpa` uses F.scaled_dot_product_attention (one fused op in TorchScript); otherwise the
+    attention is written out: softmax(q k^T / sqrt(d_head)) v, the mask by torch.triu + masked_fill."""
+
+    def __init__(self, d: int, heads: int, causal: bool, sdpa: bool = False):
+        super().__init__()
+        if d % heads != 0:
+            raise ValueError(f"width {d} is not a multiple of {heads} heads")
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.heads = heads
+        self.causal = causal
+        self.sdpa = sdpa
+        self.scale = 1.0 / math.sqrt(d // heads)
+
+    def forward(self, x):
+        b, t, c = x.size(0), x.size(1), x.size(2)
+        qkv = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            att = torch.matmul(q, k.transpose(-2, -1)) * self.scale
+            if self.causal:
+                mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+                att = att.masked_fill(mask, float("-inf"))
+            y = torch.matmul(att.softmax(dim=-1), v)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x)) (GELU, 4x wide)."""
+
+    def __init__(self, d: int, heads: int, causal: bool, sdpa: bool = False):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = SelfAttention(d, heads, causal, sdpa)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyLM(nn.Module):
+    """A small causal transformer language model: int64 token ids [B, T] (T <= max_len) ->
+    next-token logits [B, T, vocab]. `hidden(idx)` is the final LayerNorm's output [B, T, d]."""
+
+    def __init__(self, vocab: int = 64, d: int = 32, layers: int = 2, heads: int = 2, max_len: int = 16,
+                 sdpa: bool = False):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(0.02 * torch.randn(max_len, d))
+        self.blocks = nn.Sequential(*[Block(d, heads, causal=True, sdpa=sdpa) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+
+    def hidden(self, idx):
+        t = idx.size(1)
+        return self.ln_f(self.blocks(self.tok(idx) + self.pos[:t]))
+
+    def forward(self, idx):
+        return self.head(self.hidden(idx))
+
+
+class TinyViT(nn.Module):
+    """A small vision transformer: conv patch embedding (patch x patch, stride patch), a class
+    token, learned positional embedding, pre-LayerNorm blocks, final LayerNorm, a linear head on
+    the class token: [B, 3, size, size] -> [B, classes]."""
+
+    def __init__(self, num_classes: int = 10, d: int = 32, layers: int = 2, heads: int = 2, patch: int = 8,
+                 size: int = 32, sdpa: bool = False):
+        super().__init__()
+        n = (size // patch) ** 2
+        self.patch = nn.Conv2d(3, d, patch, stride=patch)
+        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d))
+        self.pos = nn.Parameter(0.02 * torch.randn(n + 1, d))
+        self.blocks = nn.Sequential(*[Block(d, heads, causal=False, sdpa=sdpa) for _ in range(layers)])
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, num_classes)
+
+    def forward(self, x):
+        p = self.patch(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.cls.expand(p.size(0), -1, -1), p], dim=1) + self.pos
+        return self.head(self.ln(self.blocks(h))[:, 0])
+
+
+ARCHS = ["resnet8", "resnet20", "resnet56", "resnet110", "vgg9", "resnet50", "vgg11", "mlp", "tinyvit"]
+TOKEN_ARCHS = ["tinylm"]
+
+
+def example_input(name: str, batch: int = 2, seq_len: int = 16):
+    """An input to trace architecture `name` with: token ids for token models, a [B, 1] column for
+    the MLP, 32x32 images otherwise."""
+    name = name.lower()
+    if name in TOKEN_ARCHS:
+        return torch.zeros(batch, seq_len, dtype=torch.int64)
+    if name == "mlp":
+        return torch.zeros(batch, 1)
+    return torch.zeros(batch, 3, 32, 32)
 
 
 def build(name: str, num_classes: int = 10) -> nn.Module:
@@ -112,7 +221,11 @@ def build(name: str, num_classes: int = 10) -> nn.Module:
         return torchvision.models.vgg11_bn(num_classes=num_classes)
     if name == "mlp":
         return SmallMLP()
-    raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHS)}")
+    if name == "tinyvit":
+        return TinyViT(num_classes)
+    if name == "tinylm":
+        return TinyLM()
+    raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHS + TOKEN_ARCHS)}")
 
 
 def unwrap_state_dict(obj):

@@ -3,12 +3,21 @@ committed), and PyTorch reference values to compare losscape against.
 
     python tests/fixtures.py make DIR
         tiny models (scripted, traced, MLP, broken ones), the same synthetic images in CIFAR-10
-        binary, CIFAR-10 python and X.npy/y.npy (NCHW and NHWC) form, regression data, bad inputs.
+        binary, CIFAR-10 python and X.npy/y.npy (NCHW and NHWC) form, regression data, bad inputs;
+        token data (tokens/: int32 ids, next-token labels with -100) with a small causal LM (lm.pt)
+        and its dict/tuple/list-output variants, class data with -100 labels (cls-ignore/, mlp8.pt),
+        a small ViT (vit.pt) for the CIFAR images. See make_tokens.
     python tests/fixtures.py archs DIR
-        every reference architecture of models/arch.py as TorchScript.
+        every reference architecture of models/arch.py as TorchScript (tinylm.pt takes token ids).
     python tests/fixtures.py reference --model M --data D --directions F --points P --out OUT.json
-        [--loss ce|mse] [--limit N]: the loss/accuracy PyTorch gives at θ + a·δ + b·η for each
-        (a, b) in P (a JSON list), with the data normalized as losscape documents.
+        [--loss ce|mse] [--limit N] [--split train|test] [--output KEY]: the loss/accuracy PyTorch
+        gives at θ + a·δ + b·η for each (a, b) in P (a JSON list), with the data normalized as
+        losscape documents; the whole set in one forward pass. --split test: CIFAR's test batch, or
+        X_test.npy/y_test.npy of an .npy directory. Integer X (token ids, int32/int64) is passed as
+        int64. ce: logits [N, C] with labels [N], or [N, T, V] with labels [N, T] (token level);
+        labels -100 are not counted: loss = the sum of the counted samples' or tokens' losses
+        (float64) / their number, over the whole set; accuracy over the same. An output that is a
+        tuple or list is scored by its first tensor, a dict by its entry KEY (default logits).
     python tests/fixtures.py directions --model M --seed S --norm filter|layer|model|none
         --ignore biasbn|keep --out F: directions computed in PyTorch from torch.manual_seed(S),
         as docs/landscape.md defines them.
@@ -120,6 +129,152 @@ class BadOutput(nn.Module):
         return self.fc(x.flatten(1)).unsqueeze(2)
 
 
+class LMDict(arch.TinyLM):
+    """TinyLM returning {"logits": logits, "hidden": h} (the Hugging Face style); the same
+    parameter names as TinyLM, so the same seed gives the same directions."""
+
+    def forward(self, idx):
+        h = self.hidden(idx)
+        return {"logits": self.head(h), "hidden": h}
+
+
+class LMDictScores(arch.TinyLM):
+    """A dict output without a `logits` key: {"scores": logits, "hidden": h}."""
+
+    def forward(self, idx):
+        h = self.hidden(idx)
+        return {"scores": self.head(h), "hidden": h}
+
+
+class LMTuple(arch.TinyLM):
+    def forward(self, idx):
+        h = self.hidden(idx)
+        return self.head(h), h
+
+
+class LMList(arch.TinyLM):
+    def forward(self, idx):
+        h = self.hidden(idx)
+        return [self.head(h), h]
+
+
+class ReturnsInt(nn.Module):
+    """Has a parameter, returns a Python int (the batch size): not a tensor output."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return x.size(0)
+
+
+class ReturnsStr(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return "not a tensor"
+
+
+class Mlp8(nn.Module):
+    """8 features -> 4 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def token_data(rng, n, t, vocab, ignored=0.15):
+    """Token ids from a noisy affine Markov chain (next = 5·cur + 3 mod V with probability 0.8,
+    else uniform), so that a small LM can learn something; next-token targets (X shifted left) with
+    -100 at each row's last position and at a fraction `ignored` of the others."""
+    x = np.empty((n, t), dtype=np.int64)
+    x[:, 0] = rng.integers(0, vocab, size=n)
+    for j in range(1, t):
+        follow = rng.random(n) < 0.8
+        x[:, j] = np.where(follow, (5 * x[:, j - 1] + 3) % vocab, rng.integers(0, vocab, size=n))
+    y = np.full((n, t), -100, dtype=np.int64)
+    y[:, :-1] = x[:, 1:]
+    y[rng.random((n, t)) < ignored] = -100
+    return x.astype(np.int32), y
+
+
+def make_tokens(out):
+    """Token data (tokens/), the TinyLM and its output variants, class data with ignored labels
+    (cls-ignore/) and its MLP, a TinyViT for the CIFAR images."""
+    rng = np.random.default_rng(11)
+    vocab, t = 64, 16
+    x, y = token_data(rng, 48, t, vocab)
+    y[5] = -100  # a row with no counted token: the mean is over tokens, not over rows or batches
+    xt, yt = token_data(rng, 24, t, vocab)
+    d = os.path.join(out, "tokens")
+    os.makedirs(d, exist_ok=True)
+    for name, arr in (("X", x), ("y", y), ("X_test", xt), ("y_test", yt)):
+        np.save(os.path.join(d, f"{name}.npy"), arr)
+    torch.manual_seed(31)
+    lm = arch.TinyLM(vocab=vocab, d=32, layers=2, heads=2, max_len=t)
+    opt = torch.optim.Adam(lm.parameters(), lr=0.01)
+    xx, yy = torch.from_numpy(x).long(), torch.from_numpy(y)
+    for _ in range(25):  # fitted: loss ~0.22 at the centre (log 64 = 4.16), ~5.6 one unit out
+        loss = F.cross_entropy(lm(xx).reshape(-1, vocab), yy.reshape(-1), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lm.eval()
+    example = torch.zeros(2, t, dtype=torch.int64)
+    with torch.no_grad():
+        torch.jit.trace(lm, example).save(os.path.join(out, "lm.pt"))
+        for cls, name in ((LMDict, "lm_dict.pt"), (LMDictScores, "lm_dict_out.pt"), (LMTuple, "lm_tuple.pt"),
+                          (LMList, "lm_list.pt")):
+            v = cls(vocab=vocab, d=32, layers=2, heads=2, max_len=t)
+            v.load_state_dict(lm.state_dict())
+            torch.jit.trace(v.eval(), example, strict=False).save(os.path.join(out, name))
+    torch.jit.script(ReturnsInt()).save(os.path.join(out, "returns_int.pt"))
+    torch.jit.script(ReturnsStr()).save(os.path.join(out, "returns_str.pt"))
+
+    # Classes with ignored labels: 8 features, 4 classes from a linear teacher, ~20% labels -100.
+    d = os.path.join(out, "cls-ignore")
+    os.makedirs(d, exist_ok=True)
+    w = rng.normal(size=(8, 4))
+    sets = {}
+    for suffix, n in (("", 40), ("_test", 20)):
+        xc = rng.normal(size=(n, 8)).astype(np.float32)
+        yc = np.argmax(xc @ w + 0.5 * rng.normal(size=(n, 4)), axis=1).astype(np.int64)
+        yc[rng.random(n) < 0.2] = -100
+        yc[0] = -100
+        np.save(os.path.join(d, f"X{suffix}.npy"), xc)
+        np.save(os.path.join(d, f"y{suffix}.npy"), yc)
+        sets[suffix] = (xc, yc)
+    torch.manual_seed(32)
+    mlp = Mlp8()
+    opt = torch.optim.Adam(mlp.parameters(), lr=0.02)
+    xc, yc = (torch.from_numpy(v) for v in sets[""])
+    for _ in range(30):
+        loss = F.cross_entropy(mlp(xc), yc, ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    export(mlp, os.path.join(out, "mlp8.pt"), trace=True, example=torch.zeros(2, 8))
+
+    # A small ViT on the CIFAR fixture images (32x32, 10 classes), fitted a little like the ResNet.
+    torch.manual_seed(33)
+    vit = arch.TinyViT(10, d=32, layers=2, heads=2, patch=8)
+    tr_x, tr_y = cifar_io.read_binary(os.path.join(out, "cifar-bin"), "train")
+    xi, yi = torch.from_numpy(cifar_io.normalize(tr_x)), torch.from_numpy(tr_y)
+    opt = torch.optim.Adam(vit.parameters(), lr=0.003)
+    for _ in range(15):
+        loss = F.cross_entropy(vit(xi), yi)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    export(vit, os.path.join(out, "vit.pt"), trace=True)
+
+
 def make(out):
     from safetensors.torch import save_file
     os.makedirs(out, exist_ok=True)
@@ -169,6 +324,8 @@ def make(out):
     os.makedirs(os.path.join(out, "npy_nchw"), exist_ok=True)
     np.save(os.path.join(out, "npy_nchw", "X.npy"), tr_x)
     np.save(os.path.join(out, "npy_nchw", "y.npy"), tr_y.astype(np.int64))
+    np.save(os.path.join(out, "npy_nchw", "X_test.npy"), te_x)  # the test split (--split test)
+    np.save(os.path.join(out, "npy_nchw", "y_test.npy"), te_y.astype(np.int64))
     os.makedirs(os.path.join(out, "npy_nhwc"), exist_ok=True)
     np.save(os.path.join(out, "npy_nhwc", "X.npy"), np.ascontiguousarray(tr_x.transpose(0, 2, 3, 1)))
     np.save(os.path.join(out, "npy_nhwc", "y.npy"), tr_y.astype(np.int32))
@@ -241,6 +398,7 @@ def make(out):
     save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(ck, "plain.safetensors"))
     export(r8, os.path.join(ck, "resnet8.pt"))
     trajectories(out, model, g)
+    make_tokens(out)
     print(f"fixtures -> {out}")
 
 
@@ -344,28 +502,74 @@ def trajectories(out, model, g):
 def archs(out):
     """Every reference architecture as TorchScript (random init)."""
     os.makedirs(out, exist_ok=True)
-    for name in arch.ARCHS:
+    for name in arch.ARCHS + arch.TOKEN_ARCHS:
         torch.manual_seed(0)
-        example = torch.zeros(2, 1) if name == "mlp" else None
-        export(arch.build(name), os.path.join(out, f"{name}.pt"), example=example)
+        export(arch.build(name), os.path.join(out, f"{name}.pt"), example=arch.example_input(name))
 
 
 def load_data(path, split="train", limit=None):
-    """(inputs float32, targets) normalized exactly as losscape documents."""
+    """(inputs, targets) as losscape documents: byte images normalized to float32, integer X
+    (token ids, int32 or int64) as int64 and otherwise untouched. For an .npy directory, the test
+    split is X_test.npy / y_test.npy."""
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "data_batch_1.bin")):
         x, y = cifar_io.read_binary(path, split)
         x = cifar_io.normalize(x)
     else:
         d = path if os.path.isdir(path) else os.path.dirname(path)
-        x = np.load(os.path.join(d, "X.npy"))
-        y = np.load(os.path.join(d, "y.npy"))
+        suffix = "_test" if split == "test" else ""
+        x = np.load(os.path.join(d, f"X{suffix}.npy"))
+        y = np.load(os.path.join(d, f"y{suffix}.npy"))
         if x.dtype == np.uint8:
             x = x.astype(np.float32) / 255.0
+        elif x.dtype in (np.int32, np.int64):
+            x = x.astype(np.int64)
         if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
             x = x.transpose(0, 3, 1, 2)
     if limit:
         x, y = x[:limit], y[:limit]
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y))
+
+
+def pick_output(out, key="logits"):
+    """The tensor losscape scores: the output itself, a tuple's or list's first tensor, a dict's
+    entry `key`; anything else is an error."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for v in out:
+            if isinstance(v, torch.Tensor):
+                return v
+        raise SystemExit(f"the model returned a {type(out).__name__} with no tensor in it")
+    if isinstance(out, dict):
+        if key not in out:
+            raise SystemExit(f"the model returned a dict without {key!r} (keys: {sorted(out)})")
+        return out[key]
+    raise SystemExit(f"the model returned a {type(out).__name__}, not a tensor")
+
+
+IGNORE_INDEX = -100
+
+
+def ce_scores(out, y):
+    """(mean cross-entropy, accuracy) over the samples or tokens whose label is not -100: the
+    per-token losses summed in float64 over the whole set and divided by their number (not a mean
+    of batch means). Logits [N, C] with labels [N], or [N, T, V] with labels [N, T]."""
+    y = y.long()
+    if out.dim() == y.dim() + 1 and out.dim() > 2:
+        out = out.reshape(-1, out.size(-1))
+        y = y.reshape(-1)
+    keep = y != IGNORE_INDEX
+    count = int(keep.sum())
+    if count == len(y):  # no ignored label: exactly as before
+        loss = F.cross_entropy(out, y, reduction="sum").double().item() / len(y)
+        acc = (out.argmax(1) == y).sum().item() / len(y)
+        return loss, acc
+    if count == 0:
+        return float("nan"), float("nan")
+    per = F.cross_entropy(out, y, ignore_index=IGNORE_INDEX, reduction="none")
+    loss = per.double().sum().item() / count
+    acc = ((out.argmax(1) == y) & keep).sum().item() / count
+    return loss, acc
 
 
 def reference(a):
@@ -384,15 +588,14 @@ def reference(a):
                 if f"y.{k}" in dirs:
                     v = v + dirs[f"y.{k}"] * beta
                 p.copy_(v)
-            out = model(x).float()
+            out = pick_output(model(x), a.output).float()
             if a.loss == "ce":
-                loss = F.cross_entropy(out, y.long(), reduction="sum").double().item() / len(y)
-                acc = (out.argmax(1) == y.long()).sum().item() / len(y)
+                loss, acc = ce_scores(out, y)
             else:
                 loss = F.mse_loss(out.reshape(len(y), -1), y.float().reshape(len(y), -1), reduction="sum").double().item()
                 loss /= out.numel()
                 acc = float("nan")
-            results.append({"loss": loss, "acc": None if acc != acc else acc})
+            results.append({"loss": None if loss != loss else loss, "acc": None if acc != acc else acc})
         for k, p in params.items():
             p.copy_(theta[k])
     with open(a.out, "w") as f:
@@ -561,6 +764,7 @@ def main():
     r.add_argument("--directions", required=True)
     r.add_argument("--points", required=True)
     r.add_argument("--loss", default="ce")
+    r.add_argument("--output", default="logits", help="the entry of a dict output that is scored")
     r.add_argument("--out", required=True)
     d = sub.add_parser("directions")
     d.add_argument("--model", required=True)

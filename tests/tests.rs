@@ -11,6 +11,8 @@ mod cli;
 mod curvature;
 mod directions;
 mod models;
+mod official;
 mod plots;
 mod shards;
 mod surface;
+mod tokens;
