@@ -19,8 +19,20 @@
 Same synthetic CIFAR-shaped data (uint8, 32x32, 10 classes) and same architectures for all three.
 Prints images/s, seconds per grid point and ratios; --json writes them for BENCHMARKS.md.
 
-    python bench/bench.py --bin target/release/losscape [--device cuda] [--models resnet56 vgg9]
+Token model (`tinylm` in --models, on by default): a causal transformer LM of models/arch.py
+(--lm-d, --lm-layers, --lm-heads, --lm-t, --lm-vocab; F.scaled_dot_product_attention) on random
+token ids (int32 X.npy [N, T], next-token labels y.npy with -100 at each row's last position),
+tokens/s (N·T per second, ignored positions included) of
+ 4. eager: the module in eval mode, inference_mode, data resident on the device, parameters
+    written in place per point, token-level cross-entropy (ignore_index=-100) summed in float64 over
+    the set and divided by the counted tokens, one sync per point; the fastest of --lm-batch sizes
+    (and for bf16/fp16 of autocast and a cast model);
+ 5. losscape: `surface` on the same module traced to TorchScript, the same data and grid.
+The loss at the grid's centre (same parameters in both) is compared as a check.
+
+    python bench/bench.py --bin target/release/losscape [--device cuda] [--models resnet56 vgg9 tinylm]
                           [--n 50000] [--points 9] [--ref-n 10000] [--ref-points 2] [--repeat R]
+                          [--lm-n SEQUENCES] [--lm-points 9] [--lm-batch B ...]
 """
 import argparse
 import copy
@@ -270,11 +282,162 @@ def losscape_run(binary, model_pt, data_dir, dev, points, limit, out, precision,
     return json.load(open(os.path.join(out, "meta.json"))), time.perf_counter() - t0, mem
 
 
+LM_MODELS = ("tinylm",)
+
+
+def lm_config(a):
+    return dict(vocab=a.lm_vocab, d=a.lm_d, layers=a.lm_layers, heads=a.lm_heads, max_len=a.lm_t, sdpa=True)
+
+
+def lm_build(cfg):
+    torch.manual_seed(0)
+    return arch.TinyLM(**cfg).eval()
+
+
+def lm_data(out_dir, n, t, vocab, seed=0):
+    """Random token ids int32 [n, t] and next-token labels int64 (-100 at each row's end), written
+    as out_dir/X.npy, y.npy."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, vocab, size=(n, t)).astype(np.int32)
+    y = np.full((n, t), -100, dtype=np.int64)
+    y[:, :-1] = x[:, 1:]
+    os.makedirs(out_dir, exist_ok=True)
+    np.save(os.path.join(out_dir, "X.npy"), x)
+    np.save(os.path.join(out_dir, "y.npy"), y)
+    return x, y
+
+
+def lm_eager_loop(cfg, x, y, dev, points, batch, precision="tf32", cast=False):
+    """Eager PyTorch over the LM: tokens/s over the timed points (after one warm-up point), and the
+    loss at (0, 0) when the grid has it."""
+    torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    net = lm_build(cfg)
+    dx, dy = directions(net, 1), directions(net, 2)
+    net = net.to(dev)
+    if cast and amp is not None:
+        net = net.to(amp)
+    params = list(net.parameters())
+    theta = [p.detach().float().clone() for p in params]
+    dx, dy = [d.to(dev) for d in dx], [d.to(dev) for d in dy]
+    x_all = torch.from_numpy(x).to(dev).long()
+    y_all = torch.from_numpy(y).to(dev)
+    count = (y_all != -100).sum()
+    n, t = x.shape
+    vocab = cfg["vocab"]
+    use_amp = amp is not None and not cast
+    times, centre = [], None
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=use_amp):
+        for i, (a, b) in enumerate([points[0]] + points):
+            sync(dev)
+            t0 = time.perf_counter()
+            for p, th, d1, d2 in zip(params, theta, dx, dy):
+                p.copy_(th + d1 * a + d2 * b)
+            loss = torch.zeros((), dtype=torch.float64, device=dev)
+            correct = torch.zeros((), dtype=torch.int64, device=dev)
+            for j in range(0, n, batch):
+                out = net(x_all[j:j + batch]).float().reshape(-1, vocab)
+                yb = y_all[j:j + batch].reshape(-1)
+                loss += F.cross_entropy(out, yb, ignore_index=-100, reduction="sum").double()
+                correct += (out.argmax(1) == yb).sum()
+            value = (loss / count).item()
+            _ = correct.item()
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+                if a == 0 and b == 0:
+                    centre = value
+    return n * t * len(times) / sum(times), centre
+
+
+def lm_best_eager(cfg, x, y, dev, points, batches, precision):
+    variants = {}
+    for bsz in batches:
+        for cast in ([False, True] if precision in ("bf16", "fp16") else [False]):
+            label = f"batch {bsz}" + (", cast" if cast else (", autocast" if precision in ("bf16", "fp16") else ""))
+            variants[label] = lm_eager_loop(cfg, x, y, dev, points, bsz, precision, cast)
+    label = max(variants, key=lambda k: variants[k][0])
+    return variants[label][0], label, {k: v[0] for k, v in variants.items()}, variants[label][1]
+
+
+def lm_bench(a, work, dev, precisions):
+    """The token-model rows: eager and losscape tokens/s on the same LM, data and grid."""
+    cfg = lm_config(a)
+    cuda = dev.type == "cuda"
+    n = a.lm_n or (8192 if cuda else 256)
+    batches = a.lm_batch or ([256, 1024] if cuda else [64])
+    data_dir = os.path.join(work, "lm-data")
+    x, y = lm_data(data_dir, n, a.lm_t, a.lm_vocab)
+    net = lm_build(cfg)
+    pt = os.path.join(work, "tinylm.pt")
+    with torch.no_grad():
+        torch.jit.trace(net, torch.zeros(2, a.lm_t, dtype=torch.int64)).save(pt)
+    nparams = sum(p.numel() for p in net.parameters())
+    k = max(int(round(a.lm_points ** 0.5)), 2)
+    xs = np.linspace(-1, 1, k)
+    points = [(float(p), float(q)) for q in xs for p in xs]
+    rows = []
+    for prec in precisions:
+        r = {"model": "tinylm", "precision": prec, "config": cfg, "parameters": nparams, "sequences": n,
+             "seq_len": a.lm_t, "tokens_per_point": n * a.lm_t, "counted_tokens": int((y != -100).sum()),
+             "points": len(points)}
+        runs = {"eager": [], "losscape": []}
+        for _ in range(a.repeat):
+            ips, r["eager_best"], r["eager_variants"], r["eager_centre_loss"] = lm_best_eager(
+                cfg, x, y, dev, points, batches, prec)
+            runs["eager"].append(ips)
+            try:
+                meta, wall, r["losscape_gpu_mib"] = losscape_run(
+                    a.bin, pt, data_dir, a.device, k * k, n, os.path.join(work, f"lm-{prec}"), prec,
+                    ["--no-plots"] + (["--batch-size", str(a.lm_losscape_batch)] if a.lm_losscape_batch else []))
+            except SystemExit as e:
+                r["losscape_error"] = str(e)
+                break
+            tm = meta["timing"]
+            runs["losscape"].append(tm.get("tokens_per_second") or tm["images_per_second"] * a.lm_t)
+            r.update(losscape_batch=meta.get("batch_size"), losscape_device=meta.get("device"),
+                     losscape_wall_s=wall, perturb_fraction=tm.get("perturb_fraction"))
+            loss = os.path.join(work, f"lm-{prec}", "loss.npy")
+            if k % 2 == 1 and os.path.exists(loss):
+                r["losscape_centre_loss"] = float(np.load(loss).reshape(k, k)[k // 2, k // 2])
+        med = {m: float(np.median(v)) if v else None for m, v in runs.items()}
+        r.update(eager_tps=med["eager"], losscape_tps=med["losscape"], runs=runs,
+                 vs_eager=(med["losscape"] / med["eager"]) if med["losscape"] else None)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    return rows
+
+
+def print_lm(rows):
+    if not rows:
+        return
+    c = rows[0]["config"]
+    print(f"\ntoken model: TinyLM d={c['d']} layers={c['layers']} heads={c['heads']} vocab={c['vocab']} "
+          f"T={rows[0]['seq_len']} ({rows[0]['parameters'] / 1e6:.2f}M parameters), {rows[0]['sequences']} sequences "
+          f"= {rows[0]['tokens_per_point']} tokens per point, {rows[0]['points']} points")
+    print(f"{'model':10} {'prec':5} {'eager tok/s':>12} {'losscape tok/s':>15} {'vs eager':>8} {'s/point':>8} "
+          f"{'centre loss eager / losscape':>30}")
+    for r in rows:
+        lt = r["losscape_tps"]
+        cl = (f"{r['eager_centre_loss']:.6f} / {r['losscape_centre_loss']:.6f}"
+              if r.get("eager_centre_loss") is not None and r.get("losscape_centre_loss") is not None else "")
+        print(f"{r['model']:10} {r['precision']:5} {r['eager_tps']:12.0f} "
+              f"{lt if lt is not None else float('nan'):15.0f} "
+              f"{(lt / r['eager_tps']) if lt else float('nan'):7.2f}x "
+              f"{(r['tokens_per_point'] / lt) if lt else float('nan'):8.3f} {cl:>30}")
+        print(f"  best eager = {r['eager_best']} of {r['eager_variants']}")
+        if len(r["runs"]["eager"]) > 1:
+            print("  rounds, tokens/s: " + "; ".join(f"{k} {', '.join(f'{v:.0f}' for v in vs)}"
+                                                    for k, vs in r["runs"].items() if vs))
+        if "losscape_error" in r:
+            print(f"  {r['losscape_error']}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/losscape")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--models", nargs="+", default=["resnet56", "vgg9"])
+    ap.add_argument("--models", nargs="+", default=["resnet56", "vgg9", "tinylm"],
+                    help="image architectures of models/arch.py, and tinylm for the token-model section")
     ap.add_argument("--n", type=int, default=0, help="images per grid point (eager, losscape) [50000 on CUDA, 2000 on CPU]")
     ap.add_argument("--points", type=int, default=9, help="grid points timed (a square k x k grid)")
     ap.add_argument("--ref-n", type=int, default=0, help="images per point for the slow reference loop [10000 on CUDA, 1000 on CPU]")
@@ -292,6 +455,15 @@ def main():
     ap.add_argument("--recompute", action="store_true",
                     help="also time losscape with --batchnorm recompute (statistics re-estimated on --bn-samples)")
     ap.add_argument("--bn-samples", type=int, default=10000)
+    ap.add_argument("--lm-n", type=int, default=0, help="token model: sequences per point [8192 on CUDA, 256 on CPU]")
+    ap.add_argument("--lm-t", type=int, default=128, help="token model: sequence length")
+    ap.add_argument("--lm-vocab", type=int, default=4096)
+    ap.add_argument("--lm-d", type=int, default=256, help="token model: width")
+    ap.add_argument("--lm-layers", type=int, default=4)
+    ap.add_argument("--lm-heads", type=int, default=4)
+    ap.add_argument("--lm-points", type=int, default=9, help="token model: grid points timed (k x k, k odd has the centre)")
+    ap.add_argument("--lm-batch", type=int, nargs="+", help="token model: eager batch sizes tried [256 1024 on CUDA, 64 on CPU]")
+    ap.add_argument("--lm-losscape-batch", type=int, help="token model: losscape --batch-size [its default]")
     ap.add_argument("--json")
     ap.add_argument("--work", help="keep data and models here (default: a temporary directory)")
     a = ap.parse_args()
@@ -302,17 +474,19 @@ def main():
     a.ref_n = a.ref_n or (10000 if cuda else 1000)
     work = a.work or tempfile.mkdtemp(prefix="losscape-bench-")
     os.makedirs(work, exist_ok=True)
+    image_models = [m for m in a.models if m not in LM_MODELS]
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, size=(a.n, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, size=a.n).astype(np.uint8)
     data_dir = os.path.join(work, "data")
-    cifar_io.write_binary(data_dir, "train", imgs, labels)
+    if image_models:
+        cifar_io.write_binary(data_dir, "train", imgs, labels)
     machine = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
     precisions = a.precisions or (["tf32", "bf16"] if cuda else ["fp32"])
     modes = a.compile_modes if a.compile_modes is not None else (
         ["default", "max-autotune-no-cudagraphs"] + (["max-autotune"] if cuda else []))
     rows = []
-    for name in a.models:
+    for name in image_models:
         torch.manual_seed(0)
         pt = os.path.join(work, f"{name}.pt")
         export(arch.build(name), pt)
@@ -376,7 +550,23 @@ def main():
                                   "points": tr["points"]}
             rows.append(r)
             print(json.dumps(r), flush=True)
-    print(f"\nmachine: {machine}; torch {torch.__version__}; {a.n} images/point, {a.points} points per method")
+    lm_rows = lm_bench(a, work, dev, precisions) if any(m in LM_MODELS for m in a.models) else []
+    print(f"\nmachine: {machine}; torch {torch.__version__}" +
+          (f"; {a.n} images/point, {a.points} points per method" if rows else ""))
+    if rows:
+        print_images(rows, a)
+    print_lm(lm_rows)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"date": datetime.date.today().isoformat(), "machine": machine, "device": a.device,
+                       "torch": torch.__version__, "n": a.n, "points": a.points, "rows": rows,
+                       "lm_rows": lm_rows}, f, indent=1)
+    failed = [r["precision"] for r in lm_rows if "losscape_error" in r]
+    if failed:
+        raise SystemExit(f"losscape failed on the token model ({', '.join(failed)}); the other figures are above")
+
+
+def print_images(rows, a):
     print(f"{'model':10} {'prec':5} {'reference':>10} {'eager':>10} {'eager+fold':>10} {'unfolded':>10} "
           f"{'losscape':>10} {'s/point':>8} {'vs ref':>7} {'vs eager':>8} {'vs e+fold':>9} {'fold gain':>9} "
           f"{'perturb':>8} {'51x51 min':>9}")
@@ -418,10 +608,6 @@ def main():
             c = r["loss_cap"]
             print(f"{r['model']}: --loss-cap {c['cap']:.3g} capped {c['capped_points']}/{a.points} points, "
                   f"eval {c['eval_s_without']:.2f}s -> {c['eval_s_with']:.2f}s")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"date": datetime.date.today().isoformat(), "machine": machine, "device": a.device,
-                       "torch": torch.__version__, "n": a.n, "points": a.points, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def export(model, out, trace=False, example=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", required=True, choices=arch.ARCHS)
+    ap.add_argument("--arch", required=True, choices=arch.ARCHS + arch.TOKEN_ARCHS)
     ap.add_argument("--out", required=True)
     ap.add_argument("--weights", help="state_dict checkpoint (.pt/.pth/.t7 from torch.save, or .safetensors)")
     ap.add_argument("--trace", action="store_true", help="trace instead of script")
@@ -51,8 +51,7 @@ def main():
     model = arch.build(a.arch, a.num_classes)
     if a.weights:
         load_weights(model, a.weights)
-    example = torch.zeros(2, 1) if a.arch == "mlp" else None
-    export(model, a.out, a.trace, example)
+    export(model, a.out, a.trace, arch.example_input(a.arch))
     n = sum(p.numel() for p in model.parameters())
     print(f"{a.arch}: {n} parameters -> {a.out}")
 

@@ -161,6 +161,10 @@ fn a_trajectory_says_how_far_its_checkpoints_are_from_the_pca_plane() {
     for s in ["train", "test"] {
         assert_eq!(npy(&out.join(format!("path_loss.{s}.npy"))).0, shape);
     }
+    // The picture says that the path is a projection, under the plot; the flat one does not.
+    let label = |d: &Path| losscape::plot::RunData::load(d).unwrap().x_label;
+    assert!(label(&out).contains("off the plane"), "{}", label(&out));
+    assert!(!label(&flat).contains("off the plane"), "{}", label(&flat));
     let bits = |f: &str| npy(&out.join(f)).1.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits("path_loss.train.npy"), bits("path_loss.npy"));
 }

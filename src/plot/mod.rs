@@ -168,9 +168,22 @@ impl RunData {
                 .and_then(|t| t.explained_variance_ratio.get(k).copied())
                 .unwrap_or(f64::NAN)
         };
+        // A path that leaves the plane is said so under the plot (path_residual.npy).
+        let off_plane = meta
+            .description
+            .trajectory
+            .as_ref()
+            .and_then(|t| t.path_residual_max)
+            .filter(|&r| r > PATH_RESIDUAL_NOTE)
+            .map_or(String::new(), |r| {
+                format!(
+                    "   —   the path is projected: a checkpoint lies {:.0}% of its distance off the plane",
+                    100.0 * r
+                )
+            });
         let (x_label, y_label) = match meta.kind {
             RunKind::Trajectory => (
-                format!("PC1 ({:.1}% of variance)", 100.0 * ratio(0)),
+                format!("PC1 ({:.1}% of variance){off_plane}", 100.0 * ratio(0)),
                 format!("PC2 ({:.1}% of variance)", 100.0 * ratio(1)),
             ),
             RunKind::Plane => ("α · (B − A)".to_string(), "β · (C − A)".to_string()),
@@ -326,13 +339,7 @@ pub fn title(d: &RunData) -> String {
     } else {
         m.splits.iter().map(|s| format!("{} {}", s.data.n, s.split)).collect::<Vec<_>>().join(" + ")
     };
-    let off_plane = m
-        .trajectory
-        .as_ref()
-        .and_then(|t| t.path_residual_max)
-        .filter(|&r| r > PATH_RESIDUAL_NOTE)
-        .map_or(String::new(), |r| format!(" (path up to {:.0}% off the plane)", 100.0 * r));
-    format!("{what}{off_plane} — {} loss, {samples} samples", m.loss)
+    format!("{what} — {} loss, {samples} samples", m.loss)
 }
 
 /// Critical points of a 2-D run in the look's scale, with each point's value put back in loss
