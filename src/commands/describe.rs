@@ -110,8 +110,9 @@ pub fn dataset_meta(data: &Dataset) -> DataMeta {
     }
 }
 
-/// meta.json's `splits` of a run over several splits (empty for one).
-fn splits_meta(s: &Session, trajectory: bool) -> Vec<SplitMeta> {
+/// meta.json's `splits` of a run over several splits (empty for one); a trajectory adds its
+/// per-split path files.
+fn splits_meta(s: &Session) -> Vec<SplitMeta> {
     if s.more.is_empty() {
         return Vec::new();
     }
@@ -124,8 +125,8 @@ fn splits_meta(s: &Session, trajectory: bool) -> Vec<SplitMeta> {
                 data: dataset_meta(d),
                 loss: Quantity::SplitLoss(split).file(),
                 acc: Quantity::SplitAcc(split).file(),
-                path_loss: trajectory.then(|| format!("path_loss.{split}.npy")),
-                path_acc: trajectory.then(|| format!("path_acc.{split}.npy")),
+                path_loss: None,
+                path_acc: None,
                 loss_min: None,
                 loss_max: None,
             }
@@ -192,7 +193,7 @@ pub fn description(
                     .into(),
             },
         },
-        splits: splits_meta(s, layout.contains("PCA") || point.contains("PCA")),
+        splits: splits_meta(s),
         curvature: None,
         directions: None,
         line: None,
