@@ -265,9 +265,9 @@ impl Ready {
         }
     }
 
-    /// Samples evaluated per point.
+    /// Samples evaluated per point (on every split).
     pub fn samples(&self) -> usize {
-        self.p.s.data.n
+        self.p.s.datasets().map(|d| d.n).sum()
     }
 
     /// This worker's record for the shard file.
