@@ -59,6 +59,21 @@ def randomize_bn(model, g):
                 m.running_var.copy_(1 + 0.5 * torch.rand(m.running_var.shape, generator=g))
 
 
+def class_loss(out, y):
+    """Mean cross-entropy over the targets whose label is not -100, the class axis last."""
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
+def fit(model, x, y, steps, lr, loss=class_loss):
+    """Fit `model` a little to (x, y): `steps` full-batch Adam steps on `loss`."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        value = loss(model(x), y)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+
+
 class OomAbove8(nn.Module):
     """Raises the CUDA allocator's out-of-memory error for batches over 8 samples."""
 
@@ -218,13 +233,8 @@ def make_tokens(out):
         np.save(os.path.join(d, f"{name}.npy"), arr)
     torch.manual_seed(31)
     lm = arch.TinyLM(vocab=vocab, d=32, layers=2, heads=2, max_len=t)
-    opt = torch.optim.Adam(lm.parameters(), lr=0.01)
-    xx, yy = torch.from_numpy(x).long(), torch.from_numpy(y)
-    for _ in range(25):  # fitted: loss ~0.22 at the centre (log 64 = 4.16), ~5.6 one unit out
-        loss = F.cross_entropy(lm(xx).reshape(-1, vocab), yy.reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    # Fitted: loss ~0.22 at the centre (log 64 = 4.16), ~5.6 one unit out.
+    fit(lm, torch.from_numpy(x).long(), torch.from_numpy(y), steps=25, lr=0.01)
     lm.eval()
     example = torch.zeros(2, t, dtype=torch.int64)
     with torch.no_grad():
@@ -252,26 +262,14 @@ def make_tokens(out):
         sets[suffix] = (xc, yc)
     torch.manual_seed(32)
     mlp = Mlp8()
-    opt = torch.optim.Adam(mlp.parameters(), lr=0.02)
-    xc, yc = (torch.from_numpy(v) for v in sets[""])
-    for _ in range(30):
-        loss = F.cross_entropy(mlp(xc), yc, ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(mlp, *(torch.from_numpy(v) for v in sets[""]), steps=30, lr=0.02)
     export(mlp, os.path.join(out, "mlp8.pt"), trace=True, example=torch.zeros(2, 8))
 
     # A small ViT on the CIFAR fixture images (32x32, 10 classes), fitted a little like the ResNet.
     torch.manual_seed(33)
     vit = arch.TinyViT(10, d=32, layers=2, heads=2, patch=8)
     tr_x, tr_y = cifar_io.read_binary(os.path.join(out, "cifar-bin"), "train")
-    xi, yi = torch.from_numpy(cifar_io.normalize(tr_x)), torch.from_numpy(tr_y)
-    opt = torch.optim.Adam(vit.parameters(), lr=0.003)
-    for _ in range(15):
-        loss = F.cross_entropy(vit(xi), yi)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(vit, torch.from_numpy(cifar_io.normalize(tr_x)), torch.from_numpy(tr_y), steps=15, lr=0.003)
     export(vit, os.path.join(out, "vit.pt"), trace=True)
 
 
@@ -291,13 +289,8 @@ def make(out):
     # train images so that the landscape has a basin (BN starts from random affine params and statistics).
     model = arch.CifarResNet(8, num_classes=10, width=4)
     randomize_bn(model, g)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
     xt, yt = torch.from_numpy(cifar_io.normalize(tr_x)), torch.from_numpy(tr_y.astype(np.int64))
-    for _ in range(40):
-        loss = F.cross_entropy(model(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(model, xt, yt, steps=40, lr=0.02)
     export(model, os.path.join(out, "resnet.pt"))
     export(model, os.path.join(out, "resnet_traced.pt"), trace=True)
     export(OomAbove8(model), os.path.join(out, "oom_above_8.pt"))
@@ -338,12 +331,7 @@ def make(out):
     xs = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
     ys = xs ** 2
     mlp = arch.SmallMLP(16)
-    opt = torch.optim.Adam(mlp.parameters(), lr=0.01)
-    for _ in range(300):
-        loss = F.mse_loss(mlp(torch.from_numpy(xs)), torch.from_numpy(ys))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(mlp, torch.from_numpy(xs), torch.from_numpy(ys), steps=300, lr=0.01, loss=F.mse_loss)
     export(mlp, os.path.join(out, "mlp.pt"))
     # BatchNorm statistics deliberately wrong for the data (eval and recompute disagree), and a
     # checkpoint whose running variances are far smaller (a line past it extrapolates them below 0).

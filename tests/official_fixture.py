@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "models"))
 import arch  # noqa: E402
 from export import export  # noqa: E402
-from fixtures import randomize_bn  # noqa: E402
+from fixtures import fit, randomize_bn  # noqa: E402
 
 POINT = (0.5, -0.25)
 
@@ -123,12 +123,7 @@ def make(out):
     torch.manual_seed(3)
     net = arch.build("resnet8")
     randomize_bn(net, torch.Generator().manual_seed(4))
-    opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    for _ in range(12):
-        loss = F.cross_entropy(net(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(net, xt, yt, steps=12, lr=0.01)
     net.eval()
     export(net, os.path.join(out, "model.pt"))
 
