@@ -140,10 +140,7 @@ impl Evaluator {
                     // An ignored label (-100) never equals an argmax, so it is never counted correct.
                     correct += logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64);
                 }
-                LossKind::Mse => {
-                    let d = out.reshape([len as i64, -1]) - yb.reshape([len as i64, -1]).to_kind(Kind::Float);
-                    loss_sum += d.square().sum(Kind::Double);
-                }
+                LossKind::Mse => loss_sum += batch_loss(LossKind::Mse, &out, &yb, Kind::Double),
             }
             start += len;
             if let (Some(cap), true) = (self.loss_cap, start < n) {
@@ -184,9 +181,10 @@ fn flat_classes(out: &Tensor, y: &Tensor) -> (Tensor, Tensor) {
     (out.reshape([-1, c]), y.reshape([-1]))
 }
 
-/// The loss of one batch summed over its targets (float32), with whatever autograd graph `out`
-/// carries: cross-entropy over the labels that are not -100, or squared error over every entry.
-pub fn batch_loss(loss: LossKind, out: &Tensor, y: &Tensor) -> Tensor {
+/// The loss of one batch summed over its targets, with whatever autograd graph `out` carries:
+/// cross-entropy over the labels that are not -100 (float32), or squared error over every entry
+/// (summed in `mse_sum`: float64 for evaluation, float32 for the Hessian's graph).
+pub fn batch_loss(loss: LossKind, out: &Tensor, y: &Tensor, mse_sum: Kind) -> Tensor {
     match loss {
         LossKind::Ce => {
             let (logits, labels) = flat_classes(out, y);
@@ -194,7 +192,7 @@ pub fn batch_loss(loss: LossKind, out: &Tensor, y: &Tensor) -> Tensor {
         }
         LossKind::Mse => {
             let b = out.size()[0];
-            (out.reshape([b, -1]) - y.reshape([b, -1]).to_kind(Kind::Float)).square().sum(Kind::Float)
+            (out.reshape([b, -1]) - y.reshape([b, -1]).to_kind(Kind::Float)).square().sum(mse_sum)
         }
     }
 }

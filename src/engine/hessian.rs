@@ -84,7 +84,7 @@ impl<'a> Hessian<'a> {
     fn batch_loss(&self, start: usize, len: usize) -> Result<Tensor> {
         let x = self.data.inputs(start, len);
         let out = self.model.forward(&x)?.to_kind(Kind::Float);
-        Ok(crate::engine::evaluate::batch_loss(self.loss, &out, &self.data.targets(start, len)))
+        Ok(crate::engine::evaluate::batch_loss(self.loss, &out, &self.data.targets(start, len), Kind::Float))
     }
 
     fn params(&self) -> Vec<Tensor> {

@@ -92,17 +92,15 @@ impl Parts {
         v
     }
 
-    /// The values on the splits after the first, the network as it stands, uncapped.
-    fn eval_more(&mut self) -> Result<Vec<PointValue>> {
-        let mut out = Vec::with_capacity(self.s.more.len());
-        for i in 0..self.s.more.len() {
-            let mut ev = self.ev.clone();
-            ev.loss_cap = None;
-            let v = ev.evaluate_fitting(self.net(), &self.s.more[i]);
-            self.ev.batch_size = ev.batch_size;
-            out.push(v?);
-        }
-        Ok(out)
+    /// The values on the splits after the first, the network as it stands (the module itself
+    /// with `module`, else the point's network), uncapped.
+    fn eval_more(&mut self, module: bool) -> Result<Vec<PointValue>> {
+        let mut ev = self.ev.clone();
+        ev.loss_cap = None;
+        let net: &dyn Forward = if module { &self.s.model } else { self.net() };
+        let out = self.s.more.iter().map(|d| ev.evaluate_fitting(net, d)).collect();
+        self.ev.batch_size = ev.batch_size;
+        out
     }
 }
 
@@ -322,7 +320,7 @@ impl Parts {
         self.ev.batch_size = ev.batch_size;
         let v = v?;
         let neg = !v.loss.is_finite() && matches!(self.net, Net::Module) && self.watch_variance();
-        let more = self.eval_more()?;
+        let more = self.eval_more(false)?;
         let mut out = self.values(v, &more, neg, perturb, bn);
         if let Some(spec) = self.curvature {
             let t = Instant::now();
@@ -388,10 +386,8 @@ impl Parts {
             self.ev.loss_cap = cap;
             let v = v?;
             let neg = !v.loss.is_finite() && self.watch_variance();
-            let net = std::mem::replace(&mut self.net, Net::Module);
-            let more = self.eval_more();
-            self.net = net;
-            Ok::<_, Error>(self.values(v, &more?, neg, perturb, bn))
+            let more = self.eval_more(true)?;
+            Ok::<_, Error>(self.values(v, &more, neg, perturb, bn))
         })();
         self.mover.reset();
         result
