@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The log target of a warning that is advice about the inputs, which a quiet user has chosen not
+/// to hear (the CLI's --quiet hides it; other warnings it shows).
+pub const ADVICE: &str = "losscape::advice";
+
 /// A setting of a run, by its library name. `cli::words` maps each to its flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Setting {

@@ -240,3 +240,149 @@ fn the_summary_line_gives_six_significant_digits() {
     }
     assert!(line.contains("3 points on cpu"), "{line}");
 }
+
+#[test]
+fn inputs_that_gave_garbage_with_exit_0_are_refused() {
+    let model = s(&fxp("resnet.pt"));
+    let cifar = s(&fxp("cifar-bin"));
+    // NaN in the images, inf in regression targets: named with the first bad sample.
+    let nan = s(&fxp("bad/nan_x"));
+    let e = fails("nan-x", &["--model", &model, "--data", &nan, "--x=0:1:2"]);
+    contains_all(&e, &[&nan, "sample 13", "NaN or inf"]);
+    let inf = s(&fxp("bad/inf_y"));
+    let e = fails("inf-y", &["--model", &s(&fxp("mlp.pt")), "--data", &inf, "--x=0:1:2"]);
+    contains_all(&e, &[&inf, "targets of sample 5"]);
+    // A mean without a std (or the reverse) would normalize with std 1 (or mean 0).
+    let e = fails("mean-only", &["--model", &model, "--data", &cifar, "--mean", "0.5,0.5,0.5", "--x=0:1:2"]);
+    contains_all(&e, &["--mean 0.5,0.5,0.5", "without std", "both or neither"]);
+    let e = fails("std-only", &["--model", &model, "--data", &cifar, "--std", "0.2", "--x=0:1:2"]);
+    contains_all(&e, &["--std 0.2", "without mean"]);
+    // A grid too large to hold: refused before anything is written (it aborted with a backtrace,
+    // leaving config.json and locks that then blocked the directory).
+    let big = ["--model", &model, "--data", &cifar, "--x=-1:1:100000", "--y=-1:1:100000"];
+    let e = fails("huge-grid", &big);
+    contains_all(&e, &["10000000000 points", "limit of 10000000"]);
+    let e = fails_with(
+        1,
+        &[
+            "trajectory",
+            "--checkpoints",
+            &s(&fxp("traj_plane")),
+            "--arch",
+            &model,
+            "--data",
+            &cifar,
+            "--n",
+            "100000",
+            "--out",
+            &s(&out_dir("huge-traj")),
+        ],
+    );
+    contains_all(&e, &["10000000000 points"]);
+    assert!(!out_dir("huge-traj").exists());
+}
+
+#[test]
+fn unnormalized_byte_images_are_warned_about_once_and_not_when_quiet() {
+    let run = |quiet: bool| {
+        let out = out_dir(&format!("uint8-warning-{quiet}"));
+        let mut args = vec!["surface", "--model", "", "--data", "", "--split", "train,test", "--x=0:1:2", "--no-plots"];
+        let (m, d, o) = (s(&fxp("resnet.pt")), s(&fxp("npy_nchw")), s(&out));
+        args[2] = &m;
+        args[4] = &d;
+        args.extend(["--out", &o]);
+        if quiet {
+            args.push("-q");
+        }
+        ok(&losscape(&args))
+    };
+    let err = run(false);
+    assert_eq!(err.matches("uint8 images").count(), 1, "{err}");
+    assert!(err.contains("--mean") && err.contains("--std") && err.contains("warning"), "{err}");
+    assert!(run(true).is_empty());
+    // CIFAR-10 files are normalized by default: nothing to say.
+    let out = out_dir("bytes-cifar");
+    let err = ok(&losscape(&[
+        "surface",
+        "--model",
+        &s(&fxp("resnet.pt")),
+        "--data",
+        &s(&fxp("cifar-bin")),
+        "--x=0:1:2",
+        "--no-plots",
+        "--out",
+        &s(&out),
+    ]));
+    assert!(!err.contains("uint8"), "{err}");
+}
+
+#[test]
+fn plot_mistakes_leave_the_pictures_alone_and_say_what_is_wrong() {
+    let out = out_dir("plot-mistakes");
+    ok(&losscape(&[
+        "surface",
+        "--model",
+        &s(&fxp("resnet.pt")),
+        "--data",
+        &s(&fxp("cifar-bin")),
+        "--x=-1:1:3",
+        "--y=-1:1:3",
+        "--out",
+        &s(&out),
+        "-q",
+    ]));
+    let before = std::fs::read(out.join("contour.png")).unwrap();
+    let e = fails_with(1, &["plot", &s(&out), "--levels", "0"]);
+    contains_all(&e, &["--levels 0", "2..200"]);
+    let e = fails_with(1, &["plot", &s(&out), "--levels", "1"]);
+    contains_all(&e, &["--levels 1"]);
+    assert_eq!(std::fs::read(out.join("contour.png")).unwrap(), before, "a refused plot redrew contour.png");
+    // A figure into a directory that does not exist: its path and the reason, in one line.
+    let fig = out_dir("plot-missing").join("no/such/dir/f.png");
+    let e = fails_with(1, &["plot", &s(&out), &s(&out), "--out", &s(&fig)]);
+    contains_all(&e, &[&s(&fig), "cannot write", "No such file"]);
+    assert!(!e.contains("Drawing backend"), "{e}");
+    // merge's run directory is its positional argument, not --out.
+    let not_run = out_dir("not-a-run");
+    std::fs::create_dir_all(&not_run).unwrap();
+    let e = fails_with(1, &["merge", &s(&not_run)]);
+    contains_all(&e, &[&s(&not_run), "config.json"]);
+    assert!(!e.contains("--out"), "{e}");
+}
+
+#[test]
+fn messages_a_new_user_met_say_what_to_do() {
+    let d = s(&fxp("cifar-bin"));
+    // A safetensors state dict as --model needs its architecture.
+    let sd = s(&fxp("ckpt/plain.safetensors"));
+    let e = fails("safetensors-model", &["--model", &sd, "--data", &d, "--x=0:1:2"]);
+    contains_all(&e, &["--arch is needed", &sd, "safetensors state dict"]);
+    assert!(!e.contains("torch.jit.script"), "{e}");
+    // hessian --help lists only what the command takes.
+    let o = losscape(&["hessian", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for absent in ["bf16", "fp16", "train,test", "SPLIT[,SPLIT]", "Their direction is 0", "every shard"] {
+        assert!(!help.contains(absent), "hessian --help mentions {absent:?}:\n{help}");
+    }
+    assert!(help.contains("--split") && help.contains("tf32"), "{help}");
+    // BatchNorm re-estimation says on how many samples the statistics came from.
+    let out = out_dir("recompute-summary");
+    let err = ok(&losscape(&[
+        "surface",
+        "--model",
+        &s(&fxp("resnet.pt")),
+        "--data",
+        &d,
+        "--x=0:1:2",
+        "--batchnorm",
+        "recompute",
+        "--bn-samples",
+        "40",
+        "--limit",
+        "20",
+        "--no-plots",
+        "--out",
+        &s(&out),
+    ]));
+    assert!(err.contains("re-estimated at every point on 40 training samples"), "{err}");
+}

@@ -217,8 +217,82 @@ fn unusable_models_and_options_are_one_line() {
     assert!(e.contains("nograd.pt") && e.contains("differentiabl"), "{e}");
     let e = fails("nangrad.pt", &["--ignore", "keep"]);
     assert!(e.contains("nangrad.pt") && e.contains("not finite"), "{e}");
-    let e = fails("resnet.pt", &["--precision", "bf16"]);
-    assert!(e.contains("--precision bf16"), "{e}");
+    // Reduced precisions are not among --precision's values for a Hessian (a usage error).
+    let out = out_dir("hessian-bad-bf16");
+    let r = losscape(&[
+        "hessian",
+        "--model",
+        &s(&fxp("resnet.pt")),
+        "--data",
+        &s(&fxp("cifar-bin")),
+        "--out",
+        &s(&out),
+        "--precision",
+        "bf16",
+    ]);
+    let e = String::from_utf8_lossy(&r.stderr).to_string();
+    assert!(r.status.code() == Some(2) && e.contains("bf16") && e.lines().count() == 1 && !out.exists(), "{e}");
     let e = fails("resnet.pt", &["--tol", "2"]);
     assert!(e.contains("--tol"), "{e}");
+}
+
+/// The reference spectrum of the trained ResNet-8 fixture (scipy eigsh over float64 PyTorch
+/// products), computed once.
+fn trained_reference() -> &'static serde_json::Value {
+    static REF: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    REF.get_or_init(|| {
+        let out = out_dir("eigsh-trained").with_extension("json");
+        let (m, d) = (s(&fxp("trained_r8.pt")), s(&fxp("trained")));
+        fixtures_py(&["eigsh-hessian", "--model", &m, "--data", &d, "--out", &s(&out)]);
+        json(&out)
+    })
+}
+
+#[test]
+fn the_extremes_reported_are_the_extremes_of_a_trained_resnet() {
+    // λmin ≈ −0.01 λmax with a bulk near 0: a residual measured against max|λ| accepted a bulk
+    // value near 0 as λmin after a few products (+0.00207 for the demo's −3.9).
+    let r = trained_reference();
+    let (lmax, lmin) = (r["largest"][0].as_f64().unwrap(), r["smallest"][0].as_f64().unwrap());
+    assert!(lmin < 0.0 && lmin.abs() < 0.05 * lmax, "the fixture's spectrum: {lmin} .. {lmax}");
+    for which in ["smallest", "both"] {
+        let out = out_dir(&format!("hessian-trained-{which}"));
+        let h = hessian("trained_r8.pt", "trained", &out, &["--which", which]);
+        assert_eq!(h["converged"], true, "{h}");
+        let sm = &h["smallest"][0];
+        let value = sm["eigenvalue"].as_f64().unwrap();
+        assert!((value - lmin).abs() <= 0.02 * lmin.abs(), "--which {which}: λmin {value} vs {lmin}");
+        // The reported residual bounds the distance to an eigenvalue: here, to λmin itself.
+        let norm = sm["residual_norm"].as_f64().unwrap();
+        assert!((value - lmin).abs() <= norm.max(1e-6 * lmax), "{value} vs {lmin}: residual {norm}");
+        assert_eq!(sm["test"], "relative", "{sm}");
+        if which == "both" {
+            let top = h["largest"][0]["eigenvalue"].as_f64().unwrap();
+            assert!((top - lmax).abs() <= 0.01 * lmax, "λmax {top} vs {lmax}");
+        }
+        assert!(h["hvp_count"].as_u64().unwrap() >= 20, "a Krylov space of 20 vectors first: {h}");
+    }
+    // The curvature map at its default tolerance (1e-2), at one point: the centre.
+    let out = out_dir("curvature-trained");
+    let (m, d, o) = (s(&fxp("trained_r8.pt")), s(&fxp("trained")), s(&out));
+    ok(&losscape(&[
+        "surface",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--x=0:0:1",
+        "--y=0:0:1",
+        "--curvature",
+        "--out",
+        &o,
+        "-q",
+        "--no-plots",
+    ]));
+    let (max, min) = (npy(&out.join("eig_max.npy")).1[0], npy(&out.join("eig_min.npy")).1[0]);
+    assert!((min - lmin).abs() <= 0.05 * lmin.abs(), "map λmin {min} vs {lmin}");
+    assert!((max - lmax).abs() <= 0.01 * lmax, "map λmax {max} vs {lmax}");
+    let meta = crate::common::meta_json(&out);
+    assert!(meta["timing"]["curvature_products"].as_u64().unwrap() >= 20, "{}", meta["timing"]);
+    assert_eq!(meta["channels_last"], false, "gradients on the CPU are taken in NCHW (oneDNN #6035)");
 }

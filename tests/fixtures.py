@@ -24,6 +24,9 @@ committed), and PyTorch reference values to compare losscape against.
     python tests/fixtures.py dense-hessian --model M --arch A --data D [--ignore biasbn|keep]
         [--directions F --points P] [--vectors F] --out OUT.json: eigenvalues and trace of the dense
         float64 Hessian of the dataset-mean loss (torch.autograd.functional.hessian), at each point.
+    python tests/fixtures.py eigsh-hessian --model M --data D [--ignore biasbn|keep] [--k K] --out OUT.json:
+        the K largest and smallest eigenvalues of the float64 Hessian by scipy's eigsh (ARPACK, tol
+        1e-10) over PyTorch Hessian-vector products.
     python tests/fixtures.py pyhessian --model M --arch A --data D --out OUT.json: PyHessian's top
         eigenvalue over all parameters, the samples as one batch.
     python tests/fixtures.py bn-reference --model M --data D --points P --bn-samples N
@@ -371,6 +374,17 @@ def make(out):
         os.makedirs(os.path.join(bad, name), exist_ok=True)
         np.save(os.path.join(bad, name, "X.npy"), x)
         np.save(os.path.join(bad, name, "y.npy"), y)
+    # Float images with one NaN (sample 13), and float regression targets with an inf (sample 5).
+    nan_x = cifar_io.normalize(tr_x).copy()
+    nan_x[13, 2, 5, 7] = np.nan
+    os.makedirs(os.path.join(bad, "nan_x"), exist_ok=True)
+    np.save(os.path.join(bad, "nan_x", "X.npy"), nan_x)
+    np.save(os.path.join(bad, "nan_x", "y.npy"), tr_y.astype(np.int64))
+    inf_y = (xs ** 2).copy()
+    inf_y[5, 0] = np.inf
+    os.makedirs(os.path.join(bad, "inf_y"), exist_ok=True)
+    np.save(os.path.join(bad, "inf_y", "X.npy"), xs)
+    np.save(os.path.join(bad, "inf_y", "y.npy"), inf_y)
     # Directions for a different model: a Linear net's parameter names.
     other = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     save_file({f"x.{k}": v.detach() for k, v in other.named_parameters()}, os.path.join(bad, "other_dirs.safetensors"))
@@ -387,7 +401,38 @@ def make(out):
     export(r8, os.path.join(ck, "resnet8.pt"))
     trajectories(out, model, g)
     make_tokens(out)
+    trained_resnet(out)
     print(f"fixtures -> {out}")
+
+
+def trained_resnet(out):
+    """trained_r8.pt and trained/ (X.npy, y.npy: 32 normalized float images): a ResNet-8 of width 4
+    with BatchNorm trained as the demo trains its model (SGD with momentum, weight decay, a cosine
+    schedule) to a low loss on synthetic CIFAR-like images. Its Hessian on those images has λmin
+    ≈ -0.01 λmax and a bulk near 0: a convergence test measured against max|λ| accepts a bulk
+    Ritz value near 0 as λmin after a few products."""
+    import synthetic_cifar
+    x, y = synthetic_cifar.make(300, 1, synthetic_cifar.prototypes(0))
+    x = torch.from_numpy(cifar_io.normalize(x))
+    y = torch.from_numpy(y.astype(np.int64))
+    torch.manual_seed(0)
+    model = arch.CifarResNet(8, num_classes=10, width=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    steps = 300
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (64,))
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    export(model, os.path.join(out, "trained_r8.pt"))
+    d = os.path.join(out, "trained")
+    os.makedirs(d, exist_ok=True)
+    np.save(os.path.join(d, "X.npy"), x[:32].numpy())
+    np.save(os.path.join(d, "y.npy"), y[:32].numpy())
 
 
 def numpy_pca(vectors):
@@ -722,6 +767,37 @@ def dense_hessian(a):
         json.dump(results, f)
 
 
+def eigsh_hessian(a):
+    """The k largest and smallest eigenvalues of the Hessian of the dataset-mean loss (float64,
+    over the parameters with more than one dimension, or all with --ignore keep), BatchNorm in eval
+    mode, by scipy's eigsh (ARPACK, tol 1e-10) over PyTorch Hessian-vector products (double
+    backward through the TorchScript module)."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+    model = torch.jit.load(a.model, map_location="cpu").eval().double()
+    x, y = load_data(a.data, a.split, a.limit)
+    x = x.double()
+    y = y.long()
+    params = [p for p in model.parameters() if a.ignore == "keep" or p.dim() > 1]
+    n = sum(p.numel() for p in params)
+    count = [0]
+
+    def hvp(v):
+        count[0] += 1
+        v = torch.from_numpy(np.asarray(v, dtype=np.float64).ravel())
+        loss = F.cross_entropy(model(x), y, reduction="sum") / len(y)
+        g = torch.autograd.grad(loss, params, create_graph=True)
+        flat = torch.cat([t.reshape(-1) for t in g])
+        h = torch.autograd.grad(flat @ v, params)
+        return torch.cat([t.reshape(-1) for t in h]).numpy()
+
+    op = LinearOperator((n, n), matvec=hvp, dtype=np.float64)
+    top = eigsh(op, k=a.k, which="LA", tol=1e-10, ncv=40, return_eigenvectors=False)
+    bottom = eigsh(op, k=a.k, which="SA", tol=1e-10, ncv=80, return_eigenvectors=False)
+    with open(a.out, "w") as f:
+        json.dump({"n": n, "largest": sorted(top.tolist(), reverse=True), "smallest": sorted(bottom.tolist()),
+                   "products": count[0]}, f)
+
+
 def pyhessian_top(a):
     """PyHessian's top eigenvalue (power iteration) over all parameters, the samples as one batch."""
     from pyhessian import hessian
@@ -783,6 +859,14 @@ def main():
     dh.add_argument("--points", default="[[0, 0]]")
     dh.add_argument("--vectors")
     dh.add_argument("--out", required=True)
+    eg = sub.add_parser("eigsh-hessian")
+    eg.add_argument("--model", required=True)
+    eg.add_argument("--data", required=True)
+    eg.add_argument("--split", default="train")
+    eg.add_argument("--limit", type=int)
+    eg.add_argument("--ignore", default="biasbn")
+    eg.add_argument("--k", type=int, default=1)
+    eg.add_argument("--out", required=True)
     ph = sub.add_parser("pyhessian")
     ph.add_argument("--model", required=True)
     ph.add_argument("--arch", required=True)
@@ -804,6 +888,8 @@ def main():
         bn_reference(a)
     elif a.cmd == "dense-hessian":
         dense_hessian(a)
+    elif a.cmd == "eigsh-hessian":
+        eigsh_hessian(a)
     elif a.cmd == "pyhessian":
         pyhessian_top(a)
     else:

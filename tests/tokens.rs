@@ -163,8 +163,10 @@ fn a_trajectory_says_how_far_its_checkpoints_are_from_the_pca_plane() {
     }
     // The picture says that the path is a projection, under the plot; the flat one does not.
     let label = |d: &Path| losscape::plot::RunData::load(d).unwrap().x_label;
-    assert!(label(&out).contains("off the plane"), "{}", label(&out));
-    assert!(!label(&flat).contains("off the plane"), "{}", label(&flat));
+    assert!(label(&out).contains("leaves the plane"), "{}", label(&out));
+    assert!(!label(&flat).contains("leaves the plane"), "{}", label(&flat));
+    let off = m["trajectory"]["path_off_plane"].as_f64().unwrap();
+    assert!(off > 0.25 && off <= max + 1e-12, "{off} (largest residual {max})");
     let bits = |f: &str| npy(&out.join(f)).1.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits("path_loss.train.npy"), bits("path_loss.npy"));
 }

@@ -48,11 +48,6 @@ pub struct DataArgs {
     /// CIFAR-10 directory (binary or python version), a directory with X.npy + y.npy, or an X .npy file.
     #[arg(long, value_name = "DIR_OR_NPY")]
     pub data: PathBuf,
-    /// Split(s) to evaluate: train (CIFAR-10's data_batch_*, or X.npy + y.npy) or test (test_batch,
-    /// or X_test.npy + y_test.npy). `train,test` evaluates both at every point from one
-    /// perturbation: loss.npy is the first's, loss.<split>.npy each one's.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "train", value_name = "SPLIT[,SPLIT]")]
-    pub split: Vec<Split>,
     /// Use the first N samples only (in file order).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -72,6 +67,16 @@ pub struct DataArgs {
     /// (A tuple or list: its first element.)
     #[arg(long, value_name = "KEY")]
     pub output: Option<String>,
+}
+
+/// The splits a grid command evaluates at every point.
+#[derive(Args, Debug, Clone)]
+pub struct SplitArgs {
+    /// Split(s) to evaluate: train (CIFAR-10's data_batch_*, or X.npy + y.npy) or test (test_batch,
+    /// or X_test.npy + y_test.npy). `train,test` evaluates both at every point from one
+    /// perturbation: loss.npy is the first's, loss.<split>.npy each one's.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "train", value_name = "SPLIT[,SPLIT]")]
+    pub split: Vec<Split>,
 }
 
 /// Options that change the values a run computes (they are part of its identity).
@@ -142,7 +147,7 @@ pub struct OutArgs {
     /// Run directory for the arrays, directions and meta.json.
     #[arg(long, value_name = "RUN_DIR")]
     pub out: PathBuf,
-    /// Start afresh: remove an earlier run in RUN_DIR (every shard's progress too).
+    /// Start afresh: remove an earlier run's files in RUN_DIR (a grid run's shards and their progress too).
     #[arg(long)]
     pub overwrite: bool,
     /// No progress or notes on stderr (warnings and errors still).
@@ -190,7 +195,7 @@ pub struct CurvatureArgs {
     /// |λmin/λmax| map). H over the parameters the directions move (--ignore); default precision fp32.
     #[arg(long)]
     pub curvature: bool,
-    /// Relative residual ‖Hv − λv‖ / max|λ| each eigenvalue reaches.
+    /// Each eigenvalue's residual ‖Hv − λv‖ is within T·|λ| (T·1e-3·λmax for λ ≈ 0).
     #[arg(long, value_name = "T", default_value_t = 1e-2)]
     pub curvature_tol: f64,
     /// Lanczos steps at most per point.
@@ -206,6 +211,8 @@ pub struct SurfaceArgs {
     pub curvature: CurvatureArgs,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub splits: SplitArgs,
     #[command(flatten)]
     pub value: ValueArgs,
     #[command(flatten)]
@@ -224,6 +231,8 @@ pub struct DirectionsArgs {
     pub curvature: CurvatureArgs,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub splits: SplitArgs,
     #[command(flatten)]
     pub value: ValueArgs,
     #[command(flatten)]
@@ -246,6 +255,8 @@ pub struct LineArgs {
     pub x: Axis,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub splits: SplitArgs,
     #[command(flatten)]
     pub value: ValueArgs,
     #[command(flatten)]
@@ -275,6 +286,8 @@ pub struct PlaneArgs {
     pub orthogonalize: bool,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub splits: SplitArgs,
     #[command(flatten)]
     pub value: ValueArgs,
     #[command(flatten)]
@@ -318,6 +331,8 @@ pub struct TrajectoryArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub splits: SplitArgs,
+    #[command(flatten)]
     pub value: ValueArgs,
     #[command(flatten)]
     pub speed: SpeedArgs,
@@ -325,6 +340,43 @@ pub struct TrajectoryArgs {
     pub task: TaskArgs,
     #[command(flatten)]
     pub out: OutArgs,
+}
+
+/// The parameters a Hessian is taken over (the same sets as `--ignore` of the grid commands).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HessianParameters {
+    /// The tensors with more than one dimension (weights; not biases or BatchNorm's γ, β), the
+    /// parameters random directions move by default.
+    Biasbn,
+    /// Every parameter.
+    Keep,
+}
+
+impl From<HessianParameters> for Ignore {
+    fn from(p: HessianParameters) -> Ignore {
+        match p {
+            HessianParameters::Biasbn => Ignore::Biasbn,
+            HessianParameters::Keep => Ignore::Keep,
+        }
+    }
+}
+
+/// The precisions a Hessian product runs in (reduced precisions are refused: curvature needs fp32).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HessianPrecision {
+    /// float32 with TF32 disabled for convolutions and matmuls (IEEE fp32 throughout).
+    Fp32,
+    /// float32 tensors, TF32 tensor cores allowed (CUDA only).
+    Tf32,
+}
+
+impl From<HessianPrecision> for Precision {
+    fn from(p: HessianPrecision) -> Precision {
+        match p {
+            HessianPrecision::Fp32 => Precision::Fp32,
+            HessianPrecision::Tf32 => Precision::Tf32,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -335,16 +387,16 @@ pub struct HessianArgs {
     /// The TorchScript architecture a state-dict --model is applied to.
     #[arg(long, value_name = "ARCH.pt")]
     pub arch: Option<PathBuf>,
-    /// Parameters H is taken over: biasbn = those with more than one dimension, keep = all.
+    /// Parameters H is taken over.
     #[arg(long, value_enum, default_value = "biasbn")]
-    pub ignore: Ignore,
+    pub ignore: HessianParameters,
     /// Eigenvalues wanted at each end asked for.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub top: usize,
     /// Which end: largest (algebraic), smallest (most negative) or both.
     #[arg(long, value_enum, default_value = "largest")]
     pub which: crate::options::Which,
-    /// Relative residual ‖Hv − λv‖ / max|λ| every reported pair reaches.
+    /// Each reported pair's residual ‖Hv − λv‖ is within T·|λ| (T·1e-3·max|λ| for λ ≈ 0).
     #[arg(long, value_name = "T", default_value_t = 1e-3)]
     pub tol: f64,
     /// Lanczos steps at most (each one Hessian-vector product).
@@ -373,12 +425,16 @@ pub struct HessianArgs {
     pub density_steps: usize,
     #[command(flatten)]
     pub data: DataArgs,
+    /// The split H is taken on: train (CIFAR-10's data_batch_*, or X.npy + y.npy) or test
+    /// (test_batch, or X_test.npy + y_test.npy).
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: Split,
     /// auto, cpu, cuda or cuda:N (one device).
     #[arg(long, default_value = "auto")]
     pub device: DeviceSpec,
-    /// fp32 (strict, the default on every device) or tf32 (CUDA only).
+    /// Precision of the products [default: fp32 on every device].
     #[arg(long, value_enum)]
-    pub precision: Option<Precision>,
+    pub precision: Option<HessianPrecision>,
     /// Samples per pass of a product, halved on out-of-memory [default: 1024 on CUDA, 64 on CPU].
     #[arg(long, value_name = "B")]
     pub batch_size: Option<usize>,

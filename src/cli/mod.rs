@@ -27,10 +27,14 @@ pub fn main() -> ExitCode {
         Err(code) => return code,
     };
     progress::init_log(quiet(&cli.command));
+    let given = match cli.command {
+        Command::Merge(_) | Command::Plot(_) => words::RunDirGiven::Positional,
+        _ => words::RunDirGiven::Out,
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("losscape: error: {}", words::line(&e));
+            eprintln!("losscape: error: {}", words::line_for(&e, given));
             ExitCode::from(1)
         }
     }
@@ -224,6 +228,9 @@ pub fn summary_line(s: &Summary) -> String {
         "losscape: {} points on {} in {:.1}s ({rate}), {range}",
         t.points, m.description.device, t.eval_seconds
     );
+    if let Some(n) = m.description.batchnorm.samples {
+        line += &format!("; BatchNorm statistics re-estimated at every point on {n} training samples");
+    }
     if m.nonfinite_points > 0 {
         line += &format!(
             "; {} of {} grid points are not finite",

@@ -15,6 +15,7 @@ use crate::commands::trajectory::TrajectoryConfig;
 use crate::engine::session::Setup;
 use crate::error::{Error, Result, Setting};
 use crate::inputs::data::DataSpec;
+use crate::options::{Precision, Split};
 use crate::space::grid::{GridSpec, Spacing};
 use crate::space::shard::Shard;
 use crate::space::spectrum::LanczosOptions;
@@ -35,24 +36,24 @@ impl Env for ProcessEnv {
 }
 
 /// The data options as a Setup with the rest at its defaults.
-fn data_setup(d: &DataArgs) -> Setup {
+fn data_setup(d: &DataArgs, splits: &[Split]) -> Setup {
     let data = DataSpec {
         path: d.data.clone(),
-        split: d.split.first().copied().unwrap_or_default(),
+        split: splits.first().copied().unwrap_or_default(),
         limit: d.limit,
         mean: d.mean.clone(),
         std: d.std.clone(),
         layout: d.layout,
     };
     let mut s = Setup::new(data);
-    s.more_splits = d.split.iter().skip(1).copied().collect();
+    s.more_splits = splits.iter().skip(1).copied().collect();
     s.output = d.output.clone();
     s.loss = d.loss;
     s
 }
 
-pub fn setup(d: &DataArgs, v: &ValueArgs, speed: Option<&SpeedArgs>) -> Setup {
-    let mut s = data_setup(d);
+pub fn setup(d: &DataArgs, splits: &SplitArgs, v: &ValueArgs, speed: Option<&SpeedArgs>) -> Setup {
+    let mut s = data_setup(d, &splits.split);
     s.precision = v.precision;
     s.loss_cap = v.loss_cap;
     s.fold_batchnorm = v.fold_batchnorm;
@@ -119,19 +120,23 @@ fn curvature_precision(setup: &mut Setup, c: &Option<CurvatureSpec>) {
 pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<SurfaceConfig> {
     let m = &a.model;
     let curvature = curvature(&a.curvature, m);
-    let mut setup = setup(&a.data, &a.value, Some(&a.speed));
+    let mut setup = setup(&a.data, &a.splits, &a.value, Some(&a.speed));
     curvature_precision(&mut setup, &curvature);
+    let task = task(&a.out, &a.value, Some(&a.task), env, argv)?;
+    if curvature.is_some() {
+        crate::engine::hessian::gradient_layout(&mut setup, task.devices[0]);
+    }
     Ok(SurfaceConfig {
         curvature,
         model: m.model.clone(),
         arch: m.arch.clone(),
-        grid: GridSpec { x: m.x, y: m.y, spacing: m.spacing },
+        grid: GridSpec::new(m.x, m.y, m.spacing)?,
         norm: m.norm,
         ignore: m.ignore,
         seed: m.seed,
         directions: m.directions.clone(),
         setup,
-        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+        task,
     })
 }
 
@@ -140,13 +145,13 @@ pub fn directions(a: &DirectionsArgs, env: &dyn Env, argv: Vec<String>) -> Resul
     let mut task = task(&a.out, &a.value, None, env, argv)?;
     task.prepare_only = true;
     let curvature = curvature(&a.curvature, m);
-    let mut setup = setup(&a.data, &a.value, None);
+    let mut setup = setup(&a.data, &a.splits, &a.value, None);
     curvature_precision(&mut setup, &curvature);
     Ok(SurfaceConfig {
         curvature,
         model: m.model.clone(),
         arch: m.arch.clone(),
-        grid: GridSpec { x: m.x, y: m.y, spacing: m.spacing },
+        grid: GridSpec::new(m.x, m.y, m.spacing)?,
         norm: m.norm,
         ignore: m.ignore,
         seed: m.seed,
@@ -162,7 +167,7 @@ pub fn line(a: &LineArgs, env: &dyn Env, argv: Vec<String>) -> Result<LineConfig
         to: a.to.clone(),
         arch: a.arch.clone(),
         x: a.x,
-        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
         task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
     })
 }
@@ -174,23 +179,16 @@ pub fn plane(a: &PlaneArgs, env: &dyn Env, argv: Vec<String>) -> Result<PlaneCon
     Ok(PlaneConfig {
         models,
         arch: a.arch.clone(),
-        grid: GridSpec { x: a.x, y: Some(a.y), spacing: Spacing::Linear },
+        grid: GridSpec::new(a.x, Some(a.y), Spacing::Linear)?,
         orthogonalize: a.orthogonalize,
-        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
         task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
     })
 }
 
 pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
-    let mut s = data_setup(&a.data);
-    if !s.more_splits.is_empty() {
-        return Err(Error::setting(
-            Setting::Split,
-            a.data.split.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
-            "the Hessian is taken on one split",
-        ));
-    }
-    s.precision = a.precision;
+    let mut s = data_setup(&a.data, &[a.split]);
+    s.precision = a.precision.map(Precision::from);
     s.batch_size = a.batch_size;
     let devices = a.device.resolve_all()?;
     let lanczos = (a.top > 0).then_some(LanczosOptions {
@@ -219,7 +217,7 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
         arch: a.arch.clone(),
         setup: s,
         device: devices[0],
-        ignore: a.ignore,
+        ignore: a.ignore.into(),
         lanczos,
         trace: a.trace.then_some((a.trace_samples.max(2), a.tol)),
         density: a.density.then_some((a.density_runs.max(1), a.density_steps.max(2))),
@@ -231,6 +229,9 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
 }
 
 pub fn trajectory(a: &TrajectoryArgs, env: &dyn Env, argv: Vec<String>) -> Result<TrajectoryConfig> {
+    // The grid's extent comes from the PCA, its size from here: checked before anything is written.
+    let (nx, ny) = (a.x.map_or(a.n, |x| x.n), a.y.map_or(a.n, |y| y.n));
+    crate::space::grid::check_points(nx, ny, format!("{nx} by {ny} points"))?;
     Ok(TrajectoryConfig {
         checkpoints: a.checkpoints.clone(),
         arch: a.arch.clone(),
@@ -241,7 +242,7 @@ pub fn trajectory(a: &TrajectoryArgs, env: &dyn Env, argv: Vec<String>) -> Resul
         margin: a.margin,
         points_per_axis: a.n,
         pca_memory_mb: a.pca_memory,
-        setup: setup(&a.data, &a.value, Some(&a.speed)),
+        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
         task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
     })
 }

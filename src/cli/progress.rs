@@ -21,57 +21,107 @@ pub struct Progress {
     start: Instant,
     last_line: Instant,
     samples_per_point: usize,
+    /// Hessian-vector products done, and about the most a point takes (0: no curvature).
+    products: usize,
+    max_products: usize,
 }
 
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
         let now = Instant::now();
-        Progress { quiet, bar: None, lines: false, total: 0, done: 0, start: now, last_line: now, samples_per_point: 0 }
+        Progress {
+            quiet,
+            bar: None,
+            lines: false,
+            total: 0,
+            done: 0,
+            start: now,
+            last_line: now,
+            samples_per_point: 0,
+            products: 0,
+            max_products: 0,
+        }
     }
 
     fn images_per_sec(&self) -> f64 {
         (self.done * self.samples_per_point) as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
     }
+
+    /// Seconds left: the remaining points at the cost per point so far. With curvature, whose
+    /// products dominate and vary from point to point, also the most it can take: every
+    /// remaining point at the largest number of products, at the seconds per product so far.
+    fn eta(&self) -> (f64, Option<f64>) {
+        let el = self.start.elapsed().as_secs_f64();
+        let left = self.total.saturating_sub(self.done) as f64;
+        let eta = el / self.done.max(1) as f64 * left;
+        let most = (self.max_products > 0 && self.products > 0)
+            .then(|| el / self.products as f64 * left * self.max_products as f64);
+        (eta, most.map(|m| m.max(eta)))
+    }
+
+    /// The message beside the bar or in the line: the rate, and the products with curvature.
+    fn work(&self, rate: f64) -> String {
+        if self.max_products == 0 {
+            return human_rate(rate);
+        }
+        let per = self.products as f64 / self.done.max(1) as f64;
+        let el = self.start.elapsed().as_secs_f64();
+        format!(
+            "{} Hessian products ({per:.0} per point, {:.2}s each)",
+            self.products,
+            el / self.products.max(1) as f64
+        )
+    }
 }
 
 impl Observer for Progress {
-    fn start(&mut self, points: usize, samples: usize) {
+    fn start(&mut self, points: usize, samples: usize, max_products: usize) {
         let tty = std::io::stderr().is_terminal();
         self.total = points;
         self.samples_per_point = samples;
+        self.max_products = max_products;
         self.start = Instant::now();
         self.last_line = self.start;
         self.lines = !self.quiet && !tty;
         self.bar = (!self.quiet && tty).then(|| {
             let b = ProgressBar::new(points as u64);
             b.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40.cyan/blue} {pos}/{len} points [{elapsed_precise} < {eta_precise}] {msg}",
-                )
+                // Curvature runs say their own ETA (from the products), in the message.
+                ProgressStyle::with_template(if max_products > 0 {
+                    "{bar:40.cyan/blue} {pos}/{len} points [{elapsed_precise}] {msg}"
+                } else {
+                    "{bar:40.cyan/blue} {pos}/{len} points [{elapsed_precise} < {eta_precise}] {msg}"
+                })
                 .expect("valid template"),
             );
             b
         });
     }
 
-    fn point(&mut self, loss: f64) {
+    fn point(&mut self, loss: f64, products: usize) {
         self.done += 1;
+        self.products += products;
         let rate = self.images_per_sec();
+        let (eta, most) = self.eta();
+        let eta_text = match most {
+            Some(m) => format!("ETA {} (at most {})", hms(eta), hms(m)),
+            None => format!("ETA {}", hms(eta)),
+        };
         if let Some(b) = &self.bar {
-            b.set_message(format!("loss {loss:.4}, {}", human_rate(rate)));
+            match most {
+                Some(_) => b.set_message(format!("loss {loss:.4}, {}, {eta_text}", self.work(rate))),
+                None => b.set_message(format!("loss {loss:.4}, {}", self.work(rate))),
+            }
             b.inc(1);
         } else if self.lines && (self.last_line.elapsed() >= LINE_EVERY || self.done == self.total || self.done == 1) {
             self.last_line = Instant::now();
-            let el = self.start.elapsed().as_secs_f64();
-            let eta = el / self.done as f64 * (self.total.saturating_sub(self.done)) as f64;
             eprintln!(
-                "losscape: {}/{} points ({:.0}%), last loss {loss:.4}, {}, elapsed {}, ETA {}",
+                "losscape: {}/{} points ({:.0}%), last loss {loss:.4}, {}, elapsed {}, {eta_text}",
                 self.done,
                 self.total,
                 100.0 * self.done as f64 / self.total.max(1) as f64,
-                human_rate(rate),
-                hms(el),
-                hms(eta)
+                self.work(rate),
+                hms(self.start.elapsed().as_secs_f64()),
             );
         }
     }
@@ -97,8 +147,11 @@ fn hms(s: f64) -> String {
 }
 
 /// The library's log records on stderr: warnings as `losscape: warning: ...`, notes as
-/// `losscape: ...`; only warnings when quiet.
+/// `losscape: ...`; only warnings when quiet, and not the warnings whose target is
+/// [`crate::error::ADVICE`] (advice about the inputs that a quiet user has chosen not to hear).
 struct Logger;
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata) -> bool {
@@ -106,7 +159,9 @@ impl log::Log for Logger {
     }
 
     fn log(&self, r: &log::Record) {
-        if !self.enabled(r.metadata()) {
+        if !self.enabled(r.metadata())
+            || (r.target() == crate::error::ADVICE && QUIET.load(std::sync::atomic::Ordering::Relaxed))
+        {
             return;
         }
         let text = r.args().to_string().replace('\n', " ");
@@ -122,6 +177,7 @@ impl log::Log for Logger {
 /// Install the logger (once per process).
 pub fn init_log(quiet: bool) {
     static LOGGER: Logger = Logger;
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(if quiet { log::LevelFilter::Warn } else { log::LevelFilter::Info });
 }

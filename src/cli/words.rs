@@ -42,9 +42,25 @@ pub fn flag(s: Setting) -> &'static str {
     }
 }
 
-/// One line for `e`, as the user of the command line should read it.
+/// One line for `e`, as the user of the command line should read it (a command whose run
+/// directory is given with --out).
 pub fn line(e: &Error) -> String {
+    line_for(e, RunDirGiven::Out)
+}
+
+/// How a command takes its run directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunDirGiven {
+    /// `--out DIR` (the commands that make runs).
+    Out,
+    /// A positional argument (`merge DIR`, `plot DIR`).
+    Positional,
+}
+
+/// One line for `e`, for a command that takes its run directory as `given`.
+pub fn line_for(e: &Error, given: RunDirGiven) -> String {
     let text = match e {
+        Error::File { role: Role::RunDir, .. } if given == RunDirGiven::Positional => e.to_string(),
         Error::Setting { setting, value, problem } if value.is_empty() => format!("{}: {problem}", flag(*setting)),
         Error::Setting { setting, value, problem } => format!("{} {value}: {problem}", flag(*setting)),
         Error::Needed { setting, why } => format!("{} is needed: {why}", flag(*setting)),

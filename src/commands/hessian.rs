@@ -80,7 +80,15 @@ impl Drop for FreshDir {
 }
 
 fn records(pairs: &[Eigenpair]) -> Vec<EigenvalueRecord> {
-    pairs.iter().map(|p| EigenvalueRecord { eigenvalue: p.value, residual: p.residual }).collect()
+    pairs
+        .iter()
+        .map(|p| EigenvalueRecord {
+            eigenvalue: p.value,
+            residual: p.residual,
+            residual_norm: p.residual_norm,
+            test: p.convergence,
+        })
+        .collect()
 }
 
 pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
@@ -92,6 +100,7 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
     }
     setup.precision = Some(precision);
     setup.fold_batchnorm = false;
+    hessian::gradient_layout(&mut setup, cfg.device);
     if setup.batchnorm == BatchNormMode::Recompute {
         return Err(Error::setting(Setting::BatchNorm, "recompute", "the Hessian is taken in eval mode"));
     }

@@ -57,7 +57,7 @@ pub fn line(cfg: &LineConfig, observer: &mut dyn Observer) -> Result<Outcome> {
             format!("is identical to {} (‖B − A‖ = 0): nothing to interpolate", cfg.from.display()),
         ));
     }
-    let grid = GridSpec { x: cfg.x, y: None, spacing: Spacing::Linear };
+    let grid = GridSpec::new(cfg.x, None, Spacing::Linear)?;
     let identity = describe::identity(
         RunKind::Line,
         &s,

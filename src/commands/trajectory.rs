@@ -21,7 +21,7 @@ use crate::options::Ignore;
 use crate::space::directions::{self, Direction};
 use crate::space::grid::{Axis, GridSpec, Spacing};
 use crate::space::pca;
-use crate::store::record::{Description, Motion, PcaMeta, Plan, RunKind, Source, TrajectoryMeta, PATH_RESIDUAL_NOTE};
+use crate::store::record::{Description, Motion, PcaMeta, Plan, RunKind, Source, TrajectoryMeta, PATH_OFF_PLANE_NOTE};
 
 /// The origin of a trajectory's PCA plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
                 }
             }
         };
-        let grid = GridSpec { x: axis(0, cfg.x)?, y: Some(axis(1, cfg.y)?), spacing: Spacing::Linear };
+        let grid = GridSpec::new(axis(0, cfg.x)?, Some(axis(1, cfg.y)?), Spacing::Linear)?;
         let mut d = describe::description(
             s,
             &ev,
@@ -173,11 +173,11 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
         }
         let residual_max = pc.residuals.iter().copied().fold(0.0, f64::max);
         crate::store::npy::write(&dir.join("path_residual.npy"), &[pc.residuals.len() as u64], &pc.residuals)?;
-        if residual_max > PATH_RESIDUAL_NOTE {
+        if pc.off_plane > PATH_OFF_PLANE_NOTE {
             log::warn!(
-                "a checkpoint lies {:.0}% of its distance from the origin off the PCA plane: the drawn path is a \
-                 projection (path_residual.npy)",
-                100.0 * residual_max
+                "the path leaves the PCA plane by up to {:.0}% of its extent (largest distance from the origin): \
+                 the drawn path is a projection (path_residual.npy)",
+                100.0 * pc.off_plane
             );
         }
         d.outputs.path = Some("path.npy".into());
@@ -215,6 +215,7 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
                     .into(),
             ),
             path_residual_max: Some(residual_max),
+            path_off_plane: Some(pc.off_plane),
         });
         let plan = Plan {
             arch: s.model.path.clone(),

@@ -3,12 +3,24 @@
 //! per product. H is taken with respect to a chosen set of parameters (those the directions
 //! move), the model in eval mode (BatchNorm on its running statistics).
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use crate::engine::session::Setup;
 use crate::error::{Error, Result, Role};
 use crate::inputs::data::Dataset;
 use crate::inputs::model::Model;
 use crate::options::{Ignore, LossKind};
+
+/// Gradients on the CPU are taken in the NCHW layout: libtorch 2.11's oneDNN computes the weight
+/// gradient of a stride-2 1×1 convolution with fewer than 8 input channels wrongly in channels_last
+/// (it spins forever on 2 threads and crashes on 1 here, and returns wrong values on other CPUs:
+/// oneDNN issue #6035). Seen on the width-4 ResNet-8 of the tests (its 4 → 8 shortcut), in PyTorch
+/// as in losscape; a double backward goes through that kernel.
+pub fn gradient_layout(setup: &mut Setup, dev: Device) {
+    if !dev.is_cuda() {
+        setup.channels_last = false;
+    }
+}
 
 /// The parameters H is taken over: with biasbn those with more than one dimension, with keep all.
 pub fn parameter_set(model: &Model, ignore: Ignore) -> Vec<usize> {

@@ -184,6 +184,9 @@ impl Session {
                 ));
             }
         }
+        if let Some(d) = self.datasets().find(|d| d.unnormalized) {
+            crate::inputs::data::warn_unnormalized(&d.path);
+        }
         Ok(ev)
     }
 

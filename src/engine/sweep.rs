@@ -24,9 +24,11 @@ use crate::store::shards::ShardStore;
 
 /// Told about progress as points come back.
 pub trait Observer {
-    /// Every worker is ready: `points` to evaluate, `samples` per point.
-    fn start(&mut self, points: usize, samples: usize);
-    fn point(&mut self, loss: f64);
+    /// Every worker is ready: `points` to evaluate, `samples` per point, and at most
+    /// `max_products` Hessian-vector products per point besides (`--curvature`; else 0).
+    fn start(&mut self, points: usize, samples: usize, max_products: usize);
+    /// A point is done: its loss, and the Hessian-vector products it took.
+    fn point(&mut self, loss: f64, products: usize);
     fn finish(&mut self);
 }
 
@@ -34,8 +36,8 @@ pub trait Observer {
 pub struct Silent;
 
 impl Observer for Silent {
-    fn start(&mut self, _: usize, _: usize) {}
-    fn point(&mut self, _: f64) {}
+    fn start(&mut self, _: usize, _: usize, _: usize) {}
+    fn point(&mut self, _: f64, _: usize) {}
     fn finish(&mut self) {}
 }
 
@@ -124,6 +126,9 @@ struct Recorder<'a> {
     elapsed: Vec<f64>,
     counts: Vec<usize>,
     costs: (f64, f64, f64),
+    /// Hessian-vector products so far (`--curvature`), and about the most one point takes.
+    products: usize,
+    max_products: usize,
     eval_started: Option<Instant>,
     evaluated: usize,
     failure: Option<Error>,
@@ -137,7 +142,7 @@ impl Recorder<'_> {
                 self.reports[worker] = Some(report);
                 if self.reports.iter().all(Option::is_some) {
                     self.eval_started = Some(Instant::now());
-                    self.observer.start(self.points, samples);
+                    self.observer.start(self.points, samples, self.max_products);
                 }
             }
             Msg::Point { worker, k, out, elapsed } => {
@@ -147,8 +152,9 @@ impl Recorder<'_> {
                 self.costs.0 += out.perturb_seconds;
                 self.costs.1 += out.batchnorm_seconds;
                 self.costs.2 += out.curvature_seconds;
+                self.products += out.products;
                 self.evaluated += 1;
-                self.observer.point(out.loss);
+                self.observer.point(out.loss, out.products);
                 self.store.record(k, out.values);
                 if let Err(e) = self.save(false) {
                     self.failure.get_or_insert(e);
@@ -175,6 +181,7 @@ impl Recorder<'_> {
             perturb_seconds: perturb,
             batchnorm_seconds: bn,
             curvature_seconds: curv,
+            curvature_products: self.products,
         }
     }
 
@@ -265,6 +272,9 @@ pub fn sweep(
         elapsed: vec![0.0; n],
         counts: vec![0; n],
         costs: (0.0, 0.0, 0.0),
+        products: 0,
+        // Lanczos steps, and the residual checks of λmax and λmin at the end.
+        max_products: spec.plan.curvature.map_or(0, |c| c.max_steps + 2),
         eval_started: None,
         evaluated: 0,
         failure: None,

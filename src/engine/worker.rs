@@ -125,6 +125,8 @@ pub struct Evaluated {
     pub perturb_seconds: f64,
     pub batchnorm_seconds: f64,
     pub curvature_seconds: f64,
+    /// Hessian-vector products at this point (`--curvature`).
+    pub products: usize,
 }
 
 fn mover_of(spec: &RunSpec, s: &Session) -> Result<Mover> {
@@ -324,8 +326,9 @@ impl Parts {
         let mut out = self.values(v, &more, neg, perturb, bn);
         if let Some(spec) = self.curvature {
             let t = Instant::now();
-            let (max, min) = self.curvature_at(a, b, spec)?;
+            let (max, min, products) = self.curvature_at(a, b, spec)?;
             out.curvature_seconds = t.elapsed().as_secs_f64();
+            out.products = products;
             for (q, x) in self.columns.iter().zip(out.values.iter_mut()) {
                 match q {
                     Quantity::EigMax => *x = max as f32,
@@ -339,7 +342,8 @@ impl Parts {
 
     /// λmax and λmin of the Hessian at (α, β), from the module itself (its parameters moved
     /// there, whichever network gave the loss), in the model's float32.
-    fn curvature_at(&mut self, a: f64, b: f64, spec: CurvatureSpec) -> Result<(f64, f64)> {
+    /// Also the products it took.
+    fn curvature_at(&mut self, a: f64, b: f64, spec: CurvatureSpec) -> Result<(f64, f64, usize)> {
         if matches!(self.net, Net::Folded(_)) {
             self.mover.set(a, b);
         }
@@ -358,13 +362,13 @@ impl Parts {
         let r = spectrum::extremes(&mut op, dim, self.s.dev, o)?;
         if !r.converged {
             log::warn!(
-                "Hessian eigenvalues at ({a}, {b}) reached only residuals {:.1e}, {:.1e} in {} steps",
+                "Hessian eigenvalues at ({a}, {b}) reached only relative residuals {:.1e} (λmax), {:.1e} (λmin) in {} steps",
                 r.largest[0].residual,
                 r.smallest[0].residual,
                 r.steps
             );
         }
-        Ok((r.largest[0].value, r.smallest[0].value))
+        Ok((r.largest[0].value, r.smallest[0].value, r.products))
     }
 
     /// Checkpoint i of the plan's states: its own loss (uncapped), evaluated with the module;
@@ -422,6 +426,13 @@ impl Parts {
                 Quantity::EigMax | Quantity::EigMin => f32::NAN,
             })
             .collect();
-        Evaluated { values, loss: v.loss, perturb_seconds: perturb, batchnorm_seconds: bn, curvature_seconds: 0.0 }
+        Evaluated {
+            values,
+            loss: v.loss,
+            perturb_seconds: perturb,
+            batchnorm_seconds: bn,
+            curvature_seconds: 0.0,
+            products: 0,
+        }
     }
 }

@@ -64,6 +64,8 @@ pub struct Dataset {
     pub normalization: Option<Normalization>,
     /// Per-batch affine map for byte input: x * scale + shift.
     affine: Option<(Tensor, Tensor)>,
+    /// Byte images from .npy that are divided by 255 but not normalized per channel.
+    pub unnormalized: bool,
     /// sha256 of the samples used, computed on first use (see `sha256`).
     sha256: std::sync::OnceLock<String>,
 }
@@ -151,16 +153,21 @@ impl Dataset {
         }
         let bytes = x.kind() == Kind::Uint8;
         let channels = if is_image { x.size()[1] as usize } else { 0 };
+        let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
         let (mean, std) = match (&spec.mean, &spec.std, h.format) {
             (Some(m), Some(s), _) => (m.clone(), s.clone()),
-            (Some(m), None, _) => (m.clone(), vec![1.0; m.len()]),
-            (None, Some(s), _) => (vec![0.0; s.len()], s.clone()),
+            // One without the other would silently normalize with std 1 or mean 0.
+            (Some(m), None, _) => {
+                return Err(Error::setting(Setting::Mean, list(m), "is given without std: give both or neither"))
+            }
+            (None, Some(s), _) => {
+                return Err(Error::setting(Setting::Std, list(s), "is given without mean: give both or neither"))
+            }
             (None, None, DataFormat::CifarBinary | DataFormat::CifarPython) => {
                 (CIFAR_MEAN.to_vec(), CIFAR_STD.to_vec())
             }
             (None, None, DataFormat::Npy) => (vec![], vec![]),
         };
-        let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
         if mean.len() != std.len() {
             return Err(Error::setting(
                 Setting::Mean,
@@ -221,6 +228,16 @@ impl Dataset {
         }
         let x = x.contiguous().to_device(device);
         let y = y.contiguous().to_device(device);
+        // NaN or inf in the data would make every loss NaN: refuse, naming the first bad sample.
+        for (t, what) in [(&x, "X"), (&y, "targets")] {
+            if let Some(i) = first_nonfinite(t) {
+                return Err(Error::file(
+                    Role::Data,
+                    &spec.path,
+                    format!("{what} of sample {i} (0-based, in file order) holds NaN or inf"),
+                ));
+            }
+        }
         Ok(Dataset {
             x,
             y,
@@ -233,9 +250,38 @@ impl Dataset {
             split: Some(spec.split),
             normalization,
             affine,
+            unnormalized: bytes && mean.is_empty() && is_image && h.format == DataFormat::Npy,
             sha256: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// The index of the first sample of `t` ([N, ...]) with a value that is not finite, if any
+/// (floating-point tensors only). One pass on the device, one host sync.
+pub fn first_nonfinite(t: &Tensor) -> Option<i64> {
+    if !t.is_floating_point() || t.numel() == 0 {
+        return None;
+    }
+    let bad = t.isfinite().logical_not().reshape([t.size()[0], -1]).any_dim(1, false);
+    if bad.any().int64_value(&[]) == 0 {
+        return None;
+    }
+    Some(bad.to_kind(Kind::Int64).argmax(0, false).int64_value(&[]))
+}
+
+/// Byte images from .npy are divided by 255 and not normalized per channel unless a mean and std
+/// are given, which is rarely what the model was trained on: said once per process, by whoever
+/// has checked the data against the model (so that a run refused for another reason says only that).
+pub fn warn_unnormalized(path: &Path) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        log::warn!(
+            target: crate::error::ADVICE,
+            "{}: uint8 images are divided by 255 but not normalized per channel; give the mean and std \
+             the model was trained with (--mean, --std), or save X.npy as normalized float32",
+            path.display()
+        )
+    });
 }
 
 /// A dataset read into host tensors, before limiting and moving to the device.

@@ -35,22 +35,45 @@ pub fn sha256_file(path: &Path, role: Role) -> Result<String> {
     Ok(sha256_hex(&bytes))
 }
 
+/// A state dict where TorchScript was expected (`what` names the kind of file): it needs the
+/// architecture it belongs to.
+fn state_dict(path: &Path, what: &str, detail: &str) -> Error {
+    Error::Needed {
+        setting: Setting::Arch,
+        why: format!(
+            "{} is {what}, not TorchScript; give the TorchScript architecture it belongs to, with this file \
+             as its checkpoint (or export it: models/export.py --arch NAME --weights CKPT){detail}",
+            path.display()
+        ),
+    }
+}
+
+/// A safetensors file: an 8-byte little-endian header length, then a JSON header.
+fn is_safetensors(bytes: &[u8]) -> bool {
+    bytes.len() >= 9 && {
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        n > 0 && n < bytes.len() as u64 && bytes[8] == b'{'
+    }
+}
+
 impl Model {
     /// Load a TorchScript file (scripted or traced) onto `device` and put it in eval mode.
     pub fn load(path: &Path, device: Device) -> Result<Model> {
         let bad = |problem: String| Error::file(Role::Model, path, problem);
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
         let sha256 = sha256_hex(&bytes);
+        if is_safetensors(&bytes) {
+            return Err(state_dict(path, "a safetensors state dict", ""));
+        }
         let mut module = CModule::load_on_device(path, device).map_err(|e| {
             let msg = torch_msg(&e);
-            let hint = if msg.contains("constants.pkl") {
-                "looks like a torch.save checkpoint (e.g. a state_dict), not TorchScript: export it with \
-                 models/export.py --arch NAME --weights CKPT, or give it as a checkpoint of a TorchScript architecture"
-            } else {
+            if msg.contains("constants.pkl") {
+                return state_dict(path, "a torch.save checkpoint (e.g. a state_dict)", &format!(": {msg}"));
+            }
+            bad(format!(
                 "not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace; \
-                 models/export.py does both)"
-            };
-            bad(format!("{hint}: {msg}"))
+                 models/export.py does both): {msg}"
+            ))
         })?;
         module.f_set_eval().map_err(|e| bad(torch_msg(&e)))?;
         let params =

@@ -49,11 +49,17 @@ pub fn side_by_side(dirs: &[PathBuf], out: &Path, o: &PlotOptions) -> Result<Fig
     let refs: Vec<&RunData> = runs.iter().collect();
     let look = Look::of(&refs, o);
     let partial = out.with_extension("partial.png");
-    let size = if two {
-        draw_panels(&partial, &runs, o, look.as_ref())?
+    // The drawing library reports a file it cannot write in its own words, after drawing: find
+    // out first, in ours.
+    std::fs::File::create(&partial).map_err(|e| Error::io(out, "cannot write", e))?;
+    let drawn = if two {
+        draw_panels(&partial, &runs, o, look.as_ref())
     } else {
-        draw_curves(&partial, &runs, o, look.as_ref())?
+        draw_curves(&partial, &runs, o, look.as_ref())
     };
+    let size = drawn.inspect_err(|_| {
+        let _ = std::fs::remove_file(&partial);
+    })?;
     std::fs::rename(&partial, out).map_err(|e| Error::file(Role::File, out, e.to_string()))?;
     let (scale, range, levels) = match look {
         Some(l) => (l.scale, (l.lo, l.hi), l.levels),

@@ -14,7 +14,7 @@ pub mod scale;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Role, Setting};
-use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind, PATH_RESIDUAL_NOTE};
+use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind, PATH_OFF_PLANE_NOTE};
 
 pub use compose::{side_by_side, Figure};
 pub use critical::{classify, CriticalPoint, Kind as CriticalKind, Persistence};
@@ -61,8 +61,8 @@ impl PlotOptions {
         if self.dpi < 20 || self.dpi > 600 {
             return Err(Error::setting(Setting::Dpi, self.dpi, "use 20..600"));
         }
-        if self.levels > 200 {
-            return Err(Error::setting(Setting::Levels, self.levels, "use at most 200"));
+        if !(2..=200).contains(&self.levels) {
+            return Err(Error::setting(Setting::Levels, self.levels, "use 2..200 contour levels"));
         }
         if let (Some(a), Some(b)) = (self.vmin, self.vmax) {
             if a.partial_cmp(&b) != Some(std::cmp::Ordering::Less) {
@@ -173,13 +173,10 @@ impl RunData {
             .description
             .trajectory
             .as_ref()
-            .and_then(|t| t.path_residual_max)
-            .filter(|&r| r > PATH_RESIDUAL_NOTE)
+            .and_then(|t| t.path_off_plane)
+            .filter(|&r| r > PATH_OFF_PLANE_NOTE)
             .map_or(String::new(), |r| {
-                format!(
-                    "   —   the path is projected: a checkpoint lies {:.0}% of its distance off the plane",
-                    100.0 * r
-                )
+                format!("   —   projected: the path leaves the plane by up to {:.0}% of its extent", 100.0 * r)
             });
         let (x_label, y_label) = match meta.kind {
             RunKind::Trajectory => (

@@ -125,7 +125,48 @@ pub struct GridSpec {
     pub spacing: Spacing,
 }
 
+/// Points a grid may have in all: ten million (a 3162 × 3162 grid, days of evaluation on a GPU).
+/// A run holds a few values per point in memory and on disk; the bound keeps every such array
+/// allocatable and is checked before anything is written.
+pub const MAX_POINTS: usize = 10_000_000;
+
+/// Refuse a grid of `nx` × `ny` points (described as `what`) when that is over [`MAX_POINTS`].
+pub fn check_points(nx: usize, ny: usize, what: String) -> Result<()> {
+    match nx.checked_mul(ny) {
+        Some(p) if p <= MAX_POINTS => Ok(()),
+        p => {
+            let count = p.map_or_else(|| format!("{nx} × {ny}"), |p| p.to_string());
+            Err(Error::setting(
+                Setting::Grid,
+                what,
+                format!("{count} points in all is more than the limit of {MAX_POINTS} (e.g. 3162 × 3162)"),
+            ))
+        }
+    }
+}
+
 impl GridSpec {
+    /// A grid of the axes `x` (and `y`), checked against [`MAX_POINTS`].
+    pub fn new(x: Axis, y: Option<Axis>, spacing: Spacing) -> Result<GridSpec> {
+        let g = GridSpec { x, y, spacing };
+        g.check()?;
+        Ok(g)
+    }
+
+    /// The grid's points in all, or None when the count overflows.
+    pub fn points(&self) -> Option<usize> {
+        self.x.n.checked_mul(self.y.map_or(1, |a| a.n))
+    }
+
+    /// Refuse a grid of more than [`MAX_POINTS`] points.
+    pub fn check(&self) -> Result<()> {
+        let axes = match self.y {
+            Some(y) => format!("{} by {}", self.x, y),
+            None => self.x.to_string(),
+        };
+        check_points(self.x.n, self.y.map_or(1, |a| a.n), axes)
+    }
+
     pub fn grid(&self) -> Grid {
         Grid { x: self.x.values(self.spacing), y: self.y.map(|a| a.values(self.spacing)) }
     }
@@ -215,6 +256,19 @@ mod tests {
         assert_eq!(g.point(3), (0.0, 11.0));
         let g1 = GridSpec { x: "0:1:2".parse().unwrap(), y: None, spacing: Spacing::Linear }.grid();
         assert_eq!((g1.shape(), g1.point(1)), (vec![2], (1.0, 0.0)));
+    }
+
+    #[test]
+    fn a_grid_of_more_points_than_the_limit_is_refused_before_anything_is_allocated() {
+        let big: Axis = "-1:1:100000".parse().unwrap();
+        let e = GridSpec::new(big, Some(big), Spacing::Linear).unwrap_err().to_string();
+        assert!(e.contains("10000000000 points") && e.contains("10000000"), "{e}");
+        assert!(!e.contains('\n'));
+        let ok: Axis = "-1:1:3162".parse().unwrap();
+        assert!(GridSpec::new(ok, Some(ok), Spacing::Linear).is_ok());
+        let over: Axis = "-1:1:3163".parse().unwrap();
+        assert!(GridSpec::new(over, Some(over), Spacing::Linear).is_err());
+        assert!(GridSpec::new(big, None, Spacing::Linear).is_ok());
     }
 
     proptest! {

@@ -20,6 +20,10 @@ pub struct Pca {
     /// ‖m_i − its projection on the plane‖ / ‖m_i‖ for every m_i (0 where m_i = 0): how far
     /// each checkpoint is from the plane, relative to its distance from the origin.
     pub residuals: Vec<f64>,
+    /// max_i ‖m_i − its projection‖ / max_j ‖m_j‖: how far the path leaves the plane, relative to
+    /// the path's own extent (a checkpoint near the origin, whose tiny distance from the plane is a
+    /// large part of its tiny distance from the origin, does not count as leaving it).
+    pub off_plane: f64,
     /// How the work was split: checkpoints per block, blocks, checkpoint reads in all.
     pub blocks: BlockPlan,
 }
@@ -206,7 +210,8 @@ pub fn pca(
     let norms2 = Vec::<f64>::try_from(g.to_device(Device::Cpu).diagonal(0, 0, 1))
         .map_err(|e| Error::other(format!("PCA: {e}")))?;
     let residuals = norms2.iter().zip(&coords).map(|(&n2, c)| residual(n2, *c)).collect();
-    Ok(Pca { components, explained_variance_ratio: ratio, coords, residuals, blocks: plan })
+    let off_plane = off_plane(&norms2, &coords);
+    Ok(Pca { components, explained_variance_ratio: ratio, coords, residuals, off_plane, blocks: plan })
 }
 
 /// Distance from the plane over distance from the origin, for a vector of squared norm `n2`
@@ -216,6 +221,18 @@ fn residual(n2: f64, c: [f64; 2]) -> f64 {
         return 0.0;
     }
     ((n2 - c[0] * c[0] - c[1] * c[1]).max(0.0) / n2).sqrt()
+}
+
+/// The largest distance from the plane over the largest distance from the origin (0 for a path
+/// that stays at the origin).
+fn off_plane(norms2: &[f64], coords: &[[f64; 2]]) -> f64 {
+    let extent2 = norms2.iter().copied().fold(0.0, f64::max);
+    if extent2 <= 0.0 {
+        return 0.0;
+    }
+    let worst2 =
+        norms2.iter().zip(coords).map(|(&n2, c)| (n2 - c[0] * c[0] - c[1] * c[1]).max(0.0)).fold(0.0, f64::max);
+    (worst2 / extent2).sqrt()
 }
 
 #[cfg(test)]
@@ -309,6 +326,20 @@ mod tests {
         }
         assert!(r.residuals.iter().cloned().fold(0.0, f64::max) > 0.05, "{:?}", r.residuals);
         assert_eq!(residual(0.0, [0.0, 0.0]), 0.0);
+        assert!(flat.off_plane < 1e-3 && r.off_plane > 0.05, "{} {}", flat.off_plane, r.off_plane);
+    }
+
+    #[test]
+    fn a_checkpoint_near_the_origin_does_not_make_the_path_leave_its_plane() {
+        // Squared norms and plane coordinates: far checkpoints on the plane, one near the origin
+        // that is mostly off it (residual 0.8 of its own tiny distance).
+        let norms2 = [100.0, 64.0, 1e-4];
+        let coords = [[10.0, 0.0], [0.0, 8.0], [0.006, 0.0]];
+        let worst = norms2.iter().zip(&coords).map(|(&n, c)| residual(n, *c)).fold(0.0, f64::max);
+        assert!((worst - 0.8).abs() < 1e-9, "{worst}");
+        let off = off_plane(&norms2, &coords);
+        assert!((off - 0.0008).abs() < 1e-9, "{off}");
+        assert_eq!(off_plane(&[0.0, 0.0], &[[0.0, 0.0], [0.0, 0.0]]), 0.0);
     }
 
     #[test]

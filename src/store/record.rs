@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::error::Result;
+use crate::error::{Error, Result, Role};
 use crate::options::{BatchNormMode, DataFormat, Ignore, LossKind, Norm, Normalization, Precision, Split, Targets};
 use crate::space::grid::{Axis, GridSpec, Spacing};
 use crate::space::shard::Shard;
@@ -412,14 +412,18 @@ pub struct TrajectoryMeta {
     /// the origin (0 at the origin itself).
     #[serde(default)]
     pub path_residual: Option<String>,
-    /// The largest of them: how far the drawn path may be from the real one.
+    /// The largest of them.
     #[serde(default)]
     pub path_residual_max: Option<f64>,
+    /// The largest distance of a checkpoint from the PCA plane over the largest distance of one
+    /// from the origin: how far the drawn path may be from the real one, in units of its extent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_off_plane: Option<f64>,
 }
 
-/// A trajectory whose largest path residual exceeds this is said (in the log and on the picture)
-/// to leave its PCA plane: some checkpoint is a quarter of its distance from the origin off it.
-pub const PATH_RESIDUAL_NOTE: f64 = 0.25;
+/// A trajectory whose `path_off_plane` exceeds this is said (in the log and on the picture) to
+/// leave its PCA plane: some checkpoint is a quarter of the path's extent off it.
+pub const PATH_OFF_PLANE_NOTE: f64 = 0.25;
 
 /// The part of meta.json known when the run is set up (kept in config.json until the merge).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -474,6 +478,8 @@ impl RunRecord {
 
     pub fn read(dir: &Path) -> Result<RunRecord> {
         let r: RunRecord = read_json(&RunRecord::path(dir))?;
+        // An edited config.json must not make the run allocate without bound.
+        r.plan.grid.check().map_err(|e| Error::file(Role::RunFile, &RunRecord::path(dir), e.to_string()))?;
         Ok(r)
     }
 
@@ -543,6 +549,9 @@ pub struct ShardTiming {
     pub batchnorm_seconds: f64,
     /// Hessian eigenvalues at the points, summed over workers.
     pub curvature_seconds: f64,
+    /// Hessian-vector products those took.
+    #[serde(default)]
+    pub curvature_products: usize,
 }
 
 impl std::ops::Add for ShardTiming {
@@ -555,6 +564,7 @@ impl std::ops::Add for ShardTiming {
             perturb_seconds: self.perturb_seconds + o.perturb_seconds,
             batchnorm_seconds: self.batchnorm_seconds + o.batchnorm_seconds,
             curvature_seconds: self.curvature_seconds + o.curvature_seconds,
+            curvature_products: self.curvature_products + o.curvature_products,
         }
     }
 }
@@ -616,6 +626,9 @@ pub struct Timing {
     pub batchnorm_seconds: f64,
     /// Hessian eigenvalues at the points, summed over workers (`surface --curvature`).
     pub curvature_seconds: f64,
+    /// Hessian-vector products those took, in all (each about 12 forward passes' work on a CPU).
+    #[serde(default)]
+    pub curvature_products: usize,
 }
 
 impl Timing {
@@ -632,6 +645,7 @@ impl Timing {
             perturb_fraction: if w > 0.0 { t.perturb_seconds / w } else { 0.0 },
             batchnorm_seconds: t.batchnorm_seconds,
             curvature_seconds: t.curvature_seconds,
+            curvature_products: t.curvature_products,
         }
     }
 }
@@ -704,7 +718,7 @@ impl Meta {
 pub struct CurvatureSpec {
     /// Which parameters H is taken over (those the directions move).
     pub parameters: Ignore,
-    /// Relative residual each of λmax and λmin reaches.
+    /// The tolerance of the eigenvalue test each of λmax and λmin passes (space::spectrum).
     pub tol: f64,
     pub max_steps: usize,
     pub seed: u64,
@@ -717,11 +731,17 @@ pub enum HessianKind {
     Hessian,
 }
 
-/// An eigenvalue and the relative residual ‖Hv − λv‖ / max|λ| of its unit eigenvector.
+/// An eigenvalue, the residual of its unit eigenvector v and the test it passed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EigenvalueRecord {
     pub eigenvalue: f64,
+    /// ‖Hv − λv‖ / max(|λ|, NEAR_ZERO × max|λ|) (NEAR_ZERO = 1e-3): what `tol` bounds.
     pub residual: f64,
+    /// ‖Hv − λv‖: some eigenvalue of H lies within this distance of `eigenvalue`.
+    pub residual_norm: f64,
+    /// relative (‖Hv − λv‖ ≤ tol·|λ|), near-zero (|λ| < 1e-3·max|λ| and ‖Hv − λv‖ ≤
+    /// tol·1e-3·max|λ|) or not-converged.
+    pub test: crate::space::spectrum::Convergence,
 }
 
 /// Hutchinson's trace estimate.
