@@ -8,89 +8,78 @@ use std::path::{Path, PathBuf};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The log target of a warning that is advice about the inputs, which a quiet user has chosen not
-/// to hear (the CLI's --quiet hides it; other warnings it shows).
+/// to hear (the CLI's --quiet hides it; other warnings it shows). A target
+/// `losscape::advice::<name>,<name>` names the settings the advice is about (by [`Setting::name`]):
+/// the CLI adds their flags.
 pub const ADVICE: &str = "losscape::advice";
 
-/// A setting of a run, by its library name. `cli::words` maps each to its flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Setting {
-    Limit,
-    Loss,
-    BatchSize,
-    Device,
-    Precision,
-    LossCap,
-    Mean,
-    Std,
-    Workers,
-    SaveEvery,
-    Shard,
-    Grid,
-    Arch,
-    Models,
-    Directions,
-    Checkpoints,
-    Margin,
-    PointsPerAxis,
-    PcaMemory,
-    BatchNorm,
-    BnSamples,
-    Top,
-    Tol,
-    MaxSteps,
-    Curvature,
-    Dpi,
-    Levels,
-    ColourRange,
-    Log,
-    Persistence,
-    /// The dict entry of the model's output the loss is taken on.
-    Output,
-    /// The data splits a run evaluates on.
-    Split,
-    /// The file a figure is written to.
-    Figure,
+/// Defines [`Setting`] from one list: each variant with its library name (a field of the run's
+/// configuration, what the library's messages say) and its command-line spelling (what
+/// `cli::words` says instead; the library itself never shows it). A new setting cannot miss
+/// either, and a unit test in `cli` checks every spelling against the real flags.
+macro_rules! settings {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, $flag:literal; )*) => {
+        /// A setting of a run, by its library name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Setting {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Setting {
+            /// Every setting.
+            pub const ALL: &'static [Setting] = &[$(Setting::$variant),*];
+
+            /// The library's name of the setting (a field of the run's configuration).
+            pub fn name(self) -> &'static str {
+                match self { $(Setting::$variant => $name,)* }
+            }
+
+            /// The command line's flag(s) for the setting, `/`-separated where several set it.
+            pub fn flag(self) -> &'static str {
+                match self { $(Setting::$variant => $flag,)* }
+            }
+        }
+    };
 }
 
-impl Setting {
-    /// The library's name of the setting (a field of the run's configuration).
-    pub fn name(self) -> &'static str {
-        match self {
-            Setting::Limit => "limit",
-            Setting::Loss => "loss",
-            Setting::BatchSize => "batch_size",
-            Setting::Device => "device",
-            Setting::Precision => "precision",
-            Setting::LossCap => "loss_cap",
-            Setting::Mean => "mean",
-            Setting::Std => "std",
-            Setting::Workers => "workers",
-            Setting::SaveEvery => "save_every",
-            Setting::Shard => "shard",
-            Setting::Grid => "grid",
-            Setting::Arch => "arch",
-            Setting::Models => "models",
-            Setting::Directions => "directions",
-            Setting::Checkpoints => "checkpoints",
-            Setting::Margin => "margin",
-            Setting::PointsPerAxis => "points_per_axis",
-            Setting::PcaMemory => "pca_memory",
-            Setting::BatchNorm => "batchnorm",
-            Setting::BnSamples => "bn_samples",
-            Setting::Top => "top",
-            Setting::Tol => "tol",
-            Setting::MaxSteps => "max_steps",
-            Setting::Curvature => "curvature",
-            Setting::Dpi => "dpi",
-            Setting::Levels => "levels",
-            Setting::ColourRange => "colour_range",
-            Setting::Log => "log",
-            Setting::Persistence => "persistence",
-            Setting::Output => "output",
-            Setting::Split => "split",
-            Setting::Figure => "figure",
-        }
-    }
+settings! {
+    Limit => "limit", "--limit";
+    Loss => "loss", "--loss";
+    BatchSize => "batch_size", "--batch-size";
+    Device => "device", "--device";
+    Precision => "precision", "--precision";
+    LossCap => "loss_cap", "--loss-cap";
+    Mean => "mean", "--mean";
+    Std => "std", "--std";
+    Workers => "workers", "--workers";
+    SaveEvery => "save_every", "--save-every";
+    Shard => "shard", "--shard";
+    Grid => "grid", "--x/--y";
+    Arch => "arch", "--arch";
+    Models => "models", "--models";
+    Directions => "directions", "--directions";
+    Checkpoints => "checkpoints", "--checkpoints";
+    Margin => "margin", "--margin";
+    PointsPerAxis => "points_per_axis", "--n";
+    PcaMemory => "pca_memory", "--pca-memory";
+    BatchNorm => "batchnorm", "--batchnorm";
+    BnSamples => "bn_samples", "--bn-samples";
+    Top => "top", "--top";
+    Tol => "tol", "--tol";
+    MaxSteps => "max_steps", "--max-steps";
+    Curvature => "curvature", "--curvature";
+    CurvatureTol => "curvature_tol", "--curvature-tol";
+    Dpi => "dpi", "--dpi";
+    Levels => "levels", "--levels";
+    ColourRange => "colour_range", "--vmin/--vmax";
+    Log => "log", "--log";
+    Persistence => "persistence", "--persistence";
+    /// The dict entry of the model's output the loss is taken on.
+    Output => "output", "--output";
+    /// The data splits a run evaluates on.
+    Split => "split", "--split";
+    /// The file a figure is written to.
+    Figure => "figure", "--out";
 }
 
 impl fmt::Display for Setting {
@@ -137,6 +126,10 @@ pub enum Error {
     /// A setting that must be given here.
     #[error("{setting} is needed: {why}")]
     Needed { setting: Setting, why: String },
+    /// A state dict (of the kind `what`) where a TorchScript model was expected: it needs the
+    /// architecture it belongs to.
+    #[error("model {}: is {what}, not TorchScript; a state dict needs the TorchScript architecture it belongs to{detail}", path.display())]
+    StateDict { path: PathBuf, what: &'static str, detail: String },
     /// A file that cannot be used as it is.
     #[error("{role}{}: {problem}", path.display())]
     File { role: Role, path: PathBuf, problem: String },

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod formats;
 pub mod inputs;
 pub mod options;
 pub mod plot;
@@ -32,14 +33,15 @@ mod layering {
     fn allowed(layer: &str) -> &'static [&'static str] {
         match layer {
             "error" | "options" => &["error", "options"],
+            "formats" => &["error"],
             "ffi" => &["error"],
             "space" => &["error", "options"],
-            "inputs" => &["error", "options", "ffi"],
-            "store" => &["error", "options", "space"],
-            "engine" => &["error", "options", "ffi", "inputs", "space", "store"],
-            "plot" => &["error", "options", "space", "store"],
-            "commands" => &["error", "options", "ffi", "inputs", "space", "store", "engine", "plot"],
-            "cli" => &["error", "options", "inputs", "space", "store", "engine", "plot", "commands"],
+            "inputs" => &["error", "options", "ffi", "formats"],
+            "store" => &["error", "options", "space", "formats"],
+            "engine" => &["error", "options", "ffi", "formats", "inputs", "space", "store"],
+            "plot" => &["error", "options", "formats", "space", "store"],
+            "commands" => &["error", "options", "ffi", "formats", "inputs", "space", "store", "engine", "plot"],
+            "cli" => &["error", "options", "ffi", "formats", "inputs", "space", "store", "engine", "plot", "commands"],
             other => panic!("unknown layer {other}"),
         }
     }
@@ -95,5 +97,28 @@ mod layering {
         assert!(uses("use crate::engine::sweep; crate::store::npy::write").contains("engine"));
         assert!(!allowed("store").contains(&"engine"));
         assert!(!allowed("plot").contains(&"engine"));
+    }
+
+    /// ARCHITECTURE.md's table of which layer may use which is the table the test enforces.
+    #[test]
+    fn the_table_in_architecture_md_is_the_rule() {
+        let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
+        let layers = ["cli", "commands", "engine", "plot", "store", "inputs", "space", "formats", "ffi"];
+        let mut rows = 0;
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+            let layer = cells[0].trim_matches('`');
+            let mut documented: BTreeSet<&str> = if cells[1] == "everything below it" {
+                layers.iter().copied().filter(|l| *l != layer).chain(["options", "error"]).collect()
+            } else {
+                cells[1].split(',').map(str::trim).collect()
+            };
+            documented.insert(layer);
+            let mut code: BTreeSet<&str> = allowed(layer).iter().copied().collect();
+            code.insert(layer);
+            assert_eq!(documented, code, "ARCHITECTURE.md's row for {layer} differs from the rule");
+            rows += 1;
+        }
+        assert_eq!(rows, layers.len(), "ARCHITECTURE.md's table has {rows} rows");
     }
 }

@@ -40,6 +40,20 @@ fn the_benchmark_runs_end_to_end() {
         assert!(row[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {row}");
     }
     assert_eq!(row["losscape_device"], "cpu");
+    // What was timed computed the same values: the folded, unfolded and plain-tensor runs give
+    // the same losses, and the ratios are those of the rates.
+    let prec = row["precision"].as_str().unwrap();
+    let loss = |run: &str| crate::common::npy(&work.join(format!("{run}-resnet8-{prec}")).join("loss.npy")).1;
+    let folded = loss("run");
+    assert_eq!(folded.len(), 4);
+    for other in ["unfolded", "nomkldnn"] {
+        for (a, b) in folded.iter().zip(loss(other)) {
+            assert!((a - b).abs() <= 1e-4 * b.abs(), "{other}: {a} vs {b}");
+        }
+    }
+    let rounds = row["vs_eager_per_round"].as_array().unwrap();
+    let ratio = row["runs"]["losscape"][0].as_f64().unwrap() / row["runs"]["eager"][0].as_f64().unwrap();
+    assert!((rounds[0].as_f64().unwrap() - ratio).abs() <= 1e-9 * ratio, "{row}");
     let rc = &row["recompute"];
     assert!(rc["batchnorm_s"].as_f64().is_some_and(|v| v > 0.0) && rc["bn_samples"] == 48, "{rc}");
 }

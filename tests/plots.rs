@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use losscape::plot::{classify, side_by_side, CriticalKind, PlotOptions, Scale, DEFAULT_PERSISTENCE};
+use losscape::plot::{classify, side_by_side, CriticalKind, PlotOptions, Scale};
 use losscape::store::npy::write as write_npy;
 
 use crate::common::{fxp, losscape, ok, out_dir, python, root, trajectory};
@@ -20,7 +20,7 @@ fn surface(x: &[f64], y: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
 
 fn kinds(x: &[f64], y: &[f64], z: &[f64]) -> Vec<(CriticalKind, f64, f64)> {
     let mut k: Vec<_> =
-        classify(x, y, z, DEFAULT_PERSISTENCE).points.into_iter().map(|p| (p.kind, p.coords[0], p.coords[1])).collect();
+        classify(x, y, z, None).points.into_iter().map(|p| (p.kind, p.coords[0], p.coords[1])).collect();
     k.sort_by(|p, q| p.1.total_cmp(&q.1));
     k
 }

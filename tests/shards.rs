@@ -162,15 +162,26 @@ fn kill_9_at_any_moment_then_resume_loses_nothing_and_changes_nothing() {
     child.wait().unwrap();
     let saved = progress_rows(&d, "shard-0000-of-0001");
     assert!((5..60).contains(&saved), "{saved} points saved before the kill");
+    let tmp_files = |d: &Path| {
+        std::fs::read_dir(d.join("shards")).map_or(0, |r| r.flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).count())
+    };
+    let (mut mid_write, mut last) = (0, saved);
     for delay_ms in [700, 1100, 1500, 1900] {
         let mut c = spawn(&args, &[]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = c.kill();
         c.wait().unwrap();
+        // Each kill landed while the run was incomplete (else it tests nothing), and progress
+        // never goes backwards.
+        assert!(!d.join("meta.json").exists(), "the run finished before the kill at {delay_ms} ms");
+        let rows = progress_rows(&d, "shard-0000-of-0001");
+        assert!((last..60).contains(&rows), "after the kill at {delay_ms} ms: {rows} points saved (before: {last})");
+        last = rows;
+        mid_write += (tmp_files(&d) > 0) as usize;
     }
-    let before = progress_rows(&d, "shard-0000-of-0001");
-    assert!(before >= saved, "progress went backwards: {before} < {saved}");
+    eprintln!("kills that interrupted a write of the progress file: {mid_write} of 4");
     ok(&run(&args, &[]));
+    assert_eq!(tmp_files(&d), 0, "a resumed task removes the temporary files of a killed write");
     assert_eq!(loss_of(&d), loss_of(&whole), "resumed run differs from the uninterrupted one");
 }
 

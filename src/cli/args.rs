@@ -482,9 +482,10 @@ pub struct PlotArgs {
     /// A linear scale even when the range spans more than a decade.
     #[arg(long)]
     pub linear: bool,
-    /// Report critical points whose persistence is at least this fraction of the plotted range.
-    #[arg(long, default_value_t = crate::plot::DEFAULT_PERSISTENCE)]
-    pub persistence: f64,
+    /// Report critical points whose persistence is at least this fraction of the plotted range
+    /// [default: at the largest gap of the persistence diagram].
+    #[arg(long, value_name = "FRACTION")]
+    pub persistence: Option<f64>,
     /// Axes of 2-D pictures: equal units (default for trajectories), or free.
     #[arg(long, value_enum)]
     pub aspect: Option<AspectArg>,

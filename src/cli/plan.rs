@@ -101,13 +101,16 @@ pub fn task(out: &OutArgs, v: &ValueArgs, t: Option<&TaskArgs>, env: &dyn Env, a
 }
 
 /// `--curvature`'s spec (H over the parameters the directions move), or None.
-fn curvature(c: &CurvatureArgs, m: &ModelDirectionArgs) -> Option<CurvatureSpec> {
-    c.curvature.then_some(CurvatureSpec {
+fn curvature(c: &CurvatureArgs, m: &ModelDirectionArgs) -> Result<Option<CurvatureSpec>> {
+    if c.curvature && !(c.curvature_tol > 0.0 && c.curvature_tol < 1.0) {
+        return Err(Error::setting(Setting::CurvatureTol, c.curvature_tol, "must be in (0, 1)"));
+    }
+    Ok(c.curvature.then_some(CurvatureSpec {
         parameters: m.ignore,
         tol: c.curvature_tol,
         max_steps: c.curvature_max_steps,
         seed: m.seed as u64,
-    })
+    }))
 }
 
 /// Curvature maps default to strict fp32 (Hessian products are sensitive to TF32 rounding).
@@ -119,7 +122,7 @@ fn curvature_precision(setup: &mut Setup, c: &Option<CurvatureSpec>) {
 
 pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<SurfaceConfig> {
     let m = &a.model;
-    let curvature = curvature(&a.curvature, m);
+    let curvature = curvature(&a.curvature, m)?;
     let mut setup = setup(&a.data, &a.splits, &a.value, Some(&a.speed));
     curvature_precision(&mut setup, &curvature);
     let task = task(&a.out, &a.value, Some(&a.task), env, argv)?;
@@ -144,7 +147,7 @@ pub fn directions(a: &DirectionsArgs, env: &dyn Env, argv: Vec<String>) -> Resul
     let m = &a.model;
     let mut task = task(&a.out, &a.value, None, env, argv)?;
     task.prepare_only = true;
-    let curvature = curvature(&a.curvature, m);
+    let curvature = curvature(&a.curvature, m)?;
     let mut setup = setup(&a.data, &a.splits, &a.value, None);
     curvature_precision(&mut setup, &curvature);
     Ok(SurfaceConfig {
@@ -212,16 +215,18 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
         ));
     }
     Ok(HessianConfig {
-        method: a.method,
         model: a.model.clone(),
         arch: a.arch.clone(),
         setup: s,
         device: devices[0],
         ignore: a.ignore.into(),
-        lanczos,
-        trace: a.trace.then_some((a.trace_samples.max(2), a.tol)),
-        density: a.density.then_some((a.density_runs.max(1), a.density_steps.max(2))),
-        seed: a.seed,
+        request: crate::engine::hessian::Request {
+            lanczos,
+            method: a.method,
+            trace: a.trace.then_some((a.trace_samples.max(2), a.tol)),
+            density: a.density.then_some((a.density_runs.max(1), a.density_steps.max(2))),
+            seed: a.seed,
+        },
         out: a.out.out.clone(),
         overwrite: a.out.overwrite,
         argv,
@@ -229,6 +234,15 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
 }
 
 pub fn trajectory(a: &TrajectoryArgs, env: &dyn Env, argv: Vec<String>) -> Result<TrajectoryConfig> {
+    if !(a.margin.is_finite() && a.margin >= 0.0) {
+        return Err(Error::setting(Setting::Margin, a.margin, "must be a fraction >= 0"));
+    }
+    if a.n < 2 && (a.x.is_none() || a.y.is_none()) {
+        return Err(Error::setting(Setting::PointsPerAxis, a.n, "must be at least 2"));
+    }
+    if !(a.pca_memory.is_finite() && a.pca_memory > 0.0) {
+        return Err(Error::setting(Setting::PcaMemory, a.pca_memory, "must be a positive number of MiB"));
+    }
     // The grid's extent comes from the PCA, its size from here: checked before anything is written.
     let (nx, ny) = (a.x.map_or(a.n, |x| x.n), a.y.map_or(a.n, |y| y.n));
     crate::space::grid::check_points(nx, ny, format!("{nx} by {ny} points"))?;

@@ -159,12 +159,21 @@ impl log::Log for Logger {
     }
 
     fn log(&self, r: &log::Record) {
-        if !self.enabled(r.metadata())
-            || (r.target() == crate::error::ADVICE && QUIET.load(std::sync::atomic::Ordering::Relaxed))
-        {
+        let advice = r.target().strip_prefix(crate::error::ADVICE);
+        if !self.enabled(r.metadata()) || (advice.is_some() && QUIET.load(std::sync::atomic::Ordering::Relaxed)) {
             return;
         }
-        let text = r.args().to_string().replace('\n', " ");
+        let mut text = r.args().to_string().replace('\n', " ");
+        // Advice about named settings: their flags.
+        if let Some(names) = advice.and_then(|a| a.strip_prefix("::")) {
+            let flags: Vec<&str> = names
+                .split(',')
+                .filter_map(|n| crate::error::Setting::ALL.iter().find(|s| s.name() == n).map(|s| s.flag()))
+                .collect();
+            if !flags.is_empty() {
+                text += &format!(" ({})", flags.join(", "));
+            }
+        }
         match r.level() {
             log::Level::Error | log::Level::Warn => eprintln!("losscape: warning: {text}"),
             _ => eprintln!("losscape: {text}"),

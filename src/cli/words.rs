@@ -5,41 +5,7 @@ use crate::error::{Error, Role, Setting};
 
 /// The flag that sets `s`.
 pub fn flag(s: Setting) -> &'static str {
-    match s {
-        Setting::Limit => "--limit",
-        Setting::Loss => "--loss",
-        Setting::BatchSize => "--batch-size",
-        Setting::Device => "--device",
-        Setting::Precision => "--precision",
-        Setting::LossCap => "--loss-cap",
-        Setting::Mean => "--mean",
-        Setting::Std => "--std",
-        Setting::Workers => "--workers",
-        Setting::SaveEvery => "--save-every",
-        Setting::Shard => "--shard",
-        Setting::Grid => "--x/--y",
-        Setting::Arch => "--arch",
-        Setting::Models => "--models",
-        Setting::Directions => "--directions",
-        Setting::Checkpoints => "--checkpoints",
-        Setting::Margin => "--margin",
-        Setting::PointsPerAxis => "--n",
-        Setting::PcaMemory => "--pca-memory",
-        Setting::BatchNorm => "--batchnorm",
-        Setting::BnSamples => "--bn-samples",
-        Setting::Top => "--top",
-        Setting::Tol => "--tol",
-        Setting::MaxSteps => "--max-steps",
-        Setting::Curvature => "--curvature",
-        Setting::Dpi => "--dpi",
-        Setting::Levels => "--levels",
-        Setting::ColourRange => "--vmin/--vmax",
-        Setting::Log => "--log",
-        Setting::Persistence => "--persistence",
-        Setting::Output => "--output",
-        Setting::Split => "--split",
-        Setting::Figure => "--out",
-    }
+    s.flag()
 }
 
 /// One line for `e`, as the user of the command line should read it (a command whose run
@@ -64,6 +30,12 @@ pub fn line_for(e: &Error, given: RunDirGiven) -> String {
         Error::Setting { setting, value, problem } if value.is_empty() => format!("{}: {problem}", flag(*setting)),
         Error::Setting { setting, value, problem } => format!("{} {value}: {problem}", flag(*setting)),
         Error::Needed { setting, why } => format!("{} is needed: {why}", flag(*setting)),
+        Error::StateDict { path, what, detail } => format!(
+            "--arch is needed: {} is {what}, not TorchScript; give the TorchScript architecture it belongs to \
+             (--arch ARCH.pt) with this file as the checkpoint, or export it with models/export.py --arch NAME \
+             --weights CKPT{detail}",
+            path.display()
+        ),
         Error::File { role: Role::RunDir, path, problem } => format!("--out {}: {problem}", path.display()),
         Error::OtherRun { .. } => format!("--out {e}; use another --out, or --overwrite to start it again"),
         Error::Complete { dir } => {
@@ -109,44 +81,22 @@ mod tests {
     }
 
     #[test]
-    fn every_setting_has_a_flag() {
-        use Setting::*;
-        for s in [
-            Limit,
-            Loss,
-            BatchSize,
-            Device,
-            Precision,
-            LossCap,
-            Mean,
-            Std,
-            Workers,
-            SaveEvery,
-            Shard,
-            Grid,
-            Arch,
-            Models,
-            Directions,
-            Checkpoints,
-            Margin,
-            PointsPerAxis,
-            PcaMemory,
-            BatchNorm,
-            BnSamples,
-            Top,
-            Tol,
-            MaxSteps,
-            Curvature,
-            Dpi,
-            Levels,
-            ColourRange,
-            Log,
-            Persistence,
-            Output,
-            Split,
-            Figure,
-        ] {
-            assert!(flag(s).starts_with("--"), "{s:?}");
+    fn every_settings_flag_is_a_flag_of_the_command_line() {
+        use clap::CommandFactory;
+        let cli = crate::cli::args::Cli::command();
+        let mut longs: Vec<String> = Vec::new();
+        for sub in cli.get_subcommands() {
+            longs.extend(sub.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")));
         }
+        for s in Setting::ALL {
+            for f in s.flag().split('/') {
+                assert!(longs.iter().any(|l| l == f), "{s:?}'s flag {f} is no flag of any command");
+            }
+            assert!(!s.name().is_empty() && !s.name().contains('-'), "{s:?}: {}", s.name());
+        }
+        let mut names: Vec<&str> = Setting::ALL.iter().map(|s| s.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Setting::ALL.len(), "two settings share a name");
     }
 }

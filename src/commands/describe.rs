@@ -1,15 +1,19 @@
 //! The parts of a run's identity and description that every command fills the same way, from the
 //! probe session (the model and data as the first task loaded them).
 
+use std::path::PathBuf;
+
 use crate::engine::device;
 use crate::engine::evaluate::Evaluator;
-use crate::engine::session::{Session, Setup};
+use crate::engine::hessian::{Analysis, Hessian, Request};
+use crate::engine::session::{peak_rss_mb, Session, Setup};
 use crate::inputs::data::{Dataset, Targets};
-use crate::options::{BatchNormMode, Precision};
+use crate::options::{BatchNormMode, EigenMethod, Ignore, Precision};
 use crate::space::grid::GridSpec;
 use crate::store::record::{
-    BatchNormMeta, CurvatureSpec, DataIdentity, DataMeta, Description, GridMeta, Identity, ModelMeta, Outputs,
-    Quantity, RunKind, Source, SplitMeta, Tool,
+    BatchNormMeta, CurvatureSpec, DataIdentity, DataMeta, DensityMeta, Description, GridMeta, HessianKind, HessianMeta,
+    HessianOperator, HessianTiming, Identity, LanczosMeta, ModelMeta, Outputs, Quantity, RunKind, Source, SplitMeta,
+    Tool, TraceRecord, SCHEMA_VERSION,
 };
 
 /// The values evaluated at every point of a run of `kind` with these options.
@@ -208,5 +212,83 @@ pub fn layout(two: bool, point: &str) -> String {
         format!("loss[j, i] = L({point}) with x = x[i], y = y[j]: rows are y, columns are x (meshgrid 'xy')")
     } else {
         format!("loss[i] = L({point}) with x = x[i]")
+    }
+}
+
+/// What a `hessian` run's meta.json is made from.
+pub struct HessianRun<'a> {
+    pub session: &'a Session,
+    pub hessian: &'a Hessian<'a>,
+    pub analysis: &'a Analysis,
+    pub request: &'a Request,
+    pub ignore: Ignore,
+    /// The checkpoint the model was moved to (with an architecture), if any.
+    pub origin: Option<PathBuf>,
+    pub argv: &'a [String],
+    pub precision: Precision,
+    pub channels_last: bool,
+    pub files: Vec<String>,
+    pub setup_seconds: f64,
+    pub density: Option<DensityMeta>,
+}
+
+/// A `hessian` run's meta.json.
+pub fn hessian_meta(r: &HessianRun) -> HessianMeta {
+    let (s, h, a) = (r.session, r.hessian, r.analysis);
+    let mut model = model_meta(s);
+    model.origin = r.origin.clone();
+    model.moving_tensors = Some(h.names().len());
+    HessianMeta {
+        schema_version: SCHEMA_VERSION,
+        kind: HessianKind::Hessian,
+        tool: tool(),
+        argv: r.argv.to_vec(),
+        model,
+        data: data_meta(s),
+        loss: h.loss_kind(),
+        device: device::name(s.dev),
+        precision: r.precision,
+        dtype: r.precision.dtype_name().into(),
+        libtorch_version: env!("LOSSCAPE_LIBTORCH_VERSION").into(),
+        channels_last: r.channels_last,
+        operator: HessianOperator {
+            parameters: r.ignore,
+            n_params: h.dim(),
+            parameter_tensors: h.names().len(),
+            batch_size: h.batch_size,
+            definition: "H = Hessian of the dataset-mean loss (sum over samples / N) with respect to the parameters \
+                         in the set, BatchNorm in eval mode; Hv by double backward, summed over batches"
+                .into(),
+        },
+        lanczos: r.request.lanczos.zip(a.extremes.as_ref()).map(|(o, e)| LanczosMeta {
+            k: o.k,
+            which: o.which,
+            tol: o.tol,
+            max_steps: o.max_steps,
+            seed: o.seed,
+            steps: e.steps,
+            converged: e.converged,
+            method: match r.request.method {
+                EigenMethod::Lanczos => "Lanczos with full reorthogonalization (twice per step) from a seeded \
+                                         Rademacher start; a pair is accepted in a Krylov space of at least \
+                                         max(2K+1, 20) vectors once its residual, computed with one product, is \
+                                         within tol of |λ| (of 1e-3 max|λ| for λ ≈ 0)"
+                    .into(),
+                EigenMethod::Power => "power iteration from a seeded Rademacher start, stopping on the residual \
+                                       of the current vector relative to |λ| (largest |λ| only)"
+                    .into(),
+            },
+        }),
+        trace: a.trace.map(|t| TraceRecord { estimate: t.estimate, stderr: t.stderr, matvecs: t.matvecs }),
+        density: r.density.clone(),
+        files: r.files.clone(),
+        timing: HessianTiming {
+            setup_seconds: r.setup_seconds,
+            seconds: a.seconds,
+            products: a.products,
+            seconds_per_product: a.seconds / a.products.max(1) as f64,
+            images_per_second: (a.products * s.data.n) as f64 / a.seconds.max(1e-12),
+        },
+        peak_host_rss_mb: peak_rss_mb(),
     }
 }

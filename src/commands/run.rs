@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use tch::Device;
 
-use crate::commands::merge;
 use crate::engine::session::Session;
 use crate::engine::sweep::{self, Observer, SweepReport};
 use crate::engine::worker::RunSpec;
 use crate::error::{Error, Result};
 use crate::space::shard::Shard;
 use crate::store::atomic;
+pub use crate::store::merge::Summary;
+use crate::store::merge::{self};
 use crate::store::record::{Description, Identity, Meta, Plan, RunRecord};
+use crate::store::rundir::RunDir;
 use crate::store::shards::{self, ShardStore};
 
 /// How this process takes part in a run.
@@ -51,13 +53,6 @@ impl Task {
     }
 }
 
-/// A complete run: its directory and meta.json.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    pub dir: PathBuf,
-    pub meta: Meta,
-}
-
 /// How a task ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -77,19 +72,6 @@ impl Outcome {
         match self {
             Outcome::Complete(s) | Outcome::AlreadyComplete(s) => Some(s),
             _ => None,
-        }
-    }
-}
-
-/// Removes a run directory this process created if it fails before anything was saved in it.
-struct FreshDir {
-    path: Option<PathBuf>,
-}
-
-impl Drop for FreshDir {
-    fn drop(&mut self) {
-        if let Some(p) = &self.path {
-            let _ = std::fs::remove_dir_all(p);
         }
     }
 }
@@ -117,9 +99,7 @@ pub fn run(
 ) -> Result<Outcome> {
     let started = probe.started;
     let out = &task.out;
-    if out.exists() && !out.is_dir() {
-        return Err(Error::file(crate::error::Role::RunDir, out, "exists and is not a directory"));
-    }
+    RunDir::check(out)?;
     // A complete run of the same identity: nothing to do. (A merge that allowed missing points
     // leaves a meta.json that counts them: not complete.)
     if !task.overwrite {
@@ -132,13 +112,11 @@ pub fn run(
             return Err(Error::Complete { dir: out.clone() });
         }
     }
-    let mut fresh = FreshDir { path: (!out.exists()).then(|| out.clone()) };
-    std::fs::create_dir_all(out)
-        .map_err(|e| Error::file(crate::error::Role::RunDir, out, format!("cannot create: {e}")))?;
+    let mut dir = RunDir::create(out)?;
     let record = {
-        let _lock = atomic::lock(&out.join(".setup.lock"))?;
+        let _lock = dir.setup_lock()?;
         if task.overwrite {
-            shards::clear_run(out, est.keep)?;
+            dir.clear(est.keep)?;
         }
         if RunRecord::path(out).exists() {
             let old = RunRecord::read(out)?;
@@ -156,7 +134,7 @@ pub fn run(
     };
     let total = record.plan.total_points();
     if task.prepare_only {
-        fresh.path = None;
+        dir.keep();
         return Ok(Outcome::Prepared { points: total });
     }
     let mut store =
@@ -167,10 +145,10 @@ pub fn run(
     let spec = RunSpec { run_dir: out, plan: &record.plan, setup };
     let swept: Result<SweepReport> = sweep::sweep(&spec, &mut store, &task.devices, Some(probe), started, observer);
     if !store.done.is_empty() {
-        fresh.path = None;
+        dir.keep();
     }
     swept?;
-    fresh.path = None;
+    dir.keep();
     let missing_here = store.todo().len();
     drop(store);
     if missing_here > 0 {

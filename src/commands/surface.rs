@@ -75,17 +75,12 @@ pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outco
         Some(_) => Some(sha256_file(&cfg.model, Role::Checkpoint)?),
         None => None,
     };
-    if let Some(c) = &cfg.curvature {
-        if s.precision.is_reduced() {
-            return Err(Error::setting(
-                Setting::Curvature,
-                "",
-                format!("Hessian eigenvalues need fp32 or tf32 precision, not {}", s.precision),
-            ));
-        }
-        if !(c.tol > 0.0 && c.tol < 1.0) {
-            return Err(Error::setting(Setting::Tol, c.tol, "must be in (0, 1)"));
-        }
+    if cfg.curvature.is_some() && s.precision.is_reduced() {
+        return Err(Error::setting(
+            Setting::Curvature,
+            "",
+            format!("Hessian eigenvalues need fp32 or tf32 precision, not {}", s.precision),
+        ));
     }
     let identity = describe::identity(RunKind::Surface, &s, &ev, origin_sha, Some(cfg.grid), source, cfg.curvature);
     let point = if origin.is_some() { "theta_checkpoint + x*dx + y*dy" } else { "theta + x*dx + y*dy" };

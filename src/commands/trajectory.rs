@@ -77,15 +77,6 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
             format!("PCA needs at least 3 checkpoints, found {} ({found})", files.len()),
         ));
     }
-    if !(cfg.margin.is_finite() && cfg.margin >= 0.0) {
-        return Err(Error::setting(Setting::Margin, cfg.margin, "must be a fraction >= 0"));
-    }
-    if cfg.points_per_axis < 2 && (cfg.x.is_none() || cfg.y.is_none()) {
-        return Err(Error::setting(Setting::PointsPerAxis, cfg.points_per_axis, "must be at least 2"));
-    }
-    if !(cfg.pca_memory_mb.is_finite() && cfg.pca_memory_mb > 0.0) {
-        return Err(Error::setting(Setting::PcaMemory, cfg.pca_memory_mb, "must be a positive number of MiB"));
-    }
     let last = files.last().expect("3 or more").clone();
     let arch = arch_of(cfg.arch.as_deref(), &last)?;
     let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;

@@ -9,7 +9,8 @@ use crate::engine::session::Setup;
 use crate::error::{Error, Result, Role};
 use crate::inputs::data::Dataset;
 use crate::inputs::model::Model;
-use crate::options::{Ignore, LossKind};
+use crate::options::{EigenMethod, Ignore, LossKind};
+use crate::space::spectrum::{self, Extremes, LanczosOptions, Trace};
 
 /// Gradients on the CPU are taken in the NCHW layout: libtorch 2.11's oneDNN computes the weight
 /// gradient of a stride-2 1×1 convolution with fewer than 8 input channels wrongly in channels_last
@@ -63,6 +64,11 @@ impl<'a> Hessian<'a> {
             ));
         }
         Ok(Hessian { model, data, set, loss, batch_size, outputs_per_sample, products: 0 })
+    }
+
+    /// The loss H is the Hessian of.
+    pub fn loss_kind(&self) -> LossKind {
+        self.loss
     }
 
     /// Number of entries of a vector (parameters in the set).
@@ -180,4 +186,56 @@ impl<'a> Hessian<'a> {
         }
         Ok(total / self.denominator())
     }
+}
+
+/// What to learn about H.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    /// Extreme eigenpairs (None: not asked for), by Lanczos or by power iteration (K = 1, the
+    /// largest |λ|).
+    pub lanczos: Option<LanczosOptions>,
+    pub method: EigenMethod,
+    /// Trace: at most this many products, stopping once the standard error is within the tolerance.
+    pub trace: Option<(usize, f64)>,
+    /// Density: (runs, steps per run).
+    pub density: Option<(usize, usize)>,
+    pub seed: u64,
+}
+
+/// What was learnt, and the seconds and products it took.
+pub struct Analysis {
+    pub extremes: Option<Extremes>,
+    pub trace: Option<Trace>,
+    /// Stochastic Lanczos quadrature: (nodes, weights) per run.
+    pub quadrature: Option<Vec<(Vec<f64>, Vec<f64>)>>,
+    pub seconds: f64,
+    pub products: usize,
+}
+
+/// The eigenpairs, trace and density `r` asks for, from the products of `h`.
+pub fn analyse(h: &mut Hessian, r: Request) -> Result<Analysis> {
+    let t0 = std::time::Instant::now();
+    let (dim, dev) = (h.dim(), h.model.device);
+    let mut op = |v: &Tensor| h.apply(v);
+    let extremes = match (r.lanczos, r.method) {
+        (Some(o), EigenMethod::Lanczos) => Some(spectrum::extremes(&mut op, dim, dev, o)?),
+        (Some(o), EigenMethod::Power) => {
+            let (pair, steps) = spectrum::power(&mut op, dim, dev, o.tol, o.max_steps, o.seed)?;
+            let converged = pair.convergence != spectrum::Convergence::NotConverged;
+            Some(Extremes { largest: vec![pair], smallest: Vec::new(), steps, products: steps, converged })
+        }
+        (None, _) => None,
+    };
+    if let Some(e) = extremes.as_ref().filter(|e| !e.converged) {
+        log::warn!("not every eigenpair passed its test in {} steps (residuals in hessian.json)", e.steps);
+    }
+    let trace = match r.trace {
+        Some((max, tol)) => Some(spectrum::trace(&mut op, dim, dev, r.seed, tol, 10.min(max), max)?),
+        None => None,
+    };
+    let quadrature = match r.density {
+        Some((runs, steps)) => Some(spectrum::quadrature(&mut op, dim, dev, r.seed, runs, steps)?),
+        None => None,
+    };
+    Ok(Analysis { extremes, trace, quadrature, seconds: t0.elapsed().as_secs_f64(), products: h.products })
 }

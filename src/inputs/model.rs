@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::error::{torch_msg, Error, Result, Role, Setting};
@@ -24,28 +23,16 @@ pub struct Model {
     pub output: Option<String>,
 }
 
-/// sha256 of a file's bytes, as hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::formats::hash::sha256_hex;
 
-/// sha256 of a file, as hex.
+/// sha256 of a file (streamed), as hex.
 pub fn sha256_file(path: &Path, role: Role) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(role, path, format!("cannot read: {e}")))?;
-    Ok(sha256_hex(&bytes))
+    crate::formats::hash::sha256_file(path).map_err(|e| Error::file(role, path, format!("cannot read: {e}")))
 }
 
-/// A state dict where TorchScript was expected (`what` names the kind of file): it needs the
-/// architecture it belongs to.
-fn state_dict(path: &Path, what: &str, detail: &str) -> Error {
-    Error::Needed {
-        setting: Setting::Arch,
-        why: format!(
-            "{} is {what}, not TorchScript; give the TorchScript architecture it belongs to, with this file \
-             as its checkpoint (or export it: models/export.py --arch NAME --weights CKPT){detail}",
-            path.display()
-        ),
-    }
+/// A state dict where TorchScript was expected (`what` names the kind of file).
+fn state_dict(path: &Path, what: &'static str, detail: String) -> Error {
+    Error::StateDict { path: path.to_path_buf(), what, detail }
 }
 
 /// A safetensors file: an 8-byte little-endian header length, then a JSON header.
@@ -63,17 +50,14 @@ impl Model {
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
         let sha256 = sha256_hex(&bytes);
         if is_safetensors(&bytes) {
-            return Err(state_dict(path, "a safetensors state dict", ""));
+            return Err(state_dict(path, "a safetensors state dict", String::new()));
         }
         let mut module = CModule::load_on_device(path, device).map_err(|e| {
             let msg = torch_msg(&e);
             if msg.contains("constants.pkl") {
-                return state_dict(path, "a torch.save checkpoint (e.g. a state_dict)", &format!(": {msg}"));
+                return state_dict(path, "a torch.save checkpoint (e.g. a state_dict)", format!(": {msg}"));
             }
-            bad(format!(
-                "not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace; \
-                 models/export.py does both): {msg}"
-            ))
+            bad(format!("not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace): {msg}"))
         })?;
         module.f_set_eval().map_err(|e| bad(torch_msg(&e)))?;
         let params =

@@ -14,6 +14,14 @@
 //! persistence is at least `threshold` × the finite range of the values; saddles away from the
 //! border too. A vertex next to a non-finite value counts as border. Values are in the scale of
 //! the picture (log10 of the loss for a log scale), so persistence is measured as the eye sees it.
+//!
+//! The threshold, unless one is given, sits in the largest gap of the persistence diagram (the
+//! usual choice): the persistences, from the whole range (the essential pairs) down to 0.1% of it,
+//! are sorted, and the cut falls at the geometric middle of the largest ratio between
+//! neighbours. Noise gives many pairs of similar small persistence, features few large ones, so
+//! the gap separates them whatever the noise's size in the picture's units (noise of 0.2% of a
+//! double well's range is 10% of its log10 range near the minima). The diagram's bottom is
+//! [`GAP_FLOOR`] of the range: a noise-free surface with one feature still has a gap to find.
 
 use serde::Serialize;
 
@@ -58,8 +66,46 @@ pub struct Persistence {
     pub maxima: Vec<Pair>,
     /// The finite range of the values.
     pub range: f64,
+    /// The threshold used, relative to the range, and the rule that chose it.
     pub threshold: f64,
+    pub rule: Rule,
     pub points: Vec<CriticalPoint>,
+}
+
+/// How the persistence threshold was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// At the largest gap of the persistence diagram.
+    LargestGap,
+    /// Given by the caller.
+    Given,
+}
+
+/// Pairs below this fraction of the range are never reported by default: the bottom of the
+/// diagram in which the largest gap is looked for.
+pub const GAP_FLOOR: f64 = 1e-3;
+
+/// The relative threshold at the largest gap (in ratio) of the persistences of `pairs` between
+/// the whole range (the essential pairs) and [`GAP_FLOOR`] of it.
+pub fn largest_gap(pairs: &[&Pair], range: f64) -> f64 {
+    if range <= 0.0 {
+        return 1.0;
+    }
+    let mut p: Vec<f64> =
+        pairs.iter().map(|q| (q.persistence / range).min(1.0)).filter(|&r| r > GAP_FLOOR).collect();
+    p.push(1.0);
+    p.push(GAP_FLOOR);
+    p.sort_by(|a, b| b.total_cmp(a));
+    let (mut best, mut cut) = (-1.0, 1.0);
+    for w in p.windows(2) {
+        let gap = (w[0] / w[1]).ln();
+        if gap > best {
+            best = gap;
+            cut = (w[0] * w[1]).sqrt();
+        }
+    }
+    cut
 }
 
 /// The six neighbours of the triangulation.
@@ -132,8 +178,9 @@ fn sweep(order: &[usize], nx: usize, ny: usize, value: &[f64], rank: &[usize]) -
 }
 
 /// Classify the grid `values[j * nx + i]` (already in the picture's scale; non-finite values are
-/// holes), reporting pairs whose persistence is at least `threshold` × the finite range.
-pub fn classify(x: &[f64], y: &[f64], values: &[f64], threshold: f64) -> Persistence {
+/// holes), reporting pairs whose persistence is at least `threshold` × the finite range (None: the
+/// threshold at the largest gap, module docs).
+pub fn classify(x: &[f64], y: &[f64], values: &[f64], threshold: Option<f64>) -> Persistence {
     let (nx, ny) = (x.len(), y.len());
     assert_eq!(values.len(), nx * ny, "values match the grid");
     let finite: Vec<usize> = (0..nx * ny).filter(|&v| values[v].is_finite()).collect();
@@ -158,6 +205,14 @@ pub fn classify(x: &[f64], y: &[f64], values: &[f64], threshold: f64) -> Persist
     let inner = |v: usize| {
         let (i, j) = (v % nx, v / nx);
         i > 0 && j > 0 && i + 1 < nx && j + 1 < ny && neighbours(v, nx, ny).all(|u| values[u].is_finite())
+    };
+    // The gap is looked for among the pairs that could be reported (not born on the border).
+    let (threshold, rule) = match threshold {
+        Some(t) => (t, Rule::Given),
+        None => {
+            let candidates: Vec<&Pair> = minima.iter().chain(&maxima).filter(|p| inner(p.birth)).collect();
+            (largest_gap(&candidates, range), Rule::LargestGap)
+        }
     };
     let cut = threshold * range;
     let keep = |p: &Pair| range > 0.0 && p.persistence >= cut;
@@ -187,7 +242,7 @@ pub fn classify(x: &[f64], y: &[f64], values: &[f64], threshold: f64) -> Persist
     }
     points.extend(saddles.into_iter().map(|(v, p)| point(v, Kind::Saddle, p)));
     points.sort_by(|a, b| b.persistence.total_cmp(&a.persistence));
-    Persistence { minima, maxima, range, threshold, points }
+    Persistence { minima, maxima, range, threshold, rule, points }
 }
 
 impl Persistence {
@@ -210,6 +265,7 @@ impl Persistence {
             "scale": scale,
             "persistence_units": match scale { super::Scale::Log => "log10 loss", super::Scale::Linear => "loss" },
             "threshold": self.threshold,
+            "threshold_rule": self.rule,
             "range": self.range,
             "index": "[i, j] = column (x), row (y) of loss[j, i]",
             "counts": {"minimum": count(Kind::Minimum), "maximum": count(Kind::Maximum), "saddle": count(Kind::Saddle)},
@@ -250,7 +306,8 @@ mod tests {
         [c(Kind::Minimum), c(Kind::Saddle), c(Kind::Maximum)]
     }
 
-    const DEFAULT: f64 = crate::plot::DEFAULT_PERSISTENCE;
+    /// The default: the threshold at the largest gap.
+    const DEFAULT: Option<f64> = None;
 
     #[test]
     fn a_noisy_double_well_has_two_minima_and_one_saddle() {
@@ -267,11 +324,45 @@ mod tests {
     }
 
     #[test]
-    fn the_old_rule_would_have_found_many() {
-        // The same noisy double well has many strict 8-neighbour minima: the threshold matters.
+    fn without_a_threshold_noise_gives_many_minima() {
+        // The same noisy double well has many local minima: the threshold is what removes them.
         let (x, y, z) = field(61, |a, b| (a * a - 1.0).powi(2) + 0.5 * b * b, 0.002, 3);
-        let all = classify(&x, &y, &z, 0.0);
-        assert!(counts(&all)[0] > 2, "{:?}", counts(&all));
+        let all = classify(&x, &y, &z, Some(0.0));
+        assert!(counts(&all)[0] >= 10, "{:?}", counts(&all));
+        assert_eq!(counts(&classify(&x, &y, &z, DEFAULT))[0], 2);
+    }
+
+    #[test]
+    fn a_noisy_double_well_seen_in_log10_still_has_two_minima() {
+        // Noise of 0.2% of the range is ~10% of the log10 range near the minima, where the loss
+        // is small: a fixed 2% threshold found 4 minima and 3 saddles there.
+        for seed in 0..20 {
+            let (x, y, z) = field(61, |a, b| (a * a - 1.0).powi(2) + 0.5 * b * b + 0.05, 0.002, seed);
+            let logs: Vec<f64> = z.iter().map(|v| v.max(1e-3).log10()).collect();
+            let p = classify(&x, &y, &logs, DEFAULT);
+            assert_eq!(counts(&p), [2, 1, 0], "seed {seed}: {:?}", p.points);
+            assert_eq!(p.rule, Rule::LargestGap);
+        }
+        let (x, y, z) = field(61, |a, b| (a * a - 1.0).powi(2) + 0.5 * b * b + 0.05, 0.002, 1);
+        let logs: Vec<f64> = z.iter().map(|v| v.max(1e-3).log10()).collect();
+        assert!(counts(&classify(&x, &y, &logs, Some(0.02)))[0] > 2, "the fixed 2% rule is what failed");
+    }
+
+    #[test]
+    fn the_largest_gap_separates_few_large_persistences_from_many_small_ones() {
+        let pair = |persistence| Pair { birth: 0, death: Some(1), birth_value: 0.0, death_value: 0.0, persistence };
+        let pairs: Vec<Pair> = [0.3, 0.004, 0.003, 0.0035, 0.002].into_iter().map(pair).collect();
+        let refs: Vec<&Pair> = pairs.iter().collect();
+        let t = largest_gap(&refs, 1.0);
+        assert!(t < 0.3 && t > 0.004, "{t}");
+        // Noise only: only the essential pairs (the whole range) are above the cut.
+        let noise: Vec<Pair> = [0.004, 0.003, 0.002].into_iter().map(pair).collect();
+        let t = largest_gap(&noise.iter().collect::<Vec<_>>(), 1.0);
+        assert!(t > 0.004 && t < 1.0, "{t}");
+        assert!(largest_gap(&[], 0.0) >= 1.0);
+        // A noise-free double well: one finite pair, still found (the diagram ends at its floor).
+        let (x, y, z) = field(61, |a, b| (a * a - 1.0).powi(2) + 0.5 * b * b, 0.0, 0);
+        assert_eq!(counts(&classify(&x, &y, &z, DEFAULT)), [2, 1, 0]);
     }
 
     #[test]
@@ -323,7 +414,7 @@ mod tests {
     #[test]
     fn every_minimum_pair_ends_at_a_later_vertex() {
         let (x, y, z) = field(25, |a, b| (3.0 * a).sin() * (2.0 * b).cos(), 0.01, 5);
-        let p = classify(&x, &y, &z, 0.0);
+        let p = classify(&x, &y, &z, Some(0.0));
         for q in &p.minima {
             if let Some(d) = q.death {
                 assert!(z[d] >= z[q.birth]);

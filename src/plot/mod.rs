@@ -20,11 +20,6 @@ pub use compose::{side_by_side, Figure};
 pub use critical::{classify, CriticalPoint, Kind as CriticalKind, Persistence};
 pub use scale::{Scale, ScaleChoice};
 
-/// The default persistence threshold for critical points, relative to the finite range of the
-/// plotted values: ten times the largest persistence that noise of 0.2% of the range produces,
-/// and small enough that a barrier of a few percent of the range is kept.
-pub const DEFAULT_PERSISTENCE: f64 = 0.02;
-
 /// The aspect of the α–β axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Aspect {
@@ -50,8 +45,9 @@ pub struct PlotOptions {
     pub zmax: Option<f64>,
     /// Pixels per inch: 100 gives 800×640 pictures.
     pub dpi: u32,
-    /// Critical points are reported when their persistence is at least this fraction of the range.
-    pub persistence: f64,
+    /// Critical points are reported when their persistence is at least this fraction of the range
+    /// (None: at the largest gap of the persistence diagram).
+    pub persistence: Option<f64>,
     pub aspect: Aspect,
 }
 
@@ -73,8 +69,8 @@ impl PlotOptions {
                 ));
             }
         }
-        if !(0.0..=1.0).contains(&self.persistence) {
-            return Err(Error::setting(Setting::Persistence, self.persistence, "use a fraction of the range in 0..1"));
+        if let Some(p) = self.persistence.filter(|p| !(0.0..=1.0).contains(p)) {
+            return Err(Error::setting(Setting::Persistence, p, "use a fraction of the range in 0..1"));
         }
         if self.scale == ScaleChoice::Log
             && (self.vmin.is_some_and(|v| v <= 0.0) || self.zmax.is_some_and(|v| v <= 0.0))
@@ -94,7 +90,7 @@ impl Default for PlotOptions {
             levels: 12,
             zmax: None,
             dpi: 100,
-            persistence: DEFAULT_PERSISTENCE,
+            persistence: None,
             aspect: Aspect::Auto,
         }
     }

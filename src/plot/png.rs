@@ -674,7 +674,11 @@ pub fn persistence_diagram(dir: &Path, o: &PlotOptions, p: &Persistence, scale: 
     };
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Persistence of critical points (threshold {:.1}% of the range)", 100.0 * p.threshold),
+            format!(
+                "Persistence of critical points (threshold {:.1}% of the range{})",
+                100.0 * p.threshold,
+                if p.rule == super::critical::Rule::LargestGap { ", at the largest gap" } else { "" }
+            ),
             ("sans-serif", px(o, 18.0)),
         )
         .margin(px(o, 12.0))

@@ -135,6 +135,36 @@ pub fn normalize(mut d: Direction, theta: &[(String, Tensor)], norm: Norm, ignor
     d
 }
 
+/// A flat vector over the parameters `set` (names and shapes, in order, concatenated) as float32
+/// CPU tensors shaped like them.
+pub fn split_flat(v: &Tensor, set: &[(String, Vec<i64>)]) -> Vec<Tensor> {
+    let v = v.to_device(Device::Cpu).to_kind(Kind::Float);
+    let mut offset = 0;
+    set.iter()
+        .map(|(_, shape)| {
+            let n: i64 = shape.iter().product();
+            let t = v.narrow(0, offset, n).reshape(shape.as_slice()).contiguous();
+            offset += n;
+            t
+        })
+        .collect()
+}
+
+/// A flat vector over the parameters `set` as a direction over every parameter of `params`: its
+/// pieces where it has them, zero elsewhere (e.g. an eigenvector over the weights only).
+pub fn from_flat(v: &Tensor, set: &[(String, Vec<i64>)], params: &[(String, Tensor)]) -> Direction {
+    let parts: HashMap<&str, Tensor> = set.iter().map(|(n, _)| n.as_str()).zip(split_flat(v, set)).collect();
+    Direction {
+        tensors: params
+            .iter()
+            .map(|(n, t)| {
+                let v = parts.get(n.as_str()).map_or_else(|| Tensor::zeros(t.size(), (Kind::Float, Device::Cpu)), |v| v.copy());
+                (n.clone(), v)
+            })
+            .collect(),
+    }
+}
+
 /// Write δ (and η) to a safetensors file with keys `x.<name>` / `y.<name>`.
 pub fn save(path: &Path, x: &Direction, y: Option<&Direction>) -> Result<()> {
     let mut named: Vec<(String, &Tensor)> = x.tensors.iter().map(|(n, t)| (format!("x.{n}"), t)).collect();

@@ -1,8 +1,13 @@
-//! The run directory on disk: atomic files and locks, .npy arrays, the typed run record
-//! (config.json, the shard files, meta.json) and each task's progress. Nothing here evaluates
-//! anything: the engine and the commands write through it, `plot` and `merge` read through it.
+//! The run directory on disk: its file names, its life (created, set up under a lock, cleared,
+//! complete), atomic files and locks, .npy arrays, the typed run record (config.json, the shard
+//! files, meta.json), each task's progress and the merge that assembles a run from its shards.
+//! Nothing here evaluates anything: the engine and the commands write through it, `plot` and
+//! `merge` read through it.
 
 pub mod atomic;
+pub mod files;
+pub mod merge;
 pub mod npy;
 pub mod record;
+pub mod rundir;
 pub mod shards;

@@ -84,8 +84,8 @@ impl Quantity {
             Quantity::NegativeVariance => "negative_variance.npy".into(),
             Quantity::EigMax => "eig_max.npy".into(),
             Quantity::EigMin => "eig_min.npy".into(),
-            Quantity::SplitLoss(s) => format!("loss.{s}.npy"),
-            Quantity::SplitAcc(s) => format!("acc.{s}.npy"),
+            Quantity::SplitLoss(s) => crate::store::files::per_split("loss.npy", s),
+            Quantity::SplitAcc(s) => crate::store::files::per_split("acc.npy", s),
         }
     }
 
@@ -473,7 +473,7 @@ impl RunRecord {
     }
 
     pub fn path(dir: &Path) -> PathBuf {
-        dir.join("config.json")
+        dir.join(crate::store::files::CONFIG)
     }
 
     pub fn read(dir: &Path) -> Result<RunRecord> {
@@ -685,7 +685,7 @@ pub struct Meta {
 
 impl Meta {
     pub fn path(dir: &Path) -> PathBuf {
-        dir.join("meta.json")
+        dir.join(crate::store::files::META)
     }
 
     pub fn read(dir: &Path) -> Result<Meta> {

@@ -245,28 +245,6 @@ pub fn missing_by_shard(g: &Gathered, total: usize) -> Vec<String> {
         .collect()
 }
 
-/// Remove the files of an earlier run (for a fresh start), leaving anything else in the
-/// directory; `keep` is spared (a directions file given for the new run).
-pub fn clear_run(dir: &Path, keep: Option<&Path>) -> Result<()> {
-    // meta.json first: from here on the directory no longer looks complete.
-    let mut names = vec!["meta.json", "config.json", "directions.safetensors", "x.npy", "y.npy"];
-    names.extend(["loss.npy", "acc.npy", "capped.npy", "path.npy", "path_loss.npy", "path_acc.npy"]);
-    for name in names {
-        let p = dir.join(name);
-        if keep.is_some_and(|k| fs::canonicalize(k).ok() == fs::canonicalize(&p).ok()) {
-            continue;
-        }
-        if p.exists() {
-            fs::remove_file(&p).map_err(|e| Error::io(&p, "cannot remove", e))?;
-        }
-    }
-    let shards = dir.join("shards");
-    if shards.exists() {
-        fs::remove_dir_all(&shards).map_err(|e| Error::io(&shards, "cannot remove", e))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,20 +301,6 @@ mod tests {
         }
         let g = gather(&d, "h", 4, 2).unwrap();
         assert_eq!((g.shards[0].sessions, g.shards[0].timing.eval_seconds), (3, 3.0));
-    }
-
-    #[test]
-    fn clear_run_spares_other_files_and_the_kept_one() {
-        let d = tmp("clear");
-        for f in ["meta.json", "loss.npy", "directions.safetensors", "notes.txt"] {
-            fs::write(d.join(f), "x").unwrap();
-        }
-        fs::create_dir_all(d.join("shards")).unwrap();
-        clear_run(&d, Some(&d.join("directions.safetensors"))).unwrap();
-        let mut left: Vec<String> =
-            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        left.sort();
-        assert_eq!(left, vec!["directions.safetensors", "notes.txt"]);
     }
 
     proptest! {

@@ -1,0 +1,97 @@
+//! The names of the files in a run directory, in one place: the commands that write them, the
+//! merge that assembles them, `--overwrite` that removes them and the plots that read them all
+//! use these.
+
+/// The run's configuration and plan (written first, under the setup lock).
+pub const CONFIG: &str = "config.json";
+/// The run's record, written last: a directory with one holds a complete run.
+pub const META: &str = "meta.json";
+/// Held while the first task establishes the run (config.json and direction files).
+pub const SETUP_LOCK: &str = ".setup.lock";
+/// Each task's progress (`<shard>.npy`, `<shard>.json`, `<shard>.lock`) and the merge lock.
+pub const SHARDS: &str = "shards";
+pub const MERGE_LOCK: &str = "merge.lock";
+/// The plot directions, `x.<param>` and `y.<param>`.
+pub const DIRECTIONS: &str = "directions.safetensors";
+/// Grid coordinates.
+pub const X: &str = "x.npy";
+pub const Y: &str = "y.npy";
+/// A trajectory's path on the PCA plane, each checkpoint's own loss and accuracy, and how far each
+/// is from the plane.
+pub const PATH: &str = "path.npy";
+pub const PATH_LOSS: &str = "path_loss.npy";
+pub const PATH_ACC: &str = "path_acc.npy";
+pub const PATH_RESIDUAL: &str = "path_residual.npy";
+/// `hessian`'s results.
+pub const HESSIAN: &str = "hessian.json";
+pub const EIGENVECTORS: &str = "eigenvectors.safetensors";
+pub const DENSITY: &str = "density.npy";
+/// Critical points of a 2-D surface (written by the pictures).
+pub const CRITICAL_POINTS: &str = "critical_points.json";
+
+/// A per-split array name: `loss.test.npy` for (`loss.npy`, test).
+pub fn per_split(file: &str, split: impl std::fmt::Display) -> String {
+    let stem = file.strip_suffix(".npy").unwrap_or(file);
+    format!("{stem}.{split}.npy")
+}
+
+/// The pictures `plot` draws into a run directory.
+pub const PICTURES: &[&str] = &[
+    "contour.png",
+    "heatmap.png",
+    "surface3d.png",
+    "curve.png",
+    "curvature.png",
+    "persistence.png",
+    "density.png",
+    "surface.html",
+    "surface.vtp",
+    "surface.ply",
+];
+
+/// Whether `name` is a file some run writes into its directory (data, records or pictures), which
+/// `--overwrite` removes: the fixed names, the per-split and per-quantity arrays, the pictures.
+/// Anything else (a user's notes, a direction file given with `--directions`) is left alone.
+pub fn is_output(name: &str) -> bool {
+    const FIXED: &[&str] = &[
+        META,
+        CONFIG,
+        DIRECTIONS,
+        X,
+        Y,
+        PATH,
+        PATH_LOSS,
+        PATH_ACC,
+        PATH_RESIDUAL,
+        HESSIAN,
+        EIGENVECTORS,
+        DENSITY,
+        CRITICAL_POINTS,
+    ];
+    if FIXED.contains(&name) || PICTURES.contains(&name) {
+        return true;
+    }
+    // loss.npy and loss.<split>.npy, for every quantity of the arrays.
+    let arrays = ["loss", "acc", "capped", "negative_variance", "eig_max", "eig_min", "path_loss", "path_acc"];
+    let Some(stem) = name.strip_suffix(".npy") else { return false };
+    arrays.iter().any(|a| {
+        stem == *a
+            || stem.strip_prefix(a).and_then(|r| r.strip_prefix('.')).is_some_and(|split| !split.is_empty() && !split.contains('.'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_recognised_and_other_files_are_not() {
+        for f in ["meta.json", "loss.npy", "loss.test.npy", "acc.train.npy", "eig_min.npy", "contour.png", "hessian.json"] {
+            assert!(is_output(f), "{f}");
+        }
+        for f in ["notes.txt", "X.npy", "loss.test.extra.npy", "mydirs.safetensors", "lossy.npy"] {
+            assert!(!is_output(f), "{f}");
+        }
+        assert_eq!(per_split("loss.npy", "test"), "loss.test.npy");
+    }
+}

@@ -1,0 +1,195 @@
+//! Assemble a run from its shards: the arrays of the grid, each checkpoint's own loss where the run
+//! has them, and meta.json (written last) with every task's record. The last task of a run to
+//! finish calls it by itself; `losscape merge` calls it by hand.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::store::npy;
+use crate::store::{atomic, files};
+use crate::store::record::{
+    FoldReport, LossCapMeta, Meta, NonFiniteMeta, Quantity, RunRecord, ShardTiming, ShardsMeta, Timing,
+};
+use crate::store::shards::{self, Gathered};
+
+/// A complete run: its directory and meta.json.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub dir: PathBuf,
+    pub meta: Meta,
+}
+
+/// Merge the run if every point has been evaluated; None if some are missing or another
+/// process is merging it right now.
+pub fn merge_if_complete(dir: &Path) -> Result<Option<Summary>> {
+    let rec = RunRecord::read(dir)?;
+    let total = rec.plan.total_points();
+    let g = shards::gather(dir, &rec.config_hash, total, rec.plan.columns.len())?;
+    if g.points.len() < total {
+        return Ok(None);
+    }
+    merge_locked(dir, false)
+}
+
+/// Assemble the run in `dir`. Missing points are an error naming each incomplete shard, unless
+/// `allow_partial` (then NaN, counted in meta.json).
+pub fn merge(dir: &Path, allow_partial: bool) -> Result<Summary> {
+    if !RunRecord::path(dir).exists() {
+        return Err(Error::file(
+            crate::error::Role::RunDir,
+            dir,
+            "no config.json: not a losscape run directory (or nothing was started in it yet)",
+        ));
+    }
+    merge_locked(dir, allow_partial)?.ok_or_else(|| Error::Busy {
+        what: "the merge".into(),
+        dir: dir.to_path_buf(),
+        lock: dir.join(files::SHARDS).join(files::MERGE_LOCK),
+    })
+}
+
+fn merge_locked(dir: &Path, allow_partial: bool) -> Result<Option<Summary>> {
+    let shard_dir = dir.join(files::SHARDS);
+    std::fs::create_dir_all(&shard_dir).map_err(|e| Error::io(&shard_dir, "cannot create", e))?;
+    let Some(_lock) = atomic::try_lock(&shard_dir.join(files::MERGE_LOCK), "merging")? else { return Ok(None) };
+    let rec = RunRecord::read(dir)?;
+    let total = rec.plan.total_points();
+    let g = shards::gather(dir, &rec.config_hash, total, rec.plan.columns.len())?;
+    let missing = total - g.points.len();
+    if missing > 0 && !allow_partial {
+        return Err(Error::Incomplete {
+            dir: dir.to_path_buf(),
+            missing,
+            total,
+            shards: shards::missing_by_shard(&g, total),
+        });
+    }
+    let meta = assemble(dir, &rec, &g, missing)?;
+    meta.write(dir)?;
+    atomic::sync_dir(dir)?;
+    Ok(Some(Summary { dir: dir.to_path_buf(), meta }))
+}
+
+/// Values of column `c` at points `range` (NaN, or 0 for flags, where missing).
+fn column(g: &Gathered, c: usize, flag: bool, range: std::ops::Range<usize>) -> Vec<f32> {
+    range.map(|k| g.points.get(&k).map_or(if flag { 0.0 } else { f32::NAN }, |v| v[c])).collect()
+}
+
+fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result<Meta> {
+    let grid = rec.plan.grid.grid();
+    let n = grid.len();
+    let shape = grid.shape();
+    let cols = &rec.plan.columns;
+    let pos = |q: Quantity| cols.iter().position(|&c| c == q);
+    npy::write(&dir.join(files::X), &[grid.x.len() as u64], &grid.x)?;
+    if let Some(y) = &grid.y {
+        npy::write(&dir.join(files::Y), &[y.len() as u64], y)?;
+    }
+    for (c, q) in cols.iter().enumerate() {
+        let v = column(g, c, q.is_flag(), 0..n);
+        match q {
+            Quantity::Loss
+            | Quantity::Acc
+            | Quantity::EigMax
+            | Quantity::EigMin
+            | Quantity::SplitLoss(_)
+            | Quantity::SplitAcc(_) => npy::write(&dir.join(q.file()), &shape, &v)?,
+            Quantity::Capped => {
+                npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u8).collect::<Vec<_>>())?
+            }
+            Quantity::NegativeVariance => {}
+        }
+    }
+    let loss = column(g, pos(Quantity::Loss).expect("every run has a loss column"), false, 0..n);
+    // Each checkpoint's own loss and accuracy, after the grid's points.
+    let states = rec.plan.states.len();
+    let state_loss = column(g, pos(Quantity::Loss).expect("loss"), false, n..n + states);
+    let state_acc = match pos(Quantity::Acc) {
+        Some(c) => column(g, c, false, n..n + states),
+        None => vec![f32::NAN; states],
+    };
+    let own = |i: usize| {
+        (Some(state_loss[i] as f64).filter(|v| !v.is_nan()), Some(state_acc[i] as f64).filter(|v| !v.is_nan()))
+    };
+    let mut d = rec.description.clone();
+    if let Some(l) = d.line.as_mut() {
+        (l.from.loss, l.from.acc) = own(0);
+        (l.to.loss, l.to.acc) = own(1);
+    }
+    if let Some(p) = d.plane.as_mut() {
+        for (i, s) in [&mut p.a, &mut p.b, &mut p.c].into_iter().enumerate() {
+            (s.loss, s.acc) = own(i);
+        }
+    }
+    if let Some(t) = &d.trajectory {
+        let path: Vec<f64> = t.path_coords.iter().flatten().copied().collect();
+        npy::write(&dir.join(files::PATH), &[states as u64, 2], &path)?;
+        npy::write(&dir.join(files::PATH_LOSS), &[states as u64], &state_loss)?;
+        npy::write(&dir.join(files::PATH_ACC), &[states as u64], &state_acc)?;
+    }
+    // Several splits: each one's loss range, and a trajectory's checkpoints on each.
+    for sp in d.splits.iter_mut() {
+        let values = |q: Quantity, range: std::ops::Range<usize>| pos(q).map(|c| column(g, c, false, range));
+        if let Some(l) = values(Quantity::SplitLoss(sp.split), 0..n) {
+            let finite = || l.iter().copied().filter(|x| x.is_finite());
+            (sp.loss_min, sp.loss_max) = (finite().reduce(f32::min), finite().reduce(f32::max));
+        }
+        for (q, file) in [(Quantity::SplitLoss(sp.split), &sp.path_loss), (Quantity::SplitAcc(sp.split), &sp.path_acc)]
+        {
+            if let (Some(f), Some(v)) = (file, values(q, n..n + states)) {
+                npy::write(&dir.join(f), &[states as u64], &v)?;
+            }
+        }
+    }
+    let finite = || loss.iter().copied().filter(|x| x.is_finite());
+    let nonfinite =
+        loss.iter().filter(|x| !x.is_finite()).count() - loss.iter().filter(|x| x.is_nan()).count().min(missing);
+    let negative = pos(Quantity::NegativeVariance)
+        .map_or(0, |c| column(g, c, true, 0..n + states).iter().filter(|&&f| f != 0.0).count());
+    let nonfinite_meta = (nonfinite > 0).then(|| NonFiniteMeta {
+        points: nonfinite,
+        cause: (negative > 0).then(|| {
+            format!(
+                "at {negative} point(s) a BatchNorm running variance, interpolated between the checkpoints, is \
+                 negative, so eval mode takes the square root of a negative number"
+            )
+        }),
+        hint: (negative > 0)
+            .then(|| "re-estimate BatchNorm statistics at every point (batchnorm recompute)".to_string()),
+    });
+    let loss_cap = pos(Quantity::Capped).zip(rec.identity.loss_cap).map(|(c, cap)| LossCapMeta {
+        cap,
+        capped_points: column(g, c, true, 0..n).iter().filter(|&&f| f != 0.0).count(),
+        meaning: "capped[j, i] = 1: the pass stopped early once its partial mean exceeded the cap; loss holds that \
+                  lower bound and acc is NaN"
+            .into(),
+    });
+    let first = g.shards.first().and_then(|s| s.workers.first());
+    d.model.moving_tensors = first.map(|w| w.moving_tensors);
+    let timing = g.shards.iter().fold(ShardTiming::default(), |t, s| t + s.timing);
+    let rss = g.shards.iter().filter_map(|s| s.peak_host_rss_mb).reduce(f64::max);
+    Ok(Meta {
+        schema_version: crate::store::record::SCHEMA_VERSION,
+        kind: rec.identity.kind,
+        config_hash: rec.config_hash.clone(),
+        loss_min: finite().reduce(f32::min),
+        loss_max: finite().reduce(f32::max),
+        nonfinite_points: nonfinite,
+        nonfinite: nonfinite_meta,
+        loss_cap,
+        batch_size: first.map_or(0, |w| w.batch_size),
+        precision_check: first.and_then(|w| w.precision_check.clone()),
+        batchnorm_folding: first.map_or_else(FoldReport::default, |w| w.batchnorm_folding.clone()),
+        // Samples evaluated per point: every split's.
+        timing: Timing::of(timing, g.points.len(), d.data.n + d.splits.iter().skip(1).map(|s| s.data.n).sum::<usize>()),
+        peak_host_rss_mb: rss,
+        shards: ShardsMeta {
+            count: g.shards.len(),
+            config_hash: rec.config_hash.clone(),
+            missing_points: missing,
+            note: (missing > 0).then(|| "merged with missing points: they are NaN in the arrays".to_string()),
+            tasks: g.shards.clone(),
+        },
+        description: d,
+    })
+}
