@@ -69,6 +69,14 @@ settings! {
     MaxSteps => "max_steps", "--max-steps";
     Curvature => "curvature", "--curvature";
     CurvatureTol => "curvature_tol", "--curvature-tol";
+    Measure => "measure", "--measure";
+    Radius => "radius", "--radius";
+    MSharpness => "m_sharpness", "--m-sharpness";
+    Samples => "samples", "--samples";
+    Steps => "steps", "--steps";
+    Restarts => "restarts", "--restarts";
+    Threshold => "threshold", "--threshold";
+    Floor => "floor", "--floor";
     Dpi => "dpi", "--dpi";
     Levels => "levels", "--levels";
     ColourRange => "colour_range", "--vmin/--vmax";

@@ -111,6 +111,49 @@ pub enum BatchNormMode {
     Recompute,
 }
 
+/// A sharpness or flatness measure (docs/landscape.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// E_z[L(θ + ρ c⊙z)] − L(θ), z ~ N(0, I): the mean over draws and its standard error.
+    Average,
+    /// max over ‖δ ⊘ c‖_p ≤ ρ of L(θ + δ) − L(θ), by projected gradient ascent (a lower bound).
+    Worst,
+    /// PAC-Bayes flatness: the largest σ with E_z[Q(θ + σ c⊙z)] − Q(θ) ≤ T, and 1/σ².
+    Pacbayes,
+}
+
+/// The scale vector c of a sharpness measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SharpnessScale {
+    /// c = |θ| + floor, elementwise (adaptive sharpness; with floor 1, Keskar's ε-sharpness).
+    Adaptive,
+    /// c = ‖θ_k‖ / √numel(θ_k) for every filter k (slice along dim 0) of a tensor, as filter
+    /// normalization scales a direction.
+    Filter,
+    /// c = 1.
+    None,
+}
+
+/// The norm of the worst case's ball.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PNorm {
+    L2,
+    Linf,
+}
+
+/// What PAC-Bayes flatness bounds the increase of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PacQuantity {
+    /// The training error, 1 − accuracy (Jiang et al.).
+    Error,
+    /// The loss.
+    Loss,
+}
+
 /// Which end of a Hessian's spectrum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -185,6 +228,10 @@ display_as_serde!(
     BatchNormMode,
     Which,
     EigenMethod,
+    Measure,
+    SharpnessScale,
+    PNorm,
+    PacQuantity,
     Split,
     DataFormat,
     Layout,

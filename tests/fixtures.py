@@ -27,6 +27,12 @@ committed), and PyTorch reference values to compare losscape against.
     python tests/fixtures.py eigsh-hessian --model M --data D [--ignore biasbn|keep] [--k K] --out OUT.json:
         the K largest and smallest eigenvalues of the float64 Hessian by scipy's eigsh (ARPACK, tol
         1e-10) over PyTorch Hessian-vector products.
+    python tests/fixtures.py sharpness-closed --model linear.pt --data linear --rho R [--scale S --floor F
+        --threshold T] --out OUT.json: the closed forms of every sharpness measure for the least-squares
+        fixture (½ρ² tr(CHC), ½ρ² λmax(CHC), the best vertex of the box, √(2T / tr(CHC))).
+    python tests/fixtures.py sharpness-reference --model M --data D --rho R [--samples M --steps K
+        --delta F] --out OUT.json: PyTorch's average case (fresh draws), a plain projected-gradient
+        ascent, and L(θ + δ) − L(θ) for a saved δ.
     python tests/fixtures.py pyhessian --model M --arch A --data D --out OUT.json: PyHessian's top
         eigenvalue over all parameters, the samples as one batch.
     python tests/fixtures.py bn-reference --model M --data D --points P --bn-samples N
@@ -329,6 +335,12 @@ def make(out):
     os.makedirs(os.path.join(out, "npy_float"), exist_ok=True)
     np.save(os.path.join(out, "npy_float", "X.npy"), cifar_io.normalize(tr_x))
     np.save(os.path.join(out, "npy_float", "y.npy"), tr_y.astype(np.int64))
+    # The same images in three consecutive batches of 20 (m-sharpness against each batch alone).
+    for b in range(3):
+        d = os.path.join(out, "sharp_parts", str(b))
+        os.makedirs(d, exist_ok=True)
+        np.save(os.path.join(d, "X.npy"), cifar_io.normalize(tr_x)[20 * b:20 * (b + 1)])
+        np.save(os.path.join(d, "y.npy"), tr_y[20 * b:20 * (b + 1)].astype(np.int64))
 
     # Regression: an MLP fitting y = x^2 (trained briefly), MSE.
     xs = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
@@ -402,7 +414,28 @@ def make(out):
     trajectories(out, model, g)
     make_tokens(out)
     trained_resnet(out)
+    linear_least_squares(out)
     print(f"fixtures -> {out}")
+
+
+def linear_least_squares(out):
+    """linear.pt and linear/ (X.npy [64, 6], y.npy [64, 2] float): a Linear(6, 2) at the exact
+    least-squares minimum of its data (weights and bias from lstsq), so that under MSE the loss is
+    exactly L(θ) + ½ δᵀHδ around it and every sharpness measure has a closed form."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(64, 6)).astype(np.float64) * np.array([1.0, 0.5, 2.0, 1.5, 0.8, 1.2])
+    y = x @ rng.normal(size=(6, 2)) + 0.3 * rng.normal(size=(64, 2)) + 0.5
+    a = np.concatenate([x, np.ones((64, 1))], axis=1)
+    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
+    model = nn.Linear(6, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.from_numpy(sol[:6].T.copy()))
+        model.bias.copy_(torch.from_numpy(sol[6].copy()))
+    export(model, os.path.join(out, "linear.pt"), trace=True, example=torch.zeros(2, 6))
+    d = os.path.join(out, "linear")
+    os.makedirs(d, exist_ok=True)
+    np.save(os.path.join(d, "X.npy"), x.astype(np.float32))
+    np.save(os.path.join(d, "y.npy"), y.astype(np.float32))
 
 
 def trained_resnet(out):
@@ -798,6 +831,113 @@ def eigsh_hessian(a):
                    "products": count[0]}, f)
 
 
+def sharpness_scale(t, scale, floor):
+    """The scale vector c of a parameter tensor, as docs/landscape.md defines it."""
+    if scale == "adaptive":
+        return t.abs() + floor
+    if scale == "none":
+        return torch.ones_like(t)
+    if t.dim() > 1:
+        flat = t.reshape(t.shape[0], -1)
+        return (flat.norm(dim=1, keepdim=True) / flat.shape[1] ** 0.5).expand_as(flat).reshape(t.shape)
+    return torch.full_like(t, float(t.norm()) / t.numel() ** 0.5)
+
+
+def sharpness_closed(a):
+    """Closed forms for linear.pt under MSE (weights only: biasbn): H of the weight [K, d] flattened
+    row-major is block-diagonal, (2 / (N K)) XᵀX per output; C = diag(c)."""
+    import itertools
+    model = torch.jit.load(a.model)
+    w = dict(model.named_parameters())["weight"].detach().double()
+    x, _ = load_data(a.data)
+    x = x.double()
+    n, k = x.shape[0], w.shape[0]
+    block = 2.0 / (n * k) * x.t() @ x
+    h = torch.block_diag(*[block] * k)
+    c = sharpness_scale(w, a.scale, a.floor).reshape(-1)
+    m = c[:, None] * h * c[None, :]
+    rho, t = a.rho, a.threshold
+    eig = torch.linalg.eigvalsh(m)
+    best = 0.0
+    dim = m.shape[0]
+    if dim <= 16:
+        for signs in itertools.product([-1.0, 1.0], repeat=dim):
+            u = torch.tensor(signs, dtype=torch.float64) * rho
+            best = max(best, 0.5 * float(u @ m @ u))
+    out = {
+        "average": 0.5 * rho * rho * float(torch.trace(m)),
+        "average_draw_std": rho * rho * float(m.norm()) / 2 ** 0.5,
+        "worst_l2": 0.5 * rho * rho * float(eig[-1]),
+        "worst_linf": best,
+        "pacbayes_loss": (2 * t / float(torch.trace(m))) ** 0.5,
+    }
+    with open(a.out, "w") as f:
+        json.dump(out, f)
+
+
+def sharpness_reference(a):
+    """PyTorch's own sharpness numbers on a TorchScript model (parameters with more than one
+    dimension): the average case over M fresh draws, a plain projected-gradient ascent (normalized
+    gradient steps of 2ρ/K in the l2 ball, K steps, from δ = 0), and L(θ + δ) − L(θ) for a saved δ."""
+    from safetensors.torch import load_file
+    model = torch.jit.load(a.model).eval()
+    x, y = load_data(a.data, limit=a.limit)
+    params = [(k, p) for k, p in model.named_parameters() if p.dim() > 1]
+    theta = [p.detach().clone() for _, p in params]
+    cs = [sharpness_scale(t, a.scale, a.floor) for t in theta]
+
+    def loss_at(deltas, grad=False):
+        with torch.no_grad():
+            for (_, p), t, d in zip(params, theta, deltas):
+                p.copy_(t + d)
+        if grad:
+            out = model(x)
+            value = class_or_mse(out, y)
+            g = torch.autograd.grad(value, [p for _, p in params])
+            return float(value), g
+        with torch.no_grad():
+            return float(class_or_mse(model(x), y)), None
+
+    def class_or_mse(out, y):
+        if y.dtype.is_floating_point:
+            return F.mse_loss(out.reshape(len(y), -1), y.float().reshape(len(y), -1))
+        return F.cross_entropy(out, y.long())
+
+    zero = [torch.zeros_like(t) for t in theta]
+    base = loss_at(zero)[0]
+    res = {"base": base}
+    g = torch.Generator().manual_seed(123)
+    diffs = []
+    for _ in range(a.samples):
+        d = [a.rho * c * torch.randn(t.shape, generator=g) for t, c in zip(theta, cs)]
+        diffs.append(loss_at(d)[0] - base)
+    diffs = np.array(diffs)
+    res["average"] = float(diffs.mean())
+    res["average_stderr"] = float(diffs.std(ddof=1) / len(diffs) ** 0.5)
+    u = [torch.zeros_like(t) for t in theta]
+    best = base
+    alpha = 2 * a.rho / a.steps
+    for _ in range(a.steps):
+        value, grads = loss_at([c * ui for c, ui in zip(cs, u)], grad=True)
+        best = max(best, value)
+        gu = [c * gi for c, gi in zip(cs, grads)]
+        norm = float(torch.sqrt(sum((t * t).sum() for t in gu)))
+        if norm == 0:
+            break
+        u = [ui + alpha * t / norm for ui, t in zip(u, gu)]
+        un = float(torch.sqrt(sum((t * t).sum() for t in u)))
+        if un > a.rho:
+            u = [t * (a.rho / un) for t in u]
+    best = max(best, loss_at([c * ui for c, ui in zip(cs, u)])[0])
+    res["pgd"] = best - base
+    if a.delta:
+        dd = load_file(a.delta)
+        res["delta_increase"] = loss_at([dd[f"x.{k}"] for k, _ in params])[0] - base
+    loss_at(zero)
+    with open(a.out, "w") as f:
+        json.dump(res, f)
+
+
 def pyhessian_top(a):
     """PyHessian's top eigenvalue (power iteration) over all parameters, the samples as one batch."""
     from pyhessian import hessian
@@ -867,6 +1007,25 @@ def main():
     eg.add_argument("--ignore", default="biasbn")
     eg.add_argument("--k", type=int, default=1)
     eg.add_argument("--out", required=True)
+    sc = sub.add_parser("sharpness-closed")
+    sc.add_argument("--model", required=True)
+    sc.add_argument("--data", required=True)
+    sc.add_argument("--scale", default="adaptive")
+    sc.add_argument("--floor", type=float, default=0.0)
+    sc.add_argument("--rho", type=float, required=True)
+    sc.add_argument("--threshold", type=float, default=0.1)
+    sc.add_argument("--out", required=True)
+    sr = sub.add_parser("sharpness-reference")
+    sr.add_argument("--model", required=True)
+    sr.add_argument("--data", required=True)
+    sr.add_argument("--limit", type=int)
+    sr.add_argument("--scale", default="adaptive")
+    sr.add_argument("--floor", type=float, default=0.0)
+    sr.add_argument("--rho", type=float, required=True)
+    sr.add_argument("--samples", type=int, default=100)
+    sr.add_argument("--steps", type=int, default=20)
+    sr.add_argument("--delta")
+    sr.add_argument("--out", required=True)
     ph = sub.add_parser("pyhessian")
     ph.add_argument("--model", required=True)
     ph.add_argument("--arch", required=True)
@@ -890,6 +1049,10 @@ def main():
         dense_hessian(a)
     elif a.cmd == "eigsh-hessian":
         eigsh_hessian(a)
+    elif a.cmd == "sharpness-closed":
+        sharpness_closed(a)
+    elif a.cmd == "sharpness-reference":
+        sharpness_reference(a)
     elif a.cmd == "pyhessian":
         pyhessian_top(a)
     else:

@@ -222,14 +222,15 @@ fn a_worker_hands_the_model_back_as_loaded() {
             arch: fxp("resnet.pt"),
             origin: None,
             motion: Motion::Affine,
-            grid: GridSpec {
+            grid: Some(GridSpec {
                 x: "-1:1:3".parse().unwrap(),
                 y: Some("-1:1:2".parse().unwrap()),
                 spacing: Spacing::Linear,
-            },
+            }),
             states: vec![fxp("ckpt/b.safetensors")],
             columns: vec![Quantity::Loss, Quantity::Acc],
             curvature: None,
+            sharpness: None,
         };
         let spec = RunSpec { run_dir: &dir, plan: &plan, setup: &setup };
         let strict = Strict::open(&spec, Device::Cpu, Some(s)).unwrap();

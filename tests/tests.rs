@@ -14,5 +14,6 @@ mod models;
 mod official;
 mod plots;
 mod shards;
+mod sharpness;
 mod surface;
 mod tokens;

@@ -36,6 +36,9 @@ pub enum Command {
     /// Curvature at the model: the Hessian's extreme eigenvalues and eigenvectors (Lanczos), its
     /// trace (Hutchinson) and spectral density (stochastic Lanczos quadrature).
     Hessian(HessianArgs),
+    /// Sharpness and flatness of one model or many: average case, worst case (adaptive, l2 or l∞,
+    /// m-sharpness) and PAC-Bayes flatness, one result per model × measure × radius.
+    Sharpness(SharpnessArgs),
     /// Assemble the arrays and meta.json of a run from its shards.
     Merge(MergeArgs),
     /// (Re)draw the pictures of a run directory from its saved files alone (no model, no data).
@@ -443,6 +446,86 @@ pub struct HessianArgs {
     /// Do not draw density.png.
     #[arg(long)]
     pub no_plots: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SharpnessArgs {
+    /// One model: a TorchScript file, or with --arch a checkpoint (state dict) of that architecture.
+    #[arg(long, value_name = "M.pt", conflicts_with_all = ["models", "checkpoints"])]
+    pub model: Option<PathBuf>,
+    /// Several models, measured in the order given (one row each).
+    #[arg(long, value_name = "M.pt", num_args = 1.., conflicts_with = "checkpoints")]
+    pub models: Vec<PathBuf>,
+    /// Every checkpoint of a directory, or of a glob, in natural order.
+    #[arg(long, value_name = "DIR_OR_GLOB")]
+    pub checkpoints: Option<String>,
+    /// The TorchScript architecture the state-dict models are applied to.
+    #[arg(long, value_name = "ARCH.pt")]
+    pub arch: Option<PathBuf>,
+    /// Measures: average, worst, pacbayes (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "average,worst", value_name = "M[,M]")]
+    pub measure: Vec<crate::options::Measure>,
+    /// ρ of the average and worst cases, comma-separated (one result each; pacbayes takes none).
+    #[arg(long, value_delimiter = ',', value_name = "R[,R]", allow_hyphen_values = true)]
+    pub radius: Vec<f64>,
+    /// The scale vector c of the perturbation δ = c ⊙ u.
+    #[arg(long, value_enum, default_value = "adaptive")]
+    pub scale: crate::options::SharpnessScale,
+    /// Added to |θ| by the adaptive scale (1 gives Keskar et al.'s ε-sharpness with --norm linf).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub floor: f64,
+    /// The worst case's ball: ‖δ ⊘ c‖₂ ≤ ρ or ‖δ ⊘ c‖∞ ≤ ρ.
+    #[arg(long, value_enum, default_value = "l2")]
+    pub norm: crate::options::PNorm,
+    /// Draws of the average case, and of each level of the PAC-Bayes search.
+    #[arg(long, value_name = "M", default_value_t = 100)]
+    pub samples: usize,
+    /// Ascent steps per restart of the worst case (one gradient over the data each).
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    pub steps: usize,
+    /// Starts of the worst case: the first from δ = 0, the others at random points of the ball.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    pub restarts: usize,
+    /// Worst case over consecutive batches of M samples (each its own δ), averaged [default: the whole set].
+    #[arg(long, value_name = "M")]
+    pub m_sharpness: Option<usize>,
+    /// PAC-Bayes: the bound T on the mean increase of the quantity.
+    #[arg(long, value_name = "T", default_value_t = 0.1)]
+    pub threshold: f64,
+    /// PAC-Bayes: what increases by at most T.
+    #[arg(long, value_enum, default_value = "error")]
+    pub quantity: crate::options::PacQuantity,
+    /// Parameters perturbed: biasbn = those with more than one dimension, keep = all.
+    #[arg(long, value_enum, default_value = "biasbn")]
+    pub ignore: HessianParameters,
+    /// Seed of every draw (the same values in one process or in shards).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The split measured: train (CIFAR-10's data_batch_*, or X.npy + y.npy) or test.
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: Split,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// Precision of the passes [default: fp32 on every device].
+    #[arg(long, value_enum)]
+    pub precision: Option<HessianPrecision>,
+    /// BatchNorm at each perturbed point: eval (statistics as stored) or recompute (re-estimated
+    /// on training samples, as update_bn does; gradients then taken in eval mode with them).
+    #[arg(long, value_enum, default_value = "eval")]
+    pub batchnorm: BatchNormMode,
+    /// recompute: the first N training samples (all if fewer).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub bn_samples: usize,
+    /// Samples per pass, halved on out-of-memory [default: 1024 on CUDA, 64 on CPU].
+    #[arg(long, value_name = "B")]
+    pub batch_size: Option<usize>,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 #[derive(Args, Debug)]

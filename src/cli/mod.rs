@@ -48,6 +48,7 @@ fn quiet(c: &Command) -> bool {
         Command::Plane(a) => a.out.quiet,
         Command::Trajectory(a) => a.out.quiet,
         Command::Hessian(a) => a.out.quiet,
+        Command::Sharpness(a) => a.out.quiet,
         Command::Merge(a) => a.quiet,
         Command::Plot(_) => false,
     }
@@ -169,6 +170,11 @@ fn run(cli: Cli) -> Result<()> {
             let mut p = Progress::new(a.out.quiet);
             (commands::plane::plane(&cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
         }
+        Command::Sharpness(a) => {
+            let cfg = plan::sharpness(&a, &env, argv)?;
+            let mut p = Progress::new(a.out.quiet);
+            (commands::sharpness::sharpness(&cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
+        }
         Command::Trajectory(a) => {
             let cfg = plan::trajectory(&a, &env, argv)?;
             let mut p = Progress::new(a.out.quiet);
@@ -208,10 +214,55 @@ fn report(outcome: &Outcome, quiet: bool) {
     }
 }
 
+/// A sharpness run's summary: the measurements, then a line per model with its results.
+fn sharpness_lines(s: &Summary) -> String {
+    let m = &s.meta;
+    let report: Option<crate::store::record::SharpnessReport> =
+        crate::store::atomic::read_json(&s.dir.join(crate::store::files::SHARPNESS)).ok();
+    let mut out = format!(
+        "losscape: {} measurements on {} in {:.1}s -> {}",
+        m.timing.points,
+        m.description.device,
+        m.timing.eval_seconds,
+        display(&s.dir)
+    );
+    for model in report.iter().flat_map(|r| &r.models) {
+        let results: Vec<String> = model
+            .results
+            .iter()
+            .map(|r| {
+                let at = r.radius.map_or(String::new(), |x| format!(" ρ={x}"));
+                let name = if r.measure == crate::options::Measure::Pacbayes {
+                    "pacbayes σ*".to_string()
+                } else {
+                    format!("{}{at}", r.measure)
+                };
+                match r.stderr {
+                    Some(se) => format!("{name} {} ± {}", sig6(r.value), sig6(se)),
+                    None => format!("{name} {}", sig6(r.value)),
+                }
+            })
+            .collect();
+        out += &format!(
+            "\n  {}: loss {}, {}",
+            model
+                .path
+                .file_name()
+                .map_or_else(|| model.path.display().to_string(), |f| f.to_string_lossy().into_owned()),
+            sig6(model.loss),
+            results.join(", ")
+        );
+    }
+    out
+}
+
 /// `losscape: 441 points on cpu in 67.2s (3281 images/s), loss 0.0734126 .. 55.1235 -> DIR`, with
 /// the non-finite points and their cause when there are any.
 pub fn summary_line(s: &Summary) -> String {
     let m = &s.meta;
+    if m.kind == crate::store::record::RunKind::Sharpness {
+        return sharpness_lines(s);
+    }
     let t = &m.timing;
     let range = match (m.loss_min, m.loss_max) {
         (Some(a), Some(b)) => format!("loss {} .. {}", sig6(a as f64), sig6(b as f64)),
@@ -235,7 +286,7 @@ pub fn summary_line(s: &Summary) -> String {
         line += &format!(
             "; {} of {} grid points are not finite",
             m.nonfinite_points,
-            m.description.grid.shape.iter().product::<u64>()
+            m.description.grid.as_ref().map_or(0, |g| g.shape.iter().product::<u64>())
         );
         if let Some(cause) = m.nonfinite.as_ref().and_then(|n| n.cause.as_ref()) {
             line += &format!(" ({cause}: try --batchnorm recompute)");

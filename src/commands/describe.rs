@@ -19,6 +19,9 @@ use crate::store::record::{
 /// The values evaluated at every point of a run of `kind` with these options.
 pub fn columns(kind: RunKind, setup: &Setup, curvature: bool) -> Vec<Quantity> {
     let mut c = vec![Quantity::Loss, Quantity::Acc];
+    if kind == RunKind::Sharpness {
+        c.push(Quantity::Sharpness);
+    }
     if curvature {
         c.extend([Quantity::EigMax, Quantity::EigMin]);
     }
@@ -71,6 +74,7 @@ pub fn identity(
         columns: columns(kind, setup, curvature.is_some()),
         output: setup.output.clone(),
         more_data: s.more.iter().map(data_identity).collect(),
+        sharpness: None,
     }
 }
 
@@ -151,32 +155,42 @@ pub fn description(
     let two = grid.y.is_some();
     let g = grid.grid();
     let setup = &s.setup;
+    let mut d = base_description(s, ev, argv);
+    d.grid = Some(GridMeta {
+        dims: if two { 2 } else { 1 },
+        x: grid.x,
+        y: grid.y,
+        spacing: grid.spacing,
+        shape: g.shape(),
+        layout: layout.into(),
+        point: point.into(),
+    });
+    d.outputs = Some(Outputs {
+        loss: "loss.npy".into(),
+        acc: "acc.npy".into(),
+        x: crate::store::files::X.into(),
+        y: two.then(|| crate::store::files::Y.into()),
+        capped: setup.loss_cap.map(|_| "capped.npy".into()),
+        directions: crate::store::files::DIRECTIONS.into(),
+        path: None,
+        path_loss: None,
+        path_acc: None,
+    });
+    d
+}
+
+/// The part of meta.json every run has, grid or not: tool, model, data, device, precision,
+/// BatchNorm, splits.
+pub fn base_description(s: &Session, ev: &Evaluator, argv: &[String]) -> Description {
+    let setup = &s.setup;
     Description {
         tool: tool(),
         argv: argv.to_vec(),
         model: model_meta(s),
         data: data_meta(s),
         loss: ev.loss,
-        grid: GridMeta {
-            dims: if two { 2 } else { 1 },
-            x: grid.x,
-            y: grid.y,
-            spacing: grid.spacing,
-            shape: g.shape(),
-            layout: layout.into(),
-            point: point.into(),
-        },
-        outputs: Outputs {
-            loss: "loss.npy".into(),
-            acc: "acc.npy".into(),
-            x: "x.npy".into(),
-            y: two.then(|| "y.npy".into()),
-            capped: setup.loss_cap.map(|_| "capped.npy".into()),
-            directions: "directions.safetensors".into(),
-            path: None,
-            path_loss: None,
-            path_acc: None,
-        },
+        grid: None,
+        outputs: None,
         device: device::name(s.dev),
         precision: s.precision,
         dtype: s.precision.dtype_name().into(),
@@ -203,6 +217,7 @@ pub fn description(
         line: None,
         plane: None,
         trajectory: None,
+        sharpness: None,
     }
 }
 

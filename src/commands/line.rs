@@ -89,10 +89,11 @@ pub fn line(cfg: &LineConfig, observer: &mut dyn Observer) -> Result<Outcome> {
         arch,
         origin: Some(cfg.from.clone()),
         motion: Motion::Lerp { to: cfg.to.clone() },
-        grid,
+        grid: Some(grid),
         states: vec![cfg.from.clone(), cfg.to.clone()],
         columns: identity.columns.clone(),
         curvature: None,
+        sharpness: None,
     };
     let prepare = move |dir: &Path, _: &Session| -> Result<(Plan, Description)> {
         directions::save(&dir.join("directions.safetensors"), &d, None)?;

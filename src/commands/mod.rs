@@ -1,5 +1,5 @@
 //! The commands: each turns its typed configuration into a run — `surface` (and `directions`,
-//! which only sets one up), `line`, `plane`, `trajectory` — through the one driver in [`run`]
+//! which only sets one up), `line`, `plane`, `trajectory`, `sharpness` — through the one driver in [`run`]
 //! (establish the run directory, sweep this task's points, merge), or reads runs back: `merge`,
 //! `plot`.
 
@@ -10,5 +10,6 @@ pub mod merge;
 pub mod plane;
 pub mod plot;
 pub mod run;
+pub mod sharpness;
 pub mod surface;
 pub mod trajectory;

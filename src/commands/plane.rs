@@ -104,10 +104,11 @@ pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> 
         arch,
         origin: Some(pa.clone()),
         motion: Motion::Affine,
-        grid: cfg.grid,
+        grid: Some(cfg.grid),
         states: cfg.models.to_vec(),
         columns: identity.columns.clone(),
         curvature: None,
+        sharpness: None,
     };
     let prepare = move |dir: &Path, _: &Session| -> Result<(Plan, Description)> {
         directions::save(&dir.join("directions.safetensors"), &dx, Some(&dy))?;

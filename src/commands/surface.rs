@@ -98,10 +98,11 @@ pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outco
         arch: arch.clone(),
         origin: cfg.arch.as_ref().map(|_| cfg.model.clone()),
         motion: Motion::Affine,
-        grid: cfg.grid,
+        grid: Some(cfg.grid),
         states: Vec::new(),
         columns: identity.columns.clone(),
         curvature: cfg.curvature,
+        sharpness: None,
     };
     let prepare = move |dir: &std::path::Path, _: &Session| -> Result<(Plan, crate::store::record::Description)> {
         let (dx, dy): (Direction, Option<Direction>) = match given {

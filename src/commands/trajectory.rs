@@ -171,9 +171,11 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
                 100.0 * pc.off_plane
             );
         }
-        d.outputs.path = Some("path.npy".into());
-        d.outputs.path_loss = Some("path_loss.npy".into());
-        d.outputs.path_acc = Some("path_acc.npy".into());
+        if let Some(o) = d.outputs.as_mut() {
+            o.path = Some(crate::store::files::PATH.into());
+            o.path_loss = Some(crate::store::files::PATH_LOSS.into());
+            o.path_acc = Some(crate::store::files::PATH_ACC.into());
+        }
         d.trajectory = Some(TrajectoryMeta {
             checkpoints: files.clone(),
             order: "natural sort of the file names".into(),
@@ -212,10 +214,11 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
             arch: s.model.path.clone(),
             origin: Some(origin_file.clone()),
             motion: Motion::Affine,
-            grid,
+            grid: Some(grid),
             states: files.clone(),
             columns,
             curvature: None,
+            sharpness: None,
         };
         Ok((plan, d))
     };

@@ -28,7 +28,9 @@ use crate::options::{BatchNormMode, Precision, Split};
 use crate::space::directions;
 use crate::space::grid::Grid;
 use crate::space::spectrum::{self, LanczosOptions, Which};
-use crate::store::record::{CurvatureSpec, FoldReport, Motion, Plan, PrecisionCheck, Quantity, WorkerReport};
+use crate::store::record::{
+    CurvatureSpec, FoldReport, Motion, Plan, PrecisionCheck, Quantity, SharpnessPlan, WorkerReport,
+};
 
 /// What every worker of a run builds from: the run directory, its plan, the task's options.
 #[derive(Clone, Copy)]
@@ -58,6 +60,9 @@ struct Parts {
     states: Vec<PathBuf>,
     columns: Vec<Quantity>,
     curvature: Option<CurvatureSpec>,
+    /// A sharpness run's measurements, and the directory their records go to.
+    sharpness: Option<SharpnessPlan>,
+    run_dir: PathBuf,
     /// The run's splits, the first being `s.data`'s (one for most runs).
     splits: Vec<Split>,
 }
@@ -133,6 +138,7 @@ fn mover_of(spec: &RunSpec, s: &Session) -> Result<Mover> {
     let model = &s.model;
     let origin = spec.plan.origin.as_deref().map(|p| State::load(p, model)).transpose()?;
     match &spec.plan.motion {
+        Motion::Fixed => Ok(Mover::affine(model, origin.as_ref(), model.state().iter().map(|_| None).collect(), None)),
         Motion::Affine => {
             let file = spec.run_dir.join("directions.safetensors");
             let (dx, dy) = directions::load_partial(&file, &model.state())?;
@@ -165,7 +171,9 @@ impl Strict {
         };
         let check = s.precision != Precision::Fp32 && (s.dev.is_cuda() || s.precision.is_reduced());
         let mut p = Parts {
-            grid: spec.plan.grid.grid(),
+            grid: spec.plan.grid.map_or(Grid { x: vec![], y: None }, |g| g.grid()),
+            sharpness: spec.plan.sharpness.clone(),
+            run_dir: spec.run_dir.to_path_buf(),
             states: spec.plan.states.clone(),
             columns: spec.plan.columns.clone(),
             curvature: spec.plan.curvature,
@@ -258,10 +266,13 @@ impl Ready {
     /// Evaluate point k of the run: a grid point (k < grid size) or a checkpoint's own state.
     pub fn eval(&mut self, k: usize) -> Result<Evaluated> {
         let g = self.p.grid.len();
+        let s = self.p.states.len();
         if k < g {
             self.p.eval_grid(k)
-        } else {
+        } else if k < g + s {
             self.p.eval_state(k - g)
+        } else {
+            self.p.eval_item(k - g - s)
         }
     }
 
@@ -397,6 +408,44 @@ impl Parts {
         result
     }
 
+    /// Measurement i of a sharpness run: the model moved to its checkpoint, measured (records
+    /// written into the run directory), and moved back.
+    fn eval_item(&mut self, i: usize) -> Result<Evaluated> {
+        let plan = self.sharpness.clone().ok_or_else(|| Error::other(format!("point {i} is outside the run")))?;
+        let item = *plan.items.get(i).ok_or_else(|| Error::other(format!("measurement {i} is outside the run")))?;
+        let t = Instant::now();
+        let path = &plan.models[item.model];
+        let state = State::load(path, &self.s.model)?;
+        self.mover.set_state(&state);
+        device::synchronize(self.s.dev);
+        let perturb = t.elapsed().as_secs_f64();
+        let result = (|| {
+            let bn = self.recompute()?;
+            let bn_data = self.s.bn_data.as_ref();
+            let recompute = self.bn.as_ref().zip(bn_data);
+            let point = crate::engine::sharpness::measure(
+                &self.s.model,
+                &self.s.data,
+                &self.ev,
+                recompute,
+                &plan,
+                i,
+                &self.run_dir,
+            )?;
+            crate::store::sharpness::write_item(&self.run_dir, i, &point)?;
+            let value = PointValue { loss: point.loss, acc: point.acc.unwrap_or(f64::NAN), capped: false };
+            let mut out = self.values(value, &[], false, perturb, bn);
+            for (q, x) in self.columns.iter().zip(out.values.iter_mut()) {
+                if *q == Quantity::Sharpness {
+                    *x = point.result.value as f32;
+                }
+            }
+            Ok::<_, Error>(out)
+        })();
+        self.mover.reset();
+        result
+    }
+
     /// Whether the model's BatchNorm variances are watched (the run records where they went
     /// negative) and one of them is negative now.
     fn watch_variance(&self) -> bool {
@@ -423,7 +472,7 @@ impl Parts {
                 Quantity::SplitAcc(s) => on(s).acc as f32,
                 Quantity::Capped => v.capped as u8 as f32,
                 Quantity::NegativeVariance => negative_var as u8 as f32,
-                Quantity::EigMax | Quantity::EigMin => f32::NAN,
+                Quantity::EigMax | Quantity::EigMin | Quantity::Sharpness => f32::NAN,
             })
             .collect();
         Evaluated {

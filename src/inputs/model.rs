@@ -57,7 +57,9 @@ impl Model {
             if msg.contains("constants.pkl") {
                 return state_dict(path, "a torch.save checkpoint (e.g. a state_dict)", format!(": {msg}"));
             }
-            bad(format!("not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace): {msg}"))
+            bad(format!(
+                "not a loadable TorchScript file (save with torch.jit.script(m).save or torch.jit.trace): {msg}"
+            ))
         })?;
         module.f_set_eval().map_err(|e| bad(torch_msg(&e)))?;
         let params =

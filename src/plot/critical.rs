@@ -92,8 +92,7 @@ pub fn largest_gap(pairs: &[&Pair], range: f64) -> f64 {
     if range <= 0.0 {
         return 1.0;
     }
-    let mut p: Vec<f64> =
-        pairs.iter().map(|q| (q.persistence / range).min(1.0)).filter(|&r| r > GAP_FLOOR).collect();
+    let mut p: Vec<f64> = pairs.iter().map(|q| (q.persistence / range).min(1.0)).filter(|&r| r > GAP_FLOOR).collect();
     p.push(1.0);
     p.push(GAP_FLOOR);
     p.sort_by(|a, b| b.total_cmp(a));

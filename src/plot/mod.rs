@@ -126,8 +126,11 @@ impl RunData {
             return Err(Error::file(Role::RunDir, dir, "no meta.json (not a complete losscape run)"));
         }
         let meta = Meta::read(dir)?;
+        let Some(grid) = &meta.description.grid else {
+            return Err(Error::file(Role::RunDir, dir, format!("is a {} run: it has no grid to draw", meta.kind)));
+        };
+        let two = grid.dims == 2;
         let x = read_vec(dir, "x.npy")?;
-        let two = meta.description.grid.dims == 2;
         let y = if two { Some(read_vec(dir, "y.npy")?) } else { None };
         let loss = read_vec(dir, "loss.npy")?;
         let acc = read_vec(dir, "acc.npy")?;
@@ -190,6 +193,7 @@ impl RunData {
                     .map_or("given".to_string(), |n| n.to_string());
                 (format!("α  (δ: {norm}-normalized)"), format!("β  (η: {norm}-normalized)"))
             }
+            RunKind::Sharpness => (String::new(), String::new()),
         };
         Ok(RunData { dir: dir.to_path_buf(), meta, x, y, loss, acc, path, marks, x_label, y_label })
     }

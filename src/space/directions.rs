@@ -158,7 +158,9 @@ pub fn from_flat(v: &Tensor, set: &[(String, Vec<i64>)], params: &[(String, Tens
         tensors: params
             .iter()
             .map(|(n, t)| {
-                let v = parts.get(n.as_str()).map_or_else(|| Tensor::zeros(t.size(), (Kind::Float, Device::Cpu)), |v| v.copy());
+                let v = parts
+                    .get(n.as_str())
+                    .map_or_else(|| Tensor::zeros(t.size(), (Kind::Float, Device::Cpu)), |v| v.copy());
                 (n.clone(), v)
             })
             .collect(),

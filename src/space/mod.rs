@@ -1,8 +1,10 @@
 //! The space a landscape is drawn in: grids of coordinates, directions in parameter space, the
-//! PCA plane of a trajectory, and how the points of a grid are dealt to shards.
+//! PCA plane of a trajectory, how the points of a grid are dealt to shards, and the measures of
+//! curvature (spectrum) and sharpness over an operator or objective.
 
 pub mod directions;
 pub mod grid;
 pub mod pca;
 pub mod shard;
+pub mod sharpness;
 pub mod spectrum;

@@ -26,6 +26,13 @@ pub const PATH_RESIDUAL: &str = "path_residual.npy";
 pub const HESSIAN: &str = "hessian.json";
 pub const EIGENVECTORS: &str = "eigenvectors.safetensors";
 pub const DENSITY: &str = "density.npy";
+/// A sharpness run: every measurement's record, the results by model and as a table, and the
+/// worst-case perturbations (one file, or a directory of them).
+pub const ITEMS: &str = "items";
+pub const SHARPNESS: &str = "sharpness.json";
+pub const SHARPNESS_CSV: &str = "sharpness.csv";
+pub const WORST: &str = "worst.safetensors";
+pub const WORST_DIR: &str = "worst";
 /// Critical points of a 2-D surface (written by the pictures).
 pub const CRITICAL_POINTS: &str = "critical_points.json";
 
@@ -44,6 +51,7 @@ pub const PICTURES: &[&str] = &[
     "curvature.png",
     "persistence.png",
     "density.png",
+    "sharpness.png",
     "surface.html",
     "surface.vtp",
     "surface.ply",
@@ -67,6 +75,9 @@ pub fn is_output(name: &str) -> bool {
         EIGENVECTORS,
         DENSITY,
         CRITICAL_POINTS,
+        SHARPNESS,
+        SHARPNESS_CSV,
+        WORST,
     ];
     if FIXED.contains(&name) || PICTURES.contains(&name) {
         return true;
@@ -76,7 +87,10 @@ pub fn is_output(name: &str) -> bool {
     let Some(stem) = name.strip_suffix(".npy") else { return false };
     arrays.iter().any(|a| {
         stem == *a
-            || stem.strip_prefix(a).and_then(|r| r.strip_prefix('.')).is_some_and(|split| !split.is_empty() && !split.contains('.'))
+            || stem
+                .strip_prefix(a)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|split| !split.is_empty() && !split.contains('.'))
     })
 }
 
@@ -86,7 +100,9 @@ mod tests {
 
     #[test]
     fn outputs_are_recognised_and_other_files_are_not() {
-        for f in ["meta.json", "loss.npy", "loss.test.npy", "acc.train.npy", "eig_min.npy", "contour.png", "hessian.json"] {
+        for f in
+            ["meta.json", "loss.npy", "loss.test.npy", "acc.train.npy", "eig_min.npy", "contour.png", "hessian.json"]
+        {
             assert!(is_output(f), "{f}");
         }
         for f in ["notes.txt", "X.npy", "loss.test.extra.npy", "mydirs.safetensors", "lossy.npy"] {

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::store::npy;
-use crate::store::{atomic, files};
 use crate::store::record::{
     FoldReport, LossCapMeta, Meta, NonFiniteMeta, Quantity, RunRecord, ShardTiming, ShardsMeta, Timing,
 };
 use crate::store::shards::{self, Gathered};
+use crate::store::{atomic, files};
 
 /// A complete run: its directory and meta.json.
 #[derive(Debug, Clone)]
@@ -76,29 +76,14 @@ fn column(g: &Gathered, c: usize, flag: bool, range: std::ops::Range<usize>) -> 
 }
 
 fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result<Meta> {
-    let grid = rec.plan.grid.grid();
-    let n = grid.len();
-    let shape = grid.shape();
+    let n = rec.plan.grid_points();
     let cols = &rec.plan.columns;
     let pos = |q: Quantity| cols.iter().position(|&c| c == q);
-    npy::write(&dir.join(files::X), &[grid.x.len() as u64], &grid.x)?;
-    if let Some(y) = &grid.y {
-        npy::write(&dir.join(files::Y), &[y.len() as u64], y)?;
+    if let Some(spec) = &rec.plan.grid {
+        write_grid(dir, &spec.grid(), cols, g)?;
     }
-    for (c, q) in cols.iter().enumerate() {
-        let v = column(g, c, q.is_flag(), 0..n);
-        match q {
-            Quantity::Loss
-            | Quantity::Acc
-            | Quantity::EigMax
-            | Quantity::EigMin
-            | Quantity::SplitLoss(_)
-            | Quantity::SplitAcc(_) => npy::write(&dir.join(q.file()), &shape, &v)?,
-            Quantity::Capped => {
-                npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u8).collect::<Vec<_>>())?
-            }
-            Quantity::NegativeVariance => {}
-        }
+    if let Some(sp) = &rec.plan.sharpness {
+        crate::store::sharpness::write(dir, rec, sp, n + rec.plan.states.len())?;
     }
     let loss = column(g, pos(Quantity::Loss).expect("every run has a loss column"), false, 0..n);
     // Each checkpoint's own loss and accuracy, after the grid's points.
@@ -192,4 +177,29 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         },
         description: d,
     })
+}
+
+/// The grid's coordinates and every column's array over its points.
+fn write_grid(dir: &Path, grid: &crate::space::grid::Grid, cols: &[Quantity], g: &Gathered) -> Result<()> {
+    let (n, shape) = (grid.len(), grid.shape());
+    npy::write(&dir.join(files::X), &[grid.x.len() as u64], &grid.x)?;
+    if let Some(y) = &grid.y {
+        npy::write(&dir.join(files::Y), &[y.len() as u64], y)?;
+    }
+    for (c, q) in cols.iter().enumerate() {
+        let v = column(g, c, q.is_flag(), 0..n);
+        match q {
+            Quantity::Loss
+            | Quantity::Acc
+            | Quantity::EigMax
+            | Quantity::EigMin
+            | Quantity::SplitLoss(_)
+            | Quantity::SplitAcc(_) => npy::write(&dir.join(q.file()), &shape, &v)?,
+            Quantity::Capped => {
+                npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u8).collect::<Vec<_>>())?
+            }
+            Quantity::NegativeVariance | Quantity::Sharpness => {}
+        }
+    }
+    Ok(())
 }

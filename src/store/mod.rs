@@ -11,3 +11,4 @@ pub mod npy;
 pub mod record;
 pub mod rundir;
 pub mod shards;
+pub mod sharpness;

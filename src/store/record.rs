@@ -37,6 +37,8 @@ pub enum RunKind {
     Plane,
     /// The PCA plane of a training trajectory, with the optimizer's path on it.
     Trajectory,
+    /// Sharpness and flatness measures of one or many models.
+    Sharpness,
 }
 
 impl std::fmt::Display for RunKind {
@@ -46,6 +48,7 @@ impl std::fmt::Display for RunKind {
             RunKind::Line => "line",
             RunKind::Plane => "plane",
             RunKind::Trajectory => "trajectory",
+            RunKind::Sharpness => "sharpness",
         })
     }
 }
@@ -72,6 +75,8 @@ pub enum Quantity {
     SplitLoss(Split),
     /// The accuracy on one split of a run over several (`acc.<split>.npy`).
     SplitAcc(Split),
+    /// A sharpness measure's value (float32; the full record is the point's `items/<k>.json`).
+    Sharpness,
 }
 
 impl Quantity {
@@ -86,6 +91,7 @@ impl Quantity {
             Quantity::EigMin => "eig_min.npy".into(),
             Quantity::SplitLoss(s) => crate::store::files::per_split("loss.npy", s),
             Quantity::SplitAcc(s) => crate::store::files::per_split("acc.npy", s),
+            Quantity::Sharpness => "sharpness.npy".into(),
         }
     }
 
@@ -126,6 +132,8 @@ pub enum Source {
         margin: f64,
         points_per_axis: usize,
     },
+    /// The models a sharpness run measures (sha256 of each, in order).
+    Models { sha256: Vec<String> },
 }
 
 /// What determines a run's values: two runs with equal identities compute the same numbers (to
@@ -157,6 +165,119 @@ pub struct Identity {
     /// The data of the splits after the first, in order (`--split train,test`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_data: Vec<DataIdentity>,
+    /// What a sharpness run measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpness: Option<SharpnessSpec>,
+}
+
+/// How a sharpness run measures (docs/landscape.md, *Sharpness and flatness*).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessSpec {
+    pub measures: Vec<crate::options::Measure>,
+    /// ρ of the average and worst cases (one result per radius); PAC-Bayes takes none.
+    pub radii: Vec<f64>,
+    pub scale: crate::options::SharpnessScale,
+    /// Added to |θ| by the adaptive scale.
+    pub floor: f64,
+    /// The worst case's ball.
+    pub norm: crate::options::PNorm,
+    /// Draws of the average case and of each PAC-Bayes level.
+    pub samples: usize,
+    /// Ascent steps per restart of the worst case.
+    pub steps: usize,
+    pub restarts: usize,
+    /// Worst case over consecutive batches of this many samples, averaged (None: the whole set).
+    pub m_sharpness: Option<usize>,
+    /// PAC-Bayes: the bound on the increase, and of what.
+    pub threshold: f64,
+    pub quantity: crate::options::PacQuantity,
+    pub seed: u64,
+    /// The parameters perturbed (those the directions move).
+    pub parameters: Ignore,
+}
+
+/// One point of a sharpness run: a measure (at a radius) of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessItem {
+    /// Index into the plan's models.
+    pub model: usize,
+    pub measure: crate::options::Measure,
+    pub radius: Option<f64>,
+}
+
+/// What every task of a sharpness run needs: the models (checkpoints of the plan's architecture,
+/// or TorchScript files of it) and the measurements, one point each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessPlan {
+    pub models: Vec<PathBuf>,
+    pub items: Vec<SharpnessItem>,
+    pub spec: SharpnessSpec,
+}
+
+/// What a measure found beyond its value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SharpnessDetails {
+    /// The Monte-Carlo draws' count is `samples`.
+    Average,
+    /// The loss at every point of the best restart's ascent (or of each part's, averaged, for
+    /// m-sharpness: then each part's value), gradients taken, and the file of δ.
+    Worst {
+        trace: Vec<f64>,
+        gradients: usize,
+        parts: Option<Vec<f64>>,
+        delta: Option<String>,
+        /// ‖δ ⊘ c‖_p of the saved δ (≤ ρ up to rounding).
+        constraint: Option<f64>,
+    },
+    /// σ*, 1/σ*², every σ tried with the mean increase there, and whether σ* is only a bound.
+    Pacbayes { sigma: f64, flatness: f64, levels: Vec<[f64; 2]>, bracketed: bool, base: f64 },
+}
+
+/// One result of a sharpness run (a point's `items/<k>.json`, and a row of sharpness.json/.csv).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessResult {
+    pub measure: crate::options::Measure,
+    pub radius: Option<f64>,
+    /// Average and worst case: the increase of the loss; PAC-Bayes: σ*.
+    pub value: f64,
+    /// Monte-Carlo standard error (average case, m-sharpness over parts, PAC-Bayes by the delta method).
+    pub stderr: Option<f64>,
+    /// 100 · value / (1 + L(θ)) (Keskar et al.'s normalization; None for PAC-Bayes).
+    pub relative: Option<f64>,
+    /// Draws (average, PAC-Bayes per level) or parts (m-sharpness).
+    pub samples: usize,
+    /// Ascent steps per restart (worst case).
+    pub steps: usize,
+    pub details: SharpnessDetails,
+}
+
+/// A model of a sharpness run with its own loss and its results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessModel {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub loss: f64,
+    /// None for regression.
+    pub acc: Option<f64>,
+    pub results: Vec<SharpnessResult>,
+}
+
+/// `items/<k>.json`: a point of a sharpness run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessPoint {
+    pub item: SharpnessItem,
+    /// L(θ) and accuracy of the model (None for regression).
+    pub loss: f64,
+    pub acc: Option<f64>,
+    pub result: SharpnessResult,
+}
+
+/// `sharpness.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessReport {
+    pub spec: SharpnessSpec,
+    pub models: Vec<SharpnessModel>,
 }
 
 impl Identity {
@@ -199,6 +320,8 @@ pub enum Motion {
     Affine,
     /// (1 − α)·origin + α·to, by `lerp`, over the parameters and floating-point buffers.
     Lerp { to: PathBuf },
+    /// No grid: the model's state changes only to each checkpoint's (a sharpness run).
+    Fixed,
 }
 
 /// What every task of a run needs to evaluate its points (besides its own options).
@@ -209,18 +332,27 @@ pub struct Plan {
     /// Checkpoint whose state is the origin; None: the model's own values.
     pub origin: Option<PathBuf>,
     pub motion: Motion,
-    pub grid: GridSpec,
+    /// None: no grid (a sharpness run).
+    pub grid: Option<GridSpec>,
     /// Checkpoints evaluated as points after the grid's (each one's own loss).
     pub states: Vec<PathBuf>,
     pub columns: Vec<Quantity>,
     /// The Hessian's extreme eigenvalues at every grid point too.
     pub curvature: Option<CurvatureSpec>,
+    /// A sharpness run's measurements, points after the states'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpness: Option<SharpnessPlan>,
 }
 
 impl Plan {
-    /// Points of the run: the grid's, then the checkpoint states'.
+    /// Points of the grid (0 without one).
+    pub fn grid_points(&self) -> usize {
+        self.grid.map_or(0, |g| g.grid().len())
+    }
+
+    /// Points of the run: the grid's, then the checkpoint states', then the measurements.
     pub fn total_points(&self) -> usize {
-        self.grid.grid().len() + self.states.len()
+        self.grid_points() + self.states.len() + self.sharpness.as_ref().map_or(0, |s| s.items.len())
     }
 }
 
@@ -434,8 +566,9 @@ pub struct Description {
     pub model: ModelMeta,
     pub data: DataMeta,
     pub loss: LossKind,
-    pub grid: GridMeta,
-    pub outputs: Outputs,
+    /// None: no grid (a sharpness run).
+    pub grid: Option<GridMeta>,
+    pub outputs: Option<Outputs>,
     /// The device of the task that set the run up (every task's: `shards.tasks[].workers`).
     pub device: String,
     pub precision: Precision,
@@ -455,6 +588,22 @@ pub struct Description {
     pub line: Option<LineMeta>,
     pub plane: Option<PlaneMeta>,
     pub trajectory: Option<TrajectoryMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpness: Option<SharpnessMeta>,
+}
+
+/// meta.json's `sharpness`: what was measured and where the results are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SharpnessMeta {
+    pub spec: SharpnessSpec,
+    /// The models, in order (path, sha256).
+    pub models: Vec<(PathBuf, String)>,
+    pub results: String,
+    pub table: String,
+    /// Worst-case perturbations δ (`x.<param>`, over every parameter), one file per model and ρ.
+    pub deltas: Vec<String>,
+    /// What each measure is.
+    pub definitions: Vec<(crate::options::Measure, String)>,
 }
 
 /// `config.json`.
@@ -479,7 +628,9 @@ impl RunRecord {
     pub fn read(dir: &Path) -> Result<RunRecord> {
         let r: RunRecord = read_json(&RunRecord::path(dir))?;
         // An edited config.json must not make the run allocate without bound.
-        r.plan.grid.check().map_err(|e| Error::file(Role::RunFile, &RunRecord::path(dir), e.to_string()))?;
+        if let Some(g) = r.plan.grid {
+            g.check().map_err(|e| Error::file(Role::RunFile, &RunRecord::path(dir), e.to_string()))?;
+        }
         Ok(r)
     }
 
@@ -899,6 +1050,7 @@ pub(crate) mod tests {
             columns: vec![Quantity::Loss, Quantity::Acc],
             output: None,
             more_data: vec![],
+            sharpness: None,
         }
     }
 
@@ -1008,7 +1160,7 @@ pub(crate) mod tests {
             },
             data: data.clone(),
             loss: LossKind::Ce,
-            grid: GridMeta {
+            grid: Some(GridMeta {
                 dims: 1,
                 x: grid.x,
                 y: None,
@@ -1016,8 +1168,8 @@ pub(crate) mod tests {
                 shape: vec![5],
                 layout: "l".into(),
                 point: "p".into(),
-            },
-            outputs: Outputs {
+            }),
+            outputs: Some(Outputs {
                 loss: "loss.npy".into(),
                 acc: "acc.npy".into(),
                 x: "x.npy".into(),
@@ -1027,7 +1179,7 @@ pub(crate) mod tests {
                 path: None,
                 path_loss: None,
                 path_acc: None,
-            },
+            }),
             device: "cpu".into(),
             precision: Precision::Fp32,
             dtype: "float32".into(),
@@ -1042,12 +1194,14 @@ pub(crate) mod tests {
             line: None,
             plane: None,
             trajectory: None,
+            sharpness: None,
         };
         let plan = Plan {
             arch: "m.pt".into(),
             origin: None,
             motion: Motion::Affine,
-            grid,
+            grid: Some(grid),
+            sharpness: None,
             states: vec![],
             columns: id.columns.clone(),
             curvature: None,

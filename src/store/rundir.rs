@@ -73,9 +73,11 @@ impl RunDir {
             }
             fs::remove_file(&p).map_err(|e| Error::io(&p, "cannot remove", e))?;
         }
-        let shards = self.path.join(files::SHARDS);
-        if shards.exists() {
-            fs::remove_dir_all(&shards).map_err(|e| Error::io(&shards, "cannot remove", e))?;
+        for sub in [files::SHARDS, files::ITEMS, files::WORST_DIR] {
+            let d = self.path.join(sub);
+            if d.exists() {
+                fs::remove_dir_all(&d).map_err(|e| Error::io(&d, "cannot remove", e))?;
+            }
         }
         Ok(())
     }
@@ -131,7 +133,8 @@ mod tests {
             fs::write(d.join(f), b"x").unwrap();
         }
         r.clear(Some(&d.join("directions.safetensors"))).unwrap();
-        let mut left: Vec<String> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> =
+            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
         assert_eq!(left, vec!["directions.safetensors", "mine.png.bak", "notes.txt"]);
         r.clear(None).unwrap();

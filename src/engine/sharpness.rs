@@ -1,0 +1,359 @@
+//! A network at θ as the objective of the sharpness measures (`space::sharpness`): the exact
+//! dataset-mean loss and error at θ + δ, and the gradient with respect to δ by one backward per
+//! batch, over the parameters a measure perturbs (those the directions move: biasbn, tensors with
+//! more than one dimension; keep, all). The model is moved in place and put back bit for bit.
+//! With BatchNorm re-estimation the statistics are re-estimated at every perturbed point before
+//! its loss (and gradient, taken in eval mode with those statistics) is computed.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::engine::batchnorm::Recompute;
+use crate::engine::evaluate::{batch_loss, denominator, Evaluator};
+use crate::error::{Error, Result, Role, Setting};
+use crate::inputs::data::{Dataset, IGNORE_INDEX};
+use crate::inputs::model::Model;
+use crate::options::{LossKind, Measure, PNorm, SharpnessScale};
+use crate::space::directions;
+use crate::space::sharpness::{self as sharp, AscentOptions, Objective};
+use crate::store::record::{SharpnessDetails, SharpnessItem, SharpnessPlan, SharpnessPoint, SharpnessResult};
+
+/// The network as an objective.
+pub struct Net<'a> {
+    model: &'a Model,
+    data: &'a Dataset,
+    ev: Evaluator,
+    /// Indices into `model.params` of the perturbed parameters, and their values at θ.
+    set: Vec<usize>,
+    base: Vec<Tensor>,
+    bn: Option<(&'a Recompute, &'a Dataset)>,
+    /// m-sharpness: samples per part (the first ⌊N/m⌋·m samples in file order).
+    part: Option<usize>,
+    /// Forward passes over a sample set (values) and backward ones (gradients) so far.
+    pub values: usize,
+    pub gradients: usize,
+}
+
+impl<'a> Net<'a> {
+    /// The objective of `model` (as it stands: θ) on `data`, perturbing the parameters `set`.
+    pub fn new(
+        model: &'a Model,
+        data: &'a Dataset,
+        ev: &Evaluator,
+        set: Vec<usize>,
+        bn: Option<(&'a Recompute, &'a Dataset)>,
+        part: Option<usize>,
+    ) -> Result<Net<'a>> {
+        if set.is_empty() {
+            return Err(Error::file(Role::Model, &model.path, "has no parameter in the set a sharpness measure moves"));
+        }
+        if let Some(m) = part {
+            if m == 0 || m > data.n {
+                return Err(Error::setting(
+                    Setting::MSharpness,
+                    m,
+                    format!("must be between 1 and the {} samples of {}", data.n, data.path.display()),
+                ));
+            }
+        }
+        let base = set.iter().map(|&i| model.params[i].1.detach().copy()).collect();
+        let mut ev = ev.clone();
+        ev.loss_cap = None;
+        Ok(Net { model, data, ev, set, base, bn, part, values: 0, gradients: 0 })
+    }
+
+    /// The scale vector c over the set, flat (module docs of `space::sharpness`).
+    pub fn scale(&self, scale: SharpnessScale, floor: f64) -> Tensor {
+        let parts: Vec<Tensor> = self
+            .base
+            .iter()
+            .map(|t| {
+                let t = t.to_kind(Kind::Float);
+                let c = match scale {
+                    SharpnessScale::None => t.ones_like(),
+                    SharpnessScale::Adaptive => t.abs() + floor,
+                    SharpnessScale::Filter if t.dim() > 1 => {
+                        let rows = t.size()[0];
+                        let flat = t.reshape([rows, -1]);
+                        let per = (flat.size()[1] as f64).sqrt();
+                        (flat.norm_scalaropt_dim(2, [1], true) / per).expand_as(&flat).reshape(t.size().as_slice())
+                    }
+                    SharpnessScale::Filter => t.ones_like() * (t.norm().double_value(&[]) / (t.numel() as f64).sqrt()),
+                };
+                c.flatten(0, -1)
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    /// The names and shapes of the perturbed parameters, in order.
+    pub fn names(&self) -> Vec<(String, Vec<i64>)> {
+        self.set.iter().map(|&i| (self.model.params[i].0.clone(), self.model.params[i].1.size())).collect()
+    }
+
+    /// The parameters at θ + δ (and the BatchNorm statistics re-estimated there, in recompute).
+    fn place(&self, delta: &Tensor) -> Result<()> {
+        {
+            let _g = tch::no_grad_guard();
+            let mut offset = 0;
+            for (&i, b) in self.set.iter().zip(&self.base) {
+                let p = &self.model.params[i].1;
+                let n = b.numel() as i64;
+                let d = delta.narrow(0, offset, n).view(b.size().as_slice()).to_kind(b.kind());
+                let mut p = p.shallow_clone();
+                p.copy_(&(b + d));
+                offset += n;
+            }
+        }
+        if let Some((bn, data)) = self.bn {
+            bn.run(self.model, &self.ev, data)?;
+        }
+        Ok(())
+    }
+
+    /// Put the parameters back at θ, bit for bit.
+    pub fn restore(&self) {
+        let _g = tch::no_grad_guard();
+        for (&i, b) in self.set.iter().zip(&self.base) {
+            let mut p = self.model.params[i].1.shallow_clone();
+            p.copy_(b);
+        }
+    }
+
+    /// The samples of a part: (first, count).
+    fn range(&self, part: Option<usize>) -> (usize, usize) {
+        match (part, self.part) {
+            (Some(b), Some(m)) => (b * m, m),
+            _ => (0, self.data.n),
+        }
+    }
+
+    /// What the summed loss of the samples [start, start + len) is divided by.
+    fn count(&self, start: usize, len: usize) -> f64 {
+        if (start, len) == (0, self.data.n) {
+            return denominator(self.ev.loss, self.data, self.ev.outputs_per_sample);
+        }
+        match self.ev.loss {
+            LossKind::Ce => self.data.targets(start, len).ne(IGNORE_INDEX).sum(Kind::Int64).int64_value(&[]) as f64,
+            LossKind::Mse => (len as i64 * self.ev.outputs_per_sample) as f64,
+        }
+    }
+}
+
+impl Objective for Net<'_> {
+    fn dim(&self) -> i64 {
+        self.base.iter().map(|t| t.numel() as i64).sum()
+    }
+
+    fn device(&self) -> Device {
+        self.model.device
+    }
+
+    fn parts(&self) -> usize {
+        self.part.map_or(1, |m| self.data.n / m)
+    }
+
+    fn value(&mut self, delta: &Tensor, part: Option<usize>) -> Result<(f64, f64)> {
+        self.place(delta)?;
+        self.values += 1;
+        let (start, len) = self.range(part);
+        if len == self.data.n {
+            let v = self.ev.evaluate(self.model, self.data)?;
+            return Ok((v.loss, 1.0 - v.acc));
+        }
+        let _g = tch::no_grad_guard();
+        let dev = self.data.x.device();
+        let (mut loss, mut correct) = (Tensor::zeros([], (Kind::Double, dev)), Tensor::zeros([], (Kind::Int64, dev)));
+        let mut s = start;
+        while s < start + len {
+            let n = self.ev.batch_size.min(start + len - s);
+            let out = self.model.forward(&self.data.inputs_as(s, n, self.ev.input_kind))?.to_kind(Kind::Float);
+            let y = self.data.targets(s, n);
+            loss += batch_loss(self.ev.loss, &out, &y, Kind::Double).to_kind(Kind::Double);
+            if self.ev.loss == LossKind::Ce {
+                let logits = out.reshape([-1, out.size()[out.dim() - 1]]);
+                correct += logits.argmax(1, false).eq_tensor(&y.reshape([-1])).sum(Kind::Int64);
+            }
+            s += n;
+        }
+        let count = self.count(start, len);
+        let err = match self.ev.loss {
+            LossKind::Ce => 1.0 - correct.int64_value(&[]) as f64 / count,
+            LossKind::Mse => f64::NAN,
+        };
+        Ok((loss.double_value(&[]) / count, err))
+    }
+
+    fn gradient(&mut self, delta: &Tensor, part: Option<usize>) -> Result<(f64, Tensor)> {
+        self.place(delta)?;
+        self.gradients += 1;
+        let (start, len) = self.range(part);
+        let params: Vec<Tensor> = self.set.iter().map(|&i| self.model.params[i].1.shallow_clone()).collect();
+        let torch = |e: tch::TchError| self.model.forward_error(&e);
+        tch::with_grad(|| -> Result<(f64, Tensor)> {
+            let mut sums: Vec<Tensor> = self.base.iter().map(|b| b.zeros_like().to_kind(Kind::Float)).collect();
+            let mut total = 0.0;
+            let mut s = start;
+            while s < start + len {
+                let n = self.ev.batch_size.min(start + len - s);
+                let out = self.model.forward(&self.data.inputs_as(s, n, self.ev.input_kind))?.to_kind(Kind::Float);
+                let l = batch_loss(self.ev.loss, &out, &self.data.targets(s, n), Kind::Float);
+                if !l.requires_grad() {
+                    return Err(Error::file(
+                        Role::Model,
+                        &self.model.path,
+                        "its loss does not depend differentiably on the parameters (no autograd graph through its forward)",
+                    ));
+                }
+                total += l.double_value(&[]);
+                let grads = Tensor::f_run_backward(&[&l], &params, false, false).map_err(torch)?;
+                for (sum, g) in sums.iter_mut().zip(grads) {
+                    *sum += g.to_kind(Kind::Float);
+                }
+                s += n;
+            }
+            let count = self.count(start, len);
+            let flat = Tensor::cat(&sums.iter().map(|t| t.flatten(0, -1)).collect::<Vec<_>>(), 0) / count;
+            Ok((total / count, flat))
+        })
+    }
+}
+
+/// The seed of a measurement: the run's, the model's index, the measure and the radius, so that a
+/// measurement draws the same numbers whichever task and shard computes it.
+pub fn item_seed(seed: u64, item: &SharpnessItem) -> u64 {
+    let measure = match item.measure {
+        Measure::Average => 1,
+        Measure::Worst => 2,
+        Measure::Pacbayes => 3,
+    };
+    sharp::mix(sharp::mix(sharp::mix(seed, item.model as u64), measure), item.radius.map_or(0, f64::to_bits))
+}
+
+/// Measurement `k` of `plan` on `model` as it stands (θ: a model of the plan): its record, and
+/// for a worst case over the whole set the δ found, saved into `run_dir`. The model is put back.
+pub fn measure(
+    model: &Model,
+    data: &Dataset,
+    ev: &Evaluator,
+    recompute: Option<(&Recompute, &Dataset)>,
+    plan: &SharpnessPlan,
+    k: usize,
+    run_dir: &Path,
+) -> Result<SharpnessPoint> {
+    let item = plan.items[k];
+    let spec = &plan.spec;
+    let at = ev.evaluate(model, data)?;
+    if !at.loss.is_finite() {
+        return Err(Error::file(
+            Role::Checkpoint,
+            &plan.models[item.model],
+            format!("the loss at the model is {}: no sharpness to measure", at.loss),
+        ));
+    }
+    let set = crate::engine::hessian::parameter_set(model, spec.parameters);
+    let part = if item.measure == Measure::Worst { spec.m_sharpness } else { None };
+    let mut net = Net::new(model, data, ev, set, recompute, part)?;
+    let c = net.scale(spec.scale, spec.floor);
+    let seed = item_seed(spec.seed, &item);
+    let rho = item.radius.unwrap_or(f64::NAN);
+    let keskar = |v: f64| 100.0 * v / (1.0 + at.loss);
+    let outcome = (|| -> Result<SharpnessResult> {
+        Ok(match item.measure {
+            Measure::Average => {
+                let a = sharp::average(&mut net, &c, rho, spec.samples, seed)?;
+                SharpnessResult {
+                    measure: item.measure,
+                    radius: item.radius,
+                    value: a.value,
+                    stderr: Some(a.stderr),
+                    relative: Some(keskar(a.value)),
+                    samples: a.samples,
+                    steps: 0,
+                    details: SharpnessDetails::Average,
+                }
+            }
+            Measure::Worst => {
+                let o = AscentOptions { norm: spec.norm, steps: spec.steps, restarts: spec.restarts, seed };
+                if spec.m_sharpness.is_some() {
+                    let (a, parts) = sharp::m_sharpness(&mut net, &c, rho, o)?;
+                    SharpnessResult {
+                        measure: item.measure,
+                        radius: item.radius,
+                        value: a.value,
+                        stderr: Some(a.stderr),
+                        relative: Some(keskar(a.value)),
+                        samples: a.samples,
+                        steps: spec.steps,
+                        details: SharpnessDetails::Worst {
+                            trace: vec![],
+                            gradients: parts.len() * spec.steps * spec.restarts.max(1),
+                            parts: Some(parts),
+                            delta: None,
+                            constraint: None,
+                        },
+                    }
+                } else {
+                    let w = sharp::worst(&mut net, &c, rho, o, None)?;
+                    let file = crate::store::sharpness::delta_file(plan, item.model, rho);
+                    let constraint = ball_norm(&w.delta, &c, spec.norm);
+                    let names = net.names();
+                    let direction = directions::from_flat(&w.delta, &names, &model.params);
+                    let path = run_dir.join(&file);
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "cannot create", e))?;
+                    }
+                    directions::save(&path, &direction, None)?;
+                    SharpnessResult {
+                        measure: item.measure,
+                        radius: item.radius,
+                        value: w.value,
+                        stderr: None,
+                        relative: Some(keskar(w.value)),
+                        samples: 1,
+                        steps: spec.steps,
+                        details: SharpnessDetails::Worst {
+                            trace: w.trace,
+                            gradients: w.gradients,
+                            parts: None,
+                            delta: Some(file),
+                            constraint: Some(constraint),
+                        },
+                    }
+                }
+            }
+            Measure::Pacbayes => {
+                let p = sharp::pacbayes(&mut net, &c, spec.quantity, spec.threshold, spec.samples, seed)?;
+                SharpnessResult {
+                    measure: item.measure,
+                    radius: None,
+                    value: p.sigma,
+                    stderr: p.stderr.is_finite().then_some(p.stderr),
+                    relative: None,
+                    samples: p.samples,
+                    steps: 0,
+                    details: SharpnessDetails::Pacbayes {
+                        sigma: p.sigma,
+                        flatness: p.measure,
+                        levels: p.levels,
+                        bracketed: p.bracketed,
+                        base: p.base,
+                    },
+                }
+            }
+        })
+    })();
+    net.restore();
+    Ok(SharpnessPoint { item, loss: at.loss, acc: at.acc.is_finite().then_some(at.acc), result: outcome? })
+}
+
+/// ‖δ ⊘ c‖_p over the entries where c is not 0 (δ is 0 elsewhere).
+fn ball_norm(delta: &Tensor, c: &Tensor, norm: PNorm) -> f64 {
+    let nz = c.ne(0.0);
+    let u = delta.masked_select(&nz) / c.masked_select(&nz);
+    match norm {
+        PNorm::L2 => u.norm().double_value(&[]),
+        PNorm::Linf => u.abs().max().double_value(&[]),
+    }
+}

@@ -1,0 +1,241 @@
+//! `losscape sharpness` against closed forms on a least-squares model at its exact minimum (where
+//! L(θ + δ) − L(θ) = ½ δᵀHδ), against PyTorch on small networks, across shards, and on bad input.
+
+use std::path::Path;
+
+use crate::common::{assert_valid_meta, fixtures_py, fxp, losscape, ok, out_dir};
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// `losscape sharpness --model MODEL --data DATA --out OUT -q --no-plots EXTRA`; its sharpness.json.
+fn sharpness(model: &str, data: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let (m, d, o) = (s(&fxp(model)), s(&fxp(data)), s(out));
+    let mut args = vec!["sharpness", "--model", &m, "--data", &d, "--out", &o, "-q", "--no-plots"];
+    args.extend_from_slice(extra);
+    ok(&losscape(&args));
+    assert_valid_meta(out);
+    json(&out.join("sharpness.json"))
+}
+
+/// The results of the first model, by measure name (and radius).
+fn results(r: &serde_json::Value) -> Vec<serde_json::Value> {
+    r["models"][0]["results"].as_array().unwrap().clone()
+}
+
+fn find<'a>(rs: &'a [serde_json::Value], measure: &str) -> &'a serde_json::Value {
+    rs.iter().find(|r| r["measure"] == measure).unwrap_or_else(|| panic!("no {measure} in {rs:?}"))
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn every_measure_equals_its_closed_form_on_a_quadratic() {
+    for (scale, floor) in [("adaptive", "0"), ("filter", "0"), ("none", "0"), ("adaptive", "1")] {
+        let rho = 0.3;
+        let closed = out_dir(&format!("sharp-closed-{scale}-{floor}")).with_extension("json");
+        let (m, d) = (s(&fxp("linear.pt")), s(&fxp("linear")));
+        fixtures_py(&[
+            "sharpness-closed",
+            "--model",
+            &m,
+            "--data",
+            &d,
+            "--rho",
+            "0.3",
+            "--scale",
+            scale,
+            "--floor",
+            floor,
+            "--threshold",
+            "0.05",
+            "--out",
+            &s(&closed),
+        ]);
+        let c = json(&closed);
+        let samples = 300.0f64;
+        for norm in ["l2", "linf"] {
+            let out = out_dir(&format!("sharp-quad-{scale}-{floor}-{norm}"));
+            let mut extra = vec!["--radius", "0.3", "--scale", scale, "--floor", floor, "--norm", norm];
+            extra.extend(["--samples", "300", "--steps", "60", "--threshold", "0.05", "--quantity", "loss"]);
+            // The l∞ ascent ends at a local maximum among the vertices; its second start is the
+            // vertex at the signs of an l2 ascent.
+            extra.extend(["--restarts", "2"]);
+            if norm == "l2" {
+                extra.extend(["--measure", "average,worst,pacbayes"]);
+            } else {
+                extra.extend(["--measure", "worst"]);
+            }
+            let r = sharpness("linear.pt", "linear", &out, &extra);
+            let rs = results(&r);
+            let worst = f(&find(&rs, "worst")["value"]);
+            let exact = f(&c[if norm == "l2" { "worst_l2" } else { "worst_linf" }]);
+            assert!(worst <= exact * (1.0 + 1e-4) + 1e-9, "{scale}/{norm}: worst {worst} above the maximum {exact}");
+            assert!(worst >= 0.99 * exact, "{scale}/{norm}: worst {worst} vs {exact}");
+            let cons = f(&find(&rs, "worst")["details"]["constraint"]);
+            assert!(cons <= rho * (1.0 + 1e-5), "{scale}/{norm}: ‖δ ⊘ c‖ = {cons} > ρ");
+            if norm == "linf" {
+                continue;
+            }
+            let avg = find(&rs, "average");
+            let (v, se) = (f(&avg["value"]), f(&avg["stderr"]));
+            let exact = f(&c["average"]);
+            assert!((v - exact).abs() <= 4.0 * se, "{scale}: average {v} ± {se} vs {exact}");
+            let exact_se = f(&c["average_draw_std"]) / samples.sqrt();
+            assert!(se / exact_se < 1.5 && exact_se / se < 1.5, "{scale}: stderr {se} vs {exact_se}");
+            let relative = f(&avg["relative"]);
+            let loss = f(&r["models"][0]["loss"]);
+            assert!((relative - 100.0 * v / (1.0 + loss)).abs() <= 1e-9 * relative.abs().max(1e-12));
+            let pb = find(&rs, "pacbayes");
+            let (sigma, se) = (f(&pb["value"]), f(&pb["stderr"]));
+            let exact = f(&c["pacbayes_loss"]);
+            assert!((sigma - exact).abs() <= 4.0 * se, "{scale}: σ* {sigma} ± {se} vs {exact}");
+            assert_eq!(pb["details"]["bracketed"], true);
+        }
+    }
+}
+
+#[test]
+fn on_networks_losscape_agrees_with_pytorch_and_its_delta_is_the_reported_increase() {
+    for (model, data, rho) in [("resnet.pt", "cifar-bin", "0.05"), ("mlp.pt", "square", "0.2")] {
+        let out = out_dir(&format!("sharp-net-{model}"));
+        let r = sharpness(model, data, &out, &["--radius", rho, "--samples", "60", "--steps", "10"]);
+        let rs = results(&r);
+        let reference = out_dir(&format!("sharp-ref-{model}")).with_extension("json");
+        let delta = out.join("worst.safetensors");
+        let (m, d) = (s(&fxp(model)), s(&fxp(data)));
+        fixtures_py(&[
+            "sharpness-reference",
+            "--model",
+            &m,
+            "--data",
+            &d,
+            "--rho",
+            rho,
+            "--samples",
+            "60",
+            "--steps",
+            "10",
+            "--delta",
+            &s(&delta),
+            "--out",
+            &s(&reference),
+        ]);
+        let p = json(&reference);
+        assert!((f(&r["models"][0]["loss"]) - f(&p["base"])).abs() <= 1e-5 * f(&p["base"]), "{model}: L(θ)");
+        let avg = find(&rs, "average");
+        let combined = (f(&avg["stderr"]).powi(2) + f(&p["average_stderr"]).powi(2)).sqrt();
+        assert!(
+            (f(&avg["value"]) - f(&p["average"])).abs() <= 4.0 * combined,
+            "{model}: average {} vs PyTorch {} (± {combined})",
+            avg["value"],
+            p["average"]
+        );
+        let worst = f(&find(&rs, "worst")["value"]);
+        assert!(worst >= 0.99 * f(&p["pgd"]), "{model}: worst {worst} below PyTorch's plain ascent {}", p["pgd"]);
+        let again = f(&p["delta_increase"]);
+        assert!(
+            (again - worst).abs() <= 1e-5 * worst.abs().max(1e-7) + 1e-7,
+            "{model}: δ gives {again} in PyTorch, reported {worst}"
+        );
+    }
+}
+
+#[test]
+fn many_models_in_shards_equal_one_process_and_m_sharpness_is_the_mean_over_batches() {
+    let ckpts = fxp("traj_plane");
+    let arch = s(&fxp("resnet.pt"));
+    let cifar = s(&fxp("cifar-bin"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["sharpness", "--checkpoints", ckpts.to_str().unwrap(), "--arch", &arch];
+        args.extend(["--data", &cifar, "--radius", "0.02,0.05", "--samples", "4"]);
+        args.extend(["--steps", "3", "--measure", "average,worst", "--out", out.to_str().unwrap(), "-q", "--no-plots"]);
+        args.extend_from_slice(extra);
+        ok(&losscape(&args))
+    };
+    let whole = out_dir("sharp-many");
+    run(&whole, &[]);
+    let r = json(&whole.join("sharpness.json"));
+    let models = r["models"].as_array().unwrap();
+    assert!(models.len() >= 3, "{}", models.len());
+    assert!(models.iter().all(|m| m["results"].as_array().unwrap().len() == 4));
+    let rows = std::fs::read_to_string(whole.join("sharpness.csv")).unwrap().lines().count();
+    assert_eq!(rows, 1 + 4 * models.len());
+    let sharded = out_dir("sharp-many-sharded");
+    for k in 0..3 {
+        run(&sharded, &["--shard", &format!("{k}/3")]);
+    }
+    assert_eq!(json(&sharded.join("sharpness.json"))["models"], r["models"], "sharded differs from one process");
+    assert!(whole.join("worst").is_dir(), "several models: a directory of deltas");
+    // m-sharpness over batches of 20 of the 60 samples = the mean of each batch's own worst case.
+    let m = out_dir("sharp-m");
+    let one = sharpness(
+        "resnet.pt",
+        "npy_float",
+        &m,
+        &["--measure", "worst", "--radius", "0.05", "--steps", "4", "--m-sharpness", "20"],
+    );
+    let res = &results(&one)[0];
+    let parts: Vec<f64> = res["details"]["parts"].as_array().unwrap().iter().map(f).collect();
+    assert_eq!(parts.len(), 3);
+    for (b, part) in parts.iter().enumerate() {
+        let out = out_dir(&format!("sharp-m-part{b}"));
+        let data = fxp(&format!("sharp_parts/{b}"));
+        let d = s(&data);
+        let r = sharpness("resnet.pt", &d, &out, &["--measure", "worst", "--radius", "0.05", "--steps", "4"]);
+        let alone = f(&results(&r)[0]["value"]);
+        assert!((alone - part).abs() <= 1e-5 * alone.abs().max(1e-9), "batch {b}: {part} vs {alone} alone");
+    }
+    assert!((f(&res["value"]) - parts.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+}
+
+#[test]
+fn bad_sharpness_input_is_one_line_and_leaves_nothing() {
+    let (m, d) = (s(&fxp("resnet.pt")), s(&fxp("cifar-bin")));
+    for (extra, word) in [
+        (vec!["--radius", "0"], "--radius"),
+        (vec!["--radius", "-1"], "--radius"),
+        (vec!["--radius", "abc"], "abc"),
+        (vec!["--measure", "sharpest", "--radius", "0.1"], "sharpest"),
+        (vec!["--measure", "pacbayes", "--radius", "0.1"], "pacbayes takes no radius"),
+        (vec!["--measure", "average"], "--radius is needed"),
+        (vec!["--measure", "worst", "--radius", "0.1", "--m-sharpness", "0"], "--m-sharpness"),
+        (vec!["--measure", "worst", "--radius", "0.1", "--m-sharpness", "1000"], "60 samples"),
+        (vec!["--radius", "0.1", "--samples", "1"], "--samples"),
+    ] {
+        let out = out_dir("sharp-bad");
+        let mut args = vec!["sharpness", "--model", &m, "--data", &d, "--out", out.to_str().unwrap()];
+        args.extend(extra.iter().copied());
+        let o = losscape(&args);
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(matches!(o.status.code(), Some(1) | Some(2)), "{extra:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{extra:?}: {e}");
+        assert!(e.contains(word), "{extra:?}: {e}");
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    }
+    // A model with nothing to perturb, and one whose loss is not finite.
+    let out = out_dir("sharp-bad-model");
+    let o = losscape(&[
+        "sharpness",
+        "--model",
+        &s(&fxp("nograd.pt")),
+        "--data",
+        &d,
+        "--radius",
+        "0.1",
+        "--measure",
+        "worst",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.code() == Some(1) && e.lines().count() == 1 && e.contains("nograd.pt"), "{e}");
+    assert!(!out.exists(), "{e}");
+}
