@@ -1,5 +1,6 @@
 # losscape: set-up, build, demo, tests, benchmark. Each target does all the set-up it needs.
-#   make demo   - synthetic CIFAR-10 (or $CIFAR10_DIR), train a small ResNet, compute a 2-D surface
+#   make demo   - synthetic CIFAR-10 (or $CIFAR10_DIR), train a small ResNet, compute a 2-D surface,
+#                 the PCA plane of its training path and its checkpoints' sharpness
 #   make test   - the whole test suite (CPU): the unit tier, then the integration tier
 #   make unit   - the unit tier alone (cargo test --lib: no Python, no fixtures)
 #   make bench  - speed benchmark (see BENCHMARKS.md)
@@ -18,6 +19,7 @@ DEMO_EPOCHS ?= 6
 DEMO_TRAIN ?= 2500
 DEMO_EVAL ?= 500
 DEMO_GRID ?= -1:1:21
+DEMO_SHARP ?= 200
 
 # Debian packages the tests need (a headless browser for the HTML page); root or sudo installs them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -60,8 +62,11 @@ endif
 	$(BIN) surface --model $(DEMO)/train/model.pt --data $(DATA) --limit $(DEMO_EVAL) \
 		--x=$(DEMO_GRID) --y=$(DEMO_GRID) --out $(DEMO)/surface --overwrite
 	$(BIN) trajectory --checkpoints $(DEMO)/train/checkpoints --arch $(DEMO)/train/model.pt --data $(DATA) \
-		--limit $(DEMO_EVAL) --n 15 --out $(DEMO)/trajectory --overwrite
-	@echo "demo: a random-direction surface in $(DEMO)/surface, the PCA plane of the training path in $(DEMO)/trajectory"
+		--split train,test --limit $(DEMO_EVAL) --n 15 --out $(DEMO)/trajectory --overwrite
+	$(BIN) sharpness --checkpoints $(DEMO)/train/checkpoints --arch $(DEMO)/train/model.pt --data $(DATA) \
+		--limit $(DEMO_SHARP) --measure average,worst,pacbayes --radius 0.05 --samples 20 --steps 10 \
+		--out $(DEMO)/sharpness --overwrite
+	@echo "demo: a random-direction surface in $(DEMO)/surface, the PCA plane of the training path in $(DEMO)/trajectory, the checkpoints' sharpness in $(DEMO)/sharpness"
 
 # Speed: reference-style loop vs best eager and compiled PyTorch vs losscape (with BatchNorm
 # re-estimation timed too), then Hessian eigenvalues against PyHessian; in one run on this machine.

@@ -374,13 +374,27 @@ print(colours, busy)
 #[test]
 fn the_example_notebook_runs_top_to_bottom() {
     let d = out_dir("notebook-traj");
-    let o = trajectory("traj_plane", 6, &d, &["--no-plots"]);
+    let o = trajectory("traj_plane", 6, &d, &["--no-plots", "--split", "train,test"]);
     ok(&o);
+    // Sharpness of the same checkpoints, for the notebook's last section.
+    let sharp = out_dir("notebook-sharpness");
+    let (c, a, data) = (fxp("traj_plane"), fxp("resnet.pt"), fxp("cifar-bin"));
+    ok(&crate::common::losscape(&[
+        "sharpness", "--checkpoints", c.to_str().unwrap(), "--arch", a.to_str().unwrap(), "--data",
+        data.to_str().unwrap(), "--measure", "average", "--radius", "0.05", "--samples", "4", "--no-plots", "-q",
+        "--out", sharp.to_str().unwrap(),
+    ]));
     let executed = out_dir("notebook-out").with_extension("ipynb");
-    let o =
-        Command::new(python()).arg(root().join("examples/run_notebook.py")).arg(&d).arg(&executed).output().unwrap();
+    let o = Command::new(python())
+        .arg(root().join("examples/run_notebook.py"))
+        .arg(&d)
+        .arg(&executed)
+        .arg(&sharp)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "notebook failed: {}", String::from_utf8_lossy(&o.stderr));
     let nb = std::fs::read_to_string(&executed).unwrap();
     assert!(nb.contains("image/png"), "the notebook drew no figure");
     assert!(nb.contains("explained variance of PC1, PC2"), "the path cell did not run");
+    assert!(nb.contains("against their test loss"), "the sharpness cell did not run against test losses");
 }

@@ -140,6 +140,13 @@ fn on_networks_losscape_agrees_with_pytorch_and_its_delta_is_the_reported_increa
         );
         let worst = f(&find(&rs, "worst")["value"]);
         assert!(worst >= 0.99 * f(&p["pgd"]), "{model}: worst {worst} below PyTorch's plain ascent {}", p["pgd"]);
+        if model == "resnet.pt" {
+            // The picture is drawn from the run's files alone.
+            let o = losscape(&["plot", &s(&out)]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let png = std::fs::read(out.join("sharpness.png")).unwrap();
+            assert_eq!(&png[1..4], b"PNG");
+        }
         let again = f(&p["delta_increase"]);
         assert!(
             (again - worst).abs() <= 1e-5 * worst.abs().max(1e-7) + 1e-7,

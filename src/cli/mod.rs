@@ -237,7 +237,10 @@ fn sharpness_lines(s: &Summary) -> String {
                 } else {
                     format!("{}{at}", r.measure)
                 };
+                let unbracketed =
+                    matches!(r.details, crate::store::record::SharpnessDetails::Pacbayes { bracketed: false, .. });
                 match r.stderr {
+                    _ if unbracketed => format!("{name} {} (a bound: not bracketed)", sig6(r.value)),
                     Some(se) => format!("{name} {} ± {}", sig6(r.value), sig6(se)),
                     None => format!("{name} {}", sig6(r.value)),
                 }

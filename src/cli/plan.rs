@@ -261,6 +261,70 @@ pub fn trajectory(a: &TrajectoryArgs, env: &dyn Env, argv: Vec<String>) -> Resul
     })
 }
 
+pub fn sharpness(
+    a: &SharpnessArgs,
+    env: &dyn Env,
+    argv: Vec<String>,
+) -> Result<crate::commands::sharpness::SharpnessConfig> {
+    let models = match (&a.model, a.models.is_empty(), &a.checkpoints) {
+        (Some(m), _, _) => vec![m.clone()],
+        (None, false, _) => a.models.clone(),
+        (None, true, Some(spec)) => crate::inputs::checkpoint::list(spec)?,
+        (None, true, None) => {
+            return Err(Error::Needed {
+                setting: Setting::Models,
+                why: "give --model, --models or --checkpoints".into(),
+            })
+        }
+    };
+    if models.is_empty() {
+        return Err(Error::setting(
+            Setting::Checkpoints,
+            a.checkpoints.clone().unwrap_or_default(),
+            "names no checkpoint",
+        ));
+    }
+    let spec = crate::store::record::SharpnessSpec {
+        measures: a.measure.clone(),
+        radii: a.radius.clone(),
+        scale: a.scale,
+        floor: a.floor,
+        norm: a.norm,
+        samples: a.samples,
+        steps: a.steps,
+        restarts: a.restarts,
+        m_sharpness: a.m_sharpness,
+        threshold: a.threshold,
+        quantity: a.quantity,
+        seed: a.seed,
+        parameters: a.ignore.into(),
+    };
+    crate::commands::sharpness::check(&spec)?;
+    let mut setup = data_setup(&a.data, &[a.split]);
+    setup.precision = Some(a.precision.map_or(Precision::Fp32, Precision::from));
+    setup.batchnorm = a.batchnorm;
+    setup.bn_samples = a.bn_samples;
+    setup.fold_batchnorm = false;
+    let devices = a.device.resolve_all()?;
+    setup.batch_size = a.batch_size.or(Some(crate::commands::hessian::default_batch_size(devices[0])));
+    crate::engine::hessian::gradient_layout(&mut setup, devices[0]);
+    let value = ValueArgs {
+        device: a.device,
+        precision: None,
+        loss_cap: None,
+        fold_batchnorm: false,
+        batchnorm: a.batchnorm,
+        bn_samples: a.bn_samples,
+    };
+    Ok(crate::commands::sharpness::SharpnessConfig {
+        models,
+        arch: a.arch.clone(),
+        spec,
+        setup,
+        task: task(&a.out, &value, Some(&a.task), env, argv)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,68 +494,4 @@ mod tests {
         };
         assert_eq!((l.x.min, l.x.max, l.x.n), (-0.5, 1.5, 41));
     }
-}
-
-pub fn sharpness(
-    a: &SharpnessArgs,
-    env: &dyn Env,
-    argv: Vec<String>,
-) -> Result<crate::commands::sharpness::SharpnessConfig> {
-    let models = match (&a.model, a.models.is_empty(), &a.checkpoints) {
-        (Some(m), _, _) => vec![m.clone()],
-        (None, false, _) => a.models.clone(),
-        (None, true, Some(spec)) => crate::inputs::checkpoint::list(spec)?,
-        (None, true, None) => {
-            return Err(Error::Needed {
-                setting: Setting::Models,
-                why: "give --model, --models or --checkpoints".into(),
-            })
-        }
-    };
-    if models.is_empty() {
-        return Err(Error::setting(
-            Setting::Checkpoints,
-            a.checkpoints.clone().unwrap_or_default(),
-            "names no checkpoint",
-        ));
-    }
-    let spec = crate::store::record::SharpnessSpec {
-        measures: a.measure.clone(),
-        radii: a.radius.clone(),
-        scale: a.scale,
-        floor: a.floor,
-        norm: a.norm,
-        samples: a.samples,
-        steps: a.steps,
-        restarts: a.restarts,
-        m_sharpness: a.m_sharpness,
-        threshold: a.threshold,
-        quantity: a.quantity,
-        seed: a.seed,
-        parameters: a.ignore.into(),
-    };
-    crate::commands::sharpness::check(&spec)?;
-    let mut setup = data_setup(&a.data, &[a.split]);
-    setup.precision = Some(a.precision.map_or(Precision::Fp32, Precision::from));
-    setup.batchnorm = a.batchnorm;
-    setup.bn_samples = a.bn_samples;
-    setup.fold_batchnorm = false;
-    let devices = a.device.resolve_all()?;
-    setup.batch_size = a.batch_size.or(Some(crate::commands::hessian::default_batch_size(devices[0])));
-    crate::engine::hessian::gradient_layout(&mut setup, devices[0]);
-    let value = ValueArgs {
-        device: a.device.clone(),
-        precision: None,
-        loss_cap: None,
-        fold_batchnorm: false,
-        batchnorm: a.batchnorm,
-        bn_samples: a.bn_samples,
-    };
-    Ok(crate::commands::sharpness::SharpnessConfig {
-        models,
-        arch: a.arch.clone(),
-        spec,
-        setup,
-        task: task(&a.out, &value, Some(&a.task), env, argv)?,
-    })
 }

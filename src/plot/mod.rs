@@ -9,6 +9,7 @@ mod export;
 mod html;
 pub mod layout;
 mod png;
+mod sharpness;
 pub mod scale;
 
 use std::path::{Path, PathBuf};
@@ -353,8 +354,10 @@ pub fn classified_points(d: &RunData, look: &Look, o: &PlotOptions) -> Persisten
 pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     o.check()?;
     png::font()?;
-    if let AnyMeta::Hessian(m) = AnyMeta::read(dir)? {
-        return hessian_pictures(dir, o, &m);
+    match AnyMeta::read(dir)? {
+        AnyMeta::Hessian(m) => return hessian_pictures(dir, o, &m),
+        AnyMeta::Grid(m) if m.kind == RunKind::Sharpness => return Ok(vec![sharpness::draw(dir, o)?]),
+        AnyMeta::Grid(_) => {}
     }
     let d = RunData::load(dir)?;
     let look = Look::of(&[&d], o);

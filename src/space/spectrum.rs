@@ -46,7 +46,8 @@ pub enum Convergence {
 pub fn judge(value: f64, norm: f64, scale: f64, tol: f64) -> (f64, Convergence) {
     let floor = NEAR_ZERO * scale;
     let relative = norm / value.abs().max(floor).max(1e-300);
-    let test = if !(relative <= tol) {
+    let passed = relative <= tol; // false for NaN
+    let test = if !passed {
         Convergence::NotConverged
     } else if value.abs() >= floor {
         Convergence::Relative
