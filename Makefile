@@ -69,10 +69,12 @@ endif
 	@echo "demo: a random-direction surface in $(DEMO)/surface, the PCA plane of the training path in $(DEMO)/trajectory, the checkpoints' sharpness in $(DEMO)/sharpness"
 
 # Speed: reference-style loop vs best eager and compiled PyTorch vs losscape (with BatchNorm
-# re-estimation timed too), then Hessian eigenvalues against PyHessian; in one run on this machine.
+# re-estimation timed too), then Hessian eigenvalues against PyHessian, then worst-case sharpness
+# ascent steps against eager and compiled PyTorch; in one run on this machine.
 bench: build
 	$(PY) bench/bench.py --bin $(BIN) --recompute $(BENCH_ARGS)
 	$(PY) bench/hessian.py --bin $(BIN) $(HESSIAN_ARGS)
+	$(PY) bench/sharpness.py --bin $(BIN) $(SHARPNESS_ARGS)
 
 clean:
 	rm -rf target $(DEMO)

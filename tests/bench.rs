@@ -92,3 +92,27 @@ fn the_hessian_benchmark_runs_end_to_end() {
     }
     assert!(row["pyhessian"]["products"].as_u64().unwrap() > 0);
 }
+
+/// The sharpness benchmark, tiny: the three ascents run and start from the same loss.
+#[test]
+fn the_sharpness_benchmark_runs_end_to_end() {
+    let work = out_dir("sharpness-bench-smoke");
+    let json = work.with_extension("json");
+    let o = Command::new(python())
+        .arg(root().join("bench/sharpness.py"))
+        .args(["--bin", env!("CARGO_BIN_EXE_losscape"), "--models", "resnet8", "--n", "96", "--steps", "2"])
+        .args(["--samples", "3", "--no-compile", "--work"])
+        .arg(&work)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let row = &r["rows"][0];
+    let (a, b) = (row["eager_base_loss"].as_f64().unwrap(), row["losscape_base_loss"].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-5 * a, "the loss at θ: eager {a}, losscape {b}");
+    let ratio = row["losscape_ips"].as_f64().unwrap() / row["eager_ips"].as_f64().unwrap();
+    assert!((row["vs_eager"].as_f64().unwrap() - ratio).abs() <= 1e-9 * ratio, "{row}");
+}
