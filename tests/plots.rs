@@ -380,9 +380,23 @@ fn the_example_notebook_runs_top_to_bottom() {
     let sharp = out_dir("notebook-sharpness");
     let (c, a, data) = (fxp("traj_plane"), fxp("resnet.pt"), fxp("cifar-bin"));
     ok(&crate::common::losscape(&[
-        "sharpness", "--checkpoints", c.to_str().unwrap(), "--arch", a.to_str().unwrap(), "--data",
-        data.to_str().unwrap(), "--measure", "average", "--radius", "0.05", "--samples", "4", "--no-plots", "-q",
-        "--out", sharp.to_str().unwrap(),
+        "sharpness",
+        "--checkpoints",
+        c.to_str().unwrap(),
+        "--arch",
+        a.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--measure",
+        "average",
+        "--radius",
+        "0.05",
+        "--samples",
+        "4",
+        "--no-plots",
+        "-q",
+        "--out",
+        sharp.to_str().unwrap(),
     ]));
     let executed = out_dir("notebook-out").with_extension("ipynb");
     let o = Command::new(python())

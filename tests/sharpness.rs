@@ -203,6 +203,129 @@ fn many_models_in_shards_equal_one_process_and_m_sharpness_is_the_mean_over_batc
     assert!((f(&res["value"]) - parts.iter().sum::<f64>() / 3.0).abs() < 1e-12);
 }
 
+/// The items a run has saved (`items/<k>.json`).
+fn items_saved(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("items")).map_or(0, |d| d.filter(|e| e.is_ok()).count())
+}
+
+#[test]
+fn a_sharpness_run_killed_with_sigkill_resumes_to_the_same_result() {
+    let ckpts = fxp("traj_plane");
+    let (arch, cifar) = (s(&fxp("resnet.pt")), s(&fxp("cifar-bin")));
+    let args = |out: &Path| -> Vec<String> {
+        let mut a = vec!["sharpness", "--checkpoints", ckpts.to_str().unwrap(), "--arch", &arch, "--data", &cifar];
+        a.extend(["--radius", "0.05", "--samples", "4", "--steps", "3", "--measure", "average,worst"]);
+        a.extend(["--batch-size", "8", "--device", "cpu", "-q", "--no-plots", "--out", out.to_str().unwrap()]);
+        a.iter().map(|s| s.to_string()).collect()
+    };
+    let spawn = |a: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_losscape"))
+            .args(a)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let whole = out_dir("sharp-kill-whole");
+    let strs = |a: &[String]| losscape(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&strs(&args(&whole)));
+    let total = items_saved(&whole);
+    assert!(total >= 20, "{total} items");
+    let d = out_dir("sharp-kill");
+    let mut child = spawn(&args(&d));
+    let t = std::time::Instant::now();
+    while items_saved(&d) < 2 && t.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved = items_saved(&d);
+    assert!((2..total).contains(&saved), "{saved} of {total} items saved before the kill");
+    assert!(!d.join("sharpness.json").exists() && !d.join("meta.json").exists());
+    ok(&strs(&args(&d)));
+    assert_eq!(
+        json(&d.join("sharpness.json"))["models"],
+        json(&whole.join("sharpness.json"))["models"],
+        "the resumed run differs from the uninterrupted one"
+    );
+    for k in 0..total {
+        let f = format!("items/{k:06}.json");
+        assert_eq!(json(&d.join(&f)), json(&whole.join(&f)), "{f}");
+    }
+    for e in std::fs::read_dir(whole.join("worst")).unwrap() {
+        let p = e.unwrap().path();
+        let again = d.join("worst").join(p.file_name().unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&again).unwrap(), "{}", again.display());
+    }
+}
+
+#[test]
+fn with_batchnorm_recompute_the_worst_case_is_what_update_bn_gives_at_its_delta() {
+    // The worst case with the statistics re-estimated at every point (40 training samples in
+    // batches of 16), evaluated on the test split; then PyTorch's update_bn at θ and at θ + δ.
+    let plain = sharpness(
+        "resnet.pt",
+        "cifar-bin",
+        &out_dir("sharp-bn-eval"),
+        &["--measure", "worst", "--radius", "0.05", "--steps", "3", "--split", "test"],
+    );
+    let out = out_dir("sharp-bn");
+    let r = sharpness(
+        "resnet.pt",
+        "cifar-bin",
+        &out,
+        &[
+            "--measure",
+            "worst",
+            "--radius",
+            "0.05",
+            "--steps",
+            "3",
+            "--split",
+            "test",
+            "--batchnorm",
+            "recompute",
+            "--bn-samples",
+            "40",
+            "--batch-size",
+            "16",
+        ],
+    );
+    let model = &r["models"][0];
+    let worst = f(&results(&r)[0]["value"]);
+    let reference = out_dir("sharp-bn-ref").with_extension("json");
+    let (m, d, delta, o) =
+        (s(&fxp("resnet.pt")), s(&fxp("cifar-bin")), s(&out.join("worst.safetensors")), s(&reference));
+    fixtures_py(&[
+        "bn-reference",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--split",
+        "test",
+        "--bn-samples",
+        "40",
+        "--batch-size",
+        "16",
+        "--points",
+        "[[0, 0], [1, 0]]",
+        "--directions",
+        &delta,
+        "--out",
+        &o,
+    ]);
+    let v = json(&reference);
+    let (at_theta, at_delta) = (f(&v[0]["loss"]), f(&v[1]["loss"]));
+    let base = f(&model["loss"]);
+    assert!((base - at_theta).abs() <= 1e-5 * at_theta, "the loss at θ: losscape {base}, update_bn {at_theta}");
+    let stored = f(&plain["models"][0]["loss"]);
+    assert!((stored - base).abs() > 1e-3 * base, "the stored statistics give the same loss ({stored}): no test");
+    let again = at_delta - at_theta;
+    assert!(again > 0.0, "update_bn at θ + δ: {at_delta} against {at_theta}");
+    assert!((again - worst).abs() <= 1e-4 * worst.abs() + 1e-6, "update_bn gives {again} at δ, losscape {worst}");
+}
+
 #[test]
 fn bad_sharpness_input_is_one_line_and_leaves_nothing() {
     let (m, d) = (s(&fxp("resnet.pt")), s(&fxp("cifar-bin")));
