@@ -154,7 +154,7 @@ fn batchnorm_folding_matches_the_unfolded_run_and_steps_aside_where_it_would_not
     let plain = run_with("fold-on-plain", true, Ignore::Biasbn, false);
     assert_eq!(plain.meta["batchnorm_folding"]["onednn"], false, "{}", plain.meta["batchnorm_folding"]);
     for (k, (a, b)) in f.loss.iter().zip(&plain.loss).enumerate() {
-        assert_rel(*a as f64, *b as f64, 1e-6, &format!("point {k}, oneDNN vs plain tensors"));
+        assert_rel(*a as f64, *b as f64, 1e-5, &format!("point {k}, oneDNN vs plain tensors"));
     }
     let (consts, moving) = (r["constants"].as_u64().unwrap(), r["moving_constants"].as_u64().unwrap());
     assert!(moving > 0 && moving < consts, "{r}");

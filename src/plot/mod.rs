@@ -9,8 +9,8 @@ mod export;
 mod html;
 pub mod layout;
 mod png;
-mod sharpness;
 pub mod scale;
+mod sharpness;
 
 use std::path::{Path, PathBuf};
 

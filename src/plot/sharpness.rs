@@ -39,7 +39,11 @@ fn series(r: &SharpnessReport) -> Vec<Series> {
                 (m, Some(rho)) => format!("{m} case, ρ = {rho}"),
                 (m, None) => format!("{m} case"),
             },
-            y: if measure == Measure::Pacbayes { "log10 σ*  (open: a bound, not bracketed)" } else { "increase of the loss" },
+            y: if measure == Measure::Pacbayes {
+                "log10 σ*  (open: a bound, not bracketed)"
+            } else {
+                "increase of the loss"
+            },
             points: r
                 .models
                 .iter()
