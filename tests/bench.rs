@@ -1,19 +1,37 @@
 //! A tiny smoke run of the benchmark (`make bench` runs it at full size): the three ways of
 //! evaluating run on the same data and the table of ratios comes out. Nothing is timed here.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::{out_dir, python, root};
 
+/// Run `bench/SCRIPT --bin losscape ARGS --work WORK --json WORK.json`; it must succeed. Its stdout
+/// and its JSON.
+fn bench_script(script: &str, work: &Path, args: &[&str]) -> (String, serde_json::Value) {
+    let json = work.with_extension("json");
+    let o = Command::new(python())
+        .arg(root().join("bench").join(script))
+        .args(["--bin", env!("CARGO_BIN_EXE_losscape")])
+        .args(args)
+        .arg("--work")
+        .arg(work)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    (out, serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap())
+}
+
 #[test]
 fn the_benchmark_runs_end_to_end() {
     let work = out_dir("bench-smoke");
-    let json = work.with_extension("json");
-    let o = Command::new(python())
-        .arg(root().join("bench/bench.py"))
-        .args([
-            "--bin",
-            env!("CARGO_BIN_EXE_losscape"),
+    let (out, r) = bench_script(
+        "bench.py",
+        &work,
+        &[
             "--device",
             "cpu",
             "--models",
@@ -22,18 +40,19 @@ fn the_benchmark_runs_end_to_end() {
             "96",
             "--points",
             "4",
-        ])
-        .args(["--ref-n", "64", "--ref-points", "1", "--loss-cap", "1.5", "--compile-modes"])
-        .args(["--recompute", "--bn-samples", "48", "--work"])
-        .arg(&work)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+            "--ref-n",
+            "64",
+            "--ref-points",
+            "1",
+            "--loss-cap",
+            "1.5",
+            "--compile-modes",
+            "--recompute",
+            "--bn-samples",
+            "48",
+        ],
+    );
     assert!(out.contains("vs ref") && out.contains("vs eager") && out.contains("resnet8"), "{out}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let row = &r["rows"][0];
     // (On CPU it also times losscape with --onednn false.)
     for k in ["reference_ips", "eager_ips", "losscape_ips", "losscape_nomkldnn_ips", "perturb_fraction"] {
@@ -61,30 +80,12 @@ fn the_benchmark_runs_end_to_end() {
 /// The Hessian benchmark against PyHessian, tiny: both run and agree on λmax.
 #[test]
 fn the_hessian_benchmark_runs_end_to_end() {
-    let work = out_dir("hessian-bench-smoke");
-    let json = work.with_extension("json");
-    let o = Command::new(python())
-        .arg(root().join("bench/hessian.py"))
-        .args([
-            "--bin",
-            env!("CARGO_BIN_EXE_losscape"),
-            "--device",
-            "cpu",
-            "--models",
-            "resnet8",
-            "--n",
-            "64",
-            "--work",
-        ])
-        .arg(&work)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let (out, r) = bench_script(
+        "hessian.py",
+        &out_dir("hessian-bench-smoke"),
+        &["--device", "cpu", "--models", "resnet8", "--n", "64"],
+    );
     assert!(out.contains("speedup") && out.contains("resnet8"), "{out}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let row = &r["rows"][0];
     assert!(row["relative_difference"].as_f64().unwrap() < 1e-2, "{row}");
     for k in ["seconds", "products", "product_ips", "forward_ips"] {
@@ -96,20 +97,11 @@ fn the_hessian_benchmark_runs_end_to_end() {
 /// The sharpness benchmark, tiny: the three ascents run and start from the same loss.
 #[test]
 fn the_sharpness_benchmark_runs_end_to_end() {
-    let work = out_dir("sharpness-bench-smoke");
-    let json = work.with_extension("json");
-    let o = Command::new(python())
-        .arg(root().join("bench/sharpness.py"))
-        .args(["--bin", env!("CARGO_BIN_EXE_losscape"), "--models", "resnet8", "--n", "96", "--steps", "2"])
-        .args(["--samples", "3", "--no-compile", "--work"])
-        .arg(&work)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (_, r) = bench_script(
+        "sharpness.py",
+        &out_dir("sharpness-bench-smoke"),
+        &["--models", "resnet8", "--n", "96", "--steps", "2", "--samples", "3", "--no-compile"],
+    );
     let row = &r["rows"][0];
     let (a, b) = (row["eager_base_loss"].as_f64().unwrap(), row["losscape_base_loss"].as_f64().unwrap());
     assert!((a - b).abs() <= 1e-5 * a, "the loss at θ: eager {a}, losscape {b}");
