@@ -475,9 +475,7 @@ def main():
     work = a.work or tempfile.mkdtemp(prefix="losscape-bench-")
     os.makedirs(work, exist_ok=True)
     image_models = [m for m in a.models if m not in LM_MODELS]
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 256, size=(a.n, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=a.n).astype(np.uint8)
+    imgs, labels = cifar_io.random_images(a.n)
     data_dir = os.path.join(work, "data")
     if image_models:
         cifar_io.write_binary(data_dir, "train", imgs, labels)

@@ -103,9 +103,7 @@ def main():
         return pyhessian_worker(a)
     work = a.work or tempfile.mkdtemp(prefix="losscape-hessian-bench-")
     os.makedirs(work, exist_ok=True)
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 256, size=(a.n, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=a.n).astype(np.uint8)
+    imgs, labels = cifar_io.random_images(a.n)
     data_dir = os.path.join(work, "data")
     cifar_io.write_binary(data_dir, "train", imgs, labels)
     machine = torch.cuda.get_device_name(0) if cuda else f"{platform.processor() or 'cpu'} x{os.cpu_count()}"

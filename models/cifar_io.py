@@ -19,6 +19,14 @@ def split_files(split):
     return TRAIN_FILES if split == "train" else TEST_FILES
 
 
+def random_images(n, seed=0):
+    """n uniformly random uint8 CIFAR-shaped images [n, 3, 32, 32] and labels [n] (uint8), seeded:
+    the benchmarks' synthetic data."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    return images, rng.integers(0, 10, size=n).astype(np.uint8)
+
+
 def write_binary(out_dir, split, images, labels):
     """images uint8 [N, 3, 32, 32], labels [N]; the N records are spread evenly over the split's files."""
     os.makedirs(out_dir, exist_ok=True)
