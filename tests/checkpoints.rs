@@ -356,3 +356,85 @@ fn pca_of_100_resnet56_sized_checkpoints() {
         assert!(d < 1e-5, "component {k} differs by {d} between all-at-once and blocks");
     }
 }
+
+/// max over the grid's α in [0, 1] of v(α) − ((1 − α) v(0) + α v(1)), computed here from the arrays
+/// (the grid holds α = 0 and 1 exactly): (height, α).
+fn barrier_of(x: &[f64], v: &[f64]) -> (f64, f64) {
+    let (a, b) = (v[x.iter().position(|&t| t == 0.0).unwrap()], v[x.iter().position(|&t| t == 1.0).unwrap()]);
+    x.iter()
+        .zip(v)
+        .filter(|(t, _)| (0.0..=1.0).contains(*t))
+        .map(|(&t, &y)| (y - ((1.0 - t) * a + t * b), t))
+        .fold((f64::NEG_INFINITY, f64::NAN), |m, p| if p.0 > m.0 { p } else { m })
+}
+
+#[test]
+fn a_line_records_its_barrier_on_each_split_as_the_largest_rise_above_the_chord() {
+    let out = out_dir("line-barrier");
+    let (meta, err) = run_ok(&[
+        "line",
+        "--from",
+        &p("pair_a.pt"),
+        "--to",
+        &p("pair_b.safetensors"),
+        "--data",
+        &p("spirals"),
+        "--split",
+        "train,test",
+        "--x=-0.25:1.25:25",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (_, x) = npy(&out.join("x.npy"));
+    let barriers = meta["line"]["barriers"].as_array().unwrap();
+    assert_eq!(barriers.len(), 2, "{barriers:?}");
+    for (b, split) in barriers.iter().zip(["train", "test"]) {
+        assert_eq!(b["split"], split);
+        let (_, loss) = npy(&out.join(format!("loss.{split}.npy")));
+        let (_, acc) = npy(&out.join(format!("acc.{split}.npy")));
+        let (h, at) = barrier_of(&x, &loss);
+        assert_rel(b["loss"]["height"].as_f64().unwrap(), h, 1e-12, &format!("{split} loss barrier"));
+        assert_eq!(b["loss"]["at"].as_f64().unwrap(), at, "{split}: where");
+        assert!(h > 0.3, "{split}: two minima from different seeds have a barrier between them ({h})");
+        let error: Vec<f64> = acc.iter().map(|a| 1.0 - a).collect();
+        let (h, at) = barrier_of(&x, &error);
+        assert_rel(b["error"]["height"].as_f64().unwrap() + 1.0, h + 1.0, 1e-12, &format!("{split} error barrier + 1"));
+        assert_eq!(b["error"]["at"].as_f64().unwrap(), at, "{split}: where the error barrier is");
+    }
+    // The ends of the chord are the two models' own losses (the first split's in line.from/to).
+    assert_eq!(barriers[0]["loss"]["ends"][0].as_f64().unwrap(), meta["line"]["from"]["loss"].as_f64().unwrap());
+    assert_eq!(barriers[0]["loss"]["ends"][1].as_f64().unwrap(), meta["line"]["to"]["loss"].as_f64().unwrap());
+    let summary = err.lines().last().unwrap();
+    let h = barriers[1]["loss"]["height"].as_f64().unwrap();
+    assert!(summary.contains("barrier on train: loss ") && summary.contains("; on test: loss "), "{summary}");
+    assert!(summary.contains(&losscape::cli::progress::sig6(h)), "{summary} lacks {h}");
+    assert!(out.join("curve.png").exists());
+}
+
+#[test]
+fn a_line_between_two_reflections_through_a_convex_minimum_has_no_barrier() {
+    let out = out_dir("line-convex");
+    let (meta, err) = run_ok(&[
+        "line",
+        "--from",
+        &p("linear_a.safetensors"),
+        "--to",
+        &p("linear_b.safetensors"),
+        "--arch",
+        &p("linear.pt"),
+        "--data",
+        &p("linear"),
+        "--x=-0.25:1.25:13",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-plots",
+    ]);
+    let b = &meta["line"]["barriers"][0];
+    let (from, to) = (meta["line"]["from"]["loss"].as_f64().unwrap(), meta["line"]["to"]["loss"].as_f64().unwrap());
+    assert_rel(from, to, 1e-5, "θ* + δ and θ* − δ have the same loss");
+    assert!(b["loss"]["height"].as_f64().unwrap() <= 0.0, "a convex loss stays under its chord: {b}");
+    assert!(b["error"].is_null(), "float targets have no error: {b}");
+    let (_, loss) = npy(&out.join("loss.npy"));
+    assert!(loss[6] < 0.1 * from, "α = 0.5 is the minimum: {loss:?}");
+    assert!(err.contains("barrier loss 0 at α = 0"), "{err}");
+}

@@ -415,7 +415,52 @@ def make(out):
     make_tokens(out)
     trained_resnet(out)
     linear_least_squares(out)
+    connect_pair(out)
     print(f"fixtures -> {out}")
+
+
+class BnMLP(nn.Module):
+    """2 -> 32 -> 32 -> 2 with BatchNorm1d after each hidden Linear (the mode-connectivity pair)."""
+
+    def __init__(self, width=32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, width),
+                                 nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def spirals(n, rng):
+    """Two interleaved spirals in the plane, labels 0/1, a little noise."""
+    t = np.sqrt(rng.uniform(0, 1, n)) * 3 * np.pi
+    c = rng.integers(0, 2, n)
+    r = t / (3 * np.pi)
+    x = np.stack([r * np.cos(t + np.pi * c), r * np.sin(t + np.pi * c)], 1) + 0.03 * rng.normal(size=(n, 2))
+    return x.astype(np.float32), c.astype(np.int64)
+
+
+def connect_pair(out):
+    """spirals/ (256 train, 128 test points) and two BnMLPs fitted to it from different seeds
+    (pair_a.pt, pair_b.pt scripted; pair_b.safetensors its state dict): the straight line between
+    them crosses a loss barrier of about 1 (nats), a trained curve does not."""
+    from safetensors.torch import save_file
+    rng = np.random.default_rng(3)
+    x, y = spirals(256, rng)
+    xt, yt = spirals(128, rng)
+    d = os.path.join(out, "spirals")
+    os.makedirs(d, exist_ok=True)
+    for name, v in (("X", x), ("y", y), ("X_test", xt), ("y_test", yt)):
+        np.save(os.path.join(d, f"{name}.npy"), v)
+    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+    for seed, name in ((1, "pair_a"), (2, "pair_b")):
+        torch.manual_seed(seed)
+        m = BnMLP()
+        fit(m, xs, ys, steps=600, lr=0.02)
+        m.eval()
+        export(m, os.path.join(out, f"{name}.pt"))
+        if name == "pair_b":
+            save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(out, f"{name}.safetensors"))
 
 
 def linear_least_squares(out):
@@ -436,6 +481,14 @@ def linear_least_squares(out):
     os.makedirs(d, exist_ok=True)
     np.save(os.path.join(d, "X.npy"), x.astype(np.float32))
     np.save(os.path.join(d, "y.npy"), y.astype(np.float32))
+    # Two reflections through the minimum, θ* ± δ: the same loss, and a convex loss between them.
+    from safetensors.torch import save_file
+    dg = np.random.default_rng(12)
+    delta = {k: torch.from_numpy(dg.normal(size=tuple(v.shape)).astype(np.float32)) * 0.5
+             for k, v in model.state_dict().items()}
+    for name, sign in (("linear_a", 1.0), ("linear_b", -1.0)):
+        save_file({k: (v.detach() + sign * delta[k]).contiguous() for k, v in model.state_dict().items()},
+                  os.path.join(out, f"{name}.safetensors"))
 
 
 def trained_resnet(out):

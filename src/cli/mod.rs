@@ -282,6 +282,9 @@ pub fn summary_line(s: &Summary) -> String {
         "losscape: {} points on {} in {:.1}s ({rate}), {range}",
         t.points, m.description.device, t.eval_seconds
     );
+    if let Some(l) = &m.description.line {
+        line += &barrier_words(&l.barriers);
+    }
     if let Some(n) = m.description.batchnorm.samples {
         line += &format!("; BatchNorm statistics re-estimated at every point on {n} training samples");
     }
@@ -299,6 +302,30 @@ pub fn summary_line(s: &Summary) -> String {
         line += &format!("; {} points missing (NaN)", m.shards.missing_points);
     }
     line + &format!(" -> {}", display(&s.dir))
+}
+
+/// `; barrier: loss 0.412 at α = 0.5, error 0.3 at α = 0.45` (per split when there are several).
+fn barrier_words(barriers: &[crate::store::record::SplitBarrier]) -> String {
+    let several = barriers.len() > 1;
+    let parts: Vec<String> = barriers
+        .iter()
+        .filter_map(|b| {
+            let at = |name: &str, v: &Option<crate::space::barrier::Barrier>| {
+                v.map(|v| format!("{name} {} at α = {}", sig6(v.height), (v.at * 1e6).round() / 1e6))
+            };
+            let both: Vec<String> = [at("loss", &b.loss), at("error", &b.error)].into_iter().flatten().collect();
+            match (both.is_empty(), several, b.split) {
+                (true, _, _) => None,
+                (false, true, Some(s)) => Some(format!("on {s}: {}", both.join(", "))),
+                _ => Some(both.join(", ")),
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; barrier {}", parts.join("; "))
+    }
 }
 
 /// `losscape: λmax 12.3457 (residual 2.1e-4), trace 345.678 ± 12.3, 61 products in 9.8s -> DIR`.

@@ -84,6 +84,7 @@ pub fn line(cfg: &LineConfig, observer: &mut dyn Observer) -> Result<Outcome> {
         distance,
         interpolated: "parameters and floating-point buffers (BatchNorm running statistics)".into(),
         direction_file: "directions.safetensors (x.<name> = theta_B - theta_A)".into(),
+        barriers: Vec::new(),
     });
     let plan = Plan {
         arch,

@@ -15,6 +15,7 @@ mod sharpness;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Role, Setting};
+use crate::space::barrier::Barrier;
 use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind, PATH_OFF_PLANE_NOTE};
 
 pub use compose::{side_by_side, Figure};
@@ -115,6 +116,8 @@ pub struct RunData {
     /// Axis titles.
     pub x_label: String,
     pub y_label: String,
+    /// A line's loss barrier on the split drawn (meta.json's `line.barriers`).
+    pub barrier: Option<Barrier>,
 }
 
 fn read_vec(dir: &Path, name: &str) -> Result<Vec<f64>> {
@@ -196,7 +199,9 @@ impl RunData {
             }
             RunKind::Sharpness => (String::new(), String::new()),
         };
-        Ok(RunData { dir: dir.to_path_buf(), meta, x, y, loss, acc, path, marks, x_label, y_label })
+        // The first split's barrier is the one of loss.npy.
+        let barrier = meta.description.line.as_ref().and_then(|l| l.barriers.first()).and_then(|b| b.loss);
+        Ok(RunData { dir: dir.to_path_buf(), meta, x, y, loss, acc, path, marks, x_label, y_label, barrier })
     }
 
     pub fn nx(&self) -> usize {
@@ -223,6 +228,9 @@ impl RunData {
                 let mut v = self.clone();
                 v.loss = read_vec(&self.dir, &sp.loss)?;
                 v.acc = read_vec(&self.dir, &sp.acc)?;
+                v.barrier = self.meta.description.line.as_ref().and_then(|l| {
+                    l.barriers.iter().find(|b| b.split == Some(sp.split)).and_then(|b| b.loss)
+                });
                 if v.loss.len() != self.loss.len() || v.acc.len() != self.acc.len() {
                     return Err(Error::file(
                         Role::RunDir,

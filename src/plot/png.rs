@@ -127,6 +127,31 @@ fn legend_box(root: &Area, frame: Rect, entries: &[String], o: &PlotOptions) -> 
     Obstacle::Rect(Rect { x0: frame.x1 - w - 10.0, y0: frame.y0, x1: frame.x1, y1: frame.y0 + h + 10.0 })
 }
 
+/// The corner of `frame` for a legend of `entries` that the fewest `obstacles` (the curves' segments)
+/// cross, upper right first on a tie: plotters' position and the box, an obstacle for labels.
+fn legend_corner(
+    root: &Area,
+    frame: Rect,
+    entries: &[String],
+    o: &PlotOptions,
+    obstacles: &[Obstacle],
+) -> (SeriesLabelPosition, Obstacle) {
+    let Obstacle::Rect(upper_right) = legend_box(root, frame, entries, o) else { unreachable!("a box") };
+    let (w, h) = (upper_right.x1 - upper_right.x0, upper_right.y1 - upper_right.y0);
+    let (left, right, top, bottom) = (frame.x0, frame.x1 - w, frame.y0, frame.y1 - h);
+    [
+        (SeriesLabelPosition::UpperRight, right, top),
+        (SeriesLabelPosition::UpperLeft, left, top),
+        (SeriesLabelPosition::LowerRight, right, bottom),
+        (SeriesLabelPosition::LowerLeft, left, bottom),
+    ]
+    .into_iter()
+    .map(|(at, x0, y0)| (at, Rect { x0, y0, x1: x0 + w, y1: y0 + h }))
+    .min_by_key(|(_, r)| obstacles.iter().filter(|ob| ob.hits(r)).count())
+    .map(|(at, r)| (at, Obstacle::Rect(r)))
+    .expect("four corners")
+}
+
 /// The legend of the labelled series of a chart, in the style of every picture.
 fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
@@ -917,12 +942,21 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
         Some(crate::store::record::RunKind::Line) => vec![("A".into(), 0.0), ("B".into(), 1.0)],
         _ => vec![("center".into(), 0.0)],
     };
-    // The legend's names of each run's loss and accuracy curves.
+    // The legend's names of each run's loss and accuracy curves, and of a line's barrier.
     let legend_names: Vec<(String, String)> = runs
         .iter()
         .map(|(n, _)| match runs.len() {
             1 => ("loss".to_string(), "accuracy (right axis)".to_string()),
             _ => (format!("loss: {n}"), format!("accuracy: {n}")),
+        })
+        .collect();
+    let barrier_names: Vec<Option<String>> = runs
+        .iter()
+        .map(|(n, d)| {
+            d.barrier.map(|b| {
+                let of = if runs.len() > 1 { format!(" ({n})") } else { String::new() };
+                format!("barrier{of}: {} at α = {}", short(b.height), short(b.at))
+            })
         })
         .collect();
     macro_rules! draw {
@@ -984,9 +1018,11 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
             let frame = frame_of(&chart);
             let entries: Vec<String> = legend_names
                 .iter()
-                .flat_map(|(l, a)| std::iter::once(l.clone()).chain(has_acc.then(|| a.clone())))
+                .zip(&barrier_names)
+                .flat_map(|((l, a), b)| std::iter::once(l.clone()).chain(b.clone()).chain(has_acc.then(|| a.clone())))
                 .collect();
-            obstacles.push(legend_box(&root, frame, &entries, o));
+            let (corner, legend) = legend_corner(&root, frame, &entries, o, &obstacles);
+            obstacles.push(legend);
             let labels: Vec<Label> = line_marks
                 .iter()
                 .filter(|(_, a)| *a >= x0 && *a <= x1)
@@ -1034,6 +1070,24 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                         .draw_series(part.iter().map(|&q| Circle::new(q, px(o, 3.0) as i32, blue.filled())))
                         .map_err(&e)?;
                 }
+                if let (Some(b), Some(name)) = (d.barrier, &barrier_names[k]) {
+                    // The chord from A's loss to B's (dashed) and the barrier from it up to the curve.
+                    let chord = |t: f64| ((1.0 - t) * b.ends[0] + t * b.ends[1]).clamp($ylo, $yhi);
+                    let along: Vec<(f64, f64)> =
+                        (0..=64).map(|i| i as f64 / 64.0).filter(|t| (x0..=x1).contains(t)).map(|t| (t, chord(t))).collect();
+                    let faint = blue.mix(0.75).stroke_width(px(o, 1.5));
+                    chart.draw_series(DashedLineSeries::new(along, px(o, 7.0), px(o, 5.0), faint)).map_err(&e)?;
+                    let (top, foot) = (b.value.clamp($ylo, $yhi), chord(b.at));
+                    let dark = RGBColor(blue.0 / 2, blue.1 / 2, blue.2 / 2);
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(b.at, foot), (b.at, top)],
+                            dark.stroke_width(px(o, 3.0)),
+                        )))
+                        .map_err(&e)?
+                        .label(name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y - 7), (x, y + 7)], dark.stroke_width(3)));
+                }
                 if has_acc {
                     let label = legend_names[k].1.clone();
                     for (p, part) in pieces(&d.x, &d.acc, &|v| v.is_finite()).iter().enumerate() {
@@ -1061,7 +1115,7 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                     .draw()
                     .map_err(&e)?;
             }
-            draw_legend(&mut chart, SeriesLabelPosition::UpperRight, o)?;
+            draw_legend(&mut chart, corner, o)?;
         }};
     }
     match look.scale {

@@ -2,6 +2,8 @@
 //! PCA plane of a trajectory, how the points of a grid are dealt to shards, and the measures of
 //! curvature (spectrum) and sharpness over an operator or objective.
 
+pub mod barrier;
+pub mod curve;
 pub mod directions;
 pub mod grid;
 pub mod pca;

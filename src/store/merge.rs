@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::store::npy;
 use crate::store::record::{
-    FoldReport, LossCapMeta, Meta, NonFiniteMeta, Quantity, RunRecord, ShardTiming, ShardsMeta, Timing,
+    FoldReport, LossCapMeta, Meta, NonFiniteMeta, Quantity, RunRecord, ShardTiming, ShardsMeta, SplitBarrier, Timing,
 };
+use crate::space::barrier;
 use crate::store::shards::{self, Gathered};
 use crate::store::{atomic, files};
 
@@ -100,6 +101,9 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
     if let Some(l) = d.line.as_mut() {
         (l.from.loss, l.from.acc) = own(0);
         (l.to.loss, l.to.acc) = own(1);
+        if let Some(spec) = &rec.plan.grid {
+            l.barriers = line_barriers(&spec.grid().x, &d.data, &d.splits, g, cols, n);
+        }
     }
     if let Some(p) = d.plane.as_mut() {
         for (i, s) in [&mut p.a, &mut p.b, &mut p.c].into_iter().enumerate() {
@@ -177,6 +181,37 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         },
         description: d,
     })
+}
+
+/// A line's barriers (store::record::SplitBarrier) on each split, from the grid's points with
+/// α in [0, 1] and the two checkpoints' own values (the points after the grid).
+fn line_barriers(
+    alpha: &[f64],
+    data: &crate::store::record::DataMeta,
+    splits: &[crate::store::record::SplitMeta],
+    g: &Gathered,
+    cols: &[Quantity],
+    n: usize,
+) -> Vec<SplitBarrier> {
+    let of = |q: Quantity| -> Option<Vec<f64>> {
+        let c = cols.iter().position(|&x| x == q)?;
+        Some(column(g, c, false, 0..n + 2).into_iter().map(f64::from).collect())
+    };
+    let one = |split, loss: Option<Vec<f64>>, acc: Option<Vec<f64>>| {
+        let measure = |v: Vec<f64>| barrier::barrier(alpha, &v[..n], (v[n], v[n + 1]));
+        SplitBarrier {
+            split,
+            loss: loss.and_then(measure),
+            error: acc.map(|a| a.iter().map(|x| 1.0 - x).collect()).and_then(measure),
+        }
+    };
+    if splits.is_empty() {
+        return vec![one(data.split, of(Quantity::Loss), of(Quantity::Acc))];
+    }
+    splits
+        .iter()
+        .map(|sp| one(Some(sp.split), of(Quantity::SplitLoss(sp.split)), of(Quantity::SplitAcc(sp.split))))
+        .collect()
 }
 
 /// The grid's coordinates and every column's array over its points.

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, Role};
 use crate::options::{BatchNormMode, DataFormat, Ignore, LossKind, Norm, Normalization, Precision, Split, Targets};
+use crate::space::barrier::Barrier;
 use crate::space::grid::{Axis, GridSpec, Spacing};
 use crate::space::shard::Shard;
 use crate::store::atomic::{read_json, write_json};
@@ -492,6 +493,22 @@ pub struct LineMeta {
     pub distance: f64,
     pub interpolated: String,
     pub direction_file: String,
+    /// The barrier of the loss and of the error on each split (filled when the run is merged;
+    /// empty before, and in runs made before barriers were recorded).
+    #[serde(default)]
+    pub barriers: Vec<SplitBarrier>,
+}
+
+/// A path's barriers on one split: max over t ∈ [0, 1] of v(t) − ((1 − t)·v(0) + t·v(1)) for the
+/// loss and for the error (1 − accuracy), over the evaluated points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SplitBarrier {
+    /// The split (the run's data's own, for a run over one split).
+    pub split: Option<Split>,
+    /// None when no evaluated point lies in [0, 1] or an end's value is not finite.
+    pub loss: Option<Barrier>,
+    /// None also where there is no accuracy (float targets).
+    pub error: Option<Barrier>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
