@@ -82,6 +82,13 @@ settings! {
     ColourRange => "colour_range", "--vmin/--vmax";
     Log => "log", "--log";
     Persistence => "persistence", "--persistence";
+    Epochs => "epochs", "--epochs";
+    Points => "points", "--points";
+    LearningRate => "lr", "--lr";
+    Momentum => "momentum", "--momentum";
+    WeightDecay => "weight_decay", "--weight-decay";
+    /// The minibatch size of curve training.
+    TrainBatchSize => "train_batch_size", "--batch-size";
     /// The dict entry of the model's output the loss is taken on.
     Output => "output", "--output";
     /// The data splits a run evaluates on.

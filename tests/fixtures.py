@@ -443,7 +443,8 @@ def spirals(n, rng):
 def connect_pair(out):
     """spirals/ (256 train, 128 test points) and two BnMLPs fitted to it from different seeds
     (pair_a.pt, pair_b.pt scripted; pair_b.safetensors its state dict): the straight line between
-    them crosses a loss barrier of about 1 (nats), a trained curve does not."""
+    them crosses a loss barrier of about 1 (nats), a trained curve does not. pair_narrow.safetensors:
+    a BnMLP of width 16 (the same names, other shapes)."""
     from safetensors.torch import save_file
     rng = np.random.default_rng(3)
     x, y = spirals(256, rng)
@@ -461,6 +462,88 @@ def connect_pair(out):
         export(m, os.path.join(out, f"{name}.pt"))
         if name == "pair_b":
             save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(out, f"{name}.safetensors"))
+    # The same layers, narrower: every name matches, the shapes do not.
+    save_file({k: v.contiguous() for k, v in BnMLP(16).state_dict().items()}, os.path.join(out, "pair_narrow.safetensors"))
+
+
+def curve_weights(curve, t):
+    """(w_A, w_bend, w_B) of θ(t) as docs/landscape.md defines the Bezier curve and the chain."""
+    if curve == "bezier":
+        return (1 - t) ** 2, 2 * t * (1 - t), t * t
+    return (1 - 2 * t, 2 * t, 0.0) if t <= 0.5 else (0.0, 2 - 2 * t, 2 * t - 1)
+
+
+def curve_lr(lr, e, epochs):
+    f = e / epochs
+    return lr * (1.0 if f <= 0.5 else (1.0 - (f - 0.5) / 0.4 * 0.99 if f <= 0.9 else 0.01))
+
+
+def connect_reference(a):
+    """Curve training between two BnMLPs as losscape documents it, written out with
+    torch.optim.SGD on the bend, and the loss of θ(t) from a bend file with update_bn."""
+    from safetensors.torch import load_file
+    from torch.func import functional_call
+    from torch.optim.swa_utils import update_bn
+
+    def state_of(path):
+        if path.endswith(".safetensors"):
+            return load_file(path)
+        return {k: v.detach() for k, v in torch.jit.load(path, map_location="cpu").state_dict().items()}
+
+    sa, sb = state_of(a.from_), state_of(a.to)
+    net = BnMLP()
+    names = [k for k, _ in net.named_parameters()]
+    x, y = load_data(a.data, "train")
+    result = {}
+    if a.epochs:
+        draws = json.load(open(a.progress))["t"] if a.progress else None
+        bend = {k: ((sa[k].float() + sb[k].float()) / 2).clone().requires_grad_(True) for k in names}
+        opt = torch.optim.SGD(list(bend.values()), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+        net.load_state_dict(sa)
+        net.train()
+        n, bs = len(y), a.batch_size
+        batches = (n + bs - 1) // bs
+        same_draws = True
+        for e in range(a.epochs):
+            torch.manual_seed(a.seed * 2 ** 20 + e)
+            order = torch.randperm(n)
+            ts = torch.rand(batches, dtype=torch.float64).tolist()
+            if draws is not None:
+                same_draws = same_draws and draws[e] == ts
+                ts = draws[e]
+            for group in opt.param_groups:
+                group["lr"] = curve_lr(a.lr, e, a.epochs)
+            for j in range(batches):
+                idx = order[j * bs:(j + 1) * bs]
+                wa, wm, wb = curve_weights(a.curve, ts[j])
+                theta = {k: (wa * sa[k].float() + wm * bend[k].detach() + wb * sb[k].float()).requires_grad_(True)
+                         for k in names}
+                loss = F.cross_entropy(functional_call(net, theta, (x[idx],)), y[idx])
+                grads = torch.autograd.grad(loss, [theta[k] for k in names])
+                for k, g in zip(names, grads):
+                    bend[k].grad = wm * g
+                opt.step()
+        result["bend"] = {k: v.detach().reshape(-1).tolist() for k, v in bend.items()}
+        result["same_draws"] = same_draws
+    if a.bend:
+        sm = load_file(a.bend)
+        xb = x[:a.bn_samples]
+        loader = [xb[i:i + a.eval_batch_size] for i in range(0, len(xb), a.eval_batch_size)]
+        xe, ye = load_data(a.data, a.split)
+        losses = []
+        for t in json.loads(a.points):
+            wa, wm, wb = curve_weights(a.curve, t)
+            sd = {k: wa * sa[k].float() + wm * sm[k].float() + wb * sb[k].float()
+                  for k in sa if sa[k].is_floating_point()}
+            net.load_state_dict(sd, strict=False)
+            update_bn(loader, net)
+            net.eval()
+            with torch.no_grad():
+                out = net(xe)
+            losses.append(ce_scores(out, ye)[0])
+        result["loss"] = losses
+    with open(a.out, "w") as f:
+        json.dump(result, f)
 
 
 def linear_least_squares(out):
@@ -1088,6 +1171,24 @@ def main():
     ph.add_argument("--tol", type=float, default=1e-4)
     ph.add_argument("--max-iter", type=int, default=1000)
     ph.add_argument("--out", required=True)
+    cr = sub.add_parser("connect-reference")
+    cr.add_argument("--from", dest="from_", required=True)
+    cr.add_argument("--to", required=True)
+    cr.add_argument("--data", required=True)
+    cr.add_argument("--curve", default="bezier")
+    cr.add_argument("--epochs", type=int, default=0)
+    cr.add_argument("--lr", type=float, default=0.015)
+    cr.add_argument("--momentum", type=float, default=0.9)
+    cr.add_argument("--weight-decay", type=float, default=5e-4)
+    cr.add_argument("--batch-size", type=int, default=128)
+    cr.add_argument("--seed", type=int, default=0)
+    cr.add_argument("--progress")
+    cr.add_argument("--bend")
+    cr.add_argument("--points")
+    cr.add_argument("--split", default="train")
+    cr.add_argument("--bn-samples", type=int, default=10000)
+    cr.add_argument("--eval-batch-size", type=int, default=64)
+    cr.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.cmd == "make":
@@ -1108,6 +1209,8 @@ def main():
         sharpness_reference(a)
     elif a.cmd == "pyhessian":
         pyhessian_top(a)
+    elif a.cmd == "connect-reference":
+        connect_reference(a)
     else:
         directions(a)
 

@@ -8,6 +8,7 @@ mod batchnorm;
 mod bench;
 mod checkpoints;
 mod cli;
+mod connect;
 mod curvature;
 mod directions;
 mod models;

@@ -39,6 +39,9 @@ pub enum Command {
     /// Sharpness and flatness of one model or many: average case, worst case (adaptive, l2 or l∞,
     /// m-sharpness) and PAC-Bayes flatness, one result per model × measure × radius.
     Sharpness(SharpnessArgs),
+    /// Mode connectivity: a Bezier or polygonal-chain curve trained between two models (Garipov
+    /// et al., 2018), evaluated beside the straight line, with the barrier of each.
+    Connect(ConnectArgs),
     /// Assemble the arrays and meta.json of a run from its shards.
     Merge(MergeArgs),
     /// (Re)draw the pictures of a run directory from its saved files alone (no model, no data).
@@ -264,6 +267,62 @@ pub struct LineArgs {
     pub value: ValueArgs,
     #[command(flatten)]
     pub speed: SpeedArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// The model at t = 0: TorchScript, torch.save state_dict (zip) or .safetensors.
+    #[arg(long, value_name = "A")]
+    pub from: PathBuf,
+    /// The model at t = 1.
+    #[arg(long, value_name = "B")]
+    pub to: PathBuf,
+    /// TorchScript architecture the state dicts are applied to [default: A, if it is TorchScript].
+    #[arg(long, value_name = "ARCH.pt")]
+    pub arch: Option<PathBuf>,
+    /// The curve: quadratic Bezier, or the polygonal chain through the bend.
+    #[arg(long, value_enum, default_value = "bezier")]
+    pub curve: crate::space::curve::CurveKind,
+    /// Epochs of curve training over the training split.
+    #[arg(long, value_name = "E")]
+    pub epochs: usize,
+    /// Initial learning rate of SGD on the bend (then Garipov et al.'s schedule).
+    #[arg(long, value_name = "LR", default_value_t = 0.015)]
+    pub lr: f64,
+    #[arg(long, value_name = "M", default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, value_name = "WD", default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Samples per training minibatch.
+    #[arg(long, value_name = "B", default_value_t = 128)]
+    pub batch_size: usize,
+    /// Seeds each epoch's shuffle and t draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Values of t evaluated, evenly spaced over [0, 1] (the line at the same t).
+    #[arg(long, value_name = "T", default_value_t = 61)]
+    pub points: usize,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub splits: SplitArgs,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// BatchNorm at each evaluated point: recompute (re-estimated on training samples, as
+    /// Garipov et al. do) or eval (the statistics of the bend's midpoint buffers, interpolated).
+    #[arg(long, value_enum, default_value = "recompute")]
+    pub batchnorm: BatchNormMode,
+    /// recompute: the first N training samples (all if fewer).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub bn_samples: usize,
+    /// Samples per forward pass of the evaluation, halved on out-of-memory [default: 4096 on CUDA, 64 on CPU].
+    #[arg(long, value_name = "B")]
+    pub eval_batch_size: Option<usize>,
     #[command(flatten)]
     pub task: TaskArgs,
     #[command(flatten)]

@@ -49,6 +49,7 @@ fn quiet(c: &Command) -> bool {
         Command::Trajectory(a) => a.out.quiet,
         Command::Hessian(a) => a.out.quiet,
         Command::Sharpness(a) => a.out.quiet,
+        Command::Connect(a) => a.out.quiet,
         Command::Merge(a) => a.quiet,
         Command::Plot(_) => false,
     }
@@ -170,6 +171,11 @@ fn run(cli: Cli) -> Result<()> {
             let mut p = Progress::new(a.out.quiet);
             (commands::plane::plane(&cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
         }
+        Command::Connect(a) => {
+            let cfg = plan::connect(&a, &env, argv)?;
+            let mut p = Progress::new(a.out.quiet);
+            (commands::connect::connect(cfg, &mut p)?, a.out.quiet, !a.task.no_plots)
+        }
         Command::Sharpness(a) => {
             let cfg = plan::sharpness(&a, &env, argv)?;
             let mut p = Progress::new(a.out.quiet);
@@ -283,7 +289,21 @@ pub fn summary_line(s: &Summary) -> String {
         t.points, m.description.device, t.eval_seconds
     );
     if let Some(l) = &m.description.line {
-        line += &barrier_words(&l.barriers);
+        line += &barrier_words(&l.barriers, "α");
+    }
+    if let Some(c) = &m.description.connect {
+        let words = |b: &[crate::store::record::SplitBarrier]| {
+            barrier_words(b, "t").trim_start_matches("; barrier ").to_string()
+        };
+        line += &format!(
+            "; {} curve trained {} epochs ({:.1}s, final training loss {}): barrier {}; the line's: {}",
+            c.curve,
+            c.training.spec.epochs,
+            c.training.seconds,
+            c.training.epoch_loss.last().map_or("-".into(), |l| sig6(*l)),
+            words(&c.curve_barriers),
+            words(&c.line_barriers)
+        );
     }
     if let Some(n) = m.description.batchnorm.samples {
         line += &format!("; BatchNorm statistics re-estimated at every point on {n} training samples");
@@ -305,13 +325,13 @@ pub fn summary_line(s: &Summary) -> String {
 }
 
 /// `; barrier: loss 0.412 at α = 0.5, error 0.3 at α = 0.45` (per split when there are several).
-fn barrier_words(barriers: &[crate::store::record::SplitBarrier]) -> String {
+fn barrier_words(barriers: &[crate::store::record::SplitBarrier], var: &str) -> String {
     let several = barriers.len() > 1;
     let parts: Vec<String> = barriers
         .iter()
         .filter_map(|b| {
             let at = |name: &str, v: &Option<crate::space::barrier::Barrier>| {
-                v.map(|v| format!("{name} {} at α = {}", sig6(v.height), (v.at * 1e6).round() / 1e6))
+                v.map(|v| format!("{name} {} at {var} = {}", sig6(v.height), (v.at * 1e6).round() / 1e6))
             };
             let both: Vec<String> = [at("loss", &b.loss), at("error", &b.error)].into_iter().flatten().collect();
             match (both.is_empty(), several, b.split) {

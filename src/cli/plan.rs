@@ -325,6 +325,48 @@ pub fn sharpness(
     })
 }
 
+pub fn connect(a: &ConnectArgs, env: &dyn Env, argv: Vec<String>) -> Result<crate::commands::connect::ConnectConfig> {
+    let training = crate::store::record::CurveTraining {
+        curve: a.curve,
+        epochs: a.epochs,
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        batch_size: a.batch_size,
+        seed: a.seed,
+    };
+    crate::commands::connect::check(&training, a.points)?;
+    if a.eval_batch_size == Some(0) {
+        return Err(Error::setting(Setting::BatchSize, 0, "--eval-batch-size must be at least 1"));
+    }
+    let mut setup = data_setup(&a.data, &a.splits.split);
+    setup.precision = Some(Precision::Fp32);
+    setup.batchnorm = a.batchnorm;
+    setup.bn_samples = a.bn_samples;
+    setup.fold_batchnorm = false;
+    let devices = a.device.resolve_all()?;
+    setup.batch_size = a.eval_batch_size;
+    crate::engine::hessian::gradient_layout(&mut setup, devices[0]);
+    let value = ValueArgs {
+        device: a.device,
+        precision: None,
+        loss_cap: None,
+        fold_batchnorm: false,
+        batchnorm: a.batchnorm,
+        bn_samples: a.bn_samples,
+    };
+    Ok(crate::commands::connect::ConnectConfig {
+        from: a.from.clone(),
+        to: a.to.clone(),
+        arch: a.arch.clone(),
+        training,
+        points: a.points,
+        setup,
+        task: task(&a.out, &value, Some(&a.task), env, argv)?,
+        train_observer: Box::new(crate::cli::progress::TrainProgress::new(a.out.quiet)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -206,6 +206,58 @@ pub fn sig6(x: f64) -> String {
     format!("{x:.*}", (5 - mag).max(0) as usize)
 }
 
+/// What the command line shows while a curve trains: a bar per epoch with the running loss on a
+/// terminal, one line per epoch otherwise, nothing when quiet.
+pub struct TrainProgress {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl TrainProgress {
+    pub fn new(quiet: bool) -> TrainProgress {
+        TrainProgress { quiet, bar: None }
+    }
+}
+
+impl crate::engine::connect::TrainObserver for TrainProgress {
+    fn epoch(&mut self, e: usize, epochs: usize, batches: usize) {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let b = ProgressBar::new(batches as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} {bar:30.cyan/blue} {pos}/{len} minibatches [{elapsed_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        b.set_prefix(format!("{}/{epochs}", e + 1));
+        self.bar = Some(b);
+    }
+
+    fn batch(&mut self, running: f64) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("loss {}", sig6(running)));
+        }
+    }
+
+    fn epoch_done(&mut self, e: usize, epochs: usize, ep: &crate::engine::connect::Epoch) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!(
+                "losscape: curve epoch {}/{epochs}: training loss {}, lr {}, {:.1}s",
+                e + 1,
+                sig6(ep.loss),
+                sig6(ep.lr),
+                ep.seconds
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ pub fn columns(kind: RunKind, setup: &Setup, curvature: bool) -> Vec<Quantity> {
         c.push(Quantity::Capped);
     }
     // Lines and planes interpolate BatchNorm statistics: watch for negative variances.
-    if setup.batchnorm == BatchNormMode::Eval && matches!(kind, RunKind::Line | RunKind::Plane) {
+    if setup.batchnorm == BatchNormMode::Eval && matches!(kind, RunKind::Line | RunKind::Plane | RunKind::Connect) {
         c.push(Quantity::NegativeVariance);
     }
     // Several splits: each one's loss and accuracy (the first's also in loss/acc).
@@ -218,6 +218,7 @@ pub fn base_description(s: &Session, ev: &Evaluator, argv: &[String]) -> Descrip
         plane: None,
         trajectory: None,
         sharpness: None,
+        connect: None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! The commands: each turns its typed configuration into a run — `surface` (and `directions`,
-//! which only sets one up), `line`, `plane`, `trajectory`, `sharpness` — through the one driver in [`run`]
+//! which only sets one up), `line`, `plane`, `trajectory`, `sharpness`, `connect` — through the one driver in [`run`]
 //! (establish the run directory, sweep this task's points, merge), or reads runs back: `merge`,
 //! `plot`.
 
+pub mod connect;
 pub mod describe;
 pub mod hessian;
 pub mod line;

@@ -8,6 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::inputs::checkpoint::State;
 use crate::inputs::model::Model;
+use crate::space::curve::CurveKind;
 use crate::space::directions::Direction;
 
 /// Per moving tensor: its δ and η masters (None where that direction is zero there).
@@ -19,6 +20,9 @@ enum Path {
     Affine(Dirs),
     /// (1 − α)·origin + α·end, by `lerp`, which is exact at α = 0 and α = 1.
     Lerp(Vec<Tensor>),
+    /// lerp(curve(t), line(t), β) with curve(t) = w_A·origin + w_bend·bend + w_B·end
+    /// (space::curve) and line(t) = lerp(origin, end, t): the curve at β = 0, the line at β = 1.
+    Curve { end: Vec<Tensor>, bend: Vec<Tensor>, kind: CurveKind },
 }
 
 pub struct Mover {
@@ -118,6 +122,17 @@ impl Mover {
         m
     }
 
+    /// The curve from `from` (t = 0) through `bend` to `to` (t = 1), with the straight line
+    /// beside it (β = 1); all three checkpoint states of the model.
+    pub fn curve(model: &Model, from: &State, bend: &State, to: &State, kind: CurveKind) -> Mover {
+        let _g = tch::no_grad_guard();
+        let mut m = Mover::start(model, Some(from));
+        let masters = |s: &State| m.origin.iter().zip(&s.tensors).map(|(o, t)| master_like(o, t, o.kind())).collect();
+        let (end, bend) = (masters(to), masters(bend));
+        m.path = Path::Curve { end, bend, kind };
+        m
+    }
+
     /// Handles, names, original values and origin masters, with the origin loaded into the model.
     fn start(model: &Model, origin: Option<&State>) -> Mover {
         let (names, targets): (Vec<String>, Vec<Tensor>) = model.state().into_iter().unzip();
@@ -136,6 +151,9 @@ impl Mover {
         match &self.path {
             Path::Affine(d) => d.iter().filter(|(a, b)| a.is_some() || b.is_some()).count(),
             Path::Lerp(end) => self.origin.iter().zip(end).filter(|(o, e)| !o.equal(e)).count(),
+            Path::Curve { end, bend, .. } => {
+                self.origin.iter().zip(end.iter().zip(bend)).filter(|(o, (e, b))| !o.equal(e) || !o.equal(b)).count()
+            }
         }
     }
 
@@ -147,6 +165,14 @@ impl Mover {
             Path::Lerp(end) => {
                 for ((p, a), b) in self.targets.iter().zip(&self.origin).zip(end) {
                     p.shallow_clone().copy_(&a.lerp(b, alpha));
+                }
+            }
+            Path::Curve { end, bend, kind } => {
+                let [wa, wm, wb] = kind.weights(alpha);
+                for ((p, a), (b, m)) in self.targets.iter().zip(&self.origin).zip(end.iter().zip(bend)) {
+                    let curve = a * wa + m * wm + b * wb;
+                    let v = if beta == 0.0 { curve } else { curve.lerp(&a.lerp(b, alpha), beta) };
+                    p.shallow_clone().copy_(&v);
                 }
             }
         }
@@ -173,7 +199,7 @@ impl Mover {
     pub fn affine_parts(&self) -> Option<(&[String], usize, &[Tensor], &Dirs)> {
         match &self.path {
             Path::Affine(d) => Some((&self.names, self.n_params, &self.origin, d)),
-            Path::Lerp(_) => None,
+            Path::Lerp(_) | Path::Curve { .. } => None,
         }
     }
 

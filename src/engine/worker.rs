@@ -149,6 +149,11 @@ fn mover_of(spec: &RunSpec, s: &Session) -> Result<Mover> {
             let to = State::load(to, model)?;
             Ok(Mover::lerp(model, &from, &to))
         }
+        Motion::Curve { to, bend, curve } => {
+            let from = origin.ok_or_else(|| Error::other("internal: a curve without its first checkpoint"))?;
+            let (to, bend) = (State::load(to, model)?, State::load(&spec.run_dir.join(bend), model)?);
+            Ok(Mover::curve(model, &from, &bend, &to, *curve))
+        }
     }
 }
 

@@ -105,6 +105,25 @@ impl Dataset {
         }
     }
 
+    /// The samples `idx` (int64 indices on the data's device) ready for the model, as `inputs_as`.
+    pub fn inputs_at(&self, idx: &Tensor, kind: Kind) -> Tensor {
+        let xb = self.x.index_select(0, idx);
+        let xb = match &self.affine {
+            Some((scale, shift)) => xb.to_kind(Kind::Float) * scale + shift,
+            None => xb,
+        };
+        if self.tokens() {
+            xb
+        } else {
+            xb.to_kind(kind)
+        }
+    }
+
+    /// The targets of the samples `idx`.
+    pub fn targets_at(&self, idx: &Tensor) -> Tensor {
+        self.y.index_select(0, idx)
+    }
+
     /// X holds token ids (integers other than bytes).
     pub fn tokens(&self) -> bool {
         self.x.kind() == Kind::Int64

@@ -4,6 +4,7 @@
 //! meshes, and a self-contained interactive HTML page.
 
 mod compose;
+mod connect;
 mod critical;
 mod export;
 mod html;
@@ -120,7 +121,7 @@ pub struct RunData {
     pub barrier: Option<Barrier>,
 }
 
-fn read_vec(dir: &Path, name: &str) -> Result<Vec<f64>> {
+pub(crate) fn read_vec(dir: &Path, name: &str) -> Result<Vec<f64>> {
     Ok(crate::store::npy::read(&dir.join(name))?.values)
 }
 
@@ -197,7 +198,7 @@ impl RunData {
                     .map_or("given".to_string(), |n| n.to_string());
                 (format!("α  (δ: {norm}-normalized)"), format!("β  (η: {norm}-normalized)"))
             }
-            RunKind::Sharpness => (String::new(), String::new()),
+            RunKind::Sharpness | RunKind::Connect => (String::new(), String::new()),
         };
         // The first split's barrier is the one of loss.npy.
         let barrier = meta.description.line.as_ref().and_then(|l| l.barriers.first()).and_then(|b| b.loss);
@@ -228,9 +229,12 @@ impl RunData {
                 let mut v = self.clone();
                 v.loss = read_vec(&self.dir, &sp.loss)?;
                 v.acc = read_vec(&self.dir, &sp.acc)?;
-                v.barrier = self.meta.description.line.as_ref().and_then(|l| {
-                    l.barriers.iter().find(|b| b.split == Some(sp.split)).and_then(|b| b.loss)
-                });
+                v.barrier = self
+                    .meta
+                    .description
+                    .line
+                    .as_ref()
+                    .and_then(|l| l.barriers.iter().find(|b| b.split == Some(sp.split)).and_then(|b| b.loss));
                 if v.loss.len() != self.loss.len() || v.acc.len() != self.acc.len() {
                     return Err(Error::file(
                         Role::RunDir,
@@ -321,7 +325,7 @@ impl Look {
     }
 }
 
-fn file_name(p: &Path) -> String {
+pub(crate) fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into_owned())
 }
 
@@ -365,6 +369,7 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     match AnyMeta::read(dir)? {
         AnyMeta::Hessian(m) => return hessian_pictures(dir, o, &m),
         AnyMeta::Grid(m) if m.kind == RunKind::Sharpness => return Ok(vec![sharpness::draw(dir, o)?]),
+        AnyMeta::Grid(m) if m.kind == RunKind::Connect => return Ok(vec![connect::draw(dir, o, &m)?]),
         AnyMeta::Grid(_) => {}
     }
     let d = RunData::load(dir)?;

@@ -939,7 +939,9 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
         out
     };
     let line_marks: Vec<(String, f64)> = match runs.first().map(|(_, d)| d.meta.kind) {
-        Some(crate::store::record::RunKind::Line) => vec![("A".into(), 0.0), ("B".into(), 1.0)],
+        Some(crate::store::record::RunKind::Line | crate::store::record::RunKind::Connect) => {
+            vec![("A".into(), 0.0), ("B".into(), 1.0)]
+        }
         _ => vec![("center".into(), 0.0)],
     };
     // The legend's names of each run's loss and accuracy curves, and of a line's barrier.
@@ -955,7 +957,8 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
         .map(|(n, d)| {
             d.barrier.map(|b| {
                 let of = if runs.len() > 1 { format!(" ({n})") } else { String::new() };
-                format!("barrier{of}: {} at α = {}", short(b.height), short(b.at))
+                let var = if d.meta.kind == crate::store::record::RunKind::Connect { "t" } else { "α" };
+                format!("barrier{of}: {} at {var} = {}", short(b.height), short(b.at))
             })
         })
         .collect();
@@ -1073,8 +1076,11 @@ pub fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, c
                 if let (Some(b), Some(name)) = (d.barrier, &barrier_names[k]) {
                     // The chord from A's loss to B's (dashed) and the barrier from it up to the curve.
                     let chord = |t: f64| ((1.0 - t) * b.ends[0] + t * b.ends[1]).clamp($ylo, $yhi);
-                    let along: Vec<(f64, f64)> =
-                        (0..=64).map(|i| i as f64 / 64.0).filter(|t| (x0..=x1).contains(t)).map(|t| (t, chord(t))).collect();
+                    let along: Vec<(f64, f64)> = (0..=64)
+                        .map(|i| i as f64 / 64.0)
+                        .filter(|t| (x0..=x1).contains(t))
+                        .map(|t| (t, chord(t)))
+                        .collect();
                     let faint = blue.mix(0.75).stroke_width(px(o, 1.5));
                     chart.draw_series(DashedLineSeries::new(along, px(o, 7.0), px(o, 5.0), faint)).map_err(&e)?;
                     let (top, foot) = (b.value.clamp($ylo, $yhi), chord(b.at));

@@ -33,6 +33,16 @@ pub const SHARPNESS: &str = "sharpness.json";
 pub const SHARPNESS_CSV: &str = "sharpness.csv";
 pub const WORST: &str = "worst.safetensors";
 pub const WORST_DIR: &str = "worst";
+/// A connect run: the trained bend, the training's progress (resumed from), the evaluation's
+/// t and the curve's and the line's arrays.
+pub const BEND: &str = "bend.safetensors";
+pub const TRAIN: &str = "train";
+pub const TRAIN_PROGRESS: &str = "progress.json";
+pub const T: &str = "t.npy";
+pub const CURVE_LOSS: &str = "curve_loss.npy";
+pub const CURVE_ACC: &str = "curve_acc.npy";
+pub const LINE_LOSS: &str = "line_loss.npy";
+pub const LINE_ACC: &str = "line_acc.npy";
 /// Critical points of a 2-D surface (written by the pictures).
 pub const CRITICAL_POINTS: &str = "critical_points.json";
 
@@ -52,6 +62,7 @@ pub const PICTURES: &[&str] = &[
     "persistence.png",
     "density.png",
     "sharpness.png",
+    "connect.png",
     "surface.html",
     "surface.vtp",
     "surface.ply",
@@ -78,12 +89,27 @@ pub fn is_output(name: &str) -> bool {
         SHARPNESS,
         SHARPNESS_CSV,
         WORST,
+        BEND,
+        T,
     ];
     if FIXED.contains(&name) || PICTURES.contains(&name) {
         return true;
     }
     // loss.npy and loss.<split>.npy, for every quantity of the arrays.
-    let arrays = ["loss", "acc", "capped", "negative_variance", "eig_max", "eig_min", "path_loss", "path_acc"];
+    let arrays = [
+        "loss",
+        "acc",
+        "capped",
+        "negative_variance",
+        "eig_max",
+        "eig_min",
+        "path_loss",
+        "path_acc",
+        "curve_loss",
+        "curve_acc",
+        "line_loss",
+        "line_acc",
+    ];
     let Some(stem) = name.strip_suffix(".npy") else { return false };
     arrays.iter().any(|a| {
         stem == *a
@@ -100,9 +126,18 @@ mod tests {
 
     #[test]
     fn outputs_are_recognised_and_other_files_are_not() {
-        for f in
-            ["meta.json", "loss.npy", "loss.test.npy", "acc.train.npy", "eig_min.npy", "contour.png", "hessian.json"]
-        {
+        for f in [
+            "meta.json",
+            "loss.npy",
+            "loss.test.npy",
+            "acc.train.npy",
+            "eig_min.npy",
+            "contour.png",
+            "hessian.json",
+            "bend.safetensors",
+            "curve_loss.test.npy",
+            "line_acc.npy",
+        ] {
             assert!(is_output(f), "{f}");
         }
         for f in ["notes.txt", "X.npy", "loss.test.extra.npy", "mydirs.safetensors", "lossy.npy"] {

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::space::barrier;
 use crate::store::npy;
 use crate::store::record::{
     FoldReport, LossCapMeta, Meta, NonFiniteMeta, Quantity, RunRecord, ShardTiming, ShardsMeta, SplitBarrier, Timing,
 };
-use crate::space::barrier;
 use crate::store::shards::{self, Gathered};
 use crate::store::{atomic, files};
 
@@ -80,7 +80,9 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
     let n = rec.plan.grid_points();
     let cols = &rec.plan.columns;
     let pos = |q: Quantity| cols.iter().position(|&c| c == q);
-    if let Some(spec) = &rec.plan.grid {
+    // A connect run's (t, β) grid is written as the curve's and the line's arrays instead.
+    let connect = rec.identity.kind == crate::store::record::RunKind::Connect;
+    if let (Some(spec), false) = (&rec.plan.grid, connect) {
         write_grid(dir, &spec.grid(), cols, g)?;
     }
     if let Some(sp) = &rec.plan.sharpness {
@@ -104,6 +106,12 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         if let Some(spec) = &rec.plan.grid {
             l.barriers = line_barriers(&spec.grid().x, &d.data, &d.splits, g, cols, n);
         }
+    }
+    if let (Some(c), Some(spec)) = (d.connect.as_mut(), &rec.plan.grid) {
+        (c.from.loss, c.from.acc) = own(0);
+        (c.to.loss, c.to.acc) = own(1);
+        let value = |q: Quantity, range: std::ops::Range<usize>| pos(q).map(|k| column(g, k, false, range));
+        crate::store::connect::write(dir, &spec.grid(), c, &d.data, &d.splits, &value)?;
     }
     if let Some(p) = d.plane.as_mut() {
         for (i, s) in [&mut p.a, &mut p.b, &mut p.c].into_iter().enumerate() {

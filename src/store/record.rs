@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result, Role};
 use crate::options::{BatchNormMode, DataFormat, Ignore, LossKind, Norm, Normalization, Precision, Split, Targets};
 use crate::space::barrier::Barrier;
+use crate::space::curve::CurveKind;
 use crate::space::grid::{Axis, GridSpec, Spacing};
 use crate::space::shard::Shard;
 use crate::store::atomic::{read_json, write_json};
@@ -40,6 +41,8 @@ pub enum RunKind {
     Trajectory,
     /// Sharpness and flatness measures of one or many models.
     Sharpness,
+    /// A curve trained between two models (and the straight line beside it).
+    Connect,
 }
 
 impl std::fmt::Display for RunKind {
@@ -50,6 +53,7 @@ impl std::fmt::Display for RunKind {
             RunKind::Plane => "plane",
             RunKind::Trajectory => "trajectory",
             RunKind::Sharpness => "sharpness",
+            RunKind::Connect => "connect",
         })
     }
 }
@@ -135,6 +139,23 @@ pub enum Source {
     },
     /// The models a sharpness run measures (sha256 of each, in order).
     Models { sha256: Vec<String> },
+    /// A curve trained from the origin to another checkpoint, and how it was trained.
+    Connect { to_sha256: String, training: CurveTraining },
+}
+
+/// How a `connect` curve is trained (part of the run's identity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CurveTraining {
+    pub curve: CurveKind,
+    pub epochs: usize,
+    /// The initial learning rate (the schedule: space::curve::learning_rate).
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Samples per minibatch (the last one of an epoch may be smaller).
+    pub batch_size: usize,
+    /// Seeds each epoch's shuffle and t draws.
+    pub seed: u64,
 }
 
 /// What determines a run's values: two runs with equal identities compute the same numbers (to
@@ -323,6 +344,11 @@ pub enum Motion {
     Lerp { to: PathBuf },
     /// No grid: the model's state changes only to each checkpoint's (a sharpness run).
     Fixed,
+    /// A curve from the origin (θ_A) through a bend to `to` (θ_B), and the straight line beside
+    /// it: θ(t, β) = lerp(curve(t), line(t), β), so β = 0 is the curve and β = 1 the line, each
+    /// exact at t = 0 and 1 (space::curve; the bend file, in the run directory, holds the
+    /// parameters and floating-point buffers by name).
+    Curve { to: PathBuf, bend: PathBuf, curve: CurveKind },
 }
 
 /// What every task of a run needs to evaluate its points (besides its own options).
@@ -607,6 +633,52 @@ pub struct Description {
     pub trajectory: Option<TrajectoryMeta>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharpness: Option<SharpnessMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectMeta>,
+}
+
+/// meta.json's `connect`: the two models, the trained curve, its training and its barriers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnectMeta {
+    pub from: StateMeta,
+    pub to: StateMeta,
+    pub arch: PathBuf,
+    pub curve: CurveKind,
+    /// What θ(t) is.
+    pub formula: String,
+    /// The bend θ_bend by name (a state dict of the architecture).
+    pub bend: String,
+    /// What the bend holds besides its trained parameters.
+    pub bend_buffers: String,
+    pub training: TrainingRecord,
+    /// The evaluation: t, and the curve's and the line's loss and accuracy at each (per split as
+    /// `<name>.<split>.npy` for a run over several).
+    pub t: String,
+    pub curve_loss: String,
+    pub curve_acc: String,
+    pub line_loss: String,
+    pub line_acc: String,
+    /// Filled when the run is merged.
+    #[serde(default)]
+    pub curve_barriers: Vec<SplitBarrier>,
+    #[serde(default)]
+    pub line_barriers: Vec<SplitBarrier>,
+}
+
+/// How the bend was trained, and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrainingRecord {
+    pub spec: CurveTraining,
+    pub schedule: String,
+    pub method: String,
+    /// The mean minibatch loss of each epoch.
+    pub epoch_loss: Vec<f64>,
+    /// Minibatches per epoch.
+    pub batches: usize,
+    /// Where each epoch's shuffle and t draws are recorded (progress.json: `t[epoch][batch]`).
+    pub draws: String,
+    pub seconds: f64,
+    pub images_per_second: f64,
 }
 
 /// meta.json's `sharpness`: what was measured and where the results are.
@@ -1212,6 +1284,7 @@ pub(crate) mod tests {
             plane: None,
             trajectory: None,
             sharpness: None,
+            connect: None,
         };
         let plan = Plan {
             arch: "m.pt".into(),

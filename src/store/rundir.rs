@@ -73,7 +73,7 @@ impl RunDir {
             }
             fs::remove_file(&p).map_err(|e| Error::io(&p, "cannot remove", e))?;
         }
-        for sub in [files::SHARDS, files::ITEMS, files::WORST_DIR] {
+        for sub in [files::SHARDS, files::ITEMS, files::WORST_DIR, files::TRAIN] {
             let d = self.path.join(sub);
             if d.exists() {
                 fs::remove_dir_all(&d).map_err(|e| Error::io(&d, "cannot remove", e))?;
