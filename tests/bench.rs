@@ -108,3 +108,17 @@ fn the_sharpness_benchmark_runs_end_to_end() {
     let ratio = row["losscape_ips"].as_f64().unwrap() / row["eager_ips"].as_f64().unwrap();
     assert!((row["vs_eager"].as_f64().unwrap() - ratio).abs() <= 1e-9 * ratio, "{row}");
 }
+
+/// The curve-training benchmark, tiny: eager PyTorch and losscape train the same first epoch.
+#[test]
+fn the_connect_benchmark_runs_end_to_end() {
+    let (out, r) = bench_script(
+        "connect.py",
+        &out_dir("connect-bench-smoke"),
+        &["--models", "resnet8", "--n", "96", "--epochs", "2", "--batch", "32", "--no-compile"],
+    );
+    let row = &r["rows"][0];
+    let (a, b) = (row["eager_first_loss"].as_f64().unwrap(), row["losscape_first_loss"].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-5 * a, "the first epoch's loss: eager {a}, losscape {b}");
+    assert!(row["losscape_ips"].as_f64().unwrap() > 0.0 && out.contains("vs best"), "{out}");
+}

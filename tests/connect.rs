@@ -88,6 +88,30 @@ fn a_trained_curve_halves_the_lines_barrier_and_its_points_are_what_pytorch_eval
     // The picture, drawn from the files alone.
     ok(&losscape(&["plot", out.to_str().unwrap()]));
     assert!(out.join("connect.png").exists());
+    // The plane through A, B and the bend, with the curve on it: Bezier weights as coordinates.
+    let plane = out_dir("connect-plane");
+    let (a, b, bend) = (s(&fxp("pair_a.pt")), s(&fxp("pair_b.safetensors")), s(&out.join("bend.safetensors")));
+    let plane_args = |models: [&str; 3], dir: &Path| {
+        let d = s(&fxp("spirals"));
+        let mut v = vec!["plane", "--models", models[0], models[1], models[2], "--curve", out.to_str().unwrap()];
+        v.extend(["--data", &d, "--x=-0.2:1.2:8", "--y=-0.2:1.2:8", "--batchnorm", "recompute"]);
+        let dir = s(dir);
+        v.extend(["--out", &dir, "-q"]);
+        losscape(&v)
+    };
+    ok(&plane_args([&a, &b, &bend], &plane));
+    let (shape, path) = npy(&plane.join("path.npy"));
+    assert_eq!(shape, vec![101, 2]);
+    for k in 0..=100 {
+        let t = k as f64 / 100.0;
+        let (x, y) = (path[2 * k], path[2 * k + 1]);
+        assert!((x - t * t).abs() < 1e-9 && (y - 2.0 * t * (1.0 - t)).abs() < 1e-9, "t = {t}: ({x}, {y})");
+    }
+    assert!(plane.join("contour.png").exists());
+    // B as another file (the same values in TorchScript): not the run's B, which is said.
+    let o = plane_args([&a, &bend, &s(&fxp("pair_b.pt"))], &out_dir("connect-plane-other"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("none of them is B") && err.lines().count() == 1, "{err}");
 }
 
 #[test]

@@ -346,6 +346,10 @@ pub struct PlaneArgs {
     /// Gram–Schmidt: make the y axis orthogonal to B − A (C then sits at (c, 1), recorded in meta.json).
     #[arg(long)]
     pub orthogonalize: bool,
+    /// A connect run whose curve runs through the three models (its A, B and bend.safetensors, in
+    /// any order): the curve is drawn on the plane.
+    #[arg(long, value_name = "CONNECT_RUN")]
+    pub curve: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

@@ -184,6 +184,7 @@ pub fn plane(a: &PlaneArgs, env: &dyn Env, argv: Vec<String>) -> Result<PlaneCon
         arch: a.arch.clone(),
         grid: GridSpec::new(a.x, Some(a.y), Spacing::Linear)?,
         orthogonalize: a.orthogonalize,
+        curve: a.curve.clone(),
         setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
         task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
     })

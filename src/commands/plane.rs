@@ -14,7 +14,7 @@ use crate::inputs::checkpoint::State;
 use crate::inputs::model::sha256_file;
 use crate::space::directions::{self, Direction};
 use crate::space::grid::GridSpec;
-use crate::store::record::{Description, Motion, Plan, PlaneMeta, RunKind, Source, StateMeta};
+use crate::store::record::{Description, Meta, Motion, Plan, PlaneCurve, PlaneMeta, RunKind, Source, StateMeta};
 
 #[derive(Debug, Clone)]
 pub struct PlaneConfig {
@@ -22,6 +22,8 @@ pub struct PlaneConfig {
     pub arch: Option<PathBuf>,
     pub grid: GridSpec,
     pub orthogonalize: bool,
+    /// A connect run whose curve runs through the three models: drawn on the plane.
+    pub curve: Option<PathBuf>,
     pub setup: Setup,
     pub task: Task,
 }
@@ -32,6 +34,33 @@ fn coordinates(w: &Direction, dx: &Direction, dy: &Direction) -> [f64; 2] {
     let (p, q) = (dx.dot(w), dy.dot(w));
     let det = a * c - b * b;
     [(c * p - b * q) / det, (a * q - b * p) / det]
+}
+
+/// The curve of the connect run `run` in the plane of `models` (whose plane coordinates are
+/// `coords`): they must be the run's two ends and its bend, in any order.
+fn curve_on_plane(run: &Path, models: &[PathBuf; 3], coords: &[[f64; 2]]) -> Result<PlaneCurve> {
+    let not = |why: &str| Error::file(Role::RunDir, run, why.to_string());
+    let meta = Meta::read(run).map_err(|_| not("is not a complete connect run (no readable meta.json)"))?;
+    let c = meta.description.connect.as_ref().ok_or_else(|| not("is not a connect run"))?;
+    let sha = |p: &Path| sha256_file(p, Role::Checkpoint);
+    let here: Vec<String> = models.iter().map(|m| sha(m)).collect::<Result<_>>()?;
+    let mut at = [0usize; 3];
+    for (k, (what, p)) in
+        [("A", c.from.path.clone()), ("the bend", run.join(&c.bend)), ("B", c.to.path.clone())].into_iter().enumerate()
+    {
+        let want = sha(&p)?;
+        at[k] = here.iter().position(|h| *h == want).ok_or_else(|| {
+            not(&format!("its curve does not run through these models: none of them is {what} ({})", p.display()))
+        })?;
+    }
+    let path = (0..=100)
+        .map(|i| {
+            let w = c.curve.weights(i as f64 / 100.0);
+            let xy = |d: usize| (0..3).map(|k| w[k] * coords[at[k]][d]).sum::<f64>();
+            [xy(0), xy(1)]
+        })
+        .collect();
+    Ok(PlaneCurve { run: run.to_path_buf(), curve: c.curve, path })
 }
 
 pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> {
@@ -62,6 +91,7 @@ pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> 
         ));
     }
     let coords: Vec<[f64; 2]> = states.iter().map(|st| coordinates(&difference(&states[0], st), &dx, &dy)).collect();
+    let curve = cfg.curve.as_deref().map(|run| curve_on_plane(run, &cfg.models, &coords)).transpose()?;
     let sha = |p: &Path| sha256_file(p, Role::Checkpoint);
     let identity = describe::identity(
         RunKind::Plane,
@@ -99,6 +129,7 @@ pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> 
         y_norm: dy.norm(),
         cos_xy: cos,
         moved: "parameters and floating-point buffers (BatchNorm running statistics)".into(),
+        curve,
     });
     let plan = Plan {
         arch,

@@ -70,5 +70,6 @@ fn view(dir: &Path, meta: &Meta, t: &[f64], loss: &str, acc: &str, b: &SplitBarr
         x_label: "t  (0 = A, 1 = B)".into(),
         y_label: String::new(),
         barrier: b.loss,
+        path_kind: super::PathKind::Optimizer,
     })
 }

@@ -119,6 +119,15 @@ pub struct RunData {
     pub y_label: String,
     /// A line's loss barrier on the split drawn (meta.json's `line.barriers`).
     pub barrier: Option<Barrier>,
+    /// What the path is: the optimizer's (a trajectory, each checkpoint a dot, its start and end
+    /// labelled) or a trained curve between two models (`plane --curve`, a plain line).
+    pub path_kind: PathKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Optimizer,
+    Curve(crate::space::curve::CurveKind),
 }
 
 pub(crate) fn read_vec(dir: &Path, name: &str) -> Result<Vec<f64>> {
@@ -202,7 +211,11 @@ impl RunData {
         };
         // The first split's barrier is the one of loss.npy.
         let barrier = meta.description.line.as_ref().and_then(|l| l.barriers.first()).and_then(|b| b.loss);
-        Ok(RunData { dir: dir.to_path_buf(), meta, x, y, loss, acc, path, marks, x_label, y_label, barrier })
+        let path_kind = match meta.description.plane.as_ref().and_then(|p| p.curve.as_ref()) {
+            Some(c) => PathKind::Curve(c.curve),
+            None => PathKind::Optimizer,
+        };
+        Ok(RunData { dir: dir.to_path_buf(), meta, x, y, loss, acc, path, marks, x_label, y_label, barrier, path_kind })
     }
 
     pub fn nx(&self) -> usize {

@@ -18,7 +18,7 @@ use plotters::style::FontStyle;
 use super::critical::{CriticalPoint, Kind, Persistence};
 use super::layout::{self, Label, Obstacle, Rect};
 use super::scale::{short, tick, Scale};
-use super::{title, Look, PlotOptions, RunData};
+use super::{title, Look, PathKind, PlotOptions, RunData};
 
 /// Register the embedded font (Ubuntu Light, from epaint_default_fonts) as "sans-serif".
 pub fn font() -> Result<()> {
@@ -466,9 +466,17 @@ fn legend_entries(d: &RunData, crit: &[CriticalPoint]) -> Vec<String> {
         })
         .collect();
     if d.path.is_some() {
-        out.push("optimizer path".to_string());
+        out.push(path_name(d));
     }
     out
+}
+
+/// The legend's name of a run's path.
+pub(super) fn path_name(d: &RunData) -> String {
+    match d.path_kind {
+        PathKind::Optimizer => "optimizer path".to_string(),
+        PathKind::Curve(k) => format!("trained {k} curve"),
+    }
 }
 
 /// Path, named points and critical points; returns what labels must avoid and the labels of the
@@ -518,39 +526,43 @@ fn overlays<'a, 'b: 'a>(
         chart
             .draw_series(std::iter::once(PathElement::new(pts.clone(), PATH.stroke_width(px(o, 2.5)))))
             .map_err(&e)?
-            .label("optimizer path")
+            .label(path_name(d))
             .legend(move |(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], PATH.stroke_width(3)));
-        let dot = (r - 2).max(2);
-        chart
-            .draw_series(pts.iter().map(|&p| {
-                EmptyElement::at(p)
-                    + Circle::new((0, 0), dot, PATH.filled())
-                    + Circle::new((0, 0), dot, WHITE.stroke_width(1))
-            }))
-            .map_err(&e)?;
         for w in pts.windows(2) {
             obstacles.push(Obstacle::Segment(pix(chart, w[0]), pix(chart, w[1])));
         }
-        let (s, t) = (pts[0], pts[pts.len() - 1]);
-        chart
-            .draw_series(std::iter::once(
-                EmptyElement::at(s)
-                    + Rectangle::new([(-r, -r), (r, r)], WHITE.filled())
-                    + Rectangle::new([(-r, -r), (r, r)], PATH.stroke_width(3)),
-            ))
-            .map_err(&e)?;
-        chart
-            .draw_series(std::iter::once(
-                EmptyElement::at(t)
-                    + Circle::new((0, 0), r + 2, WHITE.filled())
-                    + Circle::new((0, 0), r + 2, PATH.stroke_width(3)),
-            ))
-            .map_err(&e)?;
-        for p in [s, t] {
-            obstacles.push(Obstacle::Rect(Rect::around(pix(chart, p), (r + 3) as f64)));
+        // The optimizer's checkpoints as dots, its start and end marked (a trained curve runs
+        // between two models marked already).
+        if d.path_kind == PathKind::Optimizer {
+            let dot = (r - 2).max(2);
+            chart
+                .draw_series(pts.iter().map(|&p| {
+                    EmptyElement::at(p)
+                        + Circle::new((0, 0), dot, PATH.filled())
+                        + Circle::new((0, 0), dot, WHITE.stroke_width(1))
+                }))
+                .map_err(&e)?;
+            let (s, t) = (pts[0], pts[pts.len() - 1]);
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at(s)
+                        + Rectangle::new([(-r, -r), (r, r)], WHITE.filled())
+                        + Rectangle::new([(-r, -r), (r, r)], PATH.stroke_width(3)),
+                ))
+                .map_err(&e)?;
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at(t)
+                        + Circle::new((0, 0), r + 2, WHITE.filled())
+                        + Circle::new((0, 0), r + 2, PATH.stroke_width(3)),
+                ))
+                .map_err(&e)?;
+            for p in [s, t] {
+                obstacles.push(Obstacle::Rect(Rect::around(pix(chart, p), (r + 3) as f64)));
+            }
+            point_label(chart, "start", s, (r + 2) as f64);
+            point_label(chart, "end", t, (r + 3) as f64);
         }
-        point_label(chart, "start", s, (r + 2) as f64);
-        point_label(chart, "end", t, (r + 3) as f64);
     }
     for kind in [Kind::Minimum, Kind::Saddle, Kind::Maximum] {
         let pts: Vec<(f64, f64)> = crit.iter().filter(|p| p.kind == kind).map(|p| (p.coords[0], p.coords[1])).collect();

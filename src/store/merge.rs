@@ -117,6 +117,10 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         for (i, s) in [&mut p.a, &mut p.b, &mut p.c].into_iter().enumerate() {
             (s.loss, s.acc) = own(i);
         }
+        if let Some(c) = &p.curve {
+            let path: Vec<f64> = c.path.iter().flatten().copied().collect();
+            npy::write(&dir.join(files::PATH), &[c.path.len() as u64, 2], &path)?;
+        }
     }
     if let Some(t) = &d.trajectory {
         let path: Vec<f64> = t.path_coords.iter().flatten().copied().collect();

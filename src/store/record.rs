@@ -553,6 +553,21 @@ pub struct PlaneMeta {
     pub y_norm: f64,
     pub cos_xy: f64,
     pub moved: String,
+    /// `plane --curve RUN`: the connect run's curve through the plane's three models, drawn as a
+    /// path (path.npy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<PlaneCurve>,
+}
+
+/// A trained curve on the plane of its two ends and its bend: θ(t) = w_A θ_A + w_bend θ_bend +
+/// w_B θ_B is exactly w_A c_A + w_bend c_bend + w_B c_B in plane coordinates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlaneCurve {
+    /// The connect run directory.
+    pub run: PathBuf,
+    pub curve: CurveKind,
+    /// Plane coordinates of θ(t) at t = 0, 0.01, ..., 1.
+    pub path: Vec<[f64; 2]>,
 }
 
 /// How the PCA was computed.
