@@ -82,6 +82,8 @@ settings! {
     ColourRange => "colour_range", "--vmin/--vmax";
     Log => "log", "--log";
     Persistence => "persistence", "--persistence";
+    RelError => "rel_error", "--rel-error";
+    MinSamples => "min_samples", "--min-samples";
     Epochs => "epochs", "--epochs";
     Points => "points", "--points";
     LearningRate => "lr", "--lr";

@@ -212,6 +212,16 @@ pub enum Targets {
     Values,
 }
 
+/// `--rel-error`: each point's pass visits the samples in one seeded order and stops once the
+/// loss is known to `rel_error` relative (space::sample), after at least `min_samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Sampling {
+    pub rel_error: f64,
+    pub min_samples: usize,
+    /// Seeds the order (space::sample::permutation; each split's own).
+    pub seed: u64,
+}
+
 /// The per-channel map applied to byte images: x / divide_by, then (x − mean) / std.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Normalization {

@@ -453,6 +453,15 @@ def connect_pair(out):
     os.makedirs(d, exist_ok=True)
     for name, v in (("X", x), ("y", y), ("X_test", xt), ("y_test", yt)):
         np.save(os.path.join(d, f"{name}.npy"), v)
+    # 4096 more points of the same spirals, in file order and sorted by label (all of class 0
+    # first): estimates from part of the data (--rel-error) must not depend on the file's order.
+    xb, yb = spirals(4096, np.random.default_rng(4))
+    by = np.argsort(yb, kind="stable")
+    for name, order in (("spirals_big", np.arange(4096)), ("spirals_big_sorted", by)):
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        np.save(os.path.join(d, "X.npy"), xb[order])
+        np.save(os.path.join(d, "y.npy"), yb[order])
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     for seed, name in ((1, "pair_a"), (2, "pair_b")):
         torch.manual_seed(seed)

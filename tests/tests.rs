@@ -14,6 +14,7 @@ mod directions;
 mod models;
 mod official;
 mod plots;
+mod sampling;
 mod shards;
 mod sharpness;
 mod surface;

@@ -108,6 +108,16 @@ pub struct ValueArgs {
     /// recompute: the first N training samples (all if fewer).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub bn_samples: usize,
+    /// Stop each point's pass once its loss is known to E relative (standard error <= E·|loss|,
+    /// the samples in one seeded order); 0: every sample, exactly. Writes stderr.npy and samples.npy.
+    #[arg(long, value_name = "E", default_value_t = 0.0)]
+    pub rel_error: f64,
+    /// --rel-error: the fewest samples a pass uses (all if fewer).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub min_samples: usize,
+    /// --rel-error: seeds the order the samples are visited in.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub sample_seed: u64,
 }
 
 /// Options that change only how fast a task runs.

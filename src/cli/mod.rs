@@ -308,6 +308,15 @@ pub fn summary_line(s: &Summary) -> String {
     if let Some(n) = m.description.batchnorm.samples {
         line += &format!("; BatchNorm statistics re-estimated at every point on {n} training samples");
     }
+    if let Some(sm) = &m.sampling {
+        line += &format!(
+            "; --rel-error {}: {:.1}% of the samples of exact passes ({} of {} points complete)",
+            sm.spec.rel_error,
+            100.0 * sm.samples_used as f64 / sm.samples_exact.max(1) as f64,
+            sm.complete_points,
+            sm.points
+        );
+    }
     if m.nonfinite_points > 0 {
         line += &format!(
             "; {} of {} grid points are not finite",

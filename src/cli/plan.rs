@@ -59,6 +59,11 @@ pub fn setup(d: &DataArgs, splits: &SplitArgs, v: &ValueArgs, speed: Option<&Spe
     s.fold_batchnorm = v.fold_batchnorm;
     s.batchnorm = v.batchnorm;
     s.bn_samples = v.bn_samples;
+    s.sampling = (v.rel_error != 0.0).then_some(crate::options::Sampling {
+        rel_error: v.rel_error,
+        min_samples: v.min_samples,
+        seed: v.sample_seed,
+    });
     if let Some(sp) = speed {
         s.batch_size = sp.batch_size;
         s.channels_last = sp.channels_last;
@@ -316,6 +321,9 @@ pub fn sharpness(
         fold_batchnorm: false,
         batchnorm: a.batchnorm,
         bn_samples: a.bn_samples,
+        rel_error: 0.0,
+        min_samples: 0,
+        sample_seed: 0,
     };
     Ok(crate::commands::sharpness::SharpnessConfig {
         models,
@@ -355,6 +363,9 @@ pub fn connect(a: &ConnectArgs, env: &dyn Env, argv: Vec<String>) -> Result<crat
         fold_batchnorm: false,
         batchnorm: a.batchnorm,
         bn_samples: a.bn_samples,
+        rel_error: 0.0,
+        min_samples: 0,
+        sample_seed: 0,
     };
     Ok(crate::commands::connect::ConnectConfig {
         from: a.from.clone(),

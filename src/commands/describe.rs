@@ -28,6 +28,9 @@ pub fn columns(kind: RunKind, setup: &Setup, curvature: bool) -> Vec<Quantity> {
     if setup.loss_cap.is_some() {
         c.push(Quantity::Capped);
     }
+    if setup.sampling.is_some() {
+        c.extend([Quantity::Stderr, Quantity::Samples]);
+    }
     // Lines and planes interpolate BatchNorm statistics: watch for negative variances.
     if setup.batchnorm == BatchNormMode::Eval && matches!(kind, RunKind::Line | RunKind::Plane | RunKind::Connect) {
         c.push(Quantity::NegativeVariance);
@@ -75,6 +78,7 @@ pub fn identity(
         output: setup.output.clone(),
         more_data: s.more.iter().map(data_identity).collect(),
         sharpness: None,
+        sampling: setup.sampling,
     }
 }
 

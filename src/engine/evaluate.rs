@@ -16,6 +16,9 @@ pub struct PointValue {
     pub acc: f64,
     /// The pass stopped early: `loss` is a lower bound (the partial sum / N) above the cap.
     pub capped: bool,
+    /// `--rel-error`: the standard error of `loss` (0 for a complete pass) and the samples seen.
+    pub stderr: f64,
+    pub samples: usize,
 }
 
 /// A forward pass: inputs [B, ...] to outputs.
@@ -41,6 +44,10 @@ pub struct Evaluator {
     pub input_kind: Kind,
     /// Stop a pass once its partial mean proves the loss exceeds this.
     pub loss_cap: Option<f64>,
+    /// `--rel-error`: stop a pass over a dataset with a sample order once its loss is known to
+    /// this, relative, after at least `min_samples` (0: the exact pass).
+    pub rel_error: f64,
+    pub min_samples: usize,
 }
 
 impl Evaluator {
@@ -67,7 +74,15 @@ impl Evaluator {
             })?
         };
         let outputs_per_sample = check_output(&out, &xb, model, data, loss)?;
-        Ok(Evaluator { loss, batch_size, outputs_per_sample, input_kind: Kind::Float, loss_cap: None })
+        Ok(Evaluator {
+            loss,
+            batch_size,
+            outputs_per_sample,
+            input_kind: Kind::Float,
+            loss_cap: None,
+            rel_error: 0.0,
+            min_samples: 0,
+        })
     }
 
     /// Run `f`, halving the batch size and retrying each time it runs out of memory.
@@ -120,6 +135,9 @@ impl Evaluator {
 
     /// Loss over the whole dataset with the network as it stands: sum over samples / N.
     pub fn evaluate(&self, net: &dyn Forward, data: &Dataset) -> Result<PointValue> {
+        if let (true, Some(order)) = (self.rel_error > 0.0, &data.order) {
+            return self.evaluate_sampled(net, data, order);
+        }
         let _g = tch::no_grad_guard();
         let dev = data.x.device();
         let n = data.n;
@@ -148,7 +166,7 @@ impl Evaluator {
                 // (A host sync per batch: only paid when a cap is asked for.)
                 let partial = loss_sum.double_value(&[]) / denom;
                 if partial > cap {
-                    return Ok(PointValue { loss: partial, acc: f64::NAN, capped: true });
+                    return Ok(PointValue { loss: partial, acc: f64::NAN, capped: true, stderr: 0.0, samples: start });
                 }
             }
         }
@@ -161,7 +179,84 @@ impl Evaluator {
         };
         // A non-finite loss makes the accuracy meaningless too (the outputs overflowed).
         let acc = if v[0].is_finite() { acc } else { f64::NAN };
-        Ok(PointValue { loss: v[0] / denom, acc, capped: false })
+        Ok(PointValue { loss: v[0] / denom, acc, capped: false, stderr: 0.0, samples: n })
+    }
+
+    /// The pass of `--rel-error` (space::sample): the samples in `data.order`, the running sums
+    /// of per-sample losses and counts in float64, one host sync per batch; stops after the first
+    /// batch at which the loss is known to `rel_error` (or the cap is exceeded, or the data ends).
+    fn evaluate_sampled(&self, net: &dyn Forward, data: &Dataset, order: &Tensor) -> Result<PointValue> {
+        let _g = tch::no_grad_guard();
+        let n = data.n;
+        let denom = denominator(self.loss, data, self.outputs_per_sample);
+        let dev = data.x.device();
+        let dd = (Kind::Double, dev);
+        let (mut s, mut c, mut q, mut p, mut k) = (
+            Tensor::zeros([], dd),
+            Tensor::zeros([], dd),
+            Tensor::zeros([], dd),
+            Tensor::zeros([], dd),
+            Tensor::zeros([], dd),
+        );
+        let mut correct = Tensor::zeros([], (Kind::Int64, dev));
+        let mut start = 0;
+        let mut sums = crate::space::sample::Sums::default();
+        while start < n {
+            let len = self.batch_size.min(n - start);
+            let idx = order.narrow(0, start as i64, len as i64);
+            let out = net.forward(&data.inputs_at(&idx, self.input_kind))?.to_kind(Kind::Float);
+            let yb = data.targets_at(&idx);
+            let b = len as i64;
+            // Per sample: its summed loss over its counted targets, and their number.
+            let (per, count) = match self.loss {
+                LossKind::Ce => {
+                    let (logits, labels) = flat_classes(&out, &yb);
+                    let l = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, IGNORE_INDEX, 0.0);
+                    correct += logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64);
+                    let cnt = labels.ne(IGNORE_INDEX).to_kind(Kind::Double).reshape([b, -1]).sum_dim_intlist(
+                        1,
+                        false,
+                        Kind::Double,
+                    );
+                    (l.to_kind(Kind::Double).reshape([b, -1]).sum_dim_intlist(1, false, Kind::Double), cnt)
+                }
+                LossKind::Mse => {
+                    let d = out.reshape([b, -1]).to_kind(Kind::Double) - yb.reshape([b, -1]).to_kind(Kind::Double);
+                    (
+                        d.square().sum_dim_intlist(1, false, Kind::Double),
+                        Tensor::full([b], self.outputs_per_sample as f64, dd),
+                    )
+                }
+            };
+            s += per.sum(Kind::Double);
+            c += count.sum(Kind::Double);
+            q += per.square().sum(Kind::Double);
+            p += (&per * &count).sum(Kind::Double);
+            k += count.square().sum(Kind::Double);
+            start += len;
+            let v = Vec::<f64>::try_from(&Tensor::stack(&[&s, &c, &q, &p, &k], 0))
+                .map_err(|e| Error::other(format!("reading the loss back: {e}")))?;
+            sums = crate::space::sample::Sums { n: start as f64, s: v[0], c: v[1], q: v[2], p: v[3], k: v[4] };
+            if !sums.s.is_finite() {
+                break;
+            }
+            if let (Some(cap), true) = (self.loss_cap, start < n) {
+                let partial = sums.s / denom;
+                if partial > cap {
+                    return Ok(PointValue { loss: partial, acc: f64::NAN, capped: true, stderr: 0.0, samples: start });
+                }
+            }
+            if start < n && sums.known_to(self.rel_error, self.min_samples, n) {
+                break;
+            }
+        }
+        let loss = sums.estimate();
+        let acc = match self.loss {
+            LossKind::Ce if loss.is_finite() => correct.int64_value(&[]) as f64 / sums.c,
+            _ => f64::NAN,
+        };
+        let stderr = if loss.is_finite() { sums.stderr(n) } else { f64::NAN };
+        Ok(PointValue { loss, acc, capped: false, stderr, samples: start })
     }
 }
 

@@ -9,7 +9,7 @@ use crate::engine::evaluate::Evaluator;
 use crate::error::{Error, Result, Role, Setting};
 use crate::inputs::data::{DataSpec, Dataset};
 use crate::inputs::model::Model;
-use crate::options::{BatchNormMode, LossKind, Precision, Split};
+use crate::options::{BatchNormMode, LossKind, Precision, Sampling, Split};
 
 /// How a task evaluates: the options of its command line that are not part of the run's
 /// identity check (that is done against config.json) but shape the work.
@@ -39,6 +39,8 @@ pub struct Setup {
     pub output: Option<String>,
     /// Splits evaluated after `data`'s at every point, from the same perturbation.
     pub more_splits: Vec<Split>,
+    /// `--rel-error`: stop each pass once the loss is known to E (None: the exact pass).
+    pub sampling: Option<Sampling>,
 }
 
 impl Setup {
@@ -58,6 +60,7 @@ impl Setup {
             bn_samples: 10_000,
             output: None,
             more_splits: Vec::new(),
+            sampling: None,
         }
     }
 
@@ -96,6 +99,21 @@ impl Setup {
         if let Some(i) = (1..splits.len()).find(|&i| splits[..i].contains(&splits[i])) {
             let list: Vec<String> = splits.iter().map(|s| s.to_string()).collect();
             return Err(Error::setting(Setting::Split, list.join(","), format!("names {} twice", splits[i])));
+        }
+        if let Some(s) = self.sampling {
+            if !(s.rel_error.is_finite() && s.rel_error > 0.0 && s.rel_error < 1.0) {
+                return Err(Error::setting(Setting::RelError, s.rel_error, "must be a number in (0, 1)"));
+            }
+            if s.min_samples == 0 {
+                return Err(Error::setting(Setting::MinSamples, 0, "must be at least 1"));
+            }
+            if !self.more_splits.is_empty() {
+                return Err(Error::setting(
+                    Setting::RelError,
+                    s.rel_error,
+                    "works on one split for now: evaluate the splits in separate runs",
+                ));
+            }
         }
         if self.output.as_deref() == Some("") {
             return Err(Error::setting(Setting::Output, "", "needs a key of the model's output dict"));
@@ -152,6 +170,9 @@ impl Session {
                 Some(Dataset::load(&spec, dev)?)
             }
         };
+        if let Some(s) = setup.sampling {
+            data.set_order(&crate::space::sample::permutation(data.n, s.seed));
+        }
         if setup.channels_last {
             model.to_channels_last()?;
             data.to_channels_last();
@@ -167,7 +188,10 @@ impl Session {
     /// every split).
     pub fn evaluator(&self) -> Result<Evaluator> {
         let bs = self.setup.batch_size.unwrap_or_else(|| default_batch_size(self.dev));
-        let ev = Evaluator::new(&self.model, &self.data, self.setup.loss, bs)?;
+        let mut ev = Evaluator::new(&self.model, &self.data, self.setup.loss, bs)?;
+        if let Some(s) = self.setup.sampling {
+            (ev.rel_error, ev.min_samples) = (s.rel_error, s.min_samples);
+        }
         for d in &self.more {
             let other = Evaluator::new(&self.model, d, Some(ev.loss), bs)?;
             if other.outputs_per_sample != ev.outputs_per_sample {

@@ -438,7 +438,13 @@ impl Parts {
                 &self.run_dir,
             )?;
             crate::store::sharpness::write_item(&self.run_dir, i, &point)?;
-            let value = PointValue { loss: point.loss, acc: point.acc.unwrap_or(f64::NAN), capped: false };
+            let value = PointValue {
+                loss: point.loss,
+                acc: point.acc.unwrap_or(f64::NAN),
+                capped: false,
+                stderr: 0.0,
+                samples: self.s.data.n,
+            };
             let mut out = self.values(value, &[], false, perturb, bn);
             for (q, x) in self.columns.iter().zip(out.values.iter_mut()) {
                 if *q == Quantity::Sharpness {
@@ -477,6 +483,8 @@ impl Parts {
                 Quantity::SplitAcc(s) => on(s).acc as f32,
                 Quantity::Capped => v.capped as u8 as f32,
                 Quantity::NegativeVariance => negative_var as u8 as f32,
+                Quantity::Stderr => v.stderr as f32,
+                Quantity::Samples => v.samples as f32,
                 Quantity::EigMax | Quantity::EigMin | Quantity::Sharpness => f32::NAN,
             })
             .collect();

@@ -49,6 +49,8 @@ impl DataSpec {
 pub struct Dataset {
     /// uint8 or float32, [N, ...] (images NCHW).
     pub x: Tensor,
+    /// `--rel-error`: the order a pass visits the samples in (int64 indices on the device).
+    pub order: Option<Tensor>,
     /// int64 [N] or [N, T, ...] (classes, -100 = ignored) or float32 [N, ...] (values).
     pub y: Tensor,
     pub n: usize,
@@ -103,6 +105,11 @@ impl Dataset {
         } else {
             xb.to_kind(kind)
         }
+    }
+
+    /// Visit the samples in `order` (a permutation of 0..n; `--rel-error`).
+    pub fn set_order(&mut self, order: &[i64]) {
+        self.order = Some(Tensor::from_slice(order).to_device(self.x.device()));
     }
 
     /// The samples `idx` (int64 indices on the data's device) ready for the model, as `inputs_as`.
@@ -259,6 +266,7 @@ impl Dataset {
         }
         Ok(Dataset {
             x,
+            order: None,
             y,
             n,
             counted,

@@ -7,6 +7,7 @@ pub mod curve;
 pub mod directions;
 pub mod grid;
 pub mod pca;
+pub mod sample;
 pub mod shard;
 pub mod sharpness;
 pub mod spectrum;

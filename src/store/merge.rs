@@ -184,6 +184,7 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         // Samples evaluated per point: every split's.
         timing: Timing::of(timing, g.points.len(), d.data.n + d.splits.iter().skip(1).map(|s| s.data.n).sum::<usize>()),
         peak_host_rss_mb: rss,
+        sampling: sampling_meta(rec, g, n, d.data.n),
         shards: ShardsMeta {
             count: g.shards.len(),
             config_hash: rec.config_hash.clone(),
@@ -226,6 +227,32 @@ fn line_barriers(
         .collect()
 }
 
+/// meta.json's `sampling` of a `--rel-error` run: the samples its grid points used.
+fn sampling_meta(
+    rec: &RunRecord,
+    g: &Gathered,
+    n: usize,
+    samples: usize,
+) -> Option<crate::store::record::SamplingMeta> {
+    let spec = rec.identity.sampling?;
+    let c = rec.plan.columns.iter().position(|&q| q == Quantity::Samples)?;
+    let used = column(g, c, false, 0..n);
+    let seen: Vec<u64> = used.iter().filter(|x| x.is_finite()).map(|&x| x as u64).collect();
+    Some(crate::store::record::SamplingMeta {
+        spec,
+        definition: "each point's pass visits the samples in one seeded order (the same at every point) and stops \
+                     after the first batch at which the standard error of the loss (the ratio estimator's, with the \
+                     finite-population correction) is <= rel_error x |loss| and at least min_samples were seen"
+            .into(),
+        stderr: Quantity::Stderr.file(),
+        samples: Quantity::Samples.file(),
+        samples_used: seen.iter().sum(),
+        samples_exact: (seen.len() * samples) as u64,
+        points: seen.len(),
+        complete_points: seen.iter().filter(|&&k| k as usize == samples).count(),
+    })
+}
+
 /// The grid's coordinates and every column's array over its points.
 fn write_grid(dir: &Path, grid: &crate::space::grid::Grid, cols: &[Quantity], g: &Gathered) -> Result<()> {
     let (n, shape) = (grid.len(), grid.shape());
@@ -244,6 +271,10 @@ fn write_grid(dir: &Path, grid: &crate::space::grid::Grid, cols: &[Quantity], g:
             | Quantity::SplitAcc(_) => npy::write(&dir.join(q.file()), &shape, &v)?,
             Quantity::Capped => {
                 npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u8).collect::<Vec<_>>())?
+            }
+            Quantity::Stderr => npy::write(&dir.join(q.file()), &shape, &v)?,
+            Quantity::Samples => {
+                npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u32).collect::<Vec<_>>())?
             }
             Quantity::NegativeVariance | Quantity::Sharpness => {}
         }

@@ -82,6 +82,10 @@ pub enum Quantity {
     SplitAcc(Split),
     /// A sharpness measure's value (float32; the full record is the point's `items/<k>.json`).
     Sharpness,
+    /// `--rel-error`: the standard error of the point's loss (float32; 0 where the pass was
+    /// complete) and the samples its pass used (uint32).
+    Stderr,
+    Samples,
 }
 
 impl Quantity {
@@ -97,6 +101,8 @@ impl Quantity {
             Quantity::SplitLoss(s) => crate::store::files::per_split("loss.npy", s),
             Quantity::SplitAcc(s) => crate::store::files::per_split("acc.npy", s),
             Quantity::Sharpness => "sharpness.npy".into(),
+            Quantity::Stderr => "stderr.npy".into(),
+            Quantity::Samples => "samples.npy".into(),
         }
     }
 
@@ -190,6 +196,9 @@ pub struct Identity {
     /// What a sharpness run measures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharpness: Option<SharpnessSpec>,
+    /// `--rel-error`: the points' passes stop once their loss is known to E.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::options::Sampling>,
 }
 
 /// How a sharpness run measures (docs/landscape.md, *Sharpness and flatness*).
@@ -936,6 +945,25 @@ pub struct Meta {
     /// The largest over tasks.
     pub peak_host_rss_mb: Option<f64>,
     pub shards: ShardsMeta,
+    /// `--rel-error`: how the points were estimated and what it saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingMeta>,
+}
+
+/// meta.json's `sampling`: the estimate of every point's loss from part of the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SamplingMeta {
+    #[serde(flatten)]
+    pub spec: crate::options::Sampling,
+    pub definition: String,
+    pub stderr: String,
+    pub samples: String,
+    /// Samples used over the grid's points, against the grid's points × N of exact passes.
+    pub samples_used: u64,
+    pub samples_exact: u64,
+    /// Grid points, and those whose pass ran to the end (exact).
+    pub points: usize,
+    pub complete_points: usize,
 }
 
 impl Meta {
@@ -1155,6 +1183,7 @@ pub(crate) mod tests {
             output: None,
             more_data: vec![],
             sharpness: None,
+            sampling: None,
         }
     }
 
