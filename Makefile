@@ -70,13 +70,14 @@ endif
 
 # Speed: reference-style loop vs best eager and compiled PyTorch vs losscape (with BatchNorm
 # re-estimation timed too), then Hessian eigenvalues against PyHessian, then worst-case sharpness
-# ascent steps and an epoch of curve training (connect) against eager and compiled PyTorch; in
-# one run on this machine.
+# ascent steps and an epoch of curve training (connect) against eager and compiled PyTorch, then
+# a surface estimated with --rel-error against the exact one; in one run on this machine.
 bench: build
 	$(PY) bench/bench.py --bin $(BIN) --recompute $(BENCH_ARGS)
 	$(PY) bench/hessian.py --bin $(BIN) $(HESSIAN_ARGS)
 	$(PY) bench/sharpness.py --bin $(BIN) $(SHARPNESS_ARGS)
 	$(PY) bench/connect.py --bin $(BIN) $(CONNECT_ARGS)
+	$(PY) bench/rel_error.py --bin $(BIN) $(REL_ERROR_ARGS)
 
 clean:
 	rm -rf target $(DEMO)

@@ -122,3 +122,18 @@ fn the_connect_benchmark_runs_end_to_end() {
     assert!((a - b).abs() <= 1e-5 * a, "the first epoch's loss: eager {a}, losscape {b}");
     assert!(row["losscape_ips"].as_f64().unwrap() > 0.0 && out.contains("vs best"), "{out}");
 }
+
+/// The --rel-error benchmark, tiny: the estimated surfaces use fewer samples and stay near the
+/// exact one.
+#[test]
+fn the_rel_error_benchmark_runs_end_to_end() {
+    let (out, r) = bench_script(
+        "rel_error.py",
+        &out_dir("rel-error-bench-smoke"),
+        &["--model", "resnet8", "--n", "400", "--grid", "3", "--min-samples", "64", "--errors", "0.02"],
+    );
+    let row = &r["rows"][0];
+    assert!(row["fewer_samples"].as_f64().unwrap() > 1.0, "{row}");
+    assert!(row["max_error_in_E"].as_f64().unwrap() <= 3.0, "{row}");
+    assert!(out.contains("fewer samples"), "{out}");
+}
