@@ -60,7 +60,7 @@ fn curve_on_plane(run: &Path, models: &[PathBuf; 3], coords: &[[f64; 2]]) -> Res
             [xy(0), xy(1)]
         })
         .collect();
-    Ok(PlaneCurve { run: run.to_path_buf(), curve: c.curve, path })
+    Ok(PlaneCurve { run: run.to_path_buf(), curve: c.curve, bend: at[1], path })
 }
 
 pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> {

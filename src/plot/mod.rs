@@ -165,9 +165,12 @@ impl RunData {
         let mut marks = Vec::new();
         match (&meta.kind, &meta.description.plane) {
             (RunKind::Plane, Some(p)) => {
-                for (k, s) in [("A", &p.a), ("B", &p.b), ("C", &p.c)] {
+                // With a curve drawn on the plane, its bend is named as such.
+                let bend = p.curve.as_ref().map(|c| c.bend);
+                for (i, (k, s)) in [("A", &p.a), ("B", &p.b), ("C", &p.c)].into_iter().enumerate() {
                     if let Some(c) = s.coords {
-                        marks.push((k.to_string(), c));
+                        let name = if bend == Some(i) { "bend" } else { k };
+                        marks.push((name.to_string(), c));
                     }
                 }
             }

@@ -575,6 +575,9 @@ pub struct PlaneCurve {
     /// The connect run directory.
     pub run: PathBuf,
     pub curve: CurveKind,
+    /// Which of the plane's models (0 = A, 1 = B, 2 = C) is the bend.
+    #[serde(default)]
+    pub bend: usize,
     /// Plane coordinates of θ(t) at t = 0, 0.01, ..., 1.
     pub path: Vec<[f64; 2]>,
 }
