@@ -89,6 +89,8 @@ settings! {
     LearningRate => "lr", "--lr";
     Momentum => "momentum", "--momentum";
     WeightDecay => "weight_decay", "--weight-decay";
+    /// The evaluation's batch size of a command whose --batch-size is a training minibatch.
+    EvalBatchSize => "eval_batch_size", "--eval-batch-size";
     /// The minibatch size of curve training.
     TrainBatchSize => "train_batch_size", "--batch-size";
     /// The dict entry of the model's output the loss is taken on.

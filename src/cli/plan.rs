@@ -12,6 +12,7 @@ use crate::commands::plane::PlaneConfig;
 use crate::commands::run::Task;
 use crate::commands::surface::SurfaceConfig;
 use crate::commands::trajectory::TrajectoryConfig;
+use crate::engine::device::DeviceSpec;
 use crate::engine::session::Setup;
 use crate::error::{Error, Result, Setting};
 use crate::inputs::data::DataSpec;
@@ -75,17 +76,23 @@ pub fn setup(d: &DataArgs, splits: &SplitArgs, v: &ValueArgs, speed: Option<&Spe
 
 /// The devices of the task's workers: every GPU `--device` names (one worker each), or `workers`
 /// CPU workers.
-pub fn devices(v: &ValueArgs, workers: usize) -> Result<Vec<Device>> {
+pub fn devices(device: &DeviceSpec, workers: usize) -> Result<Vec<Device>> {
     if workers == 0 {
         return Err(Error::setting(Setting::Workers, 0, "must be at least 1"));
     }
-    let devs = v.device.resolve_all()?;
+    let devs = device.resolve_all()?;
     Ok(if devs[0].is_cuda() { devs } else { vec![Device::Cpu; workers] })
 }
 
 /// How this process takes part: its shard (explicit, else from a SLURM job array), devices and
 /// progress saving.
-pub fn task(out: &OutArgs, v: &ValueArgs, t: Option<&TaskArgs>, env: &dyn Env, argv: Vec<String>) -> Result<Task> {
+pub fn task(
+    out: &OutArgs,
+    device: &DeviceSpec,
+    t: Option<&TaskArgs>,
+    env: &dyn Env,
+    argv: Vec<String>,
+) -> Result<Task> {
     let shard = match t.and_then(|t| t.shard) {
         Some(s) => s,
         None => Shard::from_slurm(|k| env.var(k))?.unwrap_or(Shard::WHOLE),
@@ -98,7 +105,7 @@ pub fn task(out: &OutArgs, v: &ValueArgs, t: Option<&TaskArgs>, env: &dyn Env, a
         out: out.out.clone(),
         overwrite: out.overwrite,
         shard,
-        devices: devices(v, workers)?,
+        devices: devices(device, workers)?,
         save_every: Duration::from_secs_f64(every),
         prepare_only: false,
         argv,
@@ -130,7 +137,7 @@ pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<Surf
     let curvature = curvature(&a.curvature, m)?;
     let mut setup = setup(&a.data, &a.splits, &a.value, Some(&a.speed));
     curvature_precision(&mut setup, &curvature);
-    let task = task(&a.out, &a.value, Some(&a.task), env, argv)?;
+    let task = task(&a.out, &a.value.device, Some(&a.task), env, argv)?;
     if curvature.is_some() {
         crate::engine::hessian::gradient_layout(&mut setup, task.devices[0]);
     }
@@ -150,7 +157,7 @@ pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<Surf
 
 pub fn directions(a: &DirectionsArgs, env: &dyn Env, argv: Vec<String>) -> Result<SurfaceConfig> {
     let m = &a.model;
-    let mut task = task(&a.out, &a.value, None, env, argv)?;
+    let mut task = task(&a.out, &a.value.device, None, env, argv)?;
     task.prepare_only = true;
     let curvature = curvature(&a.curvature, m)?;
     let mut setup = setup(&a.data, &a.splits, &a.value, None);
@@ -176,7 +183,7 @@ pub fn line(a: &LineArgs, env: &dyn Env, argv: Vec<String>) -> Result<LineConfig
         arch: a.arch.clone(),
         x: a.x,
         setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
-        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+        task: task(&a.out, &a.value.device, Some(&a.task), env, argv)?,
     })
 }
 
@@ -191,7 +198,7 @@ pub fn plane(a: &PlaneArgs, env: &dyn Env, argv: Vec<String>) -> Result<PlaneCon
         orthogonalize: a.orthogonalize,
         curve: a.curve.clone(),
         setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
-        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+        task: task(&a.out, &a.value.device, Some(&a.task), env, argv)?,
     })
 }
 
@@ -263,7 +270,7 @@ pub fn trajectory(a: &TrajectoryArgs, env: &dyn Env, argv: Vec<String>) -> Resul
         points_per_axis: a.n,
         pca_memory_mb: a.pca_memory,
         setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
-        task: task(&a.out, &a.value, Some(&a.task), env, argv)?,
+        task: task(&a.out, &a.value.device, Some(&a.task), env, argv)?,
     })
 }
 
@@ -314,23 +321,12 @@ pub fn sharpness(
     let devices = a.device.resolve_all()?;
     setup.batch_size = a.batch_size.or(Some(crate::commands::hessian::default_batch_size(devices[0])));
     crate::engine::hessian::gradient_layout(&mut setup, devices[0]);
-    let value = ValueArgs {
-        device: a.device,
-        precision: None,
-        loss_cap: None,
-        fold_batchnorm: false,
-        batchnorm: a.batchnorm,
-        bn_samples: a.bn_samples,
-        rel_error: 0.0,
-        min_samples: 0,
-        sample_seed: 0,
-    };
     Ok(crate::commands::sharpness::SharpnessConfig {
         models,
         arch: a.arch.clone(),
         spec,
         setup,
-        task: task(&a.out, &value, Some(&a.task), env, argv)?,
+        task: task(&a.out, &a.device, Some(&a.task), env, argv)?,
     })
 }
 
@@ -346,7 +342,7 @@ pub fn connect(a: &ConnectArgs, env: &dyn Env, argv: Vec<String>) -> Result<crat
     };
     crate::commands::connect::check(&training, a.points)?;
     if a.eval_batch_size == Some(0) {
-        return Err(Error::setting(Setting::BatchSize, 0, "--eval-batch-size must be at least 1"));
+        return Err(Error::setting(Setting::EvalBatchSize, 0, "must be at least 1"));
     }
     let mut setup = data_setup(&a.data, &a.splits.split);
     setup.precision = Some(Precision::Fp32);
@@ -356,17 +352,6 @@ pub fn connect(a: &ConnectArgs, env: &dyn Env, argv: Vec<String>) -> Result<crat
     let devices = a.device.resolve_all()?;
     setup.batch_size = a.eval_batch_size;
     crate::engine::hessian::gradient_layout(&mut setup, devices[0]);
-    let value = ValueArgs {
-        device: a.device,
-        precision: None,
-        loss_cap: None,
-        fold_batchnorm: false,
-        batchnorm: a.batchnorm,
-        bn_samples: a.bn_samples,
-        rel_error: 0.0,
-        min_samples: 0,
-        sample_seed: 0,
-    };
     Ok(crate::commands::connect::ConnectConfig {
         from: a.from.clone(),
         to: a.to.clone(),
@@ -374,7 +359,7 @@ pub fn connect(a: &ConnectArgs, env: &dyn Env, argv: Vec<String>) -> Result<crat
         training,
         points: a.points,
         setup,
-        task: task(&a.out, &value, Some(&a.task), env, argv)?,
+        task: task(&a.out, &a.device, Some(&a.task), env, argv)?,
         train_observer: Box::new(crate::cli::progress::TrainProgress::new(a.out.quiet)),
     })
 }

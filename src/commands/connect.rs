@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::commands::describe;
-use crate::commands::line::{arch_of, difference};
+use crate::commands::line::{arch_of, difference, distinct};
 use crate::commands::run::{self, Establish, Outcome, Task};
 use crate::engine::batchnorm::Recompute;
-use crate::engine::connect::{self as train, TrainObserver, TrainOptions, Trainer};
+use crate::engine::connect::{self as train, TrainObserver, Trainer};
 use crate::engine::session::{Session, Setup};
 use crate::engine::sweep::Observer;
 use crate::error::{Error, Result, Role, Setting};
@@ -96,24 +96,17 @@ pub fn connect(cfg: ConnectConfig, observer: &mut dyn Observer) -> Result<Outcom
     }
     let a = State::load(&cfg.from, &s.model)?;
     let b = State::load(&cfg.to, &s.model)?;
-    let distance = difference(&a, &b).norm();
-    if distance == 0.0 {
-        return Err(Error::file(
-            Role::Checkpoint,
-            &cfg.to,
-            format!("is identical to {} (‖B − A‖ = 0): there is nothing to connect", cfg.from.display()),
-        ));
-    }
+    distinct(&difference(&a, &b), &cfg.from, &cfg.to, "there is nothing to connect")?;
     let t_axis = Axis { min: 0.0, max: 1.0, n: cfg.points };
     let grid = GridSpec::new(t_axis, Some(Axis { min: 0.0, max: 1.0, n: 2 }), Spacing::Linear)?;
-    let training = cfg.training.clone();
+    let training = cfg.training;
     let identity = describe::identity(
         RunKind::Connect,
         &s,
         &ev,
         Some(sha256_file(&cfg.from, Role::Checkpoint)?),
         Some(grid),
-        Source::Connect { to_sha256: sha256_file(&cfg.to, Role::Checkpoint)?, training: training.clone() },
+        Source::Connect { to_sha256: sha256_file(&cfg.to, Role::Checkpoint)?, training },
         None,
     );
     let mut description = describe::description(
@@ -138,19 +131,11 @@ pub fn connect(cfg: ConnectConfig, observer: &mut dyn Observer) -> Result<Outcom
         sharpness: None,
     };
     let check_identity = identity.clone();
+    let train_ev = ev.clone();
     let mut train_observer = cfg.train_observer;
     let prepare = move |dir: &Path, probe: &Session| -> Result<(Plan, Description)> {
         let data = training_data(probe);
-        let options = TrainOptions {
-            curve: training.curve,
-            epochs: training.epochs,
-            lr: training.lr,
-            momentum: training.momentum,
-            weight_decay: training.weight_decay,
-            batch_size: training.batch_size,
-            seed: training.seed,
-        };
-        let trainer = Trainer::new(&probe.model, data, &probe.evaluator()?, &a, &b, options)?;
+        let trainer = Trainer::new(&probe.model, data, &train_ev, &a, &b, training)?;
         let trained = train::train(dir, trainer, &check_identity, train_observer.as_mut())?;
         train::write_tensors(&dir.join(files::BEND), &trained.bend)?;
         let p = &trained.progress;
@@ -166,7 +151,7 @@ pub fn connect(cfg: ConnectConfig, observer: &mut dyn Observer) -> Result<Outcom
                            A's and B's, re-estimated at every point with batchnorm recompute"
                 .into(),
             training: TrainingRecord {
-                spec: training.clone(),
+                spec: training,
                 schedule: "lr for the first half of the epochs, then linear decay to lr/100 at 90%, lr/100 after \
                            (Garipov et al.)"
                     .into(),

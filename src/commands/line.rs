@@ -42,6 +42,20 @@ pub fn difference(a: &State, b: &State) -> Direction {
     }
 }
 
+/// ‖B − A‖ of the difference `d` of the checkpoints `from` and `to`; identical ones are an error
+/// that says why they cannot be used (`why`).
+pub fn distinct(d: &Direction, from: &Path, to: &Path, why: &str) -> Result<f64> {
+    let distance = d.norm();
+    if distance == 0.0 {
+        return Err(Error::file(
+            Role::Checkpoint,
+            to,
+            format!("is identical to {} (‖B − A‖ = 0): {why}", from.display()),
+        ));
+    }
+    Ok(distance)
+}
+
 pub fn line(cfg: &LineConfig, observer: &mut dyn Observer) -> Result<Outcome> {
     let arch = arch_of(cfg.arch.as_deref(), &cfg.from)?;
     let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
@@ -49,14 +63,7 @@ pub fn line(cfg: &LineConfig, observer: &mut dyn Observer) -> Result<Outcome> {
     let a = State::load(&cfg.from, &s.model)?;
     let b = State::load(&cfg.to, &s.model)?;
     let d = difference(&a, &b);
-    let distance = d.norm();
-    if distance == 0.0 {
-        return Err(Error::file(
-            Role::Checkpoint,
-            &cfg.to,
-            format!("is identical to {} (‖B − A‖ = 0): nothing to interpolate", cfg.from.display()),
-        ));
-    }
+    let distance = distinct(&d, &cfg.from, &cfg.to, "nothing to interpolate")?;
     let grid = GridSpec::new(cfg.x, None, Spacing::Linear)?;
     let identity = describe::identity(
         RunKind::Line,

@@ -22,21 +22,9 @@ use crate::inputs::checkpoint::State;
 use crate::inputs::data::{Dataset, IGNORE_INDEX};
 use crate::inputs::model::Model;
 use crate::options::LossKind;
-use crate::space::curve::{learning_rate, CurveKind};
+use crate::space::curve::learning_rate;
 use crate::store::connect::{self, TrainProgress};
-use crate::store::record::Identity;
-
-/// What training the curve takes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TrainOptions {
-    pub curve: CurveKind,
-    pub epochs: usize,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub batch_size: usize,
-    pub seed: u64,
-}
+use crate::store::record::{CurveTraining, Identity};
 
 /// One epoch's record.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +50,7 @@ pub struct Trainer<'a> {
     pub bend: Vec<Tensor>,
     /// None before the first step (torch.optim.SGD starts its buffer at the first gradient).
     pub momentum: Option<Vec<Tensor>>,
-    options: TrainOptions,
+    options: CurveTraining,
     /// The floating-point buffers of the bend's state: the midpoint of the ends' (by name).
     buffers: Vec<(String, Tensor)>,
     /// The model's parameters and buffers (BatchNorm statistics move in training mode) when
@@ -107,7 +95,7 @@ impl<'a> Trainer<'a> {
         ev: &Evaluator,
         a_state: &State,
         b_state: &State,
-        options: TrainOptions,
+        options: CurveTraining,
     ) -> Result<Trainer<'a>> {
         let n = model.params.len();
         let dev = model.device;

@@ -1,19 +1,18 @@
 //! A connect run on disk: the curve training's progress (`train/progress.json`, written after each
 //! epoch's state file, so that a killed training resumes from its last saved epoch), and at the
-//! merge the evaluation's arrays (`t.npy`, the curve's and the line's loss and accuracy, per split)
-//! and both paths' barriers.
+//! merge the evaluation's arrays (`t.npy`, the curve's and the line's loss and accuracy, per split;
+//! the merge computes both paths' barriers as it does a line's).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::space::barrier;
 use crate::space::grid::Grid;
 use crate::store::atomic::{read_json, write_json};
 use crate::store::files;
 use crate::store::npy;
-use crate::store::record::{ConnectMeta, DataMeta, Identity, Quantity, SplitBarrier, SplitMeta};
+use crate::store::record::{DataMeta, Identity, Quantity, SplitMeta};
 
 /// How far the training got: written after every epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,17 +52,15 @@ pub fn write_progress(dir: &Path, p: &TrainProgress) -> Result<()> {
 }
 
 /// Write the evaluation's arrays — row 0 of the sweep's (t, β) grid is the curve, row 1 the line —
-/// and fill `meta`'s barriers; `value(q, range)` gives a column's values over a range of points.
-/// The two checkpoints' own values are points `n` and `n + 1` (n = the grid's size).
+/// per split; `value(q, range)` gives a column's values over a range of points.
 pub fn write(
     dir: &Path,
     grid: &Grid,
-    meta: &mut ConnectMeta,
     data: &DataMeta,
     splits: &[SplitMeta],
     value: &dyn Fn(Quantity, std::ops::Range<usize>) -> Option<Vec<f32>>,
 ) -> Result<()> {
-    let (nt, n) = (grid.x.len(), grid.len());
+    let nt = grid.x.len();
     npy::write(&dir.join(files::T), &[nt as u64], &grid.x)?;
     let sets: Vec<(Option<crate::options::Split>, Quantity, Quantity)> = if splits.is_empty() {
         vec![(data.split, Quantity::Loss, Quantity::Acc)]
@@ -74,22 +71,13 @@ pub fn write(
         (false, Some(s)) => files::per_split(file, s),
         _ => file.to_string(),
     };
-    let (mut curve, mut line) = (Vec::new(), Vec::new());
     for (split, lq, aq) in sets {
-        let (Some(loss), Some(acc)) = (value(lq, 0..n + 2), value(aq, 0..n + 2)) else { continue };
+        let (Some(loss), Some(acc)) = (value(lq, 0..2 * nt), value(aq, 0..2 * nt)) else { continue };
         for (row, lf, af) in [(0, files::CURVE_LOSS, files::CURVE_ACC), (1, files::LINE_LOSS, files::LINE_ACC)] {
             let r = row * nt..(row + 1) * nt;
             npy::write(&dir.join(name(lf, split)), &[nt as u64], &loss[r.clone()])?;
             npy::write(&dir.join(name(af, split)), &[nt as u64], &acc[r])?;
         }
-        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-        let (loss, acc) = (f64s(&loss), f64s(&acc));
-        let error: Vec<f64> = acc.iter().map(|a| 1.0 - a).collect();
-        let on = |v: &[f64], row: usize| barrier::barrier(&grid.x, &v[row * nt..(row + 1) * nt], (v[n], v[n + 1]));
-        curve.push(SplitBarrier { split, loss: on(&loss, 0), error: on(&error, 0) });
-        line.push(SplitBarrier { split, loss: on(&loss, 1), error: on(&error, 1) });
     }
-    meta.curve_barriers = curve;
-    meta.line_barriers = line;
     Ok(())
 }

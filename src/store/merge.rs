@@ -104,14 +104,18 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         (l.from.loss, l.from.acc) = own(0);
         (l.to.loss, l.to.acc) = own(1);
         if let Some(spec) = &rec.plan.grid {
-            l.barriers = line_barriers(&spec.grid().x, &d.data, &d.splits, g, cols, n);
+            l.barriers = path_barriers(&spec.grid().x, 0..n, &d.data, &d.splits, g, cols, n);
         }
     }
     if let (Some(c), Some(spec)) = (d.connect.as_mut(), &rec.plan.grid) {
         (c.from.loss, c.from.acc) = own(0);
         (c.to.loss, c.to.acc) = own(1);
         let value = |q: Quantity, range: std::ops::Range<usize>| pos(q).map(|k| column(g, k, false, range));
-        crate::store::connect::write(dir, &spec.grid(), c, &d.data, &d.splits, &value)?;
+        let grid = spec.grid();
+        crate::store::connect::write(dir, &grid, &d.data, &d.splits, &value)?;
+        let nt = grid.x.len();
+        c.curve_barriers = path_barriers(&grid.x, 0..nt, &d.data, &d.splits, g, cols, n);
+        c.line_barriers = path_barriers(&grid.x, nt..2 * nt, &d.data, &d.splits, g, cols, n);
     }
     if let Some(p) = d.plane.as_mut() {
         for (i, s) in [&mut p.a, &mut p.b, &mut p.c].into_iter().enumerate() {
@@ -196,10 +200,13 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
     })
 }
 
-/// A line's barriers (store::record::SplitBarrier) on each split, from the grid's points with
-/// α in [0, 1] and the two checkpoints' own values (the points after the grid).
-fn line_barriers(
-    alpha: &[f64],
+/// A path's barriers (store::record::SplitBarrier) on each split: the path's values at `t` are
+/// the grid's points `path` (those with t in [0, 1] count), its ends the two checkpoints' own
+/// values (points n and n + 1, after the grid's n). A line's path is the whole grid; a connect
+/// run's curve and line are its two rows.
+fn path_barriers(
+    t: &[f64],
+    path: std::ops::Range<usize>,
     data: &crate::store::record::DataMeta,
     splits: &[crate::store::record::SplitMeta],
     g: &Gathered,
@@ -211,7 +218,7 @@ fn line_barriers(
         Some(column(g, c, false, 0..n + 2).into_iter().map(f64::from).collect())
     };
     let one = |split, loss: Option<Vec<f64>>, acc: Option<Vec<f64>>| {
-        let measure = |v: Vec<f64>| barrier::barrier(alpha, &v[..n], (v[n], v[n + 1]));
+        let measure = |v: Vec<f64>| barrier::barrier(t, &v[path.clone()], (v[n], v[n + 1]));
         SplitBarrier {
             split,
             loss: loss.and_then(measure),

@@ -150,7 +150,7 @@ pub enum Source {
 }
 
 /// How a `connect` curve is trained (part of the run's identity).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CurveTraining {
     pub curve: CurveKind,
     pub epochs: usize,
