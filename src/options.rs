@@ -154,6 +154,28 @@ pub enum PacQuantity {
     Loss,
 }
 
+/// The curvature operator: the Hessian, the generalized Gauss-Newton matrix (the Fisher of the
+/// model's predictive distribution for softmax cross-entropy and squared error), or the
+/// empirical Fisher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operator {
+    /// H = ∇²L, by double backward.
+    #[default]
+    Hessian,
+    /// G = (1/N) Σ J_iᵀ H_i J_i (J_i: the outputs' Jacobian, H_i: the loss's Hessian in the outputs).
+    Ggn,
+    /// EF = (1/N) Σ g_i g_iᵀ (g_i: sample i's gradient at its label).
+    EmpiricalFisher,
+}
+
+impl Operator {
+    /// Whether this is the Hessian (the default, left out of run identities).
+    pub fn is_hessian(&self) -> bool {
+        *self == Operator::Hessian
+    }
+}
+
 /// Which end of a Hessian's spectrum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -237,6 +259,7 @@ display_as_serde!(
     Precision,
     BatchNormMode,
     Which,
+    Operator,
     EigenMethod,
     Measure,
     SharpnessScale,

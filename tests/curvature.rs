@@ -25,7 +25,12 @@ fn dense(
     ignore: &str,
     extra: &[&str],
 ) -> (Vec<serde_json::Value>, PathBuf) {
-    let tag = format!("dense-{arch}-{ignore}-{}", extra.len());
+    let tag = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        extra.hash(&mut h);
+        format!("dense-{arch}-{ignore}-{:016x}", h.finish())
+    };
     let out = out_dir(&tag).with_extension("json");
     let vectors = out_dir(&tag).with_extension("safetensors");
     let (m, d, o, v) = (s(&fxp(model)), s(&fxp(data)), s(&out), s(&vectors));
@@ -141,6 +146,63 @@ fn trace_and_density() {
     assert!(out.join("density.png").exists());
 }
 
+/// The Gauss-Newton matrix and the empirical Fisher against the dense float64 matrices of the
+/// fixture script (jacrev of the outputs with the loss's output Hessian; stacked per-target
+/// gradients): a CNN with BatchNorm (cross-entropy), an MLP (squared error) and an MLP whose
+/// labels include -100 (not counted).
+#[test]
+fn gauss_newton_and_empirical_fisher_match_the_dense_matrices() {
+    for (model, arch, data, loss) in [
+        ("smooth_cnn.pt", "smooth_cnn", "cifar-bin", "ce"),
+        ("mlp.pt", "mlp16", "square", "mse"),
+        ("mlp8.pt", "mlp8", "cls-ignore", "ce"),
+    ] {
+        for op in ["ggn", "empirical-fisher"] {
+            let (d, _) = dense(model, arch, data, loss, "keep", &["--operator", op]);
+            let truth = eigenvalues(&d[0]);
+            let (n, scale) = (truth.len(), truth.iter().map(|v| v.abs()).fold(0.0, f64::max));
+            let out = out_dir(&format!("{op}-{arch}"));
+            let mut extra = vec!["--operator", op, "--ignore", "keep", "--top", "3", "--which", "both"];
+            extra.extend(["--trace", "--trace-samples", "200"]);
+            if arch == "mlp8" {
+                extra.extend(["--density", "--density-runs", "2", "--density-steps", "30"]);
+            }
+            let h = hessian(model, data, &out, &extra);
+            let case = format!("{op} of {arch}");
+            assert_eq!(h["operator"], op, "{case}");
+            assert_eq!(h["converged"], true, "{case}: {h}");
+            let largest = values(&h, "largest");
+            for (i, (l, _)) in largest.iter().enumerate() {
+                assert!(
+                    (l - truth[n - 1 - i]).abs() <= 1e-3 * scale,
+                    "{case}: λ{} = {l} vs {}",
+                    i + 1,
+                    truth[n - 1 - i]
+                );
+            }
+            // Positive semi-definite: the smallest eigenvalue found is 0 to rounding, as the dense one.
+            let smallest = values(&h, "smallest")[0].0;
+            assert!(
+                smallest >= -1e-6 * scale && truth[0] >= -1e-9 * scale,
+                "{case}: λmin {smallest}, dense {}",
+                truth[0]
+            );
+            let (est, se) = (h["trace"]["estimate"].as_f64().unwrap(), h["trace"]["stderr"].as_f64().unwrap());
+            let trace = d[0]["trace"].as_f64().unwrap();
+            assert!((est - trace).abs() <= 4.0 * se, "{case}: trace {est} ± {se} vs dense {trace}");
+            let meta = crate::common::meta_json(&out);
+            assert_eq!(meta["operator"]["kind"], op, "{case}");
+            if arch == "mlp8" {
+                let (shape, dens) = npy(&out.join("density.npy"));
+                let b = shape[1] as usize;
+                let (grid, p) = (&dens[..b], &dens[b..]);
+                let integral: f64 = (1..b).map(|i| 0.5 * (p[i] + p[i - 1]) * (grid[i] - grid[i - 1])).sum();
+                assert!((integral - 1.0).abs() < 1e-6, "{case}: density integrates to {integral}");
+            }
+        }
+    }
+}
+
 #[test]
 fn surface_curvature_matches_dense_hessians_at_the_points() {
     let out = out_dir("curvature-map");
@@ -185,6 +247,49 @@ fn surface_curvature_matches_dense_hessians_at_the_points() {
     let meta = crate::common::meta_json(&out);
     assert!(meta["timing"]["curvature_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(meta["curvature"]["parameters"], "biasbn");
+}
+
+/// `surface --curvature --operator ggn`: the Gauss-Newton matrix's λmax at every point of a line
+/// is the dense one's, its λmin is 0 to rounding (it is positive semi-definite), and the run
+/// records the operator.
+#[test]
+fn surface_curvature_maps_the_gauss_newton_matrix() {
+    let out = out_dir("curvature-map-ggn");
+    let (m, d, o) = (s(&fxp("mlp8.pt")), s(&fxp("cls-ignore")), s(&out));
+    ok(&losscape(&[
+        "surface",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--x=-0.5:0.5:3",
+        "--curvature",
+        "--operator",
+        "ggn",
+        "--out",
+        &o,
+        "-q",
+    ]));
+    assert_valid_meta(&out);
+    let (_, max) = npy(&out.join("eig_max.npy"));
+    let (_, min) = npy(&out.join("eig_min.npy"));
+    let (_, xs) = npy(&out.join("x.npy"));
+    let pts: Vec<[f64; 2]> = xs.iter().map(|&x| [x, 0.0]).collect();
+    let p = serde_json::to_string(&pts).unwrap();
+    let dirs = s(&out.join("directions.safetensors"));
+    let extra = ["--directions", dirs.as_str(), "--points", p.as_str(), "--operator", "ggn"];
+    let (dd, _) = dense("mlp8.pt", "mlp8", "cls-ignore", "ce", "biasbn", &extra);
+    for (k, r) in dd.iter().enumerate() {
+        let e = eigenvalues(r);
+        let top = e[e.len() - 1];
+        assert!((max[k] - top).abs() <= 1e-2 * top, "GGN λmax at {:?}: {} vs {top}", pts[k], max[k]);
+        assert!(min[k].abs() <= 1e-2 * top, "GGN λmin at {:?}: {}", pts[k], min[k]);
+    }
+    let meta = crate::common::meta_json(&out);
+    assert_eq!(meta["curvature"]["operator"], "ggn");
+    // Not a usage without --curvature.
+    let r = losscape(&["surface", "--model", &m, "--data", &d, "--x=-0.5:0.5:3", "--operator", "ggn", "--out", &o]);
+    assert_eq!(r.status.code(), Some(2), "{}", String::from_utf8_lossy(&r.stderr));
 }
 
 #[test]

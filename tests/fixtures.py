@@ -139,6 +139,8 @@ def eager(arch_name):
         return SmoothCNN()
     if arch_name == "mlp16":
         return arch.SmallMLP(16)
+    if arch_name == "mlp8":
+        return Mlp8()
     return arch.build(arch_name)
 
 
@@ -889,7 +891,10 @@ def bn_reference(a):
 
 def dense_hessian(a):
     """Eigenvalues, trace and top eigenvectors of the dense Hessian (float64) of the dataset-mean
-    loss over the chosen parameters, at θ + a·δ + b·η for each point of --points."""
+    loss over the chosen parameters, at θ + a·δ + b·η for each point of --points. With --operator
+    ggn the Gauss-Newton matrix (1/N) Σ J_iᵀ H_i J_i instead (J from torch.func.jacrev, H_i the
+    loss's Hessian in the outputs formed by torch.func.hessian per target), with empirical-fisher
+    (1/N) Σ g_i g_iᵀ from the stacked per-target gradients (jacrev of the per-target losses)."""
     from safetensors.torch import load_file, save_file
     ts = torch.jit.load(a.model, map_location="cpu")
     model = eager(a.arch)
@@ -916,19 +921,53 @@ def dense_hessian(a):
             base[k] = w
         sizes = [base[k].numel() for k in names]
 
-        def f(flat):
+        def outputs(flat):
             p = dict(base)
             off = 0
             for k, n in zip(names, sizes):
                 p[k] = flat[off:off + n].view(base[k].shape)
                 off += n
-            out = torch.func.functional_call(model, {**p, **buffers}, (x,))
+            return torch.func.functional_call(model, {**p, **buffers}, (x,))
+
+        def target_losses(out):
+            """Per-target losses (the terms the loss sums) and the loss's denominator."""
             if a.loss == "ce":
-                return F.cross_entropy(out, y.long(), reduction="sum") / len(y)
-            return F.mse_loss(out.reshape(len(y), -1), y.reshape(len(y), -1), reduction="sum") / out.numel()
+                c = out.shape[-1]
+                labels = y.long().reshape(-1)
+                return F.cross_entropy(out.reshape(-1, c), labels, reduction="none"), int((labels != -100).sum())
+            sq = (out.reshape(len(y), -1) - y.reshape(len(y), -1)) ** 2
+            return sq.sum(1), out.numel()
+
+        def f(flat):
+            losses, denom = target_losses(outputs(flat))
+            return losses.sum() / denom
 
         flat0 = torch.cat([base[k].flatten() for k in names])
-        h = torch.autograd.functional.hessian(f, flat0)
+        if a.operator == "hessian":
+            h = torch.autograd.functional.hessian(f, flat0)
+        elif a.operator == "ggn":
+            out0 = outputs(flat0).detach()
+            jac = torch.func.jacrev(outputs)(flat0)  # [N, ..., K, P]
+            k = out0.shape[-1]
+            jac = jac.reshape(-1, k, len(flat0))
+            rows = out0.reshape(-1, k)
+            _, denom = target_losses(out0)
+            h = torch.zeros(len(flat0), len(flat0), dtype=torch.float64)
+            for i in range(rows.shape[0]):
+                if a.loss == "ce":
+                    label = y.long().reshape(-1)[i]
+                    if label == -100:
+                        continue
+                    hi = torch.func.hessian(lambda z: F.cross_entropy(z[None], label[None], reduction="sum"))(rows[i])
+                else:
+                    target = y.reshape(rows.shape[0], -1)[i].double()
+                    hi = torch.func.hessian(lambda z: ((z - target) ** 2).sum())(rows[i])
+                h += jac[i].t() @ hi @ jac[i]
+            h /= denom
+        else:
+            grads = torch.func.jacrev(lambda flat: target_losses(outputs(flat))[0])(flat0)  # [M, P]
+            _, denom = target_losses(outputs(flat0))
+            h = grads.t() @ grads / denom
         h = 0.5 * (h + h.t())
         evals, evecs = torch.linalg.eigh(h)
         results.append({"eigenvalues": evals.tolist(), "trace": float(torch.trace(h)), "n": len(flat0)})
@@ -1143,6 +1182,7 @@ def main():
     dh.add_argument("--directions")
     dh.add_argument("--points", default="[[0, 0]]")
     dh.add_argument("--vectors")
+    dh.add_argument("--operator", default="hessian", choices=["hessian", "ggn", "empirical-fisher"])
     dh.add_argument("--out", required=True)
     eg = sub.add_parser("eigsh-hessian")
     eg.add_argument("--model", required=True)

@@ -217,6 +217,10 @@ pub struct CurvatureArgs {
     /// Lanczos steps at most per point.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub curvature_max_steps: usize,
+    /// The operator mapped: hessian, ggn (generalized Gauss-Newton, the Fisher of the model's
+    /// predictive distribution) or empirical-fisher.
+    #[arg(long, value_enum, default_value = "hessian", requires = "curvature")]
+    pub operator: crate::options::Operator,
 }
 
 #[derive(Args, Debug)]
@@ -466,6 +470,11 @@ pub struct HessianArgs {
     /// Parameters H is taken over.
     #[arg(long, value_enum, default_value = "biasbn")]
     pub ignore: HessianParameters,
+    /// The operator: hessian, ggn (generalized Gauss-Newton Jᵀ H_out J, the Fisher of the
+    /// model's predictive distribution for cross-entropy and squared error) or empirical-fisher
+    /// ((1/N) Σ g_i g_iᵀ at the labels).
+    #[arg(long, value_enum, default_value = "hessian")]
+    pub operator: crate::options::Operator,
     /// Eigenvalues wanted at each end asked for.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub top: usize,

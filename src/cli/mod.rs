@@ -378,7 +378,12 @@ fn hessian_line(o: &commands::hessian::HessianOutcome) -> String {
     } else {
         parts.push(format!("{} products in {:.1}s, NOT converged", r.hvp_count, r.seconds));
     }
-    format!("losscape: Hessian of {} parameters: {} -> {}", r.n_params, parts.join("; "), display(&o.dir))
+    let name = match r.operator {
+        crate::options::Operator::Hessian => "Hessian",
+        crate::options::Operator::Ggn => "Gauss-Newton matrix",
+        crate::options::Operator::EmpiricalFisher => "empirical Fisher",
+    };
+    format!("losscape: {name} of {} parameters: {} -> {}", r.n_params, parts.join("; "), display(&o.dir))
 }
 
 fn display(p: &Path) -> String {

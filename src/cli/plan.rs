@@ -118,6 +118,7 @@ fn curvature(c: &CurvatureArgs, m: &ModelDirectionArgs) -> Result<Option<Curvatu
         return Err(Error::setting(Setting::CurvatureTol, c.curvature_tol, "must be in (0, 1)"));
     }
     Ok(c.curvature.then_some(CurvatureSpec {
+        operator: c.operator,
         parameters: m.ignore,
         tol: c.curvature_tol,
         max_steps: c.curvature_max_steps,
@@ -233,6 +234,7 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
         setup: s,
         device: devices[0],
         ignore: a.ignore.into(),
+        operator: a.operator,
         request: crate::engine::hessian::Request {
             lanczos,
             method: a.method,

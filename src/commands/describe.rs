@@ -8,7 +8,7 @@ use crate::engine::evaluate::Evaluator;
 use crate::engine::hessian::{Analysis, Hessian, Request};
 use crate::engine::session::{peak_rss_mb, Session, Setup};
 use crate::inputs::data::{Dataset, Targets};
-use crate::options::{BatchNormMode, EigenMethod, Ignore, Precision};
+use crate::options::{BatchNormMode, EigenMethod, Ignore, Operator, Precision};
 use crate::space::grid::GridSpec;
 use crate::store::record::{
     BatchNormMeta, CurvatureSpec, DataIdentity, DataMeta, DensityMeta, Description, GridMeta, HessianKind, HessianMeta,
@@ -252,6 +252,27 @@ pub struct HessianRun<'a> {
     pub density: Option<DensityMeta>,
 }
 
+/// What a curvature operator is and how its products are taken, for meta.json.
+fn operator_definition(op: Operator) -> &'static str {
+    match op {
+        Operator::Hessian => {
+            "H = Hessian of the dataset-mean loss (sum over targets / N) with respect to the parameters in the set, \
+             BatchNorm in eval mode; Hv by double backward, summed over batches"
+        }
+        Operator::Ggn => {
+            "G = (1/N) sum_i J_i^T H_i J_i, J_i the Jacobian of sample i's outputs with respect to the parameters in \
+             the set, H_i the Hessian of its loss in the outputs (softmax cross-entropy: diag(p) - p p^T per label; \
+             squared error: 2I, N counting every output), BatchNorm in eval mode; Jv by the double-backward trick, \
+             J^T by one backward, summed over batches"
+        }
+        Operator::EmpiricalFisher => {
+            "EF = (1/N) sum_i g_i g_i^T, g_i the gradient of target i's loss at its label (a label per row for \
+             cross-entropy; a sample's squared error summed over its outputs, N counting every output), BatchNorm \
+             in eval mode; the g_i . v by the double-backward trick, then one backward of sum_i (g_i . v) loss_i"
+        }
+    }
+}
+
 /// A `hessian` run's meta.json.
 pub fn hessian_meta(r: &HessianRun) -> HessianMeta {
     let (s, h, a) = (r.session, r.hessian, r.analysis);
@@ -272,13 +293,12 @@ pub fn hessian_meta(r: &HessianRun) -> HessianMeta {
         libtorch_version: env!("LOSSCAPE_LIBTORCH_VERSION").into(),
         channels_last: r.channels_last,
         operator: HessianOperator {
+            kind: h.operator(),
             parameters: r.ignore,
             n_params: h.dim(),
             parameter_tensors: h.names().len(),
             batch_size: h.batch_size,
-            definition: "H = Hessian of the dataset-mean loss (sum over samples / N) with respect to the parameters \
-                         in the set, BatchNorm in eval mode; Hv by double backward, summed over batches"
-                .into(),
+            definition: operator_definition(h.operator()).into(),
         },
         lanczos: r.request.lanczos.zip(a.extremes.as_ref()).map(|(o, e)| LanczosMeta {
             k: o.k,

@@ -16,7 +16,7 @@ use crate::engine::session::{Session, Setup};
 use crate::engine::settings::{self, ProcessSettings};
 use crate::error::{Error, Result, Role, Setting};
 use crate::inputs::checkpoint::State;
-use crate::options::{BatchNormMode, Ignore, Precision, Which};
+use crate::options::{BatchNormMode, Ignore, Operator, Precision, Which};
 use crate::space::directions;
 use crate::space::spectrum::{self, Eigenpair};
 use crate::store::atomic::write_json;
@@ -33,6 +33,8 @@ pub struct HessianConfig {
     pub setup: Setup,
     pub device: Device,
     pub ignore: Ignore,
+    /// The Hessian, the Gauss-Newton matrix or the empirical Fisher.
+    pub operator: Operator,
     pub request: Request,
     pub out: PathBuf,
     pub overwrite: bool,
@@ -105,7 +107,7 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
         return Err(Error::Complete { dir: cfg.out.clone() });
     }
     let set = hessian::parameter_set(&s.model, cfg.ignore);
-    let mut h = Hessian::new(&s.model, &s.data, set, ev.loss, ev.outputs_per_sample, ev.batch_size)?;
+    let mut h = Hessian::new(&s.model, &s.data, set, ev.loss, cfg.operator, ev.outputs_per_sample, ev.batch_size)?;
     let loss = h.loss()?;
     if !loss.is_finite() {
         return Err(Error::file(
@@ -163,6 +165,7 @@ fn report(a: &Analysis, h: &Hessian, loss: f64, which: Option<Which>) -> Hessian
     let wants = |w: Which| which.is_some_and(|x| x == w || x == Which::Both);
     let e = a.extremes.as_ref();
     HessianReport {
+        operator: h.operator(),
         largest: e.filter(|_| wants(Which::Largest)).map(|e| records(&e.largest)),
         smallest: e.filter(|_| wants(Which::Smallest)).map(|e| records(&e.smallest)),
         trace: a.trace.map(|t| TraceRecord { estimate: t.estimate, stderr: t.stderr, matvecs: t.matvecs }),

@@ -292,6 +292,44 @@ pub fn batch_loss(loss: LossKind, out: &Tensor, y: &Tensor, mse_sum: Kind) -> Te
     }
 }
 
+/// The loss of each target of one batch (float32, with `out`'s graph), the terms `batch_loss`
+/// sums: cross-entropy per label, one entry per label ([M], 0 where the label is -100), or squared
+/// error per sample, summed over its outputs ([B]).
+pub fn target_losses(loss: LossKind, out: &Tensor, y: &Tensor) -> Tensor {
+    match loss {
+        LossKind::Ce => {
+            let (logits, labels) = flat_classes(out, y);
+            logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::None, IGNORE_INDEX, 0.0)
+        }
+        LossKind::Mse => {
+            let b = out.size()[0];
+            (out.reshape([b, -1]) - y.reshape([b, -1]).to_kind(Kind::Float)).square().sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                Kind::Float,
+            )
+        }
+    }
+}
+
+/// H_out · w for each target of one batch, H_out the Hessian of `batch_loss` in the outputs `out`
+/// (no graph) and w shaped like `out`: for cross-entropy per label (diag(p) − p pᵀ) w with
+/// p = softmax of its logits (0 where the label is -100); for squared error 2w.
+pub fn output_hessian_product(loss: LossKind, out: &Tensor, y: &Tensor, w: &Tensor) -> Tensor {
+    match loss {
+        LossKind::Ce => {
+            let (logits, labels) = flat_classes(out, y);
+            let c = *out.size().last().expect("outputs have a class axis");
+            let w = w.reshape([-1, c]);
+            let p = logits.softmax(-1, Kind::Float);
+            let pw = (&p * &w).sum_dim_intlist([-1i64].as_slice(), true, Kind::Float);
+            let counted = labels.ne(IGNORE_INDEX).to_kind(Kind::Float).unsqueeze(-1);
+            ((&p * &w - &p * pw) * counted).view(out.size().as_slice())
+        }
+        LossKind::Mse => w * 2.0,
+    }
+}
+
 /// Check the output `out` of the model on `xb` (the first samples of `data`) against the targets
 /// and the loss; the output entries per sample (classes for cross-entropy).
 fn check_output(out: &Tensor, xb: &Tensor, model: &Model, data: &Dataset, loss: LossKind) -> Result<i64> {

@@ -1,7 +1,8 @@
-//! The Hessian of the dataset-mean loss as an operator: v ↦ Hv by double backward through the
-//! TorchScript module, summed over the batches on the device and divided by N — one host sync
-//! per product. H is taken with respect to a chosen set of parameters (those the directions
-//! move), the model in eval mode (BatchNorm on its running statistics).
+//! The curvature of the dataset-mean loss as an operator: v ↦ Cv for C the Hessian (double
+//! backward), the generalized Gauss-Newton matrix Jᵀ H_out J or the empirical Fisher
+//! (1/N) Σ g_i g_iᵀ, through the TorchScript module, summed over the batches on the device and
+//! divided by N — one host sync per product. C is taken with respect to a chosen set of parameters
+//! (those the directions move), the model in eval mode (BatchNorm on its running statistics).
 
 use tch::{Device, Kind, Tensor};
 
@@ -9,7 +10,7 @@ use crate::engine::session::Setup;
 use crate::error::{Error, Result, Role};
 use crate::inputs::data::Dataset;
 use crate::inputs::model::Model;
-use crate::options::{EigenMethod, Ignore, LossKind};
+use crate::options::{EigenMethod, Ignore, LossKind, Operator};
 use crate::space::spectrum::{self, Extremes, LanczosOptions, Trace};
 
 /// Gradients on the CPU are taken in the NCHW layout: libtorch 2.11's oneDNN computes the weight
@@ -28,14 +29,15 @@ pub fn parameter_set(model: &Model, ignore: Ignore) -> Vec<usize> {
     (0..model.params.len()).filter(|&i| ignore == Ignore::Keep || model.params[i].1.dim() > 1).collect()
 }
 
-/// v ↦ Hv for the loss of `model` on `data`, over the parameters `set` (indices into
-/// `model.params`). Vectors are flat float32 tensors on the model's device, the parameters
-/// concatenated in order.
+/// v ↦ Cv for the loss of `model` on `data` (C the operator chosen), over the parameters `set`
+/// (indices into `model.params`). Vectors are flat float32 tensors on the model's device, the
+/// parameters concatenated in order.
 pub struct Hessian<'a> {
     model: &'a Model,
     data: &'a Dataset,
     set: Vec<usize>,
     loss: LossKind,
+    operator: Operator,
     /// Samples per pass; halved on out-of-memory.
     pub batch_size: usize,
     /// Output entries per sample (MSE's divisor).
@@ -50,6 +52,7 @@ impl<'a> Hessian<'a> {
         data: &'a Dataset,
         set: Vec<usize>,
         loss: LossKind,
+        operator: Operator,
         outputs_per_sample: i64,
         batch_size: usize,
     ) -> Result<Hessian<'a>> {
@@ -63,12 +66,17 @@ impl<'a> Hessian<'a> {
                 format!("parameter {} does not require grad: no Hessian can be taken", model.params[i].0),
             ));
         }
-        Ok(Hessian { model, data, set, loss, batch_size, outputs_per_sample, products: 0 })
+        Ok(Hessian { model, data, set, loss, operator, batch_size, outputs_per_sample, products: 0 })
     }
 
     /// The loss H is the Hessian of.
     pub fn loss_kind(&self) -> LossKind {
         self.loss
+    }
+
+    /// The operator the products apply.
+    pub fn operator(&self) -> Operator {
+        self.operator
     }
 
     /// Number of entries of a vector (parameters in the set).
@@ -136,28 +144,16 @@ impl<'a> Hessian<'a> {
         let vs = self.split(v);
         let n = self.data.n;
         let mut sums: Vec<Tensor> = params.iter().map(|p| Tensor::zeros(p.size(), (Kind::Float, p.device()))).collect();
-        let torch = |e: tch::TchError| self.model.forward_error(&e);
         let mut start = 0;
         while start < n {
             let len = self.batch_size.min(n - start);
-            let loss = self.batch_loss(start, len)?;
-            if !loss.requires_grad() {
-                return Err(Error::file(
-                    Role::Model,
-                    &self.model.path,
-                    "its loss does not depend differentiably on the parameters (no autograd graph through its forward)",
-                ));
-            }
-            let grads = Tensor::f_run_backward(&[&loss], &params, true, true).map_err(torch)?;
-            let dot = grads
-                .iter()
-                .zip(&vs)
-                .map(|(g, v)| (g * v).sum(Kind::Float))
-                .reduce(|a, b| a + b)
-                .expect("a non-empty set");
-            let hv = Tensor::f_run_backward(&[&dot], &params, false, false).map_err(torch)?;
-            for (s, h) in sums.iter_mut().zip(hv) {
-                *s += h.detach();
+            let cv = match self.operator {
+                Operator::Hessian => self.batch_hessian(start, len, &params, &vs)?,
+                Operator::Ggn => self.batch_ggn(start, len, &params, &vs)?,
+                Operator::EmpiricalFisher => self.batch_fisher(start, len, &params, &vs)?,
+            };
+            for (s, c) in sums.iter_mut().zip(cv) {
+                *s += c.detach();
             }
             start += len;
         }
@@ -174,6 +170,68 @@ impl<'a> Hessian<'a> {
         Ok(flat)
     }
 
+    fn torch(&self, e: tch::TchError) -> Error {
+        self.model.forward_error(&e)
+    }
+
+    fn not_differentiable(&self) -> Error {
+        Error::file(
+            Role::Model,
+            &self.model.path,
+            "its loss does not depend differentiably on the parameters (no autograd graph through its forward)",
+        )
+    }
+
+    /// Σ_b ∇(∇ℓ_b · v): the Hessian's product on one batch, by double backward.
+    fn batch_hessian(&self, start: usize, len: usize, params: &[Tensor], vs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let loss = self.batch_loss(start, len)?;
+        if !loss.requires_grad() {
+            return Err(self.not_differentiable());
+        }
+        let grads = Tensor::f_run_backward(&[&loss], params, true, true).map_err(|e| self.torch(e))?;
+        let dot = dot(&grads, vs);
+        Tensor::f_run_backward(&[&dot], params, false, false).map_err(|e| self.torch(e))
+    }
+
+    /// The outputs of one batch (float32, with the graph) and the directional derivative J·v of
+    /// `of(outputs)` — a tensor function of them — by the double-backward trick: with a dummy u
+    /// (zeros) shaped like `of`, Jᵀu = ∇_θ (of · u) keeps its graph, and ∇_u (Jᵀu · v) = J v.
+    fn directional(&self, of: &Tensor, params: &[Tensor], vs: &[Tensor]) -> Result<Tensor> {
+        if !of.requires_grad() {
+            return Err(self.not_differentiable());
+        }
+        let u = Tensor::zeros_like(of).set_requires_grad(true);
+        let jtu =
+            Tensor::f_run_backward(&[&(of * &u).sum(Kind::Float)], params, true, true).map_err(|e| self.torch(e))?;
+        let jv = Tensor::f_run_backward(&[&dot(&jtu, vs)], &[&u], true, false).map_err(|e| self.torch(e))?;
+        Ok(jv.into_iter().next().expect("one input").detach())
+    }
+
+    /// Σ_i J_iᵀ H_i J_i v on one batch: J v by the double-backward trick, the loss's Hessian in
+    /// the outputs in closed form, Jᵀ by one backward.
+    fn batch_ggn(&self, start: usize, len: usize, params: &[Tensor], vs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let x = self.data.inputs(start, len);
+        let out = self.model.forward(&x)?.to_kind(Kind::Float);
+        let jv = self.directional(&out, params, vs)?;
+        let hjv = crate::engine::evaluate::output_hessian_product(
+            self.loss,
+            &out.detach(),
+            &self.data.targets(start, len),
+            &jv,
+        );
+        Tensor::f_run_backward(&[&(&out * hjv).sum(Kind::Float)], params, false, false).map_err(|e| self.torch(e))
+    }
+
+    /// Σ_i g_i (g_i · v) on one batch: the per-target losses' directional derivatives g_i · v by
+    /// the double-backward trick, then one backward of Σ_i (g_i · v) ℓ_i with the weights held fixed.
+    fn batch_fisher(&self, start: usize, len: usize, params: &[Tensor], vs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let x = self.data.inputs(start, len);
+        let out = self.model.forward(&x)?.to_kind(Kind::Float);
+        let losses = crate::engine::evaluate::target_losses(self.loss, &out, &self.data.targets(start, len));
+        let gv = self.directional(&losses, params, vs)?;
+        Tensor::f_run_backward(&[&(&losses * gv).sum(Kind::Float)], params, false, false).map_err(|e| self.torch(e))
+    }
+
     /// The loss itself (dataset mean), without a graph.
     pub fn loss(&self) -> Result<f64> {
         let _g = tch::no_grad_guard();
@@ -186,6 +244,11 @@ impl<'a> Hessian<'a> {
         }
         Ok(total / self.denominator())
     }
+}
+
+/// Σ_k a_k · b_k over tensors, as one scalar.
+fn dot(a: &[Tensor], b: &[Tensor]) -> Tensor {
+    a.iter().zip(b).map(|(a, b)| (a * b).sum(Kind::Float)).reduce(|x, y| x + y).expect("a non-empty set")
 }
 
 /// What to learn about H.

@@ -369,6 +369,7 @@ impl Parts {
             &self.s.data,
             set,
             self.ev.loss,
+            spec.operator,
             self.ev.outputs_per_sample,
             self.ev.batch_size,
         )?;

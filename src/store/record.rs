@@ -1004,6 +1004,9 @@ impl Meta {
 pub struct CurvatureSpec {
     /// Which parameters H is taken over (those the directions move).
     pub parameters: Ignore,
+    /// The operator whose extreme eigenvalues are mapped (the Hessian unless named).
+    #[serde(default, skip_serializing_if = "crate::options::Operator::is_hessian")]
+    pub operator: crate::options::Operator,
     /// The tolerance of the eigenvalue test each of λmax and λmin passes (space::spectrum).
     pub tol: f64,
     pub max_steps: usize,
@@ -1041,6 +1044,9 @@ pub struct TraceRecord {
 /// `hessian.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HessianReport {
+    /// The operator the numbers are of: hessian, ggn or empirical-fisher.
+    #[serde(default)]
+    pub operator: crate::options::Operator,
     /// Largest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub largest: Option<Vec<EigenvalueRecord>>,
@@ -1064,6 +1070,9 @@ pub struct HessianReport {
 /// The operator of a Hessian run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HessianOperator {
+    /// hessian, ggn or empirical-fisher.
+    #[serde(default)]
+    pub kind: crate::options::Operator,
     /// biasbn: parameters with more than one dimension; keep: all.
     pub parameters: Ignore,
     pub n_params: i64,
