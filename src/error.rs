@@ -67,6 +67,8 @@ settings! {
     Top => "top", "--top";
     Tol => "tol", "--tol";
     MaxSteps => "max_steps", "--max-steps";
+    TraceSamples => "trace_samples", "--trace-samples";
+    VectorsPerPass => "vectors_per_pass", "--vectors-per-pass";
     Curvature => "curvature", "--curvature";
     CurvatureTol => "curvature_tol", "--curvature-tol";
     Measure => "measure", "--measure";

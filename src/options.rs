@@ -176,6 +176,21 @@ impl Operator {
     }
 }
 
+/// How a trace is estimated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+pub enum TraceMethod {
+    /// Hutchinson: the mean of zᵀCz over Rademacher z.
+    #[serde(rename = "hutchinson")]
+    #[value(name = "hutchinson")]
+    Hutchinson,
+    /// Hutch++ (Meyer et al. 2021): the trace on a sketched top subspace exactly, Hutchinson on
+    /// the rest.
+    #[default]
+    #[serde(rename = "hutch++")]
+    #[value(name = "hutch++")]
+    HutchPlusPlus,
+}
+
 /// Which end of a Hessian's spectrum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -260,6 +275,7 @@ display_as_serde!(
     BatchNormMode,
     Which,
     Operator,
+    TraceMethod,
     EigenMethod,
     Measure,
     SharpnessScale,

@@ -493,12 +493,20 @@ pub struct HessianArgs {
     /// Seed of the random start vectors.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also estimate the trace (Hutchinson, Rademacher vectors).
+    /// Also estimate the trace (Hutch++ or Hutchinson, Rademacher vectors).
     #[arg(long)]
     pub trace: bool,
+    /// Trace: hutch++ (a third of the products sketch the top subspace, a third take its part of
+    /// the trace exactly, the rest is Hutchinson on the remainder) or hutchinson.
+    #[arg(long, value_enum, default_value = "hutch++")]
+    pub trace_method: crate::options::TraceMethod,
     /// Trace: at most this many products (fewer once the standard error is within --tol).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub trace_samples: usize,
+    /// Independent products (trace probes, density runs) taken together in one pass over the
+    /// data: one forward and first backward per batch for all of them.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub vectors_per_pass: usize,
     /// Also the spectral density (stochastic Lanczos quadrature): density.npy and density.png.
     #[arg(long)]
     pub density: bool,

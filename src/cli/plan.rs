@@ -221,6 +221,17 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
     if a.max_steps == 0 {
         return Err(Error::setting(Setting::MaxSteps, 0, "must be at least 1"));
     }
+    if a.vectors_per_pass == 0 {
+        return Err(Error::setting(Setting::VectorsPerPass, 0, "must be at least 1"));
+    }
+    let hutchpp = crate::space::spectrum::HUTCHPP_MIN_PRODUCTS;
+    if a.trace && a.trace_method == crate::options::TraceMethod::HutchPlusPlus && a.trace_samples < hutchpp {
+        return Err(Error::setting(
+            Setting::TraceSamples,
+            a.trace_samples,
+            format!("Hutch++ needs at least {hutchpp} products (or --trace-method hutchinson)"),
+        ));
+    }
     if a.method == crate::options::EigenMethod::Power && (a.top > 1 || a.which != crate::options::Which::Largest) {
         return Err(Error::setting(
             Setting::Top,
@@ -238,9 +249,10 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
         request: crate::engine::hessian::Request {
             lanczos,
             method: a.method,
-            trace: a.trace.then_some((a.trace_samples.max(2), a.tol)),
+            trace: a.trace.then_some((a.trace_method, a.trace_samples.max(2), a.tol)),
             density: a.density.then_some((a.density_runs.max(1), a.density_steps.max(2))),
             seed: a.seed,
+            vectors_per_pass: a.vectors_per_pass,
         },
         out: a.out.out.clone(),
         overwrite: a.out.overwrite,

@@ -11,7 +11,7 @@ use crate::error::{Error, Result, Role};
 use crate::inputs::data::Dataset;
 use crate::inputs::model::Model;
 use crate::options::{EigenMethod, Ignore, LossKind, Operator};
-use crate::space::spectrum::{self, Extremes, LanczosOptions, Trace};
+use crate::space::spectrum::{self, Extremes, LanczosOptions, Trace, TraceMethod, TraceOptions};
 
 /// Gradients on the CPU are taken in the NCHW layout: libtorch 2.11's oneDNN computes the weight
 /// gradient of a stride-2 1×1 convolution with fewer than 8 input channels wrongly in channels_last
@@ -44,6 +44,8 @@ pub struct Hessian<'a> {
     outputs_per_sample: i64,
     /// Products computed so far.
     pub products: usize,
+    /// Passes over the data so far (a block of products takes one).
+    pub passes: usize,
 }
 
 impl<'a> Hessian<'a> {
@@ -66,7 +68,7 @@ impl<'a> Hessian<'a> {
                 format!("parameter {} does not require grad: no Hessian can be taken", model.params[i].0),
             ));
         }
-        Ok(Hessian { model, data, set, loss, operator, batch_size, outputs_per_sample, products: 0 })
+        Ok(Hessian { model, data, set, loss, operator, batch_size, outputs_per_sample, products: 0, passes: 0 })
     }
 
     /// The loss H is the Hessian of.
@@ -119,8 +121,16 @@ impl<'a> Hessian<'a> {
 
     /// Hv over the whole dataset, halving the batch on out-of-memory.
     pub fn apply(&mut self, v: &Tensor) -> Result<Tensor> {
+        Ok(self.apply_block(std::slice::from_ref(v))?.pop().expect("one product"))
+    }
+
+    /// [Hv_1, …, Hv_k] in one pass over the dataset: per batch one forward and the graph every
+    /// product starts from (the gradient with its graph; the Jacobian-transpose trick's), then one
+    /// more backward or two per vector. Halves the batch on out-of-memory.
+    pub fn apply_block(&mut self, vs: &[Tensor]) -> Result<Vec<Tensor>> {
         loop {
-            match self.apply_once(v) {
+            // Products need the autograd graph, whatever the caller's grad mode.
+            match tch::with_grad(|| self.apply_with_grad(vs)) {
                 Err(e) if e.is_oom() && self.batch_size > 1 => {
                     log::warn!(
                         "out of memory at batch size {} in a Hessian product; retrying with {}",
@@ -134,33 +144,38 @@ impl<'a> Hessian<'a> {
         }
     }
 
-    fn apply_once(&mut self, v: &Tensor) -> Result<Tensor> {
-        // Products need the autograd graph, whatever the caller's grad mode.
-        tch::with_grad(|| self.apply_with_grad(v))
-    }
-
-    fn apply_with_grad(&mut self, v: &Tensor) -> Result<Tensor> {
+    fn apply_with_grad(&mut self, vs: &[Tensor]) -> Result<Vec<Tensor>> {
         let params = self.params();
-        let vs = self.split(v);
+        let split: Vec<Vec<Tensor>> = vs.iter().map(|v| self.split(v)).collect();
         let n = self.data.n;
-        let mut sums: Vec<Tensor> = params.iter().map(|p| Tensor::zeros(p.size(), (Kind::Float, p.device()))).collect();
+        let zeros =
+            || -> Vec<Tensor> { params.iter().map(|p| Tensor::zeros(p.size(), (Kind::Float, p.device()))).collect() };
+        let mut sums: Vec<Vec<Tensor>> = vs.iter().map(|_| zeros()).collect();
         let mut start = 0;
         while start < n {
             let len = self.batch_size.min(n - start);
             let cv = match self.operator {
-                Operator::Hessian => self.batch_hessian(start, len, &params, &vs)?,
-                Operator::Ggn => self.batch_ggn(start, len, &params, &vs)?,
-                Operator::EmpiricalFisher => self.batch_fisher(start, len, &params, &vs)?,
+                Operator::Hessian => self.batch_hessian(start, len, &params, &split)?,
+                Operator::Ggn => self.batch_ggn(start, len, &params, &split)?,
+                Operator::EmpiricalFisher => self.batch_fisher(start, len, &params, &split)?,
             };
-            for (s, c) in sums.iter_mut().zip(cv) {
-                *s += c.detach();
+            for (sum, c) in sums.iter_mut().zip(cv) {
+                for (s, c) in sum.iter_mut().zip(c) {
+                    *s += c.detach();
+                }
             }
             start += len;
         }
-        self.products += 1;
-        let flat = Tensor::cat(&sums.iter().map(|s| s.flatten(0, -1)).collect::<Vec<_>>(), 0) / self.denominator();
-        // The one host sync of the product: a non-finite entry stops the computation here.
-        if flat.isfinite().all().int64_value(&[]) == 0 {
+        self.products += vs.len();
+        self.passes += 1;
+        let d = self.denominator();
+        let flat: Vec<Tensor> = sums
+            .iter()
+            .map(|sum| Tensor::cat(&sum.iter().map(|s| s.flatten(0, -1)).collect::<Vec<_>>(), 0) / d)
+            .collect();
+        // The one host sync of the pass: a non-finite entry stops the computation here.
+        let finite = Tensor::stack(&flat.iter().map(|f| f.isfinite().all()).collect::<Vec<_>>(), 0).all();
+        if finite.int64_value(&[]) == 0 {
             return Err(Error::file(
                 Role::Model,
                 &self.model.path,
@@ -182,54 +197,87 @@ impl<'a> Hessian<'a> {
         )
     }
 
-    /// Σ_b ∇(∇ℓ_b · v): the Hessian's product on one batch, by double backward.
-    fn batch_hessian(&self, start: usize, len: usize, params: &[Tensor], vs: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// Σ_b ∇(∇ℓ_b · v) for each v: the Hessian's products on one batch, by double backward from
+    /// one gradient with its graph.
+    fn batch_hessian(
+        &self,
+        start: usize,
+        len: usize,
+        params: &[Tensor],
+        vs: &[Vec<Tensor>],
+    ) -> Result<Vec<Vec<Tensor>>> {
         let loss = self.batch_loss(start, len)?;
         if !loss.requires_grad() {
             return Err(self.not_differentiable());
         }
         let grads = Tensor::f_run_backward(&[&loss], params, true, true).map_err(|e| self.torch(e))?;
-        let dot = dot(&grads, vs);
-        Tensor::f_run_backward(&[&dot], params, false, false).map_err(|e| self.torch(e))
+        let last = vs.len() - 1;
+        vs.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Tensor::f_run_backward(&[&dot(&grads, v)], params, i < last, false).map_err(|e| self.torch(e))
+            })
+            .collect()
     }
 
-    /// The outputs of one batch (float32, with the graph) and the directional derivative J·v of
-    /// `of(outputs)` — a tensor function of them — by the double-backward trick: with a dummy u
-    /// (zeros) shaped like `of`, Jᵀu = ∇_θ (of · u) keeps its graph, and ∇_u (Jᵀu · v) = J v.
-    fn directional(&self, of: &Tensor, params: &[Tensor], vs: &[Tensor]) -> Result<Tensor> {
+    /// J·v for each v, J the Jacobian of `of` — a tensor function of the outputs, with the graph —
+    /// by the double-backward trick: with a dummy u (zeros) shaped like `of`, Jᵀu = ∇_θ (of · u)
+    /// keeps its graph, and ∇_u (Jᵀu · v) = J v. The graph of `of` is kept for the caller.
+    fn directional(&self, of: &Tensor, params: &[Tensor], vs: &[Vec<Tensor>]) -> Result<Vec<Tensor>> {
         if !of.requires_grad() {
             return Err(self.not_differentiable());
         }
         let u = Tensor::zeros_like(of).set_requires_grad(true);
         let jtu =
             Tensor::f_run_backward(&[&(of * &u).sum(Kind::Float)], params, true, true).map_err(|e| self.torch(e))?;
-        let jv = Tensor::f_run_backward(&[&dot(&jtu, vs)], &[&u], true, false).map_err(|e| self.torch(e))?;
-        Ok(jv.into_iter().next().expect("one input").detach())
+        vs.iter()
+            .map(|v| {
+                let jv = Tensor::f_run_backward(&[&dot(&jtu, v)], &[&u], true, false).map_err(|e| self.torch(e))?;
+                Ok(jv.into_iter().next().expect("one input").detach())
+            })
+            .collect()
     }
 
-    /// Σ_i J_iᵀ H_i J_i v on one batch: J v by the double-backward trick, the loss's Hessian in
-    /// the outputs in closed form, Jᵀ by one backward.
-    fn batch_ggn(&self, start: usize, len: usize, params: &[Tensor], vs: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// Σ_i J_iᵀ H_i J_i v on one batch for each v: J v by the double-backward trick, the loss's
+    /// Hessian in the outputs in closed form, Jᵀ by one backward.
+    fn batch_ggn(&self, start: usize, len: usize, params: &[Tensor], vs: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
         let x = self.data.inputs(start, len);
         let out = self.model.forward(&x)?.to_kind(Kind::Float);
-        let jv = self.directional(&out, params, vs)?;
-        let hjv = crate::engine::evaluate::output_hessian_product(
-            self.loss,
-            &out.detach(),
-            &self.data.targets(start, len),
-            &jv,
-        );
-        Tensor::f_run_backward(&[&(&out * hjv).sum(Kind::Float)], params, false, false).map_err(|e| self.torch(e))
+        let y = self.data.targets(start, len);
+        let jvs = self.directional(&out, params, vs)?;
+        let (detached, last) = (out.detach(), jvs.len() - 1);
+        jvs.iter()
+            .enumerate()
+            .map(|(i, jv)| {
+                let hjv = crate::engine::evaluate::output_hessian_product(self.loss, &detached, &y, jv);
+                Tensor::f_run_backward(&[&(&out * hjv).sum(Kind::Float)], params, i < last, false)
+                    .map_err(|e| self.torch(e))
+            })
+            .collect()
     }
 
-    /// Σ_i g_i (g_i · v) on one batch: the per-target losses' directional derivatives g_i · v by
-    /// the double-backward trick, then one backward of Σ_i (g_i · v) ℓ_i with the weights held fixed.
-    fn batch_fisher(&self, start: usize, len: usize, params: &[Tensor], vs: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// Σ_i g_i (g_i · v) on one batch for each v: the per-target losses' directional derivatives
+    /// g_i · v by the double-backward trick, then one backward of Σ_i (g_i · v) ℓ_i with the
+    /// weights held fixed.
+    fn batch_fisher(
+        &self,
+        start: usize,
+        len: usize,
+        params: &[Tensor],
+        vs: &[Vec<Tensor>],
+    ) -> Result<Vec<Vec<Tensor>>> {
         let x = self.data.inputs(start, len);
         let out = self.model.forward(&x)?.to_kind(Kind::Float);
         let losses = crate::engine::evaluate::target_losses(self.loss, &out, &self.data.targets(start, len));
-        let gv = self.directional(&losses, params, vs)?;
-        Tensor::f_run_backward(&[&(&losses * gv).sum(Kind::Float)], params, false, false).map_err(|e| self.torch(e))
+        let gvs = self.directional(&losses, params, vs)?;
+        let last = gvs.len() - 1;
+        gvs.iter()
+            .enumerate()
+            .map(|(i, gv)| {
+                Tensor::f_run_backward(&[&(&losses * gv).sum(Kind::Float)], params, i < last, false)
+                    .map_err(|e| self.torch(e))
+            })
+            .collect()
     }
 
     /// The loss itself (dataset mean), without a graph.
@@ -258,11 +306,14 @@ pub struct Request {
     /// largest |λ|).
     pub lanczos: Option<LanczosOptions>,
     pub method: EigenMethod,
-    /// Trace: at most this many products, stopping once the standard error is within the tolerance.
-    pub trace: Option<(usize, f64)>,
+    /// Trace: the method, at most this many products, stopping once the standard error is within
+    /// the tolerance.
+    pub trace: Option<(TraceMethod, usize, f64)>,
     /// Density: (runs, steps per run).
     pub density: Option<(usize, usize)>,
     pub seed: u64,
+    /// Independent products (trace probes, density runs) taken in one pass over the data.
+    pub vectors_per_pass: usize,
 }
 
 /// What was learnt, and the seconds and products it took.
@@ -273,12 +324,15 @@ pub struct Analysis {
     pub quadrature: Option<Vec<(Vec<f64>, Vec<f64>)>>,
     pub seconds: f64,
     pub products: usize,
+    /// Passes over the data (products taken together count once).
+    pub passes: usize,
 }
 
 /// The eigenpairs, trace and density `r` asks for, from the products of `h`.
 pub fn analyse(h: &mut Hessian, r: Request) -> Result<Analysis> {
     let t0 = std::time::Instant::now();
     let (dim, dev) = (h.dim(), h.model.device);
+    let block = r.vectors_per_pass.max(1);
     let mut op = |v: &Tensor| h.apply(v);
     let extremes = match (r.lanczos, r.method) {
         (Some(o), EigenMethod::Lanczos) => Some(spectrum::extremes(&mut op, dim, dev, o)?),
@@ -292,13 +346,18 @@ pub fn analyse(h: &mut Hessian, r: Request) -> Result<Analysis> {
     if let Some(e) = extremes.as_ref().filter(|e| !e.converged) {
         log::warn!("not every eigenpair passed its test in {} steps (residuals in hessian.json)", e.steps);
     }
+    let mut op = |vs: &[Tensor]| h.apply_block(vs);
     let trace = match r.trace {
-        Some((max, tol)) => Some(spectrum::trace(&mut op, dim, dev, r.seed, tol, 10.min(max), max)?),
+        Some((method, max, tol)) => {
+            let o = TraceOptions { method, max, min: 10.min(max), tol, block, seed: r.seed };
+            Some(spectrum::trace(&mut op, dim, dev, o)?)
+        }
         None => None,
     };
     let quadrature = match r.density {
-        Some((runs, steps)) => Some(spectrum::quadrature(&mut op, dim, dev, r.seed, runs, steps)?),
+        Some((runs, steps)) => Some(spectrum::quadrature(&mut op, dim, dev, r.seed, runs, steps, block)?),
         None => None,
     };
-    Ok(Analysis { extremes, trace, quadrature, seconds: t0.elapsed().as_secs_f64(), products: h.products })
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(Analysis { extremes, trace, quadrature, seconds, products: h.products, passes: h.passes })
 }

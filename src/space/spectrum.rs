@@ -17,10 +17,15 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result, Setting};
-pub use crate::options::Which;
+pub use crate::options::{TraceMethod, Which};
 
 /// The operator: a product v ↦ Hv.
 pub type Operator<'a> = dyn FnMut(&Tensor) -> Result<Tensor> + 'a;
+
+/// The operator on several vectors at once, [v_1, …, v_k] ↦ [Hv_1, …, Hv_k]: an operator whose
+/// products share work (one pass over the data for all of them) makes independent probes cheaper
+/// this way.
+pub type BlockOperator<'a> = dyn FnMut(&[Tensor]) -> Result<Vec<Tensor>> + 'a;
 
 /// Vectors the Krylov space holds, at the least, before any eigenpair is accepted.
 pub const MIN_KRYLOV: usize = 20;
@@ -154,12 +159,22 @@ impl Lanczos {
     /// One step: H q_j, orthogonalized against every earlier q (twice), appended. Returns false
     /// when the Krylov space is exhausted (the next vector vanishes).
     fn step(&mut self, op: &mut Operator) -> Result<bool> {
+        let w = op(self.advance())?;
+        Ok(self.absorb(w))
+    }
+
+    /// The vector the next step multiplies, q_j.
+    fn advance(&mut self) -> &Tensor {
         if let Some(w) = self.next.take() {
             let b = *self.beta.last().expect("a step before");
             self.q.push(w / b);
         }
+        self.q.last().expect("a start vector")
+    }
+
+    /// The step's second half, given w = H q_j: false when the Krylov space is exhausted.
+    fn absorb(&mut self, mut w: Tensor) -> bool {
         let j = self.q.len() - 1;
-        let mut w = op(&self.q[j])?;
         let a = dot(&w, &self.q[j]);
         self.alpha.push(a);
         let basis = Tensor::stack(&self.q, 0);
@@ -171,10 +186,10 @@ impl Lanczos {
         self.beta.push(b);
         let scale = self.alpha.iter().map(|x| x.abs()).fold(0.0, f64::max).max(1e-300);
         if !b.is_finite() || b <= 1e-10 * scale {
-            return Ok(false);
+            return false;
         }
         self.next = Some(w);
-        Ok(true)
+        true
     }
 
     /// Eigenvalues (ascending) and eigenvectors (columns) of the tridiagonal matrix so far.
@@ -301,64 +316,155 @@ pub fn power(
     }
 }
 
-/// Hutchinson's estimate of the trace: the mean of zᵀHz over Rademacher z, with its standard
-/// error; at least `min` and at most `max` samples, stopping once the standard error is within
-/// `tol` of the estimate.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// A trace estimate: the estimate, its standard error, the products it took and, for Hutch++,
+/// the size of the sketched subspace whose part of the trace is exact.
+#[derive(Debug, Clone, Copy)]
 pub struct Trace {
     pub estimate: f64,
     pub stderr: f64,
     pub matvecs: usize,
+    pub method: TraceMethod,
+    /// Hutch++: the vectors of the sketch (0 for Hutchinson).
+    pub sketch: usize,
 }
 
-pub fn trace(
-    op: &mut Operator,
+/// How far a trace estimate goes: at most `max` products, stopping once the standard error is
+/// within `tol` of the estimate after `min` Hutchinson samples; `block` vectors per call of the
+/// operator.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceOptions {
+    pub method: TraceMethod,
+    pub max: usize,
+    pub min: usize,
+    pub tol: f64,
+    pub block: usize,
+    pub seed: u64,
+}
+
+/// The smallest budget Hutch++ runs with: a sketch of 2, its 2 products, 2 residual samples.
+pub const HUTCHPP_MIN_PRODUCTS: usize = 6;
+
+/// The mean and standard error of samples (NaN error with fewer than 2).
+fn mean_stderr(samples: &[f64]) -> (f64, f64) {
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    if samples.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// Hutchinson samples zᵀ P H P z, P = I − QQᵀ (P = I without `q`), appended to `samples` in blocks
+/// until `count` samples, or until the standard error of `offset` + their mean is within `tol` of
+/// it after `min` samples. Sample i uses the Rademacher vector of seed `seed + i`.
+fn hutchinson_samples(
+    op: &mut BlockOperator,
     dim: i64,
     device: Device,
+    q: Option<&Tensor>,
+    offset: f64,
+    o: &TraceOptions,
+    count: usize,
     seed: u64,
-    tol: f64,
-    min: usize,
-    max: usize,
-) -> Result<Trace> {
-    let mut samples: Vec<f64> = Vec::new();
-    for i in 0..max.max(1) {
-        let z = rademacher(dim, seed.wrapping_add(1 + i as u64), device);
-        let hz = op(&z)?;
-        samples.push(dot(&z, &hz));
-        let n = samples.len() as f64;
-        let mean = samples.iter().sum::<f64>() / n;
-        if samples.len() >= min.max(2) {
-            let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0);
-            let stderr = (var / n).sqrt();
-            if stderr <= tol * mean.abs() || samples.len() >= max {
-                return Ok(Trace { estimate: mean, stderr, matvecs: samples.len() });
+) -> Result<Vec<f64>> {
+    let mut samples: Vec<f64> = Vec::with_capacity(count);
+    while samples.len() < count {
+        let take = o.block.max(1).min(count - samples.len());
+        let zs: Vec<Tensor> = (0..take)
+            .map(|i| {
+                let z = rademacher(dim, seed.wrapping_add((samples.len() + i) as u64), device);
+                match q {
+                    Some(q) => &z - q.matmul(&q.tr().matmul(&z)),
+                    None => z,
+                }
+            })
+            .collect();
+        let hz = op(&zs)?;
+        samples.extend(zs.iter().zip(&hz).map(|(z, h)| dot(z, h)));
+        if samples.len() >= o.min.max(2) {
+            let (mean, stderr) = mean_stderr(&samples);
+            if stderr <= o.tol * (offset + mean).abs() {
+                break;
             }
         }
     }
-    let n = samples.len() as f64;
-    let mean = samples.iter().sum::<f64>() / n;
-    Ok(Trace { estimate: mean, stderr: f64::NAN, matvecs: samples.len() })
+    Ok(samples)
 }
 
-/// Stochastic Lanczos quadrature: `runs` Lanczos runs of `steps` steps from random unit vectors;
-/// the Ritz values of each run, weighted by the squared first components of their eigenvectors,
-/// approximate the spectral measure. Returns (nodes, weights) per run (weights sum to 1 per run).
+/// The trace of the operator. Hutchinson: the mean of zᵀHz over Rademacher z, with its standard
+/// error. Hutch++ (Meyer et al. 2021): a third of the budget sketches S (Rademacher), Q = orth(HS);
+/// tr(QᵀHQ) takes another third and is exact; the rest estimates tr((I − QQᵀ)H(I − QQᵀ)) by
+/// Hutchinson, whose sample standard error (conditional on Q, the only random part left) is the
+/// estimate's. Both stop once that error is within `tol` of the estimate (after `min` samples).
+pub fn trace(op: &mut BlockOperator, dim: i64, device: Device, o: TraceOptions) -> Result<Trace> {
+    let max = o.max.max(2);
+    match o.method {
+        TraceMethod::Hutchinson => {
+            let samples = hutchinson_samples(op, dim, device, None, 0.0, &o, max, o.seed.wrapping_add(1))?;
+            let (estimate, stderr) = mean_stderr(&samples);
+            Ok(Trace { estimate, stderr, matvecs: samples.len(), method: o.method, sketch: 0 })
+        }
+        TraceMethod::HutchPlusPlus => {
+            if max < HUTCHPP_MIN_PRODUCTS {
+                return Err(Error::setting(
+                    Setting::TraceSamples,
+                    max,
+                    format!("Hutch++ needs at least {HUTCHPP_MIN_PRODUCTS} products"),
+                ));
+            }
+            let k = (max / 3).min(dim as usize).max(1);
+            let sketch: Vec<Tensor> =
+                (0..k).map(|i| rademacher(dim, o.seed.wrapping_add(1_000_003 + i as u64), device)).collect();
+            let mut hs = Vec::with_capacity(k);
+            for chunk in sketch.chunks(o.block.max(1)) {
+                hs.extend(op(chunk)?);
+            }
+            let (q, _) = Tensor::f_linalg_qr(&Tensor::stack(&hs, 1), "reduced")
+                .map_err(|e| Error::other(format!("QR of the Hutch++ sketch: {e}")))?;
+            let cols: Vec<Tensor> = (0..k as i64).map(|j| q.select(1, j).contiguous()).collect();
+            let mut exact = 0.0;
+            for chunk in cols.chunks(o.block.max(1)) {
+                exact += chunk.iter().zip(op(chunk)?).map(|(c, h)| dot(c, &h)).sum::<f64>();
+            }
+            let rest = max - 2 * k;
+            let samples = hutchinson_samples(op, dim, device, Some(&q), exact, &o, rest, o.seed.wrapping_add(1))?;
+            let (mean, stderr) = mean_stderr(&samples);
+            Ok(Trace { estimate: exact + mean, stderr, matvecs: 2 * k + samples.len(), method: o.method, sketch: k })
+        }
+    }
+}
+
+/// Stochastic Lanczos quadrature: `runs` Lanczos runs of `steps` steps from random unit vectors,
+/// stepped together (one block product per step for every run still going); the Ritz values of
+/// each run, weighted by the squared first components of their eigenvectors, approximate the
+/// spectral measure. Returns (nodes, weights) per run (weights sum to 1 per run).
 pub fn quadrature(
-    op: &mut Operator,
+    op: &mut BlockOperator,
     dim: i64,
     device: Device,
     seed: u64,
     runs: usize,
     steps: usize,
+    block: usize,
 ) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
-    let mut out = Vec::with_capacity(runs);
-    for r in 0..runs {
-        let mut lz = Lanczos::new(rademacher(dim, seed.wrapping_add(1000 + r as u64), device));
-        for _ in 0..steps.min(dim as usize) {
-            if !lz.step(op)? {
-                break;
+    let mut chains: Vec<Lanczos> =
+        (0..runs).map(|r| Lanczos::new(rademacher(dim, seed.wrapping_add(1000 + r as u64), device))).collect();
+    let mut going: Vec<bool> = vec![true; runs];
+    for _ in 0..steps.min(dim as usize) {
+        let active: Vec<usize> = (0..runs).filter(|&r| going[r]).collect();
+        if active.is_empty() {
+            break;
+        }
+        for group in active.chunks(block.max(1)) {
+            let vs: Vec<Tensor> = group.iter().map(|&r| chains[r].advance().shallow_clone()).collect();
+            for (&r, w) in group.iter().zip(op(&vs)?) {
+                going[r] = chains[r].absorb(w);
             }
         }
+    }
+    let mut out = Vec::with_capacity(runs);
+    for lz in &chains {
         let (vals, vecs) = lz.ritz()?;
         let first = vecs.get(0);
         let w: Vec<f64> = (0..vals.len()).map(|k| first.double_value(&[k as i64]).powi(2)).collect();
@@ -416,6 +522,21 @@ mod tests {
 
     fn op_of(m: &Tensor) -> impl FnMut(&Tensor) -> Result<Tensor> + '_ {
         move |v: &Tensor| Ok(m.matmul(&v.to_kind(Kind::Double)).to_kind(Kind::Float))
+    }
+
+    /// The block form of `op_of`, counting its calls.
+    fn block_of<'a>(
+        m: &'a Tensor,
+        calls: &'a std::cell::Cell<usize>,
+    ) -> impl FnMut(&[Tensor]) -> Result<Vec<Tensor>> + 'a {
+        move |vs: &[Tensor]| {
+            calls.set(calls.get() + 1);
+            Ok(vs.iter().map(|v| m.matmul(&v.to_kind(Kind::Double)).to_kind(Kind::Float)).collect())
+        }
+    }
+
+    fn options(method: TraceMethod, max: usize, tol: f64, seed: u64) -> TraceOptions {
+        TraceOptions { method, max, min: 10, tol, block: 1, seed }
     }
 
     #[test]
@@ -524,23 +645,72 @@ mod tests {
         let eigs: Vec<f64> = (0..100).map(|i| (i as f64 - 30.0) / 10.0).collect();
         let (m, _) = matrix(&eigs, 4);
         let truth: f64 = eigs.iter().sum();
-        let mut op = op_of(&m);
-        let t = trace(&mut op, 100, Device::Cpu, 9, 1e-9, 10, 400).unwrap();
+        let calls = std::cell::Cell::new(0);
+        let mut op = block_of(&m, &calls);
+        let t = trace(&mut op, 100, Device::Cpu, options(TraceMethod::Hutchinson, 400, 1e-9, 9)).unwrap();
         assert_eq!(t.matvecs, 400);
         assert!((t.estimate - truth).abs() < 4.0 * t.stderr, "{} vs {truth} ± {}", t.estimate, t.stderr);
+        // In blocks of 7 vectors: the same samples, 58 calls instead of 400.
+        calls.set(0);
+        let o = TraceOptions { block: 7, ..options(TraceMethod::Hutchinson, 400, 1e-9, 9) };
+        let b = trace(&mut op, 100, Device::Cpu, o).unwrap();
+        assert_eq!((b.estimate, b.stderr, b.matvecs, calls.get()), (t.estimate, t.stderr, 400, 58));
         // A diagonal operator has zero variance: exact from the first samples.
         let d = Tensor::from_slice(&eigs).diag(0);
-        let mut op = op_of(&d);
-        let t = trace(&mut op, 100, Device::Cpu, 9, 1e-6, 10, 400).unwrap();
+        let mut op = block_of(&d, &calls);
+        let t = trace(&mut op, 100, Device::Cpu, options(TraceMethod::Hutchinson, 400, 1e-6, 9)).unwrap();
         assert!((t.estimate - truth).abs() < 1e-3 && t.matvecs == 10, "{t:?}");
+    }
+
+    /// On a spectrum with a few large eigenvalues (10 of 100 − 150, 290 in [0, 1]) Hutch++ at 60
+    /// products is far closer than Hutchinson at 60, over 20 seeds; its standard error is honest
+    /// (the error within 4 of them at every seed), and an operator of rank below the sketch's
+    /// size has its trace exactly.
+    #[test]
+    fn hutch_plus_plus_beats_hutchinson_on_a_few_large_eigenvalues() {
+        let eigs: Vec<f64> =
+            (0..300).map(|i| if i < 10 { 100.0 + 5.0 * i as f64 } else { (i as f64 - 10.0) / 290.0 }).collect();
+        let truth: f64 = eigs.iter().sum();
+        let (m, _) = matrix(&eigs, 6);
+        let calls = std::cell::Cell::new(0);
+        let mut op = block_of(&m, &calls);
+        let (mut e_h, mut e_pp) = (0.0, 0.0);
+        for seed in 0..20 {
+            let h = trace(&mut op, 300, Device::Cpu, options(TraceMethod::Hutchinson, 60, 1e-12, seed)).unwrap();
+            let o = TraceOptions { block: 8, ..options(TraceMethod::HutchPlusPlus, 60, 1e-12, seed) };
+            let pp = trace(&mut op, 300, Device::Cpu, o).unwrap();
+            assert_eq!((h.matvecs, pp.matvecs, pp.sketch), (60, 60, 20));
+            assert!((pp.estimate - truth).abs() <= 4.0 * pp.stderr, "{pp:?} vs {truth}");
+            e_h += (h.estimate - truth).powi(2);
+            e_pp += (pp.estimate - truth).powi(2);
+        }
+        let (rms_h, rms_pp) = ((e_h / 20.0).sqrt(), (e_pp / 20.0).sqrt());
+        assert!(rms_pp < 0.1 * rms_h, "Hutch++ rms error {rms_pp} vs Hutchinson {rms_h}");
+        let mut low: Vec<f64> = vec![0.0; 300];
+        low[..5].copy_from_slice(&[7.0, -3.0, 2.0, 1.0, 0.5]);
+        let (m, _) = matrix(&low, 7);
+        let mut op = block_of(&m, &calls);
+        let pp = trace(&mut op, 300, Device::Cpu, options(TraceMethod::HutchPlusPlus, 30, 1e-12, 1)).unwrap();
+        assert!((pp.estimate - 7.5).abs() < 1e-4 && pp.stderr < 1e-4, "{pp:?}");
+        let e = trace(&mut op, 300, Device::Cpu, options(TraceMethod::HutchPlusPlus, 5, 1e-3, 1)).unwrap_err();
+        assert!(matches!(e, Error::Setting { setting: Setting::TraceSamples, .. }), "{e}");
     }
 
     #[test]
     fn the_density_integrates_to_one_and_covers_the_spectrum() {
         let eigs: Vec<f64> = (0..80).map(|i| if i < 70 { 0.01 * i as f64 } else { 5.0 + i as f64 }).collect();
         let (m, _) = matrix(&eigs, 5);
-        let mut op = op_of(&m);
-        let runs = quadrature(&mut op, 80, Device::Cpu, 2, 4, 30).unwrap();
+        let calls = std::cell::Cell::new(0);
+        let mut op = block_of(&m, &calls);
+        let runs = quadrature(&mut op, 80, Device::Cpu, 2, 4, 30, 1).unwrap();
+        assert_eq!(calls.get(), 120);
+        // The runs stepped together, 3 vectors per call: the same nodes.
+        calls.set(0);
+        let together = quadrature(&mut op, 80, Device::Cpu, 2, 4, 30, 3).unwrap();
+        assert_eq!(calls.get(), 60);
+        for ((a, _), (b, _)) in runs.iter().zip(&together) {
+            assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0)), "{a:?} vs {b:?}");
+        }
         for (_, w) in &runs {
             assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-6);
         }

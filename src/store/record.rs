@@ -1037,8 +1037,26 @@ pub struct EigenvalueRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TraceRecord {
     pub estimate: f64,
+    /// The sample standard error of the Hutchinson samples (for Hutch++ those of the part outside
+    /// the sketch, conditional on it: the sketched part is exact).
     pub stderr: f64,
     pub matvecs: usize,
+    /// hutchinson or hutch++.
+    #[serde(default)]
+    pub method: crate::options::TraceMethod,
+    /// Hutch++: the vectors of the sketch (its part of the trace exact).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sketch: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl From<crate::space::spectrum::Trace> for TraceRecord {
+    fn from(t: crate::space::spectrum::Trace) -> TraceRecord {
+        TraceRecord { estimate: t.estimate, stderr: t.stderr, matvecs: t.matvecs, method: t.method, sketch: t.sketch }
+    }
 }
 
 /// `hessian.json`.
@@ -1059,6 +1077,9 @@ pub struct HessianReport {
     pub n_params: i64,
     /// Hessian-vector products in all.
     pub hvp_count: usize,
+    /// Passes over the data they took (independent products share one).
+    #[serde(default)]
+    pub passes: usize,
     pub seconds: f64,
     /// The loss at the point (dataset mean).
     pub loss: f64,
@@ -1108,6 +1129,9 @@ pub struct HessianTiming {
     pub setup_seconds: f64,
     pub seconds: f64,
     pub products: usize,
+    /// Passes over the data (products of a block share one).
+    #[serde(default)]
+    pub passes: usize,
     pub seconds_per_product: f64,
     /// products × samples / seconds.
     pub images_per_second: f64,
