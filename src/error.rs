@@ -69,6 +69,9 @@ settings! {
     MaxSteps => "max_steps", "--max-steps";
     TraceSamples => "trace_samples", "--trace-samples";
     VectorsPerPass => "vectors_per_pass", "--vectors-per-pass";
+    /// Regular expressions choosing parameters by name.
+    Params => "params", "--params";
+    PerLayer => "per_layer", "--per-layer";
     Curvature => "curvature", "--curvature";
     CurvatureTol => "curvature_tol", "--curvature-tol";
     Measure => "measure", "--measure";

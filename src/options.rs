@@ -191,6 +191,17 @@ pub enum TraceMethod {
     HutchPlusPlus,
 }
 
+/// The blocks of a per-layer curvature analysis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PerLayer {
+    /// One block per parameter tensor.
+    #[default]
+    Tensor,
+    /// One block per module (its parameter tensors together).
+    Module,
+}
+
 /// Which end of a Hessian's spectrum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -276,6 +287,7 @@ display_as_serde!(
     Which,
     Operator,
     TraceMethod,
+    PerLayer,
     EigenMethod,
     Measure,
     SharpnessScale,

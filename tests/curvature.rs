@@ -376,6 +376,83 @@ fn unusable_models_and_options_are_one_line() {
     assert!(r.status.code() == Some(2) && e.contains("bf16") && e.lines().count() == 1 && !out.exists(), "{e}");
     let e = fails("resnet.pt", &["--tol", "2"]);
     assert!(e.contains("--tol"), "{e}");
+    // --params: a pattern that is no regular expression, one that matches no name of the set (a
+    // BatchNorm weight is outside the default biasbn set), and a per-layer run with nothing to do.
+    let e = fails("smooth_cnn.pt", &["--params", "conv("]);
+    assert!(e.contains("--params") && e.contains("conv("), "{e}");
+    let e = fails("smooth_cnn.pt", &["--params", "bn\\.weight"]);
+    assert!(e.contains("--params") && e.contains("matches no parameter") && e.contains("conv.weight"), "{e}");
+    let e = fails("smooth_cnn.pt", &["--per-layer", "--top", "0", "--density"]);
+    assert!(e.contains("--per-layer"), "{e}");
+}
+
+/// `--per-layer`: each diagonal block's extreme eigenvalues and trace equal the dense Hessian's
+/// blocks (per tensor and per module); the blocks' traces add up to the whole trace; `--params`
+/// takes the Hessian over the named tensors only.
+#[test]
+fn per_layer_blocks_and_params_match_the_dense_blocks() {
+    let (d, _) = dense("smooth_cnn.pt", "smooth_cnn", "cifar-bin", "ce", "keep", &[]);
+    let within = |got: f64, want: &serde_json::Value, scale: f64, what: &str| {
+        let want = want.as_f64().unwrap();
+        assert!((got - want).abs() <= 2e-3 * scale, "{what}: {got} vs dense {want}");
+    };
+    for (by, kind) in [("tensor", "tensors"), ("module", "modules")] {
+        let out = out_dir(&format!("hessian-per-layer-{by}"));
+        let h = hessian(
+            "smooth_cnn.pt",
+            "cifar-bin",
+            &out,
+            &["--ignore", "keep", "--which", "both", "--per-layer", by, "--trace", "--trace-samples", "90"],
+        );
+        let dense_blocks = d[0]["blocks"][kind].as_array().unwrap();
+        let layers = h["per_layer"].as_array().unwrap();
+        assert_eq!(layers.len(), dense_blocks.len(), "{by}: {h}");
+        let full_max = h["largest"][0]["eigenvalue"].as_f64().unwrap();
+        let full_min = h["smallest"][0]["eigenvalue"].as_f64().unwrap();
+        let full_trace = h["trace"]["estimate"].as_f64().unwrap();
+        let mut sum = 0.0;
+        for (l, b) in layers.iter().zip(dense_blocks) {
+            let name = l["name"].as_str().unwrap();
+            assert_eq!(l["name"], b["name"], "{by}: blocks in model order");
+            assert_eq!(l["tensors"], b["tensors"], "{by} {name}");
+            assert_eq!(l["n_params"], b["n"], "{by} {name}");
+            let scale = b["max"].as_f64().unwrap().abs().max(b["min"].as_f64().unwrap().abs());
+            let (lmax, lmin) =
+                (l["largest"]["eigenvalue"].as_f64().unwrap(), l["smallest"]["eigenvalue"].as_f64().unwrap());
+            within(lmax, &b["max"], scale, &format!("{by} {name} λmax"));
+            within(lmin, &b["min"], scale, &format!("{by} {name} λmin"));
+            // Cauchy interlacing: a diagonal block's spectrum lies within the whole one's.
+            assert!(lmax <= full_max * (1.0 + 1e-3) && lmin >= full_min - 1e-3 * full_max.abs(), "{by} {name}");
+            let (est, se) = (l["trace"]["estimate"].as_f64().unwrap(), l["trace"]["stderr"].as_f64().unwrap());
+            let want = b["trace"].as_f64().unwrap();
+            assert!(
+                (est - want).abs() <= 4.0 * se + 1e-5 * full_trace.abs(),
+                "{by} {name}: trace {est} ± {se} vs dense {want}"
+            );
+            sum += est;
+        }
+        assert!((sum - full_trace).abs() <= 1e-6 * full_trace.abs(), "{by}: blocks add up to {sum}, not {full_trace}");
+        let csv = std::fs::read_to_string(out.join("per_layer.csv")).unwrap();
+        let rows: Vec<&str> = csv.lines().collect();
+        assert!(rows[0].starts_with("depth,name,tensors,n_params,lambda_max"), "{csv}");
+        assert_eq!(rows.len(), layers.len() + 1, "{csv}");
+        assert!(rows[1].starts_with(&format!("0,{},", layers[0]["name"].as_str().unwrap())), "{csv}");
+        let meta = crate::common::meta_json(&out);
+        assert_eq!(meta["operator"]["per_layer"], by, "{meta}");
+    }
+    // --params: the Hessian over conv.weight and fc.weight only, as the dense one over them.
+    let (d, _) =
+        dense("smooth_cnn.pt", "smooth_cnn", "cifar-bin", "ce", "keep", &["--params", "conv\\..*,fc\\.weight"]);
+    let truth = eigenvalues(&d[0]);
+    let out = out_dir("hessian-params");
+    let h = hessian("smooth_cnn.pt", "cifar-bin", &out, &["--ignore", "keep", "--params", "conv\\..*,fc\\.weight"]);
+    assert_eq!(h["n_params"].as_u64().unwrap() as usize, truth.len(), "{h}");
+    assert_eq!(d[0]["names"], serde_json::json!(["conv.weight", "fc.weight"]));
+    let top = h["largest"][0]["eigenvalue"].as_f64().unwrap();
+    let want = truth[truth.len() - 1];
+    assert!((top - want).abs() <= 1e-3 * want.abs(), "λmax {top} vs dense {want}");
+    let meta = crate::common::meta_json(&out);
+    assert_eq!(meta["operator"]["params"], serde_json::json!(["conv\\..*", "fc\\.weight"]), "{meta}");
 }
 
 /// The reference spectrum of the trained ResNet-8 fixture (scipy eigsh over float64 PyTorch

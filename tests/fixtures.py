@@ -907,6 +907,9 @@ def dense_hessian(a):
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     names = [k for k, v in params.items() if a.ignore == "keep" or v.dim() > 1]
+    if a.params:
+        import re
+        names = [k for k in names if any(re.fullmatch(p, k) for p in a.params.split(","))]
     dirs = load_file(a.directions) if a.directions else {}
     results = []
     vectors = {}
@@ -970,7 +973,32 @@ def dense_hessian(a):
             h = grads.t() @ grads / denom
         h = 0.5 * (h + h.t())
         evals, evecs = torch.linalg.eigh(h)
-        results.append({"eigenvalues": evals.tolist(), "trace": float(torch.trace(h)), "n": len(flat0)})
+        # The diagonal blocks, per tensor and per module (the name without its last component).
+        offsets = {}
+        off = 0
+        for k, n in zip(names, sizes):
+            offsets[k] = list(range(off, off + n))
+            off += n
+        groups = {"tensors": [(k, [k]) for k in names], "modules": []}
+        for k in names:
+            m = k.rsplit(".", 1)[0] if "." in k else k
+            if groups["modules"] and groups["modules"][-1][0] == m:
+                groups["modules"][-1][1].append(k)
+            elif any(g[0] == m for g in groups["modules"]):
+                next(g for g in groups["modules"] if g[0] == m)[1].append(k)
+            else:
+                groups["modules"].append((m, [k]))
+        blocks = {}
+        for kind, gs in groups.items():
+            blocks[kind] = []
+            for name, members in gs:
+                idx = torch.tensor([i for k in members for i in offsets[k]])
+                hb = h[idx][:, idx]
+                ev = torch.linalg.eigvalsh(hb)
+                blocks[kind].append({"name": name, "tensors": members, "n": len(idx),
+                                     "max": float(ev[-1]), "min": float(ev[0]), "trace": float(torch.trace(hb))})
+        results.append({"eigenvalues": evals.tolist(), "trace": float(torch.trace(h)), "n": len(flat0),
+                        "names": names, "blocks": blocks})
         if p_i == 0:
             for i in range(3):
                 v = evecs[:, -1 - i]
@@ -1183,6 +1211,7 @@ def main():
     dh.add_argument("--points", default="[[0, 0]]")
     dh.add_argument("--vectors")
     dh.add_argument("--operator", default="hessian", choices=["hessian", "ggn", "empirical-fisher"])
+    dh.add_argument("--params", help="comma-separated regular expressions, each matching whole names")
     dh.add_argument("--out", required=True)
     eg = sub.add_parser("eigsh-hessian")
     eg.add_argument("--model", required=True)

@@ -470,6 +470,15 @@ pub struct HessianArgs {
     /// Parameters H is taken over.
     #[arg(long, value_enum, default_value = "biasbn")]
     pub ignore: HessianParameters,
+    /// Only the parameters whose names (as named_parameters gives them) one of these regular
+    /// expressions matches in full, within the --ignore set; comma-separated.
+    #[arg(long, value_name = "REGEX[,REGEX]", value_delimiter = ',')]
+    pub params: Vec<String>,
+    /// Also each diagonal block: λmax (and λmin with --which both/smallest) of each parameter
+    /// tensor's block, or each module's with `--per-layer module`, and its trace (from the --trace
+    /// probes); per_layer.csv, hessian.json per_layer, per_layer.png.
+    #[arg(long, value_enum, value_name = "tensor|module", num_args = 0..=1, default_missing_value = "tensor")]
+    pub per_layer: Option<crate::options::PerLayer>,
     /// The operator: hessian, ggn (generalized Gauss-Newton Jᵀ H_out J, the Fisher of the
     /// model's predictive distribution for cross-entropy and squared error) or empirical-fisher
     /// ((1/N) Σ g_i g_iᵀ at the labels).

@@ -373,6 +373,18 @@ fn hessian_line(o: &commands::hessian::HessianOutcome) -> String {
     if let Some(t) = &r.trace {
         parts.push(format!("trace {} ± {}", sig6(t.estimate), sig6(t.stderr)));
     }
+    if let Some(layers) = &r.per_layer {
+        let top =
+            layers.iter().filter_map(|l| l.largest.map(|e| (e.eigenvalue, &l.name))).max_by(|a, b| a.0.total_cmp(&b.0));
+        match top {
+            Some((v, name)) => parts.push(format!(
+                "{} blocks in per_layer.csv (largest block λmax {} in {name})",
+                layers.len(),
+                sig6(v)
+            )),
+            None => parts.push(format!("{} blocks in per_layer.csv", layers.len())),
+        }
+    }
     if r.converged {
         parts.push(format!("{} products in {:.1}s", r.hvp_count, r.seconds));
     } else {

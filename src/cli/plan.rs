@@ -232,6 +232,13 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
             format!("Hutch++ needs at least {hutchpp} products (or --trace-method hutchinson)"),
         ));
     }
+    if a.per_layer.is_some() && a.top == 0 && !a.trace {
+        return Err(Error::setting(
+            Setting::PerLayer,
+            a.per_layer.unwrap_or_default(),
+            "nothing to compute per block: ask for eigenvalues (--top 1 or more) or --trace",
+        ));
+    }
     if a.method == crate::options::EigenMethod::Power && (a.top > 1 || a.which != crate::options::Which::Largest) {
         return Err(Error::setting(
             Setting::Top,
@@ -245,6 +252,7 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
         setup: s,
         device: devices[0],
         ignore: a.ignore.into(),
+        params: crate::space::params::NameFilter::parse(&a.params)?,
         operator: a.operator,
         request: crate::engine::hessian::Request {
             lanczos,
@@ -253,6 +261,7 @@ pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
             density: a.density.then_some((a.density_runs.max(1), a.density_steps.max(2))),
             seed: a.seed,
             vectors_per_pass: a.vectors_per_pass,
+            per_layer: a.per_layer,
         },
         out: a.out.out.clone(),
         overwrite: a.out.overwrite,

@@ -242,6 +242,8 @@ pub struct HessianRun<'a> {
     pub analysis: &'a Analysis,
     pub request: &'a Request,
     pub ignore: Ignore,
+    /// --params' patterns (empty: none).
+    pub params: Vec<String>,
     /// The checkpoint the model was moved to (with an architecture), if any.
     pub origin: Option<PathBuf>,
     pub argv: &'a [String],
@@ -297,6 +299,8 @@ pub fn hessian_meta(r: &HessianRun) -> HessianMeta {
             parameters: r.ignore,
             n_params: h.dim(),
             parameter_tensors: h.names().len(),
+            params: r.params.clone(),
+            per_layer: r.request.per_layer,
             batch_size: h.batch_size,
             definition: operator_definition(h.operator()).into(),
         },
@@ -319,7 +323,7 @@ pub fn hessian_meta(r: &HessianRun) -> HessianMeta {
                     .into(),
             },
         }),
-        trace: a.trace.map(TraceRecord::from),
+        trace: a.trace.as_ref().map(TraceRecord::from),
         density: r.density.clone(),
         files: r.files.clone(),
         timing: HessianTiming {

@@ -18,11 +18,15 @@ use crate::error::{Error, Result, Role, Setting};
 use crate::inputs::checkpoint::State;
 use crate::options::{BatchNormMode, Ignore, Operator, Precision, Which};
 use crate::space::directions;
+use crate::space::params::NameFilter;
 use crate::space::spectrum::{self, Eigenpair};
 use crate::store::atomic::write_json;
 use crate::store::files;
+use crate::store::layers;
 use crate::store::npy;
-use crate::store::record::{DensityMeta, EigenvalueRecord, HessianMeta, HessianReport, TraceRecord};
+use crate::store::record::{
+    BlockTrace, DensityMeta, EigenvalueRecord, HessianMeta, HessianReport, LayerRecord, TraceRecord,
+};
 use crate::store::rundir::RunDir;
 
 /// What to compute and where.
@@ -33,6 +37,8 @@ pub struct HessianConfig {
     pub setup: Setup,
     pub device: Device,
     pub ignore: Ignore,
+    /// Names kept within the `ignore` set (--params; empty: all).
+    pub params: NameFilter,
     /// The Hessian, the Gauss-Newton matrix or the empirical Fisher.
     pub operator: Operator,
     pub request: Request,
@@ -106,7 +112,7 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
     if RunDir::is_complete(&cfg.out) && !cfg.overwrite {
         return Err(Error::Complete { dir: cfg.out.clone() });
     }
-    let set = hessian::parameter_set(&s.model, cfg.ignore);
+    let set = hessian::select(&s.model, hessian::parameter_set(&s.model, cfg.ignore), &cfg.params)?;
     let mut h = Hessian::new(&s.model, &s.data, set, ev.loss, cfg.operator, ev.outputs_per_sample, ev.batch_size)?;
     let loss = h.loss()?;
     if !loss.is_finite() {
@@ -129,6 +135,7 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
         analysis: &a,
         request: &cfg.request,
         ignore: cfg.ignore,
+        params: cfg.params.patterns(),
         origin: cfg.arch.as_ref().map(|_| cfg.model.clone()),
         argv: &cfg.argv,
         precision,
@@ -148,16 +155,41 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
     Ok(HessianOutcome { dir: cfg.out.clone(), report, meta })
 }
 
+fn record(p: &Eigenpair) -> EigenvalueRecord {
+    EigenvalueRecord { eigenvalue: p.value, residual: p.residual, residual_norm: p.residual_norm, test: p.convergence }
+}
+
 fn records(pairs: &[Eigenpair]) -> Vec<EigenvalueRecord> {
-    pairs
-        .iter()
-        .map(|p| EigenvalueRecord {
-            eigenvalue: p.value,
-            residual: p.residual,
-            residual_norm: p.residual_norm,
-            test: p.convergence,
-        })
-        .collect()
+    pairs.iter().map(record).collect()
+}
+
+/// hessian.json's `per_layer`: each block's ends (those asked for) and trace.
+fn layer_records(a: &Analysis, wants: impl Fn(Which) -> bool) -> Option<Vec<LayerRecord>> {
+    let layers = a.layers.as_ref()?;
+    Some(
+        layers
+            .iter()
+            .map(|l| LayerRecord {
+                name: l.name.clone(),
+                tensors: l.tensors.clone(),
+                n_params: l.n_params,
+                largest: l
+                    .extremes
+                    .as_ref()
+                    .filter(|_| wants(Which::Largest))
+                    .and_then(|e| e.largest.first())
+                    .map(record),
+                smallest: l
+                    .extremes
+                    .as_ref()
+                    .filter(|_| wants(Which::Smallest))
+                    .and_then(|e| e.smallest.first())
+                    .map(record),
+                trace: l.trace.map(|(estimate, stderr)| BlockTrace { estimate, stderr }),
+                products: l.products,
+            })
+            .collect(),
+    )
 }
 
 /// hessian.json's content.
@@ -168,14 +200,16 @@ fn report(a: &Analysis, h: &Hessian, loss: f64, which: Option<Which>) -> Hessian
         operator: h.operator(),
         largest: e.filter(|_| wants(Which::Largest)).map(|e| records(&e.largest)),
         smallest: e.filter(|_| wants(Which::Smallest)).map(|e| records(&e.smallest)),
-        trace: a.trace.map(TraceRecord::from),
+        trace: a.trace.as_ref().map(TraceRecord::from),
         n_params: h.dim(),
         hvp_count: a.products,
         passes: a.passes,
         seconds: a.seconds,
         loss,
         lanczos_steps: e.map_or(0, |e| e.steps),
-        converged: e.is_none_or(|e| e.converged),
+        converged: e.is_none_or(|e| e.converged)
+            && a.layers.iter().flatten().all(|l| l.extremes.as_ref().is_none_or(|e| e.converged)),
+        per_layer: layer_records(a, wants),
     }
 }
 
@@ -191,6 +225,10 @@ fn write(
 ) -> Result<Vec<String>> {
     let mut written = vec![files::HESSIAN.to_string()];
     write_json(&out.join(files::HESSIAN), report)?;
+    if let Some(l) = &report.per_layer {
+        layers::write_csv(out, l)?;
+        written.push(files::PER_LAYER_CSV.into());
+    }
     let names = h.names();
     if let Some(e) = &a.extremes {
         let mut named: Vec<(String, Tensor)> = Vec::new();

@@ -10,8 +10,9 @@ use crate::engine::session::Setup;
 use crate::error::{Error, Result, Role};
 use crate::inputs::data::Dataset;
 use crate::inputs::model::Model;
-use crate::options::{EigenMethod, Ignore, LossKind, Operator};
-use crate::space::spectrum::{self, Extremes, LanczosOptions, Trace, TraceMethod, TraceOptions};
+use crate::options::{EigenMethod, Ignore, LossKind, Operator, PerLayer};
+use crate::space::params::{self, NameFilter};
+use crate::space::spectrum::{self, Extremes, LanczosOptions, Partition, Trace, TraceMethod, TraceOptions};
 
 /// Gradients on the CPU are taken in the NCHW layout: libtorch 2.11's oneDNN computes the weight
 /// gradient of a stride-2 1×1 convolution with fewer than 8 input channels wrongly in channels_last
@@ -27,6 +28,15 @@ pub fn gradient_layout(setup: &mut Setup, dev: Device) {
 /// The parameters H is taken over: with biasbn those with more than one dimension, with keep all.
 pub fn parameter_set(model: &Model, ignore: Ignore) -> Vec<usize> {
     (0..model.params.len()).filter(|&i| ignore == Ignore::Keep || model.params[i].1.dim() > 1).collect()
+}
+
+/// The part of `set` (indices into `model.params`) whose names the filter keeps.
+pub fn select(model: &Model, set: Vec<usize>, filter: &NameFilter) -> Result<Vec<usize>> {
+    if filter.is_empty() {
+        return Ok(set);
+    }
+    let names: Vec<&str> = set.iter().map(|&i| model.params[i].0.as_str()).collect();
+    Ok(filter.select(&names)?.into_iter().map(|k| set[k]).collect())
 }
 
 /// v ↦ Cv for the loss of `model` on `data` (C the operator chosen), over the parameters `set`
@@ -69,6 +79,12 @@ impl<'a> Hessian<'a> {
             ));
         }
         Ok(Hessian { model, data, set, loss, operator, batch_size, outputs_per_sample, products: 0, passes: 0 })
+    }
+
+    /// The same operator on the diagonal block of the parameters at positions `members` of the set.
+    pub fn restricted(&self, members: &[usize]) -> Result<Hessian<'a>> {
+        let set = members.iter().map(|&k| self.set[k]).collect();
+        Hessian::new(self.model, self.data, set, self.loss, self.operator, self.outputs_per_sample, self.batch_size)
     }
 
     /// The loss H is the Hessian of.
@@ -314,6 +330,22 @@ pub struct Request {
     pub seed: u64,
     /// Independent products (trace probes, density runs) taken in one pass over the data.
     pub vectors_per_pass: usize,
+    /// Also each diagonal block (per tensor or per module): its extreme eigenvalues (K = 1, the
+    /// ends asked for) and its trace (from the whole set's trace probes).
+    pub per_layer: Option<PerLayer>,
+}
+
+/// One diagonal block's results.
+pub struct Layer {
+    pub name: String,
+    /// Its tensors, in model order.
+    pub tensors: Vec<String>,
+    pub n_params: i64,
+    pub extremes: Option<Extremes>,
+    /// (estimate, standard error) of the block's trace.
+    pub trace: Option<(f64, f64)>,
+    /// Products of the block's own operator (its eigenvalues).
+    pub products: usize,
 }
 
 /// What was learnt, and the seconds and products it took.
@@ -326,15 +358,15 @@ pub struct Analysis {
     pub products: usize,
     /// Passes over the data (products taken together count once).
     pub passes: usize,
+    /// The diagonal blocks, in model order (with `per_layer`).
+    pub layers: Option<Vec<Layer>>,
 }
 
-/// The eigenpairs, trace and density `r` asks for, from the products of `h`.
-pub fn analyse(h: &mut Hessian, r: Request) -> Result<Analysis> {
-    let t0 = std::time::Instant::now();
+/// The extreme eigenpairs of `h` by the method asked for (None: none asked for).
+fn eigenpairs(h: &mut Hessian, o: Option<LanczosOptions>, method: EigenMethod) -> Result<Option<Extremes>> {
     let (dim, dev) = (h.dim(), h.model.device);
-    let block = r.vectors_per_pass.max(1);
     let mut op = |v: &Tensor| h.apply(v);
-    let extremes = match (r.lanczos, r.method) {
+    Ok(match (o, method) {
         (Some(o), EigenMethod::Lanczos) => Some(spectrum::extremes(&mut op, dim, dev, o)?),
         (Some(o), EigenMethod::Power) => {
             let (pair, steps) = spectrum::power(&mut op, dim, dev, o.tol, o.max_steps, o.seed)?;
@@ -342,15 +374,38 @@ pub fn analyse(h: &mut Hessian, r: Request) -> Result<Analysis> {
             Some(Extremes { largest: vec![pair], smallest: Vec::new(), steps, products: steps, converged })
         }
         (None, _) => None,
-    };
+    })
+}
+
+/// The eigenpairs, trace and density `r` asks for, from the products of `h`; with `per_layer`
+/// also each diagonal block's eigenvalues (its own products) and trace (the whole set's probes).
+pub fn analyse(h: &mut Hessian, r: Request) -> Result<Analysis> {
+    let t0 = std::time::Instant::now();
+    let (dim, dev) = (h.dim(), h.model.device);
+    let block = r.vectors_per_pass.max(1);
+    let extremes = eigenpairs(h, r.lanczos, r.method)?;
     if let Some(e) = extremes.as_ref().filter(|e| !e.converged) {
         log::warn!("not every eigenpair passed its test in {} steps (residuals in hessian.json)", e.steps);
     }
+    let names = h.names();
+    let blocks = r.per_layer.map(|by| params::blocks(&names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), by));
+    let partition = match &blocks {
+        Some(bs) => {
+            let mut owner = vec![0; names.len()];
+            for (b, block) in bs.iter().enumerate() {
+                for &m in &block.members {
+                    owner[m] = b;
+                }
+            }
+            Partition { sizes: names.iter().map(|(_, s)| s.iter().product::<i64>()).collect(), owner }
+        }
+        None => Partition::default(),
+    };
     let mut op = |vs: &[Tensor]| h.apply_block(vs);
     let trace = match r.trace {
         Some((method, max, tol)) => {
             let o = TraceOptions { method, max, min: 10.min(max), tol, block, seed: r.seed };
-            Some(spectrum::trace(&mut op, dim, dev, o)?)
+            Some(spectrum::trace(&mut op, dim, dev, o, &partition)?)
         }
         None => None,
     };
@@ -358,6 +413,32 @@ pub fn analyse(h: &mut Hessian, r: Request) -> Result<Analysis> {
         Some((runs, steps)) => Some(spectrum::quadrature(&mut op, dim, dev, r.seed, runs, steps, block)?),
         None => None,
     };
+    let (mut products, mut passes) = (h.products, h.passes);
+    let layers = match blocks {
+        Some(bs) => {
+            let mut out = Vec::with_capacity(bs.len());
+            let one = r.lanczos.map(|o| LanczosOptions { k: 1, ..o });
+            for (b, block) in bs.into_iter().enumerate() {
+                let mut hb = h.restricted(&block.members)?;
+                let extremes = eigenpairs(&mut hb, one, r.method)?;
+                if let Some(e) = extremes.as_ref().filter(|e| !e.converged) {
+                    log::warn!("block {}: its eigenvalues did not pass their test in {} steps", block.name, e.steps);
+                }
+                products += hb.products;
+                passes += hb.passes;
+                out.push(Layer {
+                    tensors: block.members.iter().map(|&m| names[m].0.clone()).collect(),
+                    n_params: hb.dim(),
+                    name: block.name,
+                    extremes,
+                    trace: trace.as_ref().map(|t| t.blocks[b]),
+                    products: hb.products,
+                });
+            }
+            Some(out)
+        }
+        None => None,
+    };
     let seconds = t0.elapsed().as_secs_f64();
-    Ok(Analysis { extremes, trace, quadrature, seconds, products: h.products, passes: h.passes })
+    Ok(Analysis { extremes, trace, quadrature, seconds, products, passes, layers })
 }

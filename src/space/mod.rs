@@ -6,6 +6,7 @@ pub mod barrier;
 pub mod curve;
 pub mod directions;
 pub mod grid;
+pub mod params;
 pub mod pca;
 pub mod sample;
 pub mod shard;

@@ -317,8 +317,9 @@ pub fn power(
 }
 
 /// A trace estimate: the estimate, its standard error, the products it took and, for Hutch++,
-/// the size of the sketched subspace whose part of the trace is exact.
-#[derive(Debug, Clone, Copy)]
+/// the size of the sketched subspace whose part of the trace is exact. With a partition of the
+/// vector into blocks, the trace of each diagonal block from the same products.
+#[derive(Debug, Clone)]
 pub struct Trace {
     pub estimate: f64,
     pub stderr: f64,
@@ -326,6 +327,9 @@ pub struct Trace {
     pub method: TraceMethod,
     /// Hutch++: the vectors of the sketch (0 for Hutchinson).
     pub sketch: usize,
+    /// Per block of the partition asked for: (estimate, standard error) of tr(C_bb). The estimates
+    /// add up to `estimate`.
+    pub blocks: Vec<(f64, f64)>,
 }
 
 /// How far a trace estimate goes: at most `max` products, stopping once the standard error is
@@ -355,33 +359,123 @@ fn mean_stderr(samples: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
-/// Hutchinson samples zᵀ P H P z, P = I − QQᵀ (P = I without `q`), appended to `samples` in blocks
-/// until `count` samples, or until the standard error of `offset` + their mean is within `tol` of
-/// it after `min` samples. Sample i uses the Rademacher vector of seed `seed + i`.
-fn hutchinson_samples(
-    op: &mut BlockOperator,
-    dim: i64,
-    device: Device,
-    q: Option<&Tensor>,
-    offset: f64,
-    o: &TraceOptions,
-    count: usize,
-    seed: u64,
-) -> Result<Vec<f64>> {
-    let mut samples: Vec<f64> = Vec::with_capacity(count);
-    while samples.len() < count {
-        let take = o.block.max(1).min(count - samples.len());
-        let zs: Vec<Tensor> = (0..take)
-            .map(|i| {
-                let z = rademacher(dim, seed.wrapping_add((samples.len() + i) as u64), device);
-                match q {
-                    Some(q) => &z - q.matmul(&q.tr().matmul(&z)),
-                    None => z,
-                }
+/// A partition of a vector's entries into blocks: consecutive pieces of `sizes`, piece i belonging
+/// to block `owner[i]` (a block may own pieces that are not adjacent).
+#[derive(Debug, Clone, Default)]
+pub struct Partition {
+    pub sizes: Vec<i64>,
+    pub owner: Vec<usize>,
+}
+
+impl Partition {
+    /// Each piece its own block.
+    pub fn pieces(sizes: Vec<i64>) -> Partition {
+        let owner = (0..sizes.len()).collect();
+        Partition { sizes, owner }
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.owner.iter().max().map_or(0, |m| m + 1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sizes.is_empty()
+    }
+
+    /// Per-piece values summed into their blocks.
+    fn gather(&self, pieces: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.blocks()];
+        for (&o, v) in self.owner.iter().zip(pieces) {
+            out[o] += v;
+        }
+        out
+    }
+}
+
+/// Σ_i a_i b_i over each block of the partition (one host transfer for all of them).
+fn block_dots(a: &Tensor, b: &Tensor, part: &Partition) -> Result<Vec<f64>> {
+    let prod = (a * b).to_kind(Kind::Double);
+    let sums: Vec<Tensor> = prod.split_with_sizes(&part.sizes, 0).iter().map(|t| t.sum(Kind::Double)).collect();
+    let pieces =
+        Vec::<f64>::try_from(Tensor::stack(&sums, 0)).map_err(|e| Error::other(format!("block traces: {e}")))?;
+    Ok(part.gather(&pieces))
+}
+
+/// The sketched subspace of Hutch++: Q (orthonormal columns) and W = CQ.
+struct Sketch {
+    q: Tensor,
+    w: Tensor,
+}
+
+impl Sketch {
+    /// (I − QQᵀ)x.
+    fn project(&self, x: &Tensor) -> Tensor {
+        x - self.q.matmul(&self.q.tr().matmul(x))
+    }
+
+    /// tr(QᵀCQ).
+    fn exact(&self) -> f64 {
+        (&self.q * &self.w).sum(Kind::Double).double_value(&[])
+    }
+
+    /// Each block's share of the deterministic part: with A = QᵀCQ and B_b = Q_bᵀQ_b (Q_b the
+    /// block's rows), tr(P_b QQᵀC) = tr(P_b QQᵀCQQᵀ) + tr(P_b QQᵀCP) + tr(P_b PCQQᵀ), P = I − QQᵀ,
+    /// = 2 tr(Q_bᵀW_b) − Σ B_b∘A. They add up to tr(A).
+    fn blocks(&self, part: &Partition) -> Result<Vec<f64>> {
+        let a = self.q.tr().matmul(&self.w).to_kind(Kind::Double);
+        let a = (&a + a.tr()) * 0.5;
+        let qs = self.q.split_with_sizes(&part.sizes, 0);
+        let ws = self.w.split_with_sizes(&part.sizes, 0);
+        let parts: Vec<Tensor> = qs
+            .iter()
+            .zip(&ws)
+            .map(|(qb, wb)| {
+                let qb = qb.to_kind(Kind::Double);
+                let b = qb.tr().matmul(&qb);
+                (&qb * wb.to_kind(Kind::Double)).sum(Kind::Double) * 2.0 - (b * &a).sum(Kind::Double)
             })
             .collect();
-        let hz = op(&zs)?;
-        samples.extend(zs.iter().zip(&hz).map(|(z, h)| dot(z, h)));
+        let pieces =
+            Vec::<f64>::try_from(Tensor::stack(&parts, 0)).map_err(|e| Error::other(format!("block traces: {e}")))?;
+        Ok(part.gather(&pieces))
+    }
+}
+
+/// Hutchinson samples of tr(PCP), P = I − QQᵀ (P = I without a sketch): zᵀPCPz for Rademacher z,
+/// and per block z_b·(PCPz)_b (whose expectation is tr(P_b PCP), adding up to the sample). Taken in
+/// blocks of vectors until `count` samples, or until the standard error of `offset` + their mean
+/// is within `tol` of it after `min` samples. Sample i uses the Rademacher vector of seed
+/// `seed + i`.
+fn hutchinson_samples(
+    op: &mut BlockOperator,
+    p: &Probes,
+    sketch: Option<&Sketch>,
+    offset: f64,
+    count: usize,
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let (o, part, dim, device) = (p.options, p.part, p.dim, p.device);
+    let seed = o.seed.wrapping_add(1);
+    let mut samples: Vec<f64> = Vec::with_capacity(count);
+    let mut per_block: Vec<Vec<f64>> = Vec::new();
+    while samples.len() < count {
+        let take = o.block.max(1).min(count - samples.len());
+        let zs: Vec<Tensor> =
+            (0..take).map(|i| rademacher(dim, seed.wrapping_add((samples.len() + i) as u64), device)).collect();
+        let projected: Vec<Tensor> = match sketch {
+            Some(k) => zs.iter().map(|z| k.project(z)).collect(),
+            None => zs.iter().map(|z| z.shallow_clone()).collect(),
+        };
+        let cz = op(&projected)?;
+        for ((z, pz), c) in zs.iter().zip(&projected).zip(&cz) {
+            samples.push(dot(pz, c));
+            if !part.is_empty() {
+                let pcpz = match sketch {
+                    Some(k) => k.project(c),
+                    None => c.shallow_clone(),
+                };
+                per_block.push(block_dots(z, &pcpz, part)?);
+            }
+        }
         if samples.len() >= o.min.max(2) {
             let (mean, stderr) = mean_stderr(&samples);
             if stderr <= o.tol * (offset + mean).abs() {
@@ -389,22 +483,53 @@ fn hutchinson_samples(
             }
         }
     }
-    Ok(samples)
+    Ok((samples, per_block))
 }
 
-/// The trace of the operator. Hutchinson: the mean of zᵀHz over Rademacher z, with its standard
-/// error. Hutch++ (Meyer et al. 2021): a third of the budget sketches S (Rademacher), Q = orth(HS);
-/// tr(QᵀHQ) takes another third and is exact; the rest estimates tr((I − QQᵀ)H(I − QQᵀ)) by
+/// Where the probes of a trace live: the vector's length and device, its partition into blocks
+/// (empty: none) and the estimate's options.
+struct Probes<'a> {
+    dim: i64,
+    device: Device,
+    part: &'a Partition,
+    options: &'a TraceOptions,
+}
+
+/// The Hutch++ sketch: S of `k` Rademacher columns, Q = orth(CS), W = CQ (2k products).
+fn sketch(op: &mut BlockOperator, dim: i64, device: Device, k: usize, o: &TraceOptions) -> Result<Sketch> {
+    let s: Vec<Tensor> = (0..k).map(|i| rademacher(dim, o.seed.wrapping_add(1_000_003 + i as u64), device)).collect();
+    let mut cs = Vec::with_capacity(k);
+    for chunk in s.chunks(o.block.max(1)) {
+        cs.extend(op(chunk)?);
+    }
+    let (q, _) = Tensor::f_linalg_qr(&Tensor::stack(&cs, 1), "reduced")
+        .map_err(|e| Error::other(format!("QR of the Hutch++ sketch: {e}")))?;
+    let cols: Vec<Tensor> = (0..k as i64).map(|j| q.select(1, j).contiguous()).collect();
+    let mut w = Vec::with_capacity(k);
+    for chunk in cols.chunks(o.block.max(1)) {
+        w.extend(op(chunk)?);
+    }
+    Ok(Sketch { q, w: Tensor::stack(&w, 1) })
+}
+
+/// The trace of the operator. Hutchinson: the mean of zᵀCz over Rademacher z, with its standard
+/// error. Hutch++ (Meyer et al. 2021): a third of the budget sketches S (Rademacher), Q = orth(CS);
+/// tr(QᵀCQ) takes another third and is exact; the rest estimates tr((I − QQᵀ)C(I − QQᵀ)) by
 /// Hutchinson, whose sample standard error (conditional on Q, the only random part left) is the
 /// estimate's. Both stop once that error is within `tol` of the estimate (after `min` samples).
-pub fn trace(op: &mut BlockOperator, dim: i64, device: Device, o: TraceOptions) -> Result<Trace> {
+///
+/// `part` (empty, or pieces adding up to `dim`) partitions the vector: each diagonal block's
+/// trace tr(C_bb) then comes from the same products — for Hutch++ its exact share of the sketch's
+/// part (`Sketch::blocks`) plus the mean of z_b·(PCPz)_b — with the standard error of its samples.
+pub fn trace(op: &mut BlockOperator, dim: i64, device: Device, o: TraceOptions, part: &Partition) -> Result<Trace> {
+    let covered = part.sizes.iter().sum::<i64>();
+    if !part.is_empty() && (covered != dim || part.owner.len() != part.sizes.len()) {
+        return Err(Error::other(format!("internal: trace blocks add up to {covered}, not {dim}")));
+    }
+    let nb = part.blocks();
     let max = o.max.max(2);
-    match o.method {
-        TraceMethod::Hutchinson => {
-            let samples = hutchinson_samples(op, dim, device, None, 0.0, &o, max, o.seed.wrapping_add(1))?;
-            let (estimate, stderr) = mean_stderr(&samples);
-            Ok(Trace { estimate, stderr, matvecs: samples.len(), method: o.method, sketch: 0 })
-        }
+    let (sk, exact, shares) = match o.method {
+        TraceMethod::Hutchinson => (None, 0.0, vec![0.0; nb]),
         TraceMethod::HutchPlusPlus => {
             if max < HUTCHPP_MIN_PRODUCTS {
                 return Err(Error::setting(
@@ -414,25 +539,24 @@ pub fn trace(op: &mut BlockOperator, dim: i64, device: Device, o: TraceOptions) 
                 ));
             }
             let k = (max / 3).min(dim as usize).max(1);
-            let sketch: Vec<Tensor> =
-                (0..k).map(|i| rademacher(dim, o.seed.wrapping_add(1_000_003 + i as u64), device)).collect();
-            let mut hs = Vec::with_capacity(k);
-            for chunk in sketch.chunks(o.block.max(1)) {
-                hs.extend(op(chunk)?);
-            }
-            let (q, _) = Tensor::f_linalg_qr(&Tensor::stack(&hs, 1), "reduced")
-                .map_err(|e| Error::other(format!("QR of the Hutch++ sketch: {e}")))?;
-            let cols: Vec<Tensor> = (0..k as i64).map(|j| q.select(1, j).contiguous()).collect();
-            let mut exact = 0.0;
-            for chunk in cols.chunks(o.block.max(1)) {
-                exact += chunk.iter().zip(op(chunk)?).map(|(c, h)| dot(c, &h)).sum::<f64>();
-            }
-            let rest = max - 2 * k;
-            let samples = hutchinson_samples(op, dim, device, Some(&q), exact, &o, rest, o.seed.wrapping_add(1))?;
-            let (mean, stderr) = mean_stderr(&samples);
-            Ok(Trace { estimate: exact + mean, stderr, matvecs: 2 * k + samples.len(), method: o.method, sketch: k })
+            let sk = sketch(op, dim, device, k, &o)?;
+            let shares = if part.is_empty() { Vec::new() } else { sk.blocks(part)? };
+            let exact = sk.exact();
+            (Some(sk), exact, shares)
         }
-    }
+    };
+    let k = sk.as_ref().map_or(0, |s| s.q.size()[1] as usize);
+    let probes = Probes { dim, device, part, options: &o };
+    let (samples, per_block) = hutchinson_samples(op, &probes, sk.as_ref(), exact, max - 2 * k)?;
+    let (mean, stderr) = mean_stderr(&samples);
+    let blocks = (0..nb)
+        .map(|b| {
+            let column: Vec<f64> = per_block.iter().map(|s| s[b]).collect();
+            let (m, se) = mean_stderr(&column);
+            (shares[b] + m, se)
+        })
+        .collect();
+    Ok(Trace { estimate: exact + mean, stderr, matvecs: 2 * k + samples.len(), method: o.method, sketch: k, blocks })
 }
 
 /// Stochastic Lanczos quadrature: `runs` Lanczos runs of `steps` steps from random unit vectors,
@@ -647,18 +771,20 @@ mod tests {
         let truth: f64 = eigs.iter().sum();
         let calls = std::cell::Cell::new(0);
         let mut op = block_of(&m, &calls);
-        let t = trace(&mut op, 100, Device::Cpu, options(TraceMethod::Hutchinson, 400, 1e-9, 9)).unwrap();
+        let t = trace(&mut op, 100, Device::Cpu, options(TraceMethod::Hutchinson, 400, 1e-9, 9), &Partition::default())
+            .unwrap();
         assert_eq!(t.matvecs, 400);
         assert!((t.estimate - truth).abs() < 4.0 * t.stderr, "{} vs {truth} ± {}", t.estimate, t.stderr);
         // In blocks of 7 vectors: the same samples, 58 calls instead of 400.
         calls.set(0);
         let o = TraceOptions { block: 7, ..options(TraceMethod::Hutchinson, 400, 1e-9, 9) };
-        let b = trace(&mut op, 100, Device::Cpu, o).unwrap();
+        let b = trace(&mut op, 100, Device::Cpu, o, &Partition::default()).unwrap();
         assert_eq!((b.estimate, b.stderr, b.matvecs, calls.get()), (t.estimate, t.stderr, 400, 58));
         // A diagonal operator has zero variance: exact from the first samples.
         let d = Tensor::from_slice(&eigs).diag(0);
         let mut op = block_of(&d, &calls);
-        let t = trace(&mut op, 100, Device::Cpu, options(TraceMethod::Hutchinson, 400, 1e-6, 9)).unwrap();
+        let t = trace(&mut op, 100, Device::Cpu, options(TraceMethod::Hutchinson, 400, 1e-6, 9), &Partition::default())
+            .unwrap();
         assert!((t.estimate - truth).abs() < 1e-3 && t.matvecs == 10, "{t:?}");
     }
 
@@ -676,9 +802,16 @@ mod tests {
         let mut op = block_of(&m, &calls);
         let (mut e_h, mut e_pp) = (0.0, 0.0);
         for seed in 0..20 {
-            let h = trace(&mut op, 300, Device::Cpu, options(TraceMethod::Hutchinson, 60, 1e-12, seed)).unwrap();
+            let h = trace(
+                &mut op,
+                300,
+                Device::Cpu,
+                options(TraceMethod::Hutchinson, 60, 1e-12, seed),
+                &Partition::default(),
+            )
+            .unwrap();
             let o = TraceOptions { block: 8, ..options(TraceMethod::HutchPlusPlus, 60, 1e-12, seed) };
-            let pp = trace(&mut op, 300, Device::Cpu, o).unwrap();
+            let pp = trace(&mut op, 300, Device::Cpu, o, &Partition::default()).unwrap();
             assert_eq!((h.matvecs, pp.matvecs, pp.sketch), (60, 60, 20));
             assert!((pp.estimate - truth).abs() <= 4.0 * pp.stderr, "{pp:?} vs {truth}");
             e_h += (h.estimate - truth).powi(2);
@@ -690,10 +823,70 @@ mod tests {
         low[..5].copy_from_slice(&[7.0, -3.0, 2.0, 1.0, 0.5]);
         let (m, _) = matrix(&low, 7);
         let mut op = block_of(&m, &calls);
-        let pp = trace(&mut op, 300, Device::Cpu, options(TraceMethod::HutchPlusPlus, 30, 1e-12, 1)).unwrap();
+        let pp =
+            trace(&mut op, 300, Device::Cpu, options(TraceMethod::HutchPlusPlus, 30, 1e-12, 1), &Partition::default())
+                .unwrap();
         assert!((pp.estimate - 7.5).abs() < 1e-4 && pp.stderr < 1e-4, "{pp:?}");
-        let e = trace(&mut op, 300, Device::Cpu, options(TraceMethod::HutchPlusPlus, 5, 1e-3, 1)).unwrap_err();
+        let e =
+            trace(&mut op, 300, Device::Cpu, options(TraceMethod::HutchPlusPlus, 5, 1e-3, 1), &Partition::default())
+                .unwrap_err();
         assert!(matches!(e, Error::Setting { setting: Setting::TraceSamples, .. }), "{e}");
+    }
+
+    /// The traces of the diagonal blocks come from the same products: they add up to the whole
+    /// estimate, each lies within 4 of its standard errors of the true block trace (over 10 seeds,
+    /// both methods), and Hutch++ on an operator of rank below its sketch has every block exactly.
+    #[test]
+    fn block_traces_add_up_and_match_the_diagonal_blocks() {
+        let eigs: Vec<f64> =
+            (0..120).map(|i| if i < 6 { 40.0 - 3.0 * i as f64 } else { 0.02 * (i as f64 - 60.0) }).collect();
+        let (m, _) = matrix(&eigs, 11);
+        // Four pieces in three blocks: the first and the last piece are one block.
+        let sizes = [30i64, 7, 50, 33];
+        let part = Partition { sizes: sizes.to_vec(), owner: vec![0, 1, 2, 0] };
+        let traces = |m: &Tensor| -> Vec<f64> {
+            let d = Vec::<f64>::try_from(m.diagonal(0, 0, 1)).unwrap();
+            let mut at = 0usize;
+            let pieces: Vec<f64> = sizes
+                .iter()
+                .map(|&n| {
+                    let t = d[at..at + n as usize].iter().sum();
+                    at += n as usize;
+                    t
+                })
+                .collect();
+            vec![pieces[0] + pieces[3], pieces[1], pieces[2]]
+        };
+        let truth = traces(&m);
+        let calls = std::cell::Cell::new(0);
+        let mut op = block_of(&m, &calls);
+        for method in [TraceMethod::Hutchinson, TraceMethod::HutchPlusPlus] {
+            for seed in 0..10 {
+                let o = TraceOptions { block: 4, ..options(method, 90, 1e-12, seed) };
+                let t = trace(&mut op, 120, Device::Cpu, o, &part).unwrap();
+                assert_eq!(t.blocks.len(), 3);
+                let sum: f64 = t.blocks.iter().map(|b| b.0).sum();
+                assert!((sum - t.estimate).abs() <= 1e-6 * t.estimate.abs(), "{method:?}: {sum} vs {}", t.estimate);
+                for (b, (&(est, se), want)) in t.blocks.iter().zip(&truth).enumerate() {
+                    assert!(
+                        (est - want).abs() <= 4.0 * se + 1e-4,
+                        "{method:?} seed {seed} block {b}: {est} ± {se} vs {want}"
+                    );
+                }
+            }
+        }
+        let mut low: Vec<f64> = vec![0.0; 120];
+        low[..4].copy_from_slice(&[9.0, -2.0, 4.0, 1.5]);
+        let (m, _) = matrix(&low, 12);
+        let want = traces(&m);
+        let mut op = block_of(&m, &calls);
+        let t = trace(&mut op, 120, Device::Cpu, options(TraceMethod::HutchPlusPlus, 30, 1e-12, 3), &part).unwrap();
+        for (&(est, se), w) in t.blocks.iter().zip(&want) {
+            assert!((est - w).abs() < 1e-4 && se < 1e-4, "{est} ± {se} vs {w}");
+        }
+        let bad = Partition::pieces(vec![10, 10]);
+        let e = trace(&mut op, 120, Device::Cpu, options(TraceMethod::Hutchinson, 30, 1e-12, 3), &bad).unwrap_err();
+        assert!(e.to_string().contains("add up"), "{e}");
     }
 
     #[test]

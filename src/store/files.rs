@@ -26,6 +26,8 @@ pub const PATH_RESIDUAL: &str = "path_residual.npy";
 pub const HESSIAN: &str = "hessian.json";
 pub const EIGENVECTORS: &str = "eigenvectors.safetensors";
 pub const DENSITY: &str = "density.npy";
+/// `hessian --per-layer`'s table.
+pub const PER_LAYER_CSV: &str = "per_layer.csv";
 /// A sharpness run: every measurement's record, the results by model and as a table, and the
 /// worst-case perturbations (one file, or a directory of them).
 pub const ITEMS: &str = "items";
@@ -85,6 +87,7 @@ pub fn is_output(name: &str) -> bool {
         HESSIAN,
         EIGENVECTORS,
         DENSITY,
+        PER_LAYER_CSV,
         CRITICAL_POINTS,
         SHARPNESS,
         SHARPNESS_CSV,

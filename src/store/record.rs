@@ -1053,8 +1053,8 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-impl From<crate::space::spectrum::Trace> for TraceRecord {
-    fn from(t: crate::space::spectrum::Trace) -> TraceRecord {
+impl From<&crate::space::spectrum::Trace> for TraceRecord {
+    fn from(t: &crate::space::spectrum::Trace) -> TraceRecord {
         TraceRecord { estimate: t.estimate, stderr: t.stderr, matvecs: t.matvecs, method: t.method, sketch: t.sketch }
     }
 }
@@ -1086,6 +1086,36 @@ pub struct HessianReport {
     pub lanczos_steps: usize,
     /// Every reported residual is within the tolerance.
     pub converged: bool,
+    /// With --per-layer: each diagonal block of the set, in model order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_layer: Option<Vec<LayerRecord>>,
+}
+
+/// One diagonal block of a per-layer analysis (a parameter tensor, or a module's tensors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LayerRecord {
+    /// The tensor's name, or the module's.
+    pub name: String,
+    /// Its parameter tensors, in model order.
+    pub tensors: Vec<String>,
+    pub n_params: i64,
+    /// The block's largest eigenvalue (with its residual and test), if eigenvalues were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub largest: Option<EigenvalueRecord>,
+    /// The block's smallest eigenvalue, with --which smallest or both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smallest: Option<EigenvalueRecord>,
+    /// The block's trace from the whole set's trace probes: estimate and standard error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<BlockTrace>,
+    /// Products of the block's own operator (its eigenvalues).
+    pub products: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BlockTrace {
+    pub estimate: f64,
+    pub stderr: f64,
 }
 
 /// The operator of a Hessian run.
@@ -1098,6 +1128,13 @@ pub struct HessianOperator {
     pub parameters: Ignore,
     pub n_params: i64,
     pub parameter_tensors: usize,
+    /// --params: the anchored regular expressions on parameter names that chose the set (within
+    /// `parameters`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+    /// --per-layer: the blocks (tensor or module) analysed one by one as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_layer: Option<crate::options::PerLayer>,
     pub batch_size: usize,
     pub definition: String,
 }
