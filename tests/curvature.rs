@@ -341,6 +341,34 @@ fn the_top_eigenvalue_agrees_with_pyhessian() {
     assert!((ours - theirs).abs() <= 5e-3 * theirs.abs(), "losscape {ours} vs PyHessian {theirs}");
 }
 
+/// curvlinops 3.0.1 (HessianLinearOperator / GGNLinearOperator with scipy's eigsh) on the same
+/// ResNet-20, samples and parameter set: the same top eigenvalue of the Hessian and of the GGN.
+#[test]
+fn the_top_eigenvalues_agree_with_curvlinops() {
+    let (m, d) = (s(&fxp("resnet20.pt")), s(&fxp("cifar-bin")));
+    for op in ["hessian", "ggn"] {
+        let out = out_dir(&format!("hessian-r20-curvlinops-{op}"));
+        let h = hessian("resnet20.pt", "cifar-bin", &out, &["--ignore", "keep", "--tol", "1e-4", "--operator", op]);
+        let ours = values(&h, "largest")[0].0;
+        let r = out_dir(&format!("curvlinops-{op}")).with_extension("json");
+        fixtures_py(&[
+            "curvlinops-top",
+            "--model",
+            &m,
+            "--arch",
+            "resnet20",
+            "--data",
+            &d,
+            "--operator",
+            op,
+            "--out",
+            &s(&r),
+        ]);
+        let theirs = json(&r)["top"].as_f64().unwrap();
+        assert!((ours - theirs).abs() <= 2e-3 * theirs.abs(), "{op}: losscape {ours} vs curvlinops {theirs}");
+    }
+}
+
 #[test]
 fn unusable_models_and_options_are_one_line() {
     let fails = |model: &str, extra: &[&str]| {

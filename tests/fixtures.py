@@ -1165,6 +1165,26 @@ def pyhessian_top(a):
         json.dump({"top": top[0]}, f)
 
 
+def curvlinops_top(a):
+    """curvlinops 3.0.1's top eigenvalue of the Hessian or the GGN (HessianLinearOperator /
+    GGNLinearOperator over every parameter, the samples in batches of --batch, eval mode), by scipy's
+    eigsh (ARPACK, which='LA', tol 1e-6): the peer tool on the same model, data and set."""
+    from curvlinops import GGNLinearOperator, HessianLinearOperator
+    from scipy.sparse.linalg import eigsh
+    ts = torch.jit.load(a.model, map_location="cpu")
+    model = eager(a.arch)
+    model.load_state_dict(ts.state_dict())
+    model.eval()
+    x, y = load_data(a.data, a.split, a.limit)
+    data = [(x[i:i + a.batch], y[i:i + a.batch].long()) for i in range(0, len(x), a.batch)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    cls = {"hessian": HessianLinearOperator, "ggn": GGNLinearOperator}[a.operator]
+    op = cls(model, nn.CrossEntropyLoss(reduction="mean"), params, data, check_deterministic=False).to_scipy()
+    top = eigsh(op, k=1, which="LA", tol=1e-6, return_eigenvectors=False)
+    with open(a.out, "w") as f:
+        json.dump({"top": float(top[0])}, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1213,6 +1233,15 @@ def main():
     dh.add_argument("--operator", default="hessian", choices=["hessian", "ggn", "empirical-fisher"])
     dh.add_argument("--params", help="comma-separated regular expressions, each matching whole names")
     dh.add_argument("--out", required=True)
+    cl = sub.add_parser("curvlinops-top")
+    cl.add_argument("--model", required=True)
+    cl.add_argument("--arch", required=True)
+    cl.add_argument("--data", required=True)
+    cl.add_argument("--split", default="train")
+    cl.add_argument("--limit", type=int)
+    cl.add_argument("--batch", type=int, default=32)
+    cl.add_argument("--operator", default="hessian", choices=["hessian", "ggn"])
+    cl.add_argument("--out", required=True)
     eg = sub.add_parser("eigsh-hessian")
     eg.add_argument("--model", required=True)
     eg.add_argument("--data", required=True)
@@ -1277,6 +1306,8 @@ def main():
         reference(a)
     elif a.cmd == "bn-reference":
         bn_reference(a)
+    elif a.cmd == "curvlinops-top":
+        curvlinops_top(a)
     elif a.cmd == "dense-hessian":
         dense_hessian(a)
     elif a.cmd == "eigsh-hessian":
