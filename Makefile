@@ -69,7 +69,8 @@ endif
 	@echo "demo: a random-direction surface in $(DEMO)/surface, the PCA plane of the training path in $(DEMO)/trajectory, the checkpoints' sharpness in $(DEMO)/sharpness"
 
 # Speed: reference-style loop vs best eager and compiled PyTorch vs losscape (with BatchNorm
-# re-estimation timed too), then Hessian eigenvalues against PyHessian, then worst-case sharpness
+# re-estimation timed too), then the top eigenvalue of the Hessian and the Gauss-Newton matrix
+# against PyHessian, curvlinops and hessian-eigenthings, then worst-case sharpness
 # ascent steps and an epoch of curve training (connect) against eager and compiled PyTorch, then
 # a surface estimated with --rel-error against the exact one; in one run on this machine.
 bench: build
