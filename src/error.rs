@@ -172,6 +172,10 @@ pub enum Error {
     /// An operation of libtorch failed; `context` says which.
     #[error("{context}: {message}")]
     Torch { context: String, message: String },
+    /// libtorch's allocator ran out of memory (its typed `OutOfMemoryError`, where libtorch gives
+    /// the type); `context` says in what.
+    #[error("{context}: out of memory: {message}")]
+    OutOfMemory { context: String, message: String },
     /// Reading or writing a file failed.
     #[error("{}: {op}: {source}", path.display())]
     Io { path: PathBuf, op: &'static str, source: std::io::Error },
@@ -197,8 +201,13 @@ impl Error {
         Error::Other(msg.into())
     }
 
-    /// Whether this is an allocator's out-of-memory (CUDA or CPU), which a smaller batch may avoid.
+    /// Whether this is an allocator's out-of-memory (CUDA or CPU), which a smaller batch may avoid:
+    /// the typed cause where the shim caught libtorch's `OutOfMemoryError`; otherwise (an error
+    /// that came through tch, as text) its wording, which the tests pin down.
     pub fn is_oom(&self) -> bool {
+        if matches!(self, Error::OutOfMemory { .. }) {
+            return true;
+        }
         let s = self.to_string().to_lowercase();
         s.contains("out of memory") || s.contains("not enough memory") || s.contains("can't allocate memory")
     }

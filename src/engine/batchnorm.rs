@@ -81,10 +81,9 @@ impl Recompute {
                 let _ = t.shallow_clone().zero_();
             }
         }
-        model.set_batchnorm_training(true)?;
-        let out = model.forward(x);
-        model.set_batchnorm_training(false)?;
-        out.map(|_| ())
+        let training = model.batchnorm_training()?;
+        let _ = model.forward(x)?;
+        training.end()
     }
 
     /// Re-estimate every layer's statistics on `data` in batches of the evaluator's size, the

@@ -155,7 +155,7 @@ impl<'a> Trainer<'a> {
             LossKind::Mse => (idx.size()[0] * self.outputs_per_sample) as f64,
         };
         let params: Vec<Tensor> = self.model.params.iter().map(|(_, p)| p.shallow_clone()).collect();
-        self.model.set_batchnorm_training(true)?;
+        let training = self.model.batchnorm_training()?;
         let result = tch::with_grad(|| -> Result<(f64, Vec<Tensor>)> {
             let out = self.model.forward(&x)?.to_kind(Kind::Float);
             let l = batch_loss(self.loss, &out, &y, Kind::Float) / count.max(1.0);
@@ -169,9 +169,9 @@ impl<'a> Trainer<'a> {
             let grads =
                 Tensor::f_run_backward(&[&l], &params, false, false).map_err(|e| self.model.forward_error(&e))?;
             Ok((l.double_value(&[]), grads))
-        });
-        self.model.set_batchnorm_training(false)?;
-        result
+        })?;
+        training.end()?;
+        Ok(result)
     }
 
     /// Train epoch `e` (0-based); the minibatch losses' mean, the t draws, the learning rate.

@@ -61,7 +61,7 @@ pub struct Fold {
     dirs: Vec<(Option<Tensor>, Option<Tensor>)>,
     /// 4-D constants of the frozen copies that run are laid out channels_last.
     channels_last: bool,
-    /// Try oneDNN layouts for a float32 frozen copy (CPU): see `ffi::freeze`.
+    /// Try oneDNN layouts for a float32 frozen copy (CPU): see `ffi::Module::freeze`.
     mkldnn: bool,
     /// The installed copy runs on oneDNN tensors (some of its constants are `is_mkldnn`).
     on_mkldnn: bool,

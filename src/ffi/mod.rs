@@ -1,9 +1,22 @@
 //! Safe wrappers over src/ffi/shim.cpp: the libtorch calls tch 0.24 does not expose (TF32
 //! switches, a TorchScript module's buffers, reading `torch.save` files, freezing a module, its
-//! BatchNorm layers). Every shim call catches C++ exceptions and reports them as an error text.
+//! BatchNorm layers).
+//!
+//! One funnel: every shim call goes through [`call`], which turns the shim's return code and
+//! message into a typed error (`Error::OutOfMemory` when libtorch threw its `OutOfMemoryError`,
+//! `Error::Torch` otherwise, each naming the operation). The module the shim works on is a
+//! [`Module`]: a handle the shim made and this side owns (freed on drop), which keeps the module
+//! object alive on its own.
+//!
+//! tch's `CModule` does not give out its `torch::jit::Module*`. Two places depend on its layout
+//! (a struct holding just that pointer, under the `=0.24.0` pin): [`Module::share`] reads it once
+//! per module, and checks what it read against the module's first parameter before use; and
+//! [`freeze`] hands a frozen module over to tch as a `CModule` (tch runs its forward). Both are in
+//! [`layout`], with the size assertion.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
+use std::ptr::NonNull;
 
 use tch::{CModule, Tensor};
 
@@ -13,9 +26,16 @@ type NamedTensorCb = extern "C" fn(*mut c_void, *const c_char, *mut c_void);
 type BatchNormCb = extern "C" fn(*mut c_void, *const c_char, f64, i32, *mut c_void, *mut c_void, *mut c_void);
 
 extern "C" {
-    fn losscape_set_tf32(on: i32) -> i32;
-    fn losscape_tf32_conv() -> i32;
-    fn losscape_module_first_param(module: *mut c_void, out: *mut *mut c_void) -> i32;
+    fn losscape_set_tf32(on: i32, err: *mut c_char, len: usize) -> i32;
+    fn losscape_tf32_conv(out: *mut i32, err: *mut c_char, len: usize) -> i32;
+    fn losscape_module_share(
+        module: *mut c_void,
+        out: *mut *mut c_void,
+        first: *mut *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> i32;
+    fn losscape_module_free(module: *mut c_void);
     fn losscape_module_named_buffers(
         module: *mut c_void,
         ctx: *mut c_void,
@@ -52,59 +72,201 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> i32;
+    #[cfg(test)]
+    fn losscape_test_oom(err: *mut c_char, len: usize) -> i32;
+}
+
+/// The shim's return code for libtorch's typed out-of-memory error.
+const OOM: i32 = -2;
+
+/// Run one shim call: `body` gets an error buffer and its length and returns the shim's code. The
+/// only place a shim code becomes an error; `op` names the operation in it.
+fn call(op: &'static str, body: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
+    let mut err = [0u8; 512];
+    let rc = body(err.as_mut_ptr() as *mut c_char, err.len());
+    if rc == 0 {
+        return Ok(());
+    }
+    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+    let message = crate::error::clean(&String::from_utf8_lossy(&err[..end]));
+    let context = op.to_string();
+    Err(if rc == OOM { Error::OutOfMemory { context, message } } else { Error::Torch { context, message } })
 }
 
 /// Receives each (name, new at::Tensor*) from the shim into a Vec<(String, Tensor)>.
 extern "C" fn collect(ctx: *mut c_void, name: *const c_char, t: *mut c_void) {
-    // SAFETY: ctx is the &mut Vec passed below, name a NUL-terminated string, t a new at::Tensor*
-    // whose ownership passes to the tch Tensor.
+    // SAFETY: ctx is the &mut Vec passed by `named_tensors`, name a NUL-terminated string, t a new
+    // at::Tensor* whose ownership passes to the tch Tensor.
     let out = unsafe { &mut *(ctx as *mut Vec<(String, Tensor)>) };
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
     out.push((name, unsafe { Tensor::from_ptr(t as *mut torch_sys::C_tensor) }));
 }
 
-fn err_text(buf: &[u8]) -> String {
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    crate::error::clean(&String::from_utf8_lossy(&buf[..end]))
+/// Run a shim call that reports tensors through `collect` into a fresh list. `body` gets the list
+/// (as the callback context) and the error buffer.
+fn named_tensors(
+    op: &'static str,
+    body: impl FnOnce(*mut c_void, *mut c_char, usize) -> i32,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut out: Vec<(String, Tensor)> = Vec::new();
+    let ctx = &mut out as *mut _ as *mut c_void;
+    call(op, |err, len| body(ctx, err, len))?;
+    Ok(out)
 }
 
 /// Allow or forbid TF32 for CUDA float32 convolutions and matmuls (process-wide).
 pub fn set_tf32(on: bool) -> Result<()> {
-    // SAFETY: a plain C function that catches all C++ exceptions.
-    if unsafe { losscape_set_tf32(on as i32) } != 0 {
-        return Err(Error::other(format!("libtorch refused to {} TF32", if on { "enable" } else { "disable" })));
-    }
-    Ok(())
+    // SAFETY: a plain C function; the buffer outlives the call.
+    call(if on { "enabling TF32" } else { "disabling TF32" }, |err, len| unsafe {
+        losscape_set_tf32(on as i32, err, len)
+    })
 }
 
-/// Whether CUDA float32 convolutions may use TF32 right now.
+/// Whether CUDA float32 convolutions may use TF32 right now (false if libtorch cannot say).
 pub fn tf32_conv() -> bool {
-    // SAFETY: as above.
-    unsafe { losscape_tf32_conv() == 1 }
+    let mut on = 0i32;
+    // SAFETY: as above; `on` outlives the call.
+    call("reading the TF32 setting", |err, len| unsafe { losscape_tf32_conv(&mut on, err, len) }).is_ok() && on == 1
 }
 
-/// The `torch::jit::Module*` inside a tch `CModule` (a struct holding just that pointer), checked
-/// against the module's first parameter before use.
-fn module_ptr(m: &CModule, first_param: &Tensor) -> Result<*mut c_void> {
+/// Where tch's layout is assumed (see the module's documentation).
+mod layout {
+    use super::*;
+
     const _: () = assert!(std::mem::size_of::<CModule>() == std::mem::size_of::<*mut c_void>());
-    // SAFETY: CModule's only field is the module pointer (same size, asserted above); the value is
-    // verified below before anything is done with it.
-    let ptr = unsafe { *(m as *const CModule as *const *mut c_void) };
-    let mut first: *mut c_void = std::ptr::null_mut();
-    // SAFETY: reads the module's parameters; catches exceptions.
-    if ptr.is_null() || unsafe { losscape_module_first_param(ptr, &mut first) } != 0 || first != first_param.data_ptr()
-    {
-        return Err(Error::other("internal: cannot reach the TorchScript module behind tch's CModule"));
+
+    /// The `torch::jit::Module*` inside a tch `CModule`, unchecked (the caller checks it).
+    pub(super) fn module_ptr(m: &CModule) -> *mut c_void {
+        // SAFETY: CModule's only field is the module pointer (same size, asserted above).
+        unsafe { *(m as *const CModule as *const *mut c_void) }
     }
-    Ok(ptr)
+
+    /// A frozen module the shim made (a `new torch::jit::Module`) handed to tch, which frees it
+    /// with `delete` (atm_free) as it does its own.
+    pub(super) fn into_cmodule(m: Module) -> CModule {
+        let ptr = m.ptr.as_ptr();
+        std::mem::forget(m);
+        // SAFETY: ptr is a heap torch::jit::Module* from `new`, owned by nobody else now (its
+        // Module was forgotten); CModule is exactly that pointer (size asserted above).
+        unsafe { std::mem::transmute::<*mut c_void, CModule>(ptr) }
+    }
 }
 
-/// The module's buffers (BatchNorm running statistics, ...), sharing its storage.
-pub fn named_buffers(m: &CModule, first_param: &Tensor) -> Result<Vec<(String, Tensor)>> {
-    let ptr = module_ptr(m, first_param)?;
-    // SAFETY: ptr was verified above.
-    named_tensors(|ctx, err, len| unsafe { losscape_module_named_buffers(ptr, ctx, collect, err, len) })
-        .map_err(|e| Error::other(format!("cannot list the module's buffers: {e}")))
+/// A handle to a TorchScript module object that this side owns (a `torch::jit::Module*` made by
+/// the shim, deleted on drop). It keeps the object alive: the module it came from may go first.
+pub struct Module {
+    ptr: NonNull<c_void>,
+}
+
+// SAFETY: a torch::jit::Module handle, as tch's CModule (Send and Sync there): libtorch's module
+// objects are reference counted atomically; this side never calls them from two threads at once.
+unsafe impl Send for Module {}
+unsafe impl Sync for Module {}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from `new` in the shim and is deleted once, here.
+        unsafe { losscape_module_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl Module {
+    fn from_raw(ptr: *mut c_void) -> Result<Module> {
+        NonNull::new(ptr).map(|ptr| Module { ptr }).ok_or_else(|| Error::other("internal: the shim gave no module"))
+    }
+
+    /// A handle to the module object behind tch's `m`, checked: the object's first parameter must
+    /// be `first_param` (the tensor tch's `named_parameters` gave), else the layout is not the one
+    /// assumed and nothing is done with it.
+    pub fn share(m: &CModule, first_param: &Tensor) -> Result<Module> {
+        let raw = layout::module_ptr(m);
+        if raw.is_null() {
+            return Err(Error::other("internal: cannot reach the TorchScript module behind tch's CModule"));
+        }
+        let (mut out, mut first): (*mut c_void, *mut c_void) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: raw is non-null; if it is not a Module* the check below rejects the result, but
+        // the shim has read through it first — the size assertion and the `=0.24.0` pin are what
+        // make it one.
+        call("reaching the TorchScript module", |err, len| unsafe {
+            losscape_module_share(raw, &mut out, &mut first, err, len)
+        })?;
+        let module = Module::from_raw(out)?;
+        if first != first_param.data_ptr() {
+            return Err(Error::other("internal: the TorchScript module behind tch's CModule is not the one loaded"));
+        }
+        Ok(module)
+    }
+
+    fn raw(&self) -> *mut c_void {
+        self.ptr.as_ptr()
+    }
+
+    /// The module's buffers (BatchNorm running statistics, ...), sharing its storage.
+    pub fn named_buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        let m = self.raw();
+        // SAFETY: m is a live Module*; the callback context is the list `named_tensors` made.
+        named_tensors("listing the module's buffers", |ctx, err, len| unsafe {
+            losscape_module_named_buffers(m, ctx, collect, err, len)
+        })
+    }
+
+    /// A frozen copy of the module (`torch.jit.freeze`: attributes inlined as constants, BatchNorm
+    /// folded into the layer before it): the floating-point tensor constants its forward graph
+    /// uses, in graph order, sharing storage with the graph, and the frozen module itself when
+    /// `how.keep`. The named parameters or buffers in `set` take the given values in the copy;
+    /// the module itself is not touched.
+    pub fn freeze(&self, set: &[(String, Tensor)], how: Freeze) -> Result<(Vec<Tensor>, Option<CModule>)> {
+        let names: Vec<CString> = set
+            .iter()
+            .map(|(n, _)| CString::new(n.as_str()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::other("a tensor name holds a NUL byte"))?;
+        let name_ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+        let value_ptrs: Vec<*mut c_void> = set.iter().map(|(_, t)| t.as_ptr() as *mut c_void).collect();
+        let mut out: *mut c_void = std::ptr::null_mut();
+        let out_ptr: *mut *mut c_void = if how.keep { &mut out } else { std::ptr::null_mut() };
+        let m = self.raw();
+        // SAFETY: m is a live Module*; names/values hold set.len() valid pointers that outlive the
+        // call; the shim writes a new Module* into out only when out_ptr is non-null and it succeeds.
+        let consts = named_tensors("freezing the module", |ctx, err, len| unsafe {
+            losscape_freeze(
+                m,
+                how.to_double as i32,
+                name_ptrs.as_ptr(),
+                value_ptrs.as_ptr(),
+                set.len(),
+                how.channels_last as i32,
+                how.mkldnn as i32,
+                ctx,
+                collect,
+                out_ptr,
+                err,
+                len,
+            )
+        })?;
+        let module = if out.is_null() { None } else { Some(layout::into_cmodule(Module::from_raw(out)?)) };
+        Ok((consts.into_iter().map(|(_, t)| t).collect(), module))
+    }
+
+    /// The module's BatchNorm layers that track running statistics, in module order.
+    pub fn batchnorm_layers(&self) -> Result<Vec<BatchNormLayer>> {
+        let mut out: Vec<BatchNormLayer> = Vec::new();
+        let (m, ctx) = (self.raw(), &mut out as *mut _ as *mut c_void);
+        // SAFETY: m is a live Module*; the callback receives &mut out as its context.
+        call("listing the BatchNorm layers", |err, len| unsafe {
+            losscape_batchnorm_layers(m, ctx, collect_batchnorm, err, len)
+        })?;
+        Ok(out)
+    }
+
+    /// Put the BatchNorm layers of the module alone in training mode (`on`) or eval mode.
+    pub fn set_batchnorm_training(&self, on: bool) -> Result<()> {
+        let m = self.raw();
+        // SAFETY: m is a live Module*.
+        call("switching BatchNorm's mode", |err, len| unsafe {
+            losscape_set_batchnorm_training(m, on as i32, err, len)
+        })
+    }
 }
 
 /// How `freeze` makes its copy (all off by default).
@@ -122,71 +284,13 @@ pub struct Freeze {
     pub keep: bool,
 }
 
-/// A frozen copy of the module (`torch.jit.freeze`: attributes inlined as constants, BatchNorm
-/// folded into the layer before it): the floating-point tensor constants its forward graph uses,
-/// in graph order, sharing storage with the graph, and the frozen module itself when `how.keep`.
-/// The named parameters or buffers in `set` take the given values in the copy; the module itself
-/// is not touched.
-pub fn freeze(
-    m: &CModule,
-    first_param: &Tensor,
-    set: &[(String, Tensor)],
-    how: Freeze,
-) -> Result<(Vec<Tensor>, Option<CModule>)> {
-    let ptr = module_ptr(m, first_param)?;
-    let names: Vec<CString> = set
-        .iter()
-        .map(|(n, _)| CString::new(n.as_str()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::other("a tensor name holds a NUL byte"))?;
-    let name_ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
-    let value_ptrs: Vec<*mut c_void> = set.iter().map(|(_, t)| t.as_ptr() as *mut c_void).collect();
-    let mut out: *mut c_void = std::ptr::null_mut();
-    let out_ptr: *mut *mut c_void = if how.keep { &mut out } else { std::ptr::null_mut() };
-    // SAFETY: ptr was verified; names/values hold set.len() valid pointers that outlive the call;
-    // the shim writes a new Module* into out only when out_ptr is non-null and the call succeeds.
-    let consts = named_tensors(|ctx, err, len| unsafe {
-        losscape_freeze(
-            ptr,
-            how.to_double as i32,
-            name_ptrs.as_ptr(),
-            value_ptrs.as_ptr(),
-            set.len(),
-            how.channels_last as i32,
-            how.mkldnn as i32,
-            ctx,
-            collect,
-            out_ptr,
-            err,
-            len,
-        )
-    })
-    .map_err(|e| Error::other(format!("cannot freeze the module: {e}")))?;
-    let module = (!out.is_null()).then(|| {
-        // SAFETY: out is a heap torch::jit::Module* from `new`, which CModule owns and frees with
-        // `delete` (atm_free); CModule is exactly that pointer (size asserted in module_ptr).
-        unsafe { std::mem::transmute::<*mut c_void, CModule>(out) }
-    });
-    Ok((consts.into_iter().map(|(_, t)| t).collect(), module))
-}
-
 /// Every tensor of a Python `torch.save` zip file, named by its dotted key path.
 pub fn torch_load(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let c = CString::new(path.to_string_lossy().as_bytes()).map_err(|_| Error::other("a path holds a NUL byte"))?;
     // SAFETY: c is NUL-terminated and outlives the call.
-    named_tensors(|ctx, err, len| unsafe { losscape_torch_load(c.as_ptr(), ctx, collect, err, len) })
-}
-
-/// Run a shim call that reports tensors through `collect` into a fresh list; its error text, if
-/// it fails. `call` gets the list (as the callback context) and an error buffer with its length.
-fn named_tensors(call: impl FnOnce(*mut c_void, *mut c_char, usize) -> i32) -> Result<Vec<(String, Tensor)>> {
-    let mut out: Vec<(String, Tensor)> = Vec::new();
-    let mut err = [0u8; 512];
-    let rc = call(&mut out as *mut _ as *mut c_void, err.as_mut_ptr() as *mut c_char, err.len());
-    if rc != 0 {
-        return Err(Error::other(err_text(&err)));
-    }
-    Ok(out)
+    named_tensors("reading a torch.save file", |ctx, err, len| unsafe {
+        losscape_torch_load(c.as_ptr(), ctx, collect, err, len)
+    })
 }
 
 /// A BatchNorm layer of a TorchScript module, its running statistics shared with the module.
@@ -208,8 +312,8 @@ extern "C" fn collect_batchnorm(
     var: *mut c_void,
     tracked: *mut c_void,
 ) {
-    // SAFETY: ctx is the &mut Vec passed below; name is NUL-terminated; mean, var (and tracked
-    // when non-null) are new at::Tensor* whose ownership passes to tch Tensors.
+    // SAFETY: ctx is the &mut Vec passed by `batchnorm_layers`; name is NUL-terminated; mean, var
+    // (and tracked when non-null) are new at::Tensor* whose ownership passes to tch Tensors.
     let out = unsafe { &mut *(ctx as *mut Vec<BatchNormLayer>) };
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
     let t = |p: *mut c_void| unsafe { Tensor::from_ptr(p as *mut torch_sys::C_tensor) };
@@ -222,35 +326,18 @@ extern "C" fn collect_batchnorm(
     });
 }
 
-/// The module's BatchNorm layers that track running statistics, in module order.
-pub fn batchnorm_layers(m: &CModule, first_param: &Tensor) -> Result<Vec<BatchNormLayer>> {
-    let ptr = module_ptr(m, first_param)?;
-    let mut out: Vec<BatchNormLayer> = Vec::new();
-    let mut err = [0u8; 512];
-    // SAFETY: ptr was verified; the callback receives &mut out as its context.
-    let rc = unsafe {
-        losscape_batchnorm_layers(
-            ptr,
-            &mut out as *mut _ as *mut c_void,
-            collect_batchnorm,
-            err.as_mut_ptr() as *mut c_char,
-            err.len(),
-        )
-    };
-    if rc != 0 {
-        return Err(Error::other(err_text(&err)));
-    }
-    Ok(out)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Put the BatchNorm layers of the module alone in training mode (`on`) or eval mode.
-pub fn set_batchnorm_training(m: &CModule, first_param: &Tensor, on: bool) -> Result<()> {
-    let ptr = module_ptr(m, first_param)?;
-    let mut err = [0u8; 512];
-    // SAFETY: ptr was verified.
-    let rc = unsafe { losscape_set_batchnorm_training(ptr, on as i32, err.as_mut_ptr() as *mut c_char, err.len()) };
-    if rc != 0 {
-        return Err(Error::other(err_text(&err)));
+    /// libtorch's typed out-of-memory error comes back as `Error::OutOfMemory`, whatever its text.
+    #[test]
+    fn the_typed_out_of_memory_cause_is_kept() {
+        // SAFETY: a plain C function; the buffer outlives the call.
+        let e = call("a test", |err, len| unsafe { losscape_test_oom(err, len) }).unwrap_err();
+        assert!(matches!(&e, Error::OutOfMemory { context, .. } if context == "a test"), "{e}");
+        assert!(e.is_oom() && !e.to_string().contains('\n'), "{e}");
+        let e = call("another", |_, _| -1).unwrap_err();
+        assert!(matches!(e, Error::Torch { .. }) && !e.is_oom());
     }
-    Ok(())
 }

@@ -8,9 +8,13 @@
 //    the graph's convolutions rewritten to run on oneDNN (MKLDNN) tensors;
 //  - the BatchNorm layers of a module (momentum and running statistics), and switching them alone
 //    to training mode, for re-estimating their statistics at each point of a grid.
-// No C++ exception crosses into Rust: each call returns 0 on success and -1 on failure, with the
-// first line of the error message in `err` where there is one.
+// No C++ exception crosses into Rust: every call runs its body through `guard`, which returns 0 on
+// success, -2 when libtorch's allocator ran out of memory (c10::OutOfMemoryError, a typed cause)
+// and -1 on any other failure, with the first line of the message in `err`.
+// A module handle the Rust side owns is a `new torch::jit::Module` (a reference to the module
+// object, which it keeps alive), freed by `losscape_module_free`.
 #include <ATen/Context.h>
+#include <c10/util/Exception.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/api/module.h>
@@ -40,58 +44,76 @@ static void set_err(char* err, size_t len, const char* what) {
   err[len - 1] = 0;
 }
 
-extern "C" {
-
-int losscape_set_tf32(int on) {
+// The one convention for C++ exceptions (as tch's PROTECT): run `body`, map what it throws to a
+// return code and a message.
+template <typename F>
+static int guard(char* err, size_t errlen, F&& body) {
   try {
-    auto p = on ? at::Float32Precision::TF32 : at::Float32Precision::IEEE;
-    at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, p);
-    at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, p);
+    body();
     return 0;
-  } catch (...) {
-    return -1;
-  }
-}
-
-// 1 when cuDNN convolutions may use TF32, 0 when not, -1 on failure.
-int losscape_tf32_conv() {
-  try {
-    return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV) ==
-                   at::Float32Precision::TF32
-               ? 1
-               : 0;
-  } catch (...) {
-    return -1;
-  }
-}
-
-// The data pointer of the module's first parameter (to check that `module` is what we think).
-int losscape_module_first_param(void* module, void** out) {
-  try {
-    auto* m = static_cast<torch::jit::Module*>(module);
-    for (const auto& p : m->named_parameters(/*recurse=*/true)) {
-      *out = p.value.data_ptr();
-      return 0;
-    }
-    *out = nullptr;
-    return 0;
-  } catch (...) {
-    return -1;
-  }
-}
-
-// Every buffer of the module (recursively), as new tensors sharing the module's storage.
-int losscape_module_named_buffers(void* module, void* ctx, named_tensor_cb f, char* err, size_t errlen) {
-  try {
-    auto* m = static_cast<torch::jit::Module*>(module);
-    for (const auto& b : m->named_buffers(/*recurse=*/true)) {
-      f(ctx, b.name.c_str(), new at::Tensor(b.value));
-    }
-    return 0;
+  } catch (const c10::OutOfMemoryError& e) {
+    set_err(err, errlen, e.what());
+    return -2;
   } catch (const std::exception& e) {
     set_err(err, errlen, e.what());
     return -1;
+  } catch (...) {
+    set_err(err, errlen, "unknown C++ exception");
+    return -1;
   }
+}
+
+static torch::jit::Module* module_of(void* module) {
+  if (!module) throw std::runtime_error("no module");
+  return static_cast<torch::jit::Module*>(module);
+}
+
+extern "C" {
+
+int losscape_set_tf32(int on, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    auto p = on ? at::Float32Precision::TF32 : at::Float32Precision::IEEE;
+    at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, p);
+    at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, p);
+  });
+}
+
+// *out = 1 when cuDNN convolutions may use TF32, 0 when not.
+int losscape_tf32_conv(int* out, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    *out = at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV) ==
+                   at::Float32Precision::TF32
+               ? 1
+               : 0;
+  });
+}
+
+// A new handle to the module object behind `module` (a torch::jit::Module* that tch's CModule
+// holds): the Rust side owns it (losscape_module_free) and it keeps the object alive. *first is
+// the data pointer of the module's first parameter (null without one), to check that `module` is
+// what the caller thinks.
+int losscape_module_share(void* module, void** out, void** first, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    auto* m = module_of(module);
+    *first = nullptr;
+    for (const auto& p : m->named_parameters(/*recurse=*/true)) {
+      *first = p.value.data_ptr();
+      break;
+    }
+    *out = new torch::jit::Module(*m);
+  });
+}
+
+void losscape_module_free(void* module) { delete static_cast<torch::jit::Module*>(module); }
+
+// Every buffer of the module (recursively), as new tensors sharing the module's storage.
+int losscape_module_named_buffers(void* module, void* ctx, named_tensor_cb f, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    auto* m = module_of(module);
+    for (const auto& b : m->named_buffers(/*recurse=*/true)) {
+      f(ctx, b.name.c_str(), new at::Tensor(b.value));
+    }
+  });
 }
 
 static void walk(const c10::IValue& v, const std::string& prefix, void* ctx, named_tensor_cb f) {
@@ -209,13 +231,10 @@ static std::string plain_dicts(const char* p, size_t n) {
 
 // Every tensor of a `torch.save` zip file, named by its dotted key path ("net.module.conv1.weight").
 int losscape_torch_load(const char* path, void* ctx, named_tensor_cb f, char* err, size_t errlen) {
-  try {
+  return guard(err, errlen, [&] {
     {
       std::ifstream in(path, std::ios::binary);
-      if (!in) {
-        set_err(err, errlen, "cannot open file");
-        return -1;
-      }
+      if (!in) throw std::runtime_error("cannot open file");
     }
     caffe2::serialize::PyTorchStreamReader reader{std::string(path)};
     at::DataPtr pickle;
@@ -239,11 +258,7 @@ int losscape_torch_load(const char* path, void* ctx, named_tensor_cb f, char* er
     torch::jit::Unpickler unpickler(read, nullptr, nullptr, record, at::Device(at::kCPU));
     unpickler.set_version(reader.version());
     walk(unpickler.parse_ivalue(), "", ctx, f);
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, errlen, e.what());
-    return -1;
-  }
+  });
 }
 
 static void tensor_constants(torch::jit::Block* b, std::vector<torch::jit::Node*>& out) {
@@ -319,9 +334,9 @@ static void to_mkldnn(std::shared_ptr<torch::jit::Graph>& graph, std::vector<at:
 // With `out` non-null the frozen module is handed over as a new torch::jit::Module*.
 int losscape_freeze(void* module, int to_double, const char** names, void** values, size_t n, int channels_last,
                     int mkldnn, void* ctx, named_tensor_cb f, void** out, char* err, size_t errlen) {
-  try {
+  return guard(err, errlen, [&] {
     at::NoGradGuard no_grad;
-    auto* m = static_cast<torch::jit::Module*>(module);
+    auto* m = module_of(module);
     torch::jit::Module c = m->deepcopy();
     if (to_double) c.to(at::kDouble);
     if (n > 0) {
@@ -342,10 +357,7 @@ int losscape_freeze(void* module, int to_double, const char** names, void** valu
           ++found;
         }
       }
-      if (found != n) {
-        set_err(err, errlen, "not every tensor to set is a parameter or buffer of the module");
-        return -1;
-      }
+      if (found != n) throw std::runtime_error("not every tensor to set is a parameter or buffer of the module");
     }
     c.eval();
     torch::jit::Module fz = torch::jit::freeze(c, std::nullopt, /*optimize_numerics=*/true);
@@ -367,11 +379,7 @@ int losscape_freeze(void* module, int to_double, const char** names, void** valu
     if (mkldnn) to_mkldnn(graph, consts, const_names, channels_last);
     for (size_t k = 0; k < consts.size(); ++k) f(ctx, std::to_string(k).c_str(), new at::Tensor(consts[k]));
     if (out) *out = new torch::jit::Module(fz);
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, errlen, e.what());
-    return -1;
-  }
+  });
 }
 
 typedef void (*batchnorm_cb)(void* ctx, const char* name, double momentum, int has_momentum, void* mean,
@@ -390,8 +398,8 @@ static bool is_batchnorm(const torch::jit::Module& m) {
 // class constant in TorchScript; has_momentum = 0 when it is None) and new tensors sharing its
 // running_mean, running_var and num_batches_tracked (null when absent).
 int losscape_batchnorm_layers(void* module, void* ctx, batchnorm_cb f, char* err, size_t errlen) {
-  try {
-    auto* m = static_cast<torch::jit::Module*>(module);
+  return guard(err, errlen, [&] {
+    auto* m = module_of(module);
     for (const auto& nm : m->named_modules()) {
       const auto& sub = nm.value;
       if (!is_batchnorm(sub)) continue;
@@ -408,8 +416,7 @@ int losscape_batchnorm_layers(void* module, void* ctx, batchnorm_cb f, char* err
         momentum = mv.toDouble();
         has = 1;
       } else if (!mv.isNone()) {
-        set_err(err, errlen, ("BatchNorm layer " + nm.name + ": cannot read its momentum").c_str());
-        return -1;
+        throw std::runtime_error("BatchNorm layer " + nm.name + ": cannot read its momentum");
       }
       at::Tensor* tracked = nullptr;
       if (sub.hasattr("num_batches_tracked") && sub.attr("num_batches_tracked").isTensor()) {
@@ -418,27 +425,24 @@ int losscape_batchnorm_layers(void* module, void* ctx, batchnorm_cb f, char* err
       f(ctx, nm.name.c_str(), momentum, has, new at::Tensor(sub.attr("running_mean").toTensor()),
         new at::Tensor(sub.attr("running_var").toTensor()), tracked);
     }
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, errlen, e.what());
-    return -1;
-  }
+  });
 }
 
 // Put the BatchNorm layers (as above) in training mode (on = 1) or eval mode (on = 0), leaving
 // every other module as it is.
 int losscape_set_batchnorm_training(void* module, int on, char* err, size_t errlen) {
-  try {
-    auto* m = static_cast<torch::jit::Module*>(module);
+  return guard(err, errlen, [&] {
+    auto* m = module_of(module);
     for (const auto& nm : m->named_modules()) {
       if (!is_batchnorm(nm.value)) continue;
       torch::jit::Module sub = nm.value;
       sub.train(on != 0);
     }
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, errlen, e.what());
-    return -1;
-  }
+  });
+}
+
+// Raise an out-of-memory error as libtorch's allocator does (for the test of the typed cause).
+int losscape_test_oom(char* err, size_t errlen) {
+  return guard(err, errlen, [&] { TORCH_CHECK_WITH(OutOfMemoryError, false, "simulated: out of memory"); });
 }
 }

@@ -34,7 +34,8 @@ pub fn read(path: &Path) -> Result<(Format, Vec<(String, Tensor)>)> {
         Ok(m) => {
             let mut named = m.named_parameters().map_err(|e| bad(torch_msg(&e)))?;
             if let Some((_, first)) = named.first() {
-                let buffers = crate::ffi::named_buffers(&m, &first.shallow_clone()).map_err(|e| bad(e.to_string()))?;
+                let handle = crate::ffi::Module::share(&m, first).map_err(|e| bad(e.to_string()))?;
+                let buffers = handle.named_buffers().map_err(|e| bad(e.to_string()))?;
                 named.extend(buffers);
             }
             return Ok((Format::Torchscript, named));

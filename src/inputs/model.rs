@@ -10,6 +10,8 @@ use crate::ffi::Freeze;
 
 pub struct Model {
     module: CModule,
+    /// The shim's handle to the same module object (buffers, freezing, BatchNorm layers).
+    handle: crate::ffi::Module,
     /// `named_parameters()` in the module's order; these tensors alias the module's weights.
     pub params: Vec<(String, Tensor)>,
     /// `named_buffers()` (BatchNorm running statistics, ...), aliasing the module's buffers.
@@ -70,9 +72,20 @@ impl Model {
         if let Some((name, p)) = params.iter().find(|(_, p)| !p.is_floating_point()) {
             return Err(bad(format!("parameter {name} is {:?}, not floating point", p.kind())));
         }
-        let buffers = crate::ffi::named_buffers(&module, &params[0].1).map_err(|e| bad(e.to_string()))?;
+        let handle = crate::ffi::Module::share(&module, &params[0].1).map_err(|e| bad(e.to_string()))?;
+        let buffers = handle.named_buffers().map_err(|e| bad(e.to_string()))?;
         let native_kind = params[0].1.kind();
-        Ok(Model { module, params, buffers, device, native_kind, path: path.to_path_buf(), sha256, output: None })
+        Ok(Model {
+            module,
+            handle,
+            params,
+            buffers,
+            device,
+            native_kind,
+            path: path.to_path_buf(),
+            sha256,
+            output: None,
+        })
     }
 
     /// One forward pass, its output picked by [`pick_output`]; an error (wrong input shape, an
@@ -86,9 +99,9 @@ impl Model {
         Error::file(Role::Model, &self.path, format!("forward failed: {}", torch_msg(e)))
     }
 
-    /// A frozen copy of the module: see `ffi::freeze`.
+    /// A frozen copy of the module: see `ffi::Module::freeze`.
     pub fn freeze(&self, set: &[(String, Tensor)], how: Freeze) -> Result<(Vec<Tensor>, Option<CModule>)> {
-        crate::ffi::freeze(&self.module, &self.params[0].1, set, how)
+        self.handle.freeze(set, how)
     }
 
     /// Copies of the current parameter values (on the model's device), in `params` order.
@@ -154,16 +167,42 @@ impl Model {
         self.params.iter().map(|(_, p)| p.numel() as i64).sum()
     }
 
-    /// The BatchNorm layers of the module (see `ffi::batchnorm_layers`).
+    /// The BatchNorm layers of the module (see `ffi::Module::batchnorm_layers`).
     pub fn batchnorm_layers(&self) -> Result<Vec<crate::ffi::BatchNormLayer>> {
-        crate::ffi::batchnorm_layers(&self.module, &self.params[0].1)
-            .map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))
+        self.handle.batchnorm_layers().map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))
     }
 
-    /// Put the BatchNorm layers alone in training mode (`on`) or back in eval mode.
-    pub fn set_batchnorm_training(&self, on: bool) -> Result<()> {
-        crate::ffi::set_batchnorm_training(&self.module, &self.params[0].1, on)
-            .map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))
+    /// The BatchNorm layers alone in training mode until the guard goes: it puts them back in eval
+    /// mode when dropped, on every path out (an error in a forward pass included).
+    pub fn batchnorm_training(&self) -> Result<BatchNormTraining<'_>> {
+        self.set_batchnorm_training(true)?;
+        Ok(BatchNormTraining { model: self })
+    }
+
+    fn set_batchnorm_training(&self, on: bool) -> Result<()> {
+        self.handle.set_batchnorm_training(on).map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))
+    }
+}
+
+/// BatchNorm layers in training mode while it lives (see [`Model::batchnorm_training`]).
+pub struct BatchNormTraining<'a> {
+    model: &'a Model,
+}
+
+impl BatchNormTraining<'_> {
+    /// Back to eval mode now, with its error.
+    pub fn end(self) -> Result<()> {
+        let r = self.model.set_batchnorm_training(false);
+        std::mem::forget(self);
+        r
+    }
+}
+
+impl Drop for BatchNormTraining<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.model.set_batchnorm_training(false) {
+            log::warn!("{e}");
+        }
     }
 }
 
