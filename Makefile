@@ -20,6 +20,8 @@ DEMO_TRAIN ?= 2500
 DEMO_EVAL ?= 500
 DEMO_GRID ?= -1:1:21
 DEMO_SHARP ?= 200
+# make bench's --rel-error surface: the demo's trained ResNet-8, 21x21 on 4000 synthetic images.
+REL_ERROR_ARGS ?= --model resnet8 --train-epochs 6 --grid 21 --n 4000
 
 # Debian packages the tests need (a headless browser for the HTML page); root or sudo installs them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -464,6 +464,10 @@ def connect_pair(out):
         os.makedirs(d, exist_ok=True)
         np.save(os.path.join(d, "X.npy"), xb[order])
         np.save(os.path.join(d, "y.npy"), yb[order])
+    # A test split for the big set (2048 points): --rel-error on several splits.
+    xbt, ybt = spirals(2048, np.random.default_rng(5))
+    np.save(os.path.join(out, "spirals_big", "X_test.npy"), xbt)
+    np.save(os.path.join(out, "spirals_big", "y_test.npy"), ybt)
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     for seed, name in ((1, "pair_a"), (2, "pair_b")):
         torch.manual_seed(seed)

@@ -104,6 +104,42 @@ fn zero_is_the_exact_pass_and_shards_give_the_whole_run() {
     }
 }
 
+/// Several splits: each split is estimated in its own seeded order, from the same perturbation,
+/// and equals the run of that split alone bit for bit (loss, stderr, samples); meta.json counts the
+/// samples of each.
+#[test]
+fn several_splits_are_each_estimated_as_in_a_run_of_their_own() {
+    let extra = ["--rel-error", "0.05", "--min-samples", "256", "-q"];
+    let both = out_dir("sampled-splits");
+    let mut e = extra.to_vec();
+    e.extend(["--split", "train,test"]);
+    surface("spirals_big", &both, &GRID, &e);
+    assert_valid_meta(&both);
+    let m = meta_json(&both);
+    let splits = m["sampling"]["splits"].as_array().unwrap();
+    assert_eq!(splits.len(), 2, "{m}");
+    for (sp, n) in [("train", 4096u64), ("test", 2048)] {
+        let alone = out_dir(&format!("sampled-split-{sp}"));
+        let mut e = extra.to_vec();
+        e.extend(["--split", sp]);
+        surface("spirals_big", &alone, &GRID, &e);
+        for f in ["loss", "acc", "stderr", "samples"] {
+            assert_eq!(
+                std::fs::read(both.join(format!("{f}.{sp}.npy"))).unwrap(),
+                std::fs::read(alone.join(format!("{f}.npy"))).unwrap(),
+                "{f} on {sp}"
+            );
+        }
+        let rec = splits.iter().find(|r| r["split"] == sp).unwrap();
+        let (_, used) = npy(&alone.join("samples.npy"));
+        assert_eq!(rec["samples_used"].as_f64().unwrap(), used.iter().sum::<f64>(), "{sp}");
+        assert_eq!(rec["samples_exact"].as_u64().unwrap(), n * 121, "{sp}");
+        assert!(used.iter().any(|&u| (u as u64) < n), "{sp}: every pass ran to the end");
+    }
+    // The first split's arrays are also the run's plain ones.
+    assert_eq!(std::fs::read(both.join("stderr.npy")).unwrap(), std::fs::read(both.join("stderr.train.npy")).unwrap());
+}
+
 #[test]
 fn bad_rel_error_input_is_one_line_and_writes_nothing() {
     for (name, extra, code, part) in [

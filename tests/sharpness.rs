@@ -369,3 +369,45 @@ fn bad_sharpness_input_is_one_line_and_leaves_nothing() {
     assert!(o.status.code() == Some(1) && e.lines().count() == 1 && e.contains("nograd.pt"), "{e}");
     assert!(!out.exists(), "{e}");
 }
+
+/// `--rel-error` on the random draws: the average case and PAC-Bayes σ* from the same draws as
+/// the exact run, each draw's pass stopped once its loss is known to E: within the estimate's own
+/// standard error of the exact run's, on fewer samples; the loss at θ and the worst case exact.
+#[test]
+fn rel_error_estimates_the_draws_within_their_standard_errors() {
+    let common = ["--measure", "average,worst,pacbayes", "--radius", "0.05", "--samples", "30", "--steps", "3"];
+    let exact_dir = out_dir("sharp-rel-exact");
+    let exact = sharpness("pair_a.pt", "spirals_big", &exact_dir, &common);
+    let sampled_dir = out_dir("sharp-rel-sampled");
+    let mut extra = common.to_vec();
+    extra.extend(["--rel-error", "0.1", "--min-samples", "256", "--batch-size", "64"]);
+    let sampled = sharpness("pair_a.pt", "spirals_big", &sampled_dir, &extra);
+    assert_eq!(exact["models"][0]["loss"], sampled["models"][0]["loss"], "the loss at θ is exact");
+    let (e, s) = (results(&exact), results(&sampled));
+    let (ea, sa) = (find(&e, "average"), find(&s, "average"));
+    let gap = (f(&ea["value"]) - f(&sa["value"])).abs();
+    assert!(
+        gap <= 4.0 * f(&sa["stderr"]),
+        "average: exact {} vs sampled {} ± {}",
+        ea["value"],
+        sa["value"],
+        sa["stderr"]
+    );
+    // Near the minimum most passes run long (the loss is small next to its spread); the
+    // bisection's large σ are quickly known.
+    for (r, fraction) in [(sa, 0.95), (find(&s, "pacbayes"), 0.7)] {
+        let u = &r["sampled"];
+        let (used, all) = (f(&u["samples_used"]), f(&u["samples_exact"]));
+        assert!(used < fraction * all && used >= 256.0, "{r}");
+    }
+    // σ*: the sampled levels move the bisection within a few of its standard errors.
+    let (ep, sp) = (find(&e, "pacbayes"), find(&s, "pacbayes"));
+    let (a, b) = (f(&ep["value"]).ln(), f(&sp["value"]).ln());
+    assert!((a - b).abs() <= 0.5, "PAC-Bayes σ*: exact {} vs sampled {}", ep["value"], sp["value"]);
+    // The worst case does not sample: the same as the exact run.
+    let (ew, sw) = (find(&e, "worst"), find(&s, "worst"));
+    assert_eq!(ew["value"], sw["value"]);
+    assert!(ew.get("sampled").is_none() && sw.get("sampled").is_none());
+    let csv = std::fs::read_to_string(sampled_dir.join("sharpness.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with("samples_used,samples_exact"), "{csv}");
+}

@@ -108,8 +108,16 @@ pub struct ValueArgs {
     /// recompute: the first N training samples (all if fewer).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub bn_samples: usize,
-    /// Stop each point's pass once its loss is known to E relative (standard error <= E·|loss|,
-    /// the samples in one seeded order); 0: every sample, exactly. Writes stderr.npy and samples.npy.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Passes estimated from part of the data (`--rel-error`).
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Stop a pass once its loss is known to E relative (standard error <= E·|loss|, the samples
+    /// in a seeded order); 0: every sample, exactly. Grid commands: each point's pass (stderr.npy,
+    /// samples.npy); sharpness: each random draw's (average, pacbayes).
     #[arg(long, value_name = "E", default_value_t = 0.0)]
     pub rel_error: f64,
     /// --rel-error: the fewest samples a pass uses (all if fewer).
@@ -600,6 +608,8 @@ pub struct SharpnessArgs {
     /// Seed of every draw (the same values in one process or in shards).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[command(flatten)]
     pub data: DataArgs,
     /// The split measured: train (CIFAR-10's data_batch_*, or X.npy + y.npy) or test.

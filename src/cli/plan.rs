@@ -37,7 +37,7 @@ impl Env for ProcessEnv {
 }
 
 /// The data options as a Setup with the rest at its defaults.
-fn data_setup(d: &DataArgs, splits: &[Split]) -> Setup {
+fn data_setup(d: &DataArgs, splits: &[Split]) -> Result<Setup> {
     let data = DataSpec {
         path: d.data.clone(),
         split: splits.first().copied().unwrap_or_default(),
@@ -46,32 +46,38 @@ fn data_setup(d: &DataArgs, splits: &[Split]) -> Setup {
         std: d.std.clone(),
         layout: d.layout,
     };
+    data.check()?;
     let mut s = Setup::new(data);
     s.more_splits = splits.iter().skip(1).copied().collect();
     s.output = d.output.clone();
     s.loss = d.loss;
-    s
+    Ok(s)
 }
 
-pub fn setup(d: &DataArgs, splits: &SplitArgs, v: &ValueArgs, speed: Option<&SpeedArgs>) -> Setup {
-    let mut s = data_setup(d, &splits.split);
+/// `--rel-error` and its options (None at 0: exact passes).
+fn sampling(a: &SamplingArgs) -> Option<crate::options::Sampling> {
+    (a.rel_error != 0.0).then_some(crate::options::Sampling {
+        rel_error: a.rel_error,
+        min_samples: a.min_samples,
+        seed: a.sample_seed,
+    })
+}
+
+pub fn setup(d: &DataArgs, splits: &SplitArgs, v: &ValueArgs, speed: Option<&SpeedArgs>) -> Result<Setup> {
+    let mut s = data_setup(d, &splits.split)?;
     s.precision = v.precision;
     s.loss_cap = v.loss_cap;
     s.fold_batchnorm = v.fold_batchnorm;
     s.batchnorm = v.batchnorm;
     s.bn_samples = v.bn_samples;
-    s.sampling = (v.rel_error != 0.0).then_some(crate::options::Sampling {
-        rel_error: v.rel_error,
-        min_samples: v.min_samples,
-        seed: v.sample_seed,
-    });
+    s.sampling = sampling(&v.sampling);
     if let Some(sp) = speed {
         s.batch_size = sp.batch_size;
         s.channels_last = sp.channels_last;
         s.cudnn_benchmark = sp.cudnn_benchmark;
         s.onednn = sp.onednn;
     }
-    s
+    Ok(s)
 }
 
 /// The devices of the task's workers: every GPU `--device` names (one worker each), or `workers`
@@ -136,7 +142,7 @@ fn curvature_precision(setup: &mut Setup, c: &Option<CurvatureSpec>) {
 pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<SurfaceConfig> {
     let m = &a.model;
     let curvature = curvature(&a.curvature, m)?;
-    let mut setup = setup(&a.data, &a.splits, &a.value, Some(&a.speed));
+    let mut setup = setup(&a.data, &a.splits, &a.value, Some(&a.speed))?;
     curvature_precision(&mut setup, &curvature);
     let task = task(&a.out, &a.value.device, Some(&a.task), env, argv)?;
     if curvature.is_some() {
@@ -161,7 +167,7 @@ pub fn directions(a: &DirectionsArgs, env: &dyn Env, argv: Vec<String>) -> Resul
     let mut task = task(&a.out, &a.value.device, None, env, argv)?;
     task.prepare_only = true;
     let curvature = curvature(&a.curvature, m)?;
-    let mut setup = setup(&a.data, &a.splits, &a.value, None);
+    let mut setup = setup(&a.data, &a.splits, &a.value, None)?;
     curvature_precision(&mut setup, &curvature);
     Ok(SurfaceConfig {
         curvature,
@@ -183,7 +189,7 @@ pub fn line(a: &LineArgs, env: &dyn Env, argv: Vec<String>) -> Result<LineConfig
         to: a.to.clone(),
         arch: a.arch.clone(),
         x: a.x,
-        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
+        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed))?,
         task: task(&a.out, &a.value.device, Some(&a.task), env, argv)?,
     })
 }
@@ -198,13 +204,13 @@ pub fn plane(a: &PlaneArgs, env: &dyn Env, argv: Vec<String>) -> Result<PlaneCon
         grid: GridSpec::new(a.x, Some(a.y), Spacing::Linear)?,
         orthogonalize: a.orthogonalize,
         curve: a.curve.clone(),
-        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
+        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed))?,
         task: task(&a.out, &a.value.device, Some(&a.task), env, argv)?,
     })
 }
 
 pub fn hessian(a: &HessianArgs, argv: Vec<String>) -> Result<HessianConfig> {
-    let mut s = data_setup(&a.data, &[a.split]);
+    let mut s = data_setup(&a.data, &[a.split])?;
     s.precision = a.precision.map(Precision::from);
     s.batch_size = a.batch_size;
     let devices = a.device.resolve_all()?;
@@ -292,7 +298,7 @@ pub fn trajectory(a: &TrajectoryArgs, env: &dyn Env, argv: Vec<String>) -> Resul
         margin: a.margin,
         points_per_axis: a.n,
         pca_memory_mb: a.pca_memory,
-        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed)),
+        setup: setup(&a.data, &a.splits, &a.value, Some(&a.speed))?,
         task: task(&a.out, &a.value.device, Some(&a.task), env, argv)?,
     })
 }
@@ -336,11 +342,12 @@ pub fn sharpness(
         parameters: a.ignore.into(),
     };
     crate::commands::sharpness::check(&spec)?;
-    let mut setup = data_setup(&a.data, &[a.split]);
+    let mut setup = data_setup(&a.data, &[a.split])?;
     setup.precision = Some(a.precision.map_or(Precision::Fp32, Precision::from));
     setup.batchnorm = a.batchnorm;
     setup.bn_samples = a.bn_samples;
     setup.fold_batchnorm = false;
+    setup.sampling = sampling(&a.sampling);
     let devices = a.device.resolve_all()?;
     setup.batch_size = a.batch_size.or(Some(crate::commands::hessian::default_batch_size(devices[0])));
     crate::engine::hessian::gradient_layout(&mut setup, devices[0]);
@@ -367,7 +374,7 @@ pub fn connect(a: &ConnectArgs, env: &dyn Env, argv: Vec<String>) -> Result<crat
     if a.eval_batch_size == Some(0) {
         return Err(Error::setting(Setting::EvalBatchSize, 0, "must be at least 1"));
     }
-    let mut setup = data_setup(&a.data, &a.splits.split);
+    let mut setup = data_setup(&a.data, &a.splits.split)?;
     setup.precision = Some(Precision::Fp32);
     setup.batchnorm = a.batchnorm;
     setup.bn_samples = a.bn_samples;

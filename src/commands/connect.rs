@@ -11,6 +11,7 @@ use crate::commands::line::{arch_of, difference, distinct};
 use crate::commands::run::{self, Establish, Outcome, Task};
 use crate::engine::batchnorm::Recompute;
 use crate::engine::connect::{self as train, TrainObserver, Trainer};
+use crate::engine::evaluate::Evaluator;
 use crate::engine::session::{Session, Setup};
 use crate::engine::sweep::Observer;
 use crate::error::{Error, Result, Role, Setting};
@@ -19,9 +20,7 @@ use crate::inputs::model::sha256_file;
 use crate::options::{BatchNormMode, Split};
 use crate::space::grid::{Axis, GridSpec, Spacing};
 use crate::store::files;
-use crate::store::record::{
-    ConnectMeta, CurveTraining, Description, Motion, Plan, RunKind, Source, StateMeta, TrainingRecord,
-};
+use crate::store::record::{CurveTraining, Description, Motion, Plan, RunKind, Source};
 
 pub struct ConnectConfig {
     pub from: PathBuf,
@@ -73,27 +72,7 @@ pub fn connect(cfg: ConnectConfig, observer: &mut dyn Observer) -> Result<Outcom
     let mut s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
     let mut setup = cfg.setup.clone();
     let ev = s.evaluator()?;
-    if s.model.batchnorm_layers()?.is_empty() {
-        // Nothing to re-estimate (and nothing that training mode changes).
-        if setup.batchnorm == BatchNormMode::Recompute {
-            log::info!("{} has no BatchNorm layer: nothing to re-estimate at the points", arch.display());
-        }
-        setup.batchnorm = BatchNormMode::Eval;
-        s.setup.batchnorm = BatchNormMode::Eval;
-        s.bn_data = None;
-    } else {
-        // The curve trains with BatchNorm in training mode, which a traced model cannot enter.
-        match Recompute::new(&s.model, &ev, training_data(&s)) {
-            Err(Error::Setting { setting: Setting::BatchNorm, .. }) => {
-                return Err(Error::file(
-                    Role::Model,
-                    &arch,
-                    "has BatchNorm layers that do not enter training mode (a traced model has eval mode baked in): the curve trains with BatchNorm in training mode, so export the model with torch.jit.script",
-                ))
-            }
-            other => drop(other?),
-        }
-    }
+    batchnorm_for_training(&mut s, &mut setup, &ev, &arch)?;
     let a = State::load(&cfg.from, &s.model)?;
     let b = State::load(&cfg.to, &s.model)?;
     distinct(&difference(&a, &b), &cfg.from, &cfg.to, "there is nothing to connect")?;
@@ -118,7 +97,6 @@ pub fn connect(cfg: ConnectConfig, observer: &mut dyn Observer) -> Result<Outcom
         &cfg.task.argv,
     );
     description.model.origin = Some(cfg.from.clone());
-    let state = |p: &Path| StateMeta { path: p.to_path_buf(), coords: None, loss: None, acc: None };
     let (from, to) = (cfg.from.clone(), cfg.to.clone());
     let plan = Plan {
         arch: arch.clone(),
@@ -138,46 +116,34 @@ pub fn connect(cfg: ConnectConfig, observer: &mut dyn Observer) -> Result<Outcom
         let trainer = Trainer::new(&probe.model, data, &train_ev, &a, &b, training)?;
         let trained = train::train(dir, trainer, &check_identity, train_observer.as_mut())?;
         train::write_tensors(&dir.join(files::BEND), &trained.bend)?;
-        let p = &trained.progress;
-        let seconds: f64 = p.seconds.iter().sum();
-        description.connect = Some(ConnectMeta {
-            from: state(&from),
-            to: state(&to),
-            arch,
-            curve: training.curve,
-            formula: training.curve.formula().into(),
-            bend: files::BEND.into(),
-            bend_buffers: "the trained parameters; floating-point buffers (BatchNorm statistics) at the midpoint of \
-                           A's and B's, re-estimated at every point with batchnorm recompute"
-                .into(),
-            training: TrainingRecord {
-                spec: training,
-                schedule: "lr for the first half of the epochs, then linear decay to lr/100 at 90%, lr/100 after \
-                           (Garipov et al.)"
-                    .into(),
-                method: "per minibatch of a seeded shuffle of the training split: t ~ U(0, 1), the model set to \
-                         theta(t), the minibatch mean loss with BatchNorm in training mode, its gradient times \
-                         d theta(t)/d theta_bend to the bend; SGD with momentum and weight decay \
-                         (torch.optim.SGD) on the bend"
-                    .into(),
-                epoch_loss: p.epoch_loss.clone(),
-                batches: train::batches(data.n, training.batch_size),
-                draws: format!("{}/{} (t[epoch][minibatch])", files::TRAIN, files::TRAIN_PROGRESS),
-                seconds,
-                images_per_second: (p.epochs_done * data.n) as f64 / seconds.max(1e-12),
-            },
-            t: files::T.into(),
-            curve_loss: files::CURVE_LOSS.into(),
-            curve_acc: files::CURVE_ACC.into(),
-            line_loss: files::LINE_LOSS.into(),
-            line_acc: files::LINE_ACC.into(),
-            curve_barriers: Vec::new(),
-            line_barriers: Vec::new(),
-        });
+        description.connect = Some(describe::connect_meta(&from, &to, arch, training, &trained.progress, data.n));
         description.outputs = None;
         Ok((plan, description))
     };
     run::run(&cfg.task, &setup, s, Establish { identity, keep: None, prepare: Box::new(prepare) }, observer)
+}
+
+/// BatchNorm while the curve trains and at its points: a model without BatchNorm evaluates in eval
+/// mode (nothing to re-estimate, nothing that training mode changes); one with BatchNorm must be
+/// able to enter training mode (a traced model cannot).
+fn batchnorm_for_training(s: &mut Session, setup: &mut Setup, ev: &Evaluator, arch: &Path) -> Result<()> {
+    if s.model.batchnorm_layers()?.is_empty() {
+        if setup.batchnorm == BatchNormMode::Recompute {
+            log::info!("{} has no BatchNorm layer: nothing to re-estimate at the points", arch.display());
+        }
+        setup.batchnorm = BatchNormMode::Eval;
+        s.setup.batchnorm = BatchNormMode::Eval;
+        s.bn_data = None;
+        return Ok(());
+    }
+    match Recompute::new(&s.model, ev, training_data(s)) {
+        Err(Error::Setting { setting: Setting::BatchNorm, .. }) => Err(Error::file(
+            Role::Model,
+            arch,
+            "has BatchNorm layers that do not enter training mode (a traced model has eval mode baked in): the curve trains with BatchNorm in training mode, so export the model with torch.jit.script",
+        )),
+        other => other.map(drop),
+    }
 }
 
 /// The session's training split (the run's splits include it).

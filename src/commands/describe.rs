@@ -12,8 +12,8 @@ use crate::options::{BatchNormMode, EigenMethod, Ignore, Operator, Precision};
 use crate::space::grid::GridSpec;
 use crate::store::record::{
     BatchNormMeta, CurvatureSpec, DataIdentity, DataMeta, DensityMeta, Description, GridMeta, HessianKind, HessianMeta,
-    HessianOperator, HessianTiming, Identity, LanczosMeta, ModelMeta, Outputs, Quantity, RunKind, Source, SplitMeta,
-    Tool, TraceRecord, SCHEMA_VERSION,
+    HessianOperator, HessianTiming, Identity, LanczosMeta, ModelMeta, Outputs, PcaMeta, Quantity, RunKind, Source,
+    SplitMeta, Tool, TraceRecord, TrajectoryMeta, SCHEMA_VERSION,
 };
 
 /// The values evaluated at every point of a run of `kind` with these options.
@@ -28,7 +28,8 @@ pub fn columns(kind: RunKind, setup: &Setup, curvature: bool) -> Vec<Quantity> {
     if setup.loss_cap.is_some() {
         c.push(Quantity::Capped);
     }
-    if setup.sampling.is_some() {
+    // (A sharpness run records its draws' samples in each measurement instead.)
+    if setup.sampling.is_some() && kind != RunKind::Sharpness {
         c.extend([Quantity::Stderr, Quantity::Samples]);
     }
     // Lines and planes interpolate BatchNorm statistics: watch for negative variances.
@@ -40,6 +41,9 @@ pub fn columns(kind: RunKind, setup: &Setup, curvature: bool) -> Vec<Quantity> {
     if splits.len() > 1 {
         for s in splits {
             c.extend([Quantity::SplitLoss(s), Quantity::SplitAcc(s)]);
+            if setup.sampling.is_some() {
+                c.extend([Quantity::SplitStderr(s), Quantity::SplitSamples(s)]);
+            }
         }
     }
     c
@@ -335,5 +339,126 @@ pub fn hessian_meta(r: &HessianRun) -> HessianMeta {
             images_per_second: (a.products * s.data.n) as f64 / a.seconds.max(1e-12),
         },
         peak_host_rss_mb: peak_rss_mb(),
+    }
+}
+
+/// A trajectory run's arrays beside the grid's: the path, each checkpoint's own loss and accuracy
+/// (per split).
+pub fn trajectory_outputs(d: &mut Description) {
+    for sp in d.splits.iter_mut() {
+        sp.path_loss = Some(crate::store::files::per_split(crate::store::files::PATH_LOSS, &sp.split));
+        sp.path_acc = Some(crate::store::files::per_split(crate::store::files::PATH_ACC, &sp.split));
+    }
+    if let Some(o) = d.outputs.as_mut() {
+        o.path = Some(crate::store::files::PATH.into());
+        o.path_loss = Some(crate::store::files::PATH_LOSS.into());
+        o.path_acc = Some(crate::store::files::PATH_ACC.into());
+    }
+}
+
+/// What a trajectory's meta.json section is made from.
+pub struct TrajectoryRun<'a> {
+    pub checkpoints: &'a [PathBuf],
+    pub origin: &'a std::path::Path,
+    pub arch: &'a std::path::Path,
+    pub ignore: Ignore,
+    pub margin: f64,
+    pub pca_memory_mb: f64,
+    pub pca: &'a crate::space::pca::Pca,
+    /// Seconds the PCA took, and where.
+    pub seconds: f64,
+    pub device: tch::Device,
+}
+
+/// meta.json's `trajectory`.
+pub fn trajectory_meta(r: TrajectoryRun) -> TrajectoryMeta {
+    let pc = r.pca;
+    let ratio = |k: usize| pc.explained_variance_ratio.get(k).copied().unwrap_or(0.0);
+    TrajectoryMeta {
+        checkpoints: r.checkpoints.to_vec(),
+        order: "natural sort of the file names".into(),
+        origin: r.origin.to_path_buf(),
+        arch: r.arch.to_path_buf(),
+        ignore: r.ignore,
+        vectors: "m_i = theta_i - theta_origin over the parameters (biasbn: dim <= 1 left out); PCA mean-centred, \
+                  via the T x T Gram matrix accumulated in blocks"
+            .into(),
+        explained_variance_ratio: pc.explained_variance_ratio.iter().take(10).copied().collect(),
+        explained_variance_ratio_top2: ratio(0) + ratio(1),
+        path_coords: pc.coords.clone(),
+        path: "path.npy [T, 2]: least-squares coordinates of every m_i on (pc1, pc2)".into(),
+        path_loss: "path_loss.npy [T]: each checkpoint's own loss (parameters and BatchNorm statistics as saved)"
+            .into(),
+        margin: r.margin,
+        directions: "directions.safetensors: x.<param> = pc1, y.<param> = pc2 (unit vectors, not filter-normalized)"
+            .into(),
+        pca: PcaMeta {
+            memory_budget_mb: r.pca_memory_mb,
+            checkpoints_per_block: pc.blocks.per_block,
+            blocks: pc.blocks.blocks,
+            checkpoint_reads: pc.blocks.reads,
+            seconds: r.seconds,
+            device: device::name(r.device),
+        },
+        path_residual: Some(
+            "path_residual.npy [T]: each checkpoint's distance from the PCA plane over its distance from the \
+             origin (0 at the origin)"
+                .into(),
+        ),
+        path_residual_max: Some(pc.residuals.iter().copied().fold(0.0, f64::max)),
+        path_off_plane: Some(pc.off_plane),
+    }
+}
+
+/// meta.json's `connect` for a trained curve (the barriers are filled by the merge).
+pub fn connect_meta(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    arch: PathBuf,
+    training: crate::store::record::CurveTraining,
+    p: &crate::store::connect::TrainProgress,
+    samples: usize,
+) -> crate::store::record::ConnectMeta {
+    use crate::store::files;
+    let state = |p: &std::path::Path| crate::store::record::StateMeta {
+        path: p.to_path_buf(),
+        coords: None,
+        loss: None,
+        acc: None,
+    };
+    let seconds: f64 = p.seconds.iter().sum();
+    crate::store::record::ConnectMeta {
+        from: state(from),
+        to: state(to),
+        arch,
+        curve: training.curve,
+        formula: training.curve.formula().into(),
+        bend: files::BEND.into(),
+        bend_buffers: "the trained parameters; floating-point buffers (BatchNorm statistics) at the midpoint of \
+                       A's and B's, re-estimated at every point with batchnorm recompute"
+            .into(),
+        training: crate::store::record::TrainingRecord {
+            spec: training,
+            schedule: "lr for the first half of the epochs, then linear decay to lr/100 at 90%, lr/100 after \
+                       (Garipov et al.)"
+                .into(),
+            method: "per minibatch of a seeded shuffle of the training split: t ~ U(0, 1), the model set to \
+                     theta(t), the minibatch mean loss with BatchNorm in training mode, its gradient times \
+                     d theta(t)/d theta_bend to the bend; SGD with momentum and weight decay \
+                     (torch.optim.SGD) on the bend"
+                .into(),
+            epoch_loss: p.epoch_loss.clone(),
+            batches: crate::engine::connect::batches(samples, training.batch_size),
+            draws: format!("{}/{} (t[epoch][minibatch])", files::TRAIN, files::TRAIN_PROGRESS),
+            seconds,
+            images_per_second: (p.epochs_done * samples) as f64 / seconds.max(1e-12),
+        },
+        t: files::T.into(),
+        curve_loss: files::CURVE_LOSS.into(),
+        curve_acc: files::CURVE_ACC.into(),
+        line_loss: files::LINE_LOSS.into(),
+        line_acc: files::LINE_ACC.into(),
+        curve_barriers: Vec::new(),
+        line_barriers: Vec::new(),
     }
 }

@@ -63,12 +63,10 @@ fn curve_on_plane(run: &Path, models: &[PathBuf; 3], coords: &[[f64; 2]]) -> Res
     Ok(PlaneCurve { run: run.to_path_buf(), curve: c.curve, bend: at[1], path })
 }
 
-pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+/// The plane's axes dx = θ_B − θ_A and dy = θ_C − θ_A (Gram–Schmidt against dx with
+/// `orthogonalize`), and their cosine; refused when B or C is A, or C is on the line AB.
+fn plane_axes(cfg: &PlaneConfig, states: &[State; 3]) -> Result<(Direction, Direction, f64)> {
     let [pa, pb, pc] = &cfg.models;
-    let arch = arch_of(cfg.arch.as_deref(), pa)?;
-    let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
-    let ev = s.evaluator()?;
-    let states = [State::load(pa, &s.model)?, State::load(pb, &s.model)?, State::load(pc, &s.model)?];
     let dx = difference(&states[0], &states[1]);
     let mut dy = difference(&states[0], &states[2]);
     for (d, p) in [(&dx, pb), (&dy, pc)] {
@@ -90,6 +88,16 @@ pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> 
             format!("lies on the line through {} and {}: no plane", pa.display(), pb.display()),
         ));
     }
+    Ok((dx, dy, cos))
+}
+
+pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+    let [pa, pb, pc] = &cfg.models;
+    let arch = arch_of(cfg.arch.as_deref(), pa)?;
+    let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
+    let ev = s.evaluator()?;
+    let states = [State::load(pa, &s.model)?, State::load(pb, &s.model)?, State::load(pc, &s.model)?];
+    let (dx, dy, cos) = plane_axes(cfg, &states)?;
     let coords: Vec<[f64; 2]> = states.iter().map(|st| coordinates(&difference(&states[0], st), &dx, &dy)).collect();
     let curve = cfg.curve.as_deref().map(|run| curve_on_plane(run, &cfg.models, &coords)).transpose()?;
     let sha = |p: &Path| sha256_file(p, Role::Checkpoint);
@@ -142,7 +150,7 @@ pub fn plane(cfg: &PlaneConfig, observer: &mut dyn Observer) -> Result<Outcome> 
         sharpness: None,
     };
     let prepare = move |dir: &Path, _: &Session| -> Result<(Plan, Description)> {
-        directions::save(&dir.join("directions.safetensors"), &dx, Some(&dy))?;
+        directions::save(&dir.join(crate::store::files::DIRECTIONS), &dx, Some(&dy))?;
         Ok((plan, description))
     };
     run::run(&cfg.task, &cfg.setup, s, Establish { identity, keep: None, prepare: Box::new(prepare) }, observer)

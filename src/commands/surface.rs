@@ -15,6 +15,7 @@ use crate::inputs::model::sha256_file;
 use crate::options::{Ignore, Norm};
 use crate::space::directions::{self, Direction};
 use crate::space::grid::GridSpec;
+use crate::store::files;
 use crate::store::record::{CurvatureSpec, DirectionsMeta, Motion, Plan, RunKind, Source};
 
 /// Everything a `surface` run needs, validated and typed.
@@ -36,17 +37,17 @@ pub struct SurfaceConfig {
     pub task: Task,
 }
 
-/// Run (or, with `task.prepare_only`, set up) a surface.
-pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outcome> {
-    let arch = cfg.arch.clone().unwrap_or_else(|| cfg.model.clone());
-    let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
-    let ev = s.evaluator()?;
-    // The origin: the model's own values, or a checkpoint's applied to the architecture.
+/// Direction files given with --directions: x (and y for a 2-D grid), and the file's sha256.
+type Given = (Direction, Option<Direction>, String);
+
+/// The origin's parameters: the model's own values, or a checkpoint's applied to the
+/// architecture (then also that checkpoint's state).
+fn origin_parameters(cfg: &SurfaceConfig, s: &Session) -> Result<(Option<State>, Vec<(String, Tensor)>)> {
     let origin = match &cfg.arch {
         Some(_) => Some(State::load(&cfg.model, &s.model)?),
         None => None,
     };
-    let theta: Vec<(String, Tensor)> = match &origin {
+    let theta = match &origin {
         Some(st) => st
             .names
             .iter()
@@ -56,17 +57,27 @@ pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outco
             .collect(),
         None => s.model.params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
     };
+    Ok((origin, theta))
+}
+
+/// The directions of a --directions file, checked against the parameters and the grid.
+fn given_directions(cfg: &SurfaceConfig, theta: &[(String, Tensor)], two: bool) -> Result<Option<Given>> {
+    let Some(p) = &cfg.directions else { return Ok(None) };
+    let (dx, dy) = directions::load(p, theta)?;
+    if two && dy.is_none() {
+        return Err(Error::file(Role::Directions, p, "holds x.* only, but the grid is 2-D"));
+    }
+    Ok(Some((dx, if two { dy } else { None }, sha256_file(p, Role::Directions)?)))
+}
+
+/// Run (or, with `task.prepare_only`, set up) a surface.
+pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+    let arch = cfg.arch.clone().unwrap_or_else(|| cfg.model.clone());
+    let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
+    let ev = s.evaluator()?;
+    let (origin, theta) = origin_parameters(cfg, &s)?;
     let two = cfg.grid.y.is_some();
-    let given = match &cfg.directions {
-        Some(p) => {
-            let (dx, dy) = directions::load(p, &theta)?;
-            if two && dy.is_none() {
-                return Err(Error::file(Role::Directions, p, "holds x.* only, but the grid is 2-D"));
-            }
-            Some((dx, if two { dy } else { None }, sha256_file(p, Role::Directions)?))
-        }
-        None => None,
-    };
+    let given = given_directions(cfg, &theta, two)?;
     let source = match &given {
         Some((_, _, sha)) => Source::File { sha256: sha.clone() },
         None => Source::Random { seed: cfg.seed, norm: cfg.norm, ignore: cfg.ignore },
@@ -109,9 +120,9 @@ pub fn surface(cfg: &SurfaceConfig, observer: &mut dyn Observer) -> Result<Outco
             Some((dx, dy, _)) => (dx, dy),
             None => directions::random(&theta, cfg.seed, cfg.norm, cfg.ignore, two),
         };
-        directions::save(&dir.join("directions.safetensors"), &dx, dy.as_ref())?;
+        directions::save(&dir.join(files::DIRECTIONS), &dx, dy.as_ref())?;
         description.directions = Some(DirectionsMeta {
-            file: "directions.safetensors".into(),
+            file: files::DIRECTIONS.into(),
             source: cfg.directions.as_ref().map_or("random".into(), |p| p.display().to_string()),
             seed: cfg.directions.is_none().then_some(cfg.seed),
             norm: cfg.directions.is_none().then_some(cfg.norm),

@@ -11,7 +11,6 @@ use tch::Device;
 use crate::commands::describe;
 use crate::commands::line::arch_of;
 use crate::commands::run::{self, Establish, Outcome, Task};
-use crate::engine::device;
 use crate::engine::session::{Session, Setup};
 use crate::engine::sweep::Observer;
 use crate::error::{Error, Result, Role, Setting};
@@ -21,7 +20,8 @@ use crate::options::Ignore;
 use crate::space::directions::{self, Direction};
 use crate::space::grid::{Axis, GridSpec, Spacing};
 use crate::space::pca;
-use crate::store::record::{Description, Motion, PcaMeta, Plan, RunKind, Source, TrajectoryMeta, PATH_OFF_PLANE_NOTE};
+use crate::store::files;
+use crate::store::record::{Description, Motion, Plan, RunKind, Source, PATH_OFF_PLANE_NOTE};
 
 /// The origin of a trajectory's PCA plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,8 @@ fn auto_axis(lo: f64, hi: f64, margin: f64, n: usize) -> Result<Axis> {
     Axis::new(lo - m, hi + m, n as i64)
 }
 
-pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+/// The checkpoints of the trajectory, in natural order (at least 3).
+fn checkpoint_files(cfg: &TrajectoryConfig) -> Result<Vec<PathBuf>> {
     let files = checkpoint::list(&cfg.checkpoints)?;
     if files.len() < 3 {
         let found = if files.is_empty() {
@@ -77,6 +78,11 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
             format!("PCA needs at least 3 checkpoints, found {} ({found})", files.len()),
         ));
     }
+    Ok(files)
+}
+
+pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result<Outcome> {
+    let files = checkpoint_files(cfg)?;
     let last = files.last().expect("3 or more").clone();
     let arch = arch_of(cfg.arch.as_deref(), &last)?;
     let s = Session::open(&arch, &cfg.setup, cfg.task.devices[0])?;
@@ -102,8 +108,63 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
     let identity = describe::identity(RunKind::Trajectory, &s, &ev, Some(origin_sha), None, source, None);
     let columns = identity.columns.clone();
     let prepare = move |dir: &Path, s: &Session| -> Result<(Plan, Description)> {
-        let origin = State::load(&origin_file, &s.model)?;
-        // The PCA runs over parameters only (never BatchNorm statistics); biasbn leaves out dim <= 1.
+        let plane = Plane::compute(cfg, &files, &origin_file, s, dir)?;
+        let grid = plane.grid(cfg)?;
+        let mut d = describe::description(
+            s,
+            &ev,
+            &grid,
+            &describe::layout(true, "theta_origin + x * pc1 + y * pc2"),
+            "each point formed from the pristine origin: theta_origin + x*pc1 + y*pc2",
+            &cfg.task.argv,
+        );
+        d.model.origin = Some(origin_file.clone());
+        describe::trajectory_outputs(&mut d);
+        d.trajectory = Some(describe::trajectory_meta(describe::TrajectoryRun {
+            checkpoints: &files,
+            origin: &origin_file,
+            arch: &s.model.path,
+            ignore: cfg.ignore,
+            margin: cfg.margin,
+            pca_memory_mb: cfg.pca_memory_mb,
+            pca: &plane.pca,
+            seconds: plane.seconds,
+            device: plane.device,
+        }));
+        let plan = Plan {
+            arch: s.model.path.clone(),
+            origin: Some(origin_file.clone()),
+            motion: Motion::Affine,
+            grid: Some(grid),
+            states: files.clone(),
+            columns,
+            curvature: None,
+            sharpness: None,
+        };
+        Ok((plan, d))
+    };
+    run::run(&cfg.task, &cfg.setup, s, Establish { identity, keep: None, prepare: Box::new(prepare) }, observer)
+}
+
+/// The PCA plane of the trajectory, its directions and path residuals written into the run.
+struct Plane {
+    pca: pca::Pca,
+    seconds: f64,
+    device: Device,
+}
+
+impl Plane {
+    /// The PCA of m_i = θ_i − θ_origin over the parameters (never BatchNorm statistics; biasbn
+    /// leaves out dim ≤ 1), within the memory budget; writes directions.safetensors (pc1, pc2) and
+    /// path_residual.npy, and warns when the plane shows little of the path.
+    fn compute(
+        cfg: &TrajectoryConfig,
+        files: &[PathBuf],
+        origin_file: &Path,
+        s: &Session,
+        dir: &Path,
+    ) -> Result<Plane> {
+        let origin = State::load(origin_file, &s.model)?;
         let nparams = s.model.params.len();
         let include: Vec<bool> = origin
             .tensors
@@ -111,11 +172,11 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
             .enumerate()
             .map(|(j, t)| j < nparams && (cfg.ignore == Ignore::Keep || t.dim() > 1))
             .collect();
-        let pca_device = if s.dev.is_cuda() { s.dev } else { Device::Cpu };
+        let device = if s.dev.is_cuda() { s.dev } else { Device::Cpu };
         let t0 = Instant::now();
         let mut load = |i: usize| State::load(&files[i], &s.model).map(|st| st.tensors);
         let budget = (cfg.pca_memory_mb * 1024.0 * 1024.0) as u64;
-        let pc = pca::pca(&mut load, files.len(), &origin.tensors, &include, budget, pca_device)?;
+        let pc = pca::pca(&mut load, files.len(), &origin.tensors, &include, budget, device)?;
         let seconds = t0.elapsed().as_secs_f64();
         let ratio = |k: usize| pc.explained_variance_ratio.get(k).copied().unwrap_or(0.0);
         let top2 = ratio(0) + ratio(1);
@@ -137,8 +198,22 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
                 .map(|(n, t)| (n.clone(), t.shallow_clone()))
                 .collect(),
         };
-        directions::save(&dir.join("directions.safetensors"), &dir_of(0), Some(&dir_of(1)))?;
-        let extent = |k: usize| pc.coords.iter().fold((0.0f64, 0.0f64), |(lo, hi), c| (lo.min(c[k]), hi.max(c[k])));
+        directions::save(&dir.join(files::DIRECTIONS), &dir_of(0), Some(&dir_of(1)))?;
+        crate::store::npy::write(&dir.join(files::PATH_RESIDUAL), &[pc.residuals.len() as u64], &pc.residuals)?;
+        if pc.off_plane > PATH_OFF_PLANE_NOTE {
+            log::warn!(
+                "the path leaves the PCA plane by up to {:.0}% of its extent (largest distance from the origin): \
+                 the drawn path is a projection (path_residual.npy)",
+                100.0 * pc.off_plane
+            );
+        }
+        Ok(Plane { pca: pc, seconds, device })
+    }
+
+    /// The grid: the axes given, else the path's extent on each component plus the margin.
+    fn grid(&self, cfg: &TrajectoryConfig) -> Result<GridSpec> {
+        let extent =
+            |k: usize| self.pca.coords.iter().fold((0.0f64, 0.0f64), |(lo, hi), c| (lo.min(c[k]), hi.max(c[k])));
         let axis = |k: usize, given: Option<Axis>| -> Result<Axis> {
             match given {
                 Some(a) => Ok(a),
@@ -148,79 +223,6 @@ pub fn trajectory(cfg: &TrajectoryConfig, observer: &mut dyn Observer) -> Result
                 }
             }
         };
-        let grid = GridSpec::new(axis(0, cfg.x)?, Some(axis(1, cfg.y)?), Spacing::Linear)?;
-        let mut d = describe::description(
-            s,
-            &ev,
-            &grid,
-            &describe::layout(true, "theta_origin + x * pc1 + y * pc2"),
-            "each point formed from the pristine origin: theta_origin + x*pc1 + y*pc2",
-            &cfg.task.argv,
-        );
-        d.model.origin = Some(origin_file.clone());
-        for sp in d.splits.iter_mut() {
-            sp.path_loss = Some(format!("path_loss.{}.npy", sp.split));
-            sp.path_acc = Some(format!("path_acc.{}.npy", sp.split));
-        }
-        let residual_max = pc.residuals.iter().copied().fold(0.0, f64::max);
-        crate::store::npy::write(&dir.join("path_residual.npy"), &[pc.residuals.len() as u64], &pc.residuals)?;
-        if pc.off_plane > PATH_OFF_PLANE_NOTE {
-            log::warn!(
-                "the path leaves the PCA plane by up to {:.0}% of its extent (largest distance from the origin): \
-                 the drawn path is a projection (path_residual.npy)",
-                100.0 * pc.off_plane
-            );
-        }
-        if let Some(o) = d.outputs.as_mut() {
-            o.path = Some(crate::store::files::PATH.into());
-            o.path_loss = Some(crate::store::files::PATH_LOSS.into());
-            o.path_acc = Some(crate::store::files::PATH_ACC.into());
-        }
-        d.trajectory = Some(TrajectoryMeta {
-            checkpoints: files.clone(),
-            order: "natural sort of the file names".into(),
-            origin: origin_file.clone(),
-            arch: s.model.path.clone(),
-            ignore: cfg.ignore,
-            vectors: "m_i = theta_i - theta_origin over the parameters (biasbn: dim <= 1 left out); PCA mean-centred, \
-                      via the T x T Gram matrix accumulated in blocks"
-                .into(),
-            explained_variance_ratio: pc.explained_variance_ratio.iter().take(10).copied().collect(),
-            explained_variance_ratio_top2: top2,
-            path_coords: pc.coords.clone(),
-            path: "path.npy [T, 2]: least-squares coordinates of every m_i on (pc1, pc2)".into(),
-            path_loss: "path_loss.npy [T]: each checkpoint's own loss (parameters and BatchNorm statistics as saved)"
-                .into(),
-            margin: cfg.margin,
-            directions:
-                "directions.safetensors: x.<param> = pc1, y.<param> = pc2 (unit vectors, not filter-normalized)".into(),
-            pca: PcaMeta {
-                memory_budget_mb: cfg.pca_memory_mb,
-                checkpoints_per_block: pc.blocks.per_block,
-                blocks: pc.blocks.blocks,
-                checkpoint_reads: pc.blocks.reads,
-                seconds,
-                device: device::name(pca_device),
-            },
-            path_residual: Some(
-                "path_residual.npy [T]: each checkpoint's distance from the PCA plane over its distance from the \
-                 origin (0 at the origin)"
-                    .into(),
-            ),
-            path_residual_max: Some(residual_max),
-            path_off_plane: Some(pc.off_plane),
-        });
-        let plan = Plan {
-            arch: s.model.path.clone(),
-            origin: Some(origin_file.clone()),
-            motion: Motion::Affine,
-            grid: Some(grid),
-            states: files.clone(),
-            columns,
-            curvature: None,
-            sharpness: None,
-        };
-        Ok((plan, d))
-    };
-    run::run(&cfg.task, &cfg.setup, s, Establish { identity, keep: None, prepare: Box::new(prepare) }, observer)
+        GridSpec::new(axis(0, cfg.x)?, Some(axis(1, cfg.y)?), Spacing::Linear)
+    }
 }

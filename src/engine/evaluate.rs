@@ -48,6 +48,8 @@ pub struct Evaluator {
     /// this, relative, after at least `min_samples` (0: the exact pass).
     pub rel_error: f64,
     pub min_samples: usize,
+    /// `--rel-error`: the seed of the sample orders (`--sample-seed`).
+    pub sample_seed: u64,
 }
 
 impl Evaluator {
@@ -82,6 +84,7 @@ impl Evaluator {
             loss_cap: None,
             rel_error: 0.0,
             min_samples: 0,
+            sample_seed: 0,
         })
     }
 
@@ -180,6 +183,16 @@ impl Evaluator {
         // A non-finite loss makes the accuracy meaningless too (the outputs overflowed).
         let acc = if v[0].is_finite() { acc } else { f64::NAN };
         Ok(PointValue { loss: v[0] / denom, acc, capped: false, stderr: 0.0, samples: n })
+    }
+
+    /// The pass of `--rel-error` over the samples in `order` (int64 indices on the data's device),
+    /// whatever order `data` carries: stops once the loss is known to `rel_error` (which must be
+    /// above 0).
+    pub fn evaluate_in_order(&self, net: &dyn Forward, data: &Dataset, order: &Tensor) -> Result<PointValue> {
+        if self.rel_error <= 0.0 {
+            return Err(Error::other("internal: a sampled pass without --rel-error"));
+        }
+        self.evaluate_sampled(net, data, order)
     }
 
     /// The pass of `--rel-error` (space::sample): the samples in `data.order`, the running sums

@@ -107,13 +107,6 @@ impl Setup {
             if s.min_samples == 0 {
                 return Err(Error::setting(Setting::MinSamples, 0, "must be at least 1"));
             }
-            if !self.more_splits.is_empty() {
-                return Err(Error::setting(
-                    Setting::RelError,
-                    s.rel_error,
-                    "works on one split for now: evaluate the splits in separate runs",
-                ));
-            }
         }
         if self.output.as_deref() == Some("") {
             return Err(Error::setting(Setting::Output, "", "needs a key of the model's output dict"));
@@ -171,7 +164,11 @@ impl Session {
             }
         };
         if let Some(s) = setup.sampling {
+            // Each split in its own seeded order (the same at every point).
             data.set_order(&crate::space::sample::permutation(data.n, s.seed));
+            for d in more.iter_mut() {
+                d.set_order(&crate::space::sample::permutation(d.n, s.seed));
+            }
         }
         if setup.channels_last {
             model.to_channels_last()?;
@@ -190,7 +187,7 @@ impl Session {
         let bs = self.setup.batch_size.unwrap_or_else(|| default_batch_size(self.dev));
         let mut ev = Evaluator::new(&self.model, &self.data, self.setup.loss, bs)?;
         if let Some(s) = self.setup.sampling {
-            (ev.rel_error, ev.min_samples) = (s.rel_error, s.min_samples);
+            (ev.rel_error, ev.min_samples, ev.sample_seed) = (s.rel_error, s.min_samples, s.seed);
         }
         for d in &self.more {
             let other = Evaluator::new(&self.model, d, Some(ev.loss), bs)?;

@@ -17,7 +17,9 @@ use crate::inputs::model::Model;
 use crate::options::{LossKind, Measure, PNorm, SharpnessScale};
 use crate::space::directions;
 use crate::space::sharpness::{self as sharp, AscentOptions, Objective};
-use crate::store::record::{SharpnessDetails, SharpnessItem, SharpnessPlan, SharpnessPoint, SharpnessResult};
+use crate::store::record::{
+    SharpnessDetails, SharpnessItem, SharpnessPlan, SharpnessPoint, SharpnessResult, SharpnessSpec,
+};
 
 /// The network as an objective.
 pub struct Net<'a> {
@@ -33,6 +35,12 @@ pub struct Net<'a> {
     /// Forward passes over a sample set (values) and backward ones (gradients) so far.
     pub values: usize,
     pub gradients: usize,
+    /// `--rel-error`: the evaluator that stops a draw's pass once its loss is known to E, and the
+    /// seed of the draws' sample orders (each draw index its own order).
+    sampled: Option<(Evaluator, u64)>,
+    /// Samples the draws used, against their exact passes.
+    pub samples_used: u64,
+    pub samples_exact: u64,
 }
 
 impl<'a> Net<'a> {
@@ -60,7 +68,30 @@ impl<'a> Net<'a> {
         let base = set.iter().map(|&i| model.params[i].1.detach().copy()).collect();
         let mut ev = ev.clone();
         ev.loss_cap = None;
-        Ok(Net { model, data, ev, set, base, bn, part, values: 0, gradients: 0 })
+        // Every value but a random draw's is exact.
+        let sampled = (ev.rel_error > 0.0).then(|| ev.clone());
+        ev.rel_error = 0.0;
+        Ok(Net {
+            model,
+            data,
+            ev,
+            set,
+            base,
+            bn,
+            part,
+            values: 0,
+            gradients: 0,
+            sampled: sampled.map(|e| (e, 0)),
+            samples_used: 0,
+            samples_exact: 0,
+        })
+    }
+
+    /// Seed the draws' sample orders (with `--rel-error`).
+    pub fn seed_draws(&mut self, seed: u64) {
+        if let Some((_, s)) = self.sampled.as_mut() {
+            *s = seed;
+        }
     }
 
     /// The scale vector c over the set, flat (module docs of `space::sharpness`).
@@ -185,6 +216,22 @@ impl Objective for Net<'_> {
         Ok((loss.double_value(&[]) / count, err))
     }
 
+    /// With `--rel-error`, draw `draw` visits the samples in its own seeded order and stops once its
+    /// loss is known to E: the draws' sampling errors are independent, so the spread of the draws
+    /// (and the standard error reported) includes them.
+    fn draw_value(&mut self, delta: &Tensor, draw: u64) -> Result<(f64, f64)> {
+        let Some((ev, seed)) = &self.sampled else { return self.value(delta, None) };
+        let order = crate::space::sample::permutation(self.data.n, sharp::mix(*seed, draw));
+        let order = Tensor::from_slice(&order).to_device(self.data.x.device());
+        let ev = ev.clone();
+        self.place(delta)?;
+        self.values += 1;
+        let v = ev.evaluate_in_order(self.model, self.data, &order)?;
+        self.samples_used += v.samples as u64;
+        self.samples_exact += self.data.n as u64;
+        Ok((v.loss, 1.0 - v.acc))
+    }
+
     fn gradient(&mut self, delta: &Tensor, part: Option<usize>) -> Result<(f64, Tensor)> {
         self.place(delta)?;
         self.gradients += 1;
@@ -231,6 +278,117 @@ pub fn item_seed(seed: u64, item: &SharpnessItem) -> u64 {
     sharp::mix(sharp::mix(sharp::mix(seed, item.model as u64), measure), item.radius.map_or(0, f64::to_bits))
 }
 
+/// One measurement's settings, and how each measure becomes its record.
+struct Measurement<'a> {
+    item: SharpnessItem,
+    spec: &'a SharpnessSpec,
+    c: &'a Tensor,
+    seed: u64,
+    rho: f64,
+    /// 1 + L(θ): Keskar's relative form is 100 · value / this.
+    keskar: f64,
+}
+
+impl Measurement<'_> {
+    fn relative(&self, v: f64) -> Option<f64> {
+        Some(100.0 * v / self.keskar)
+    }
+
+    fn average(&self, net: &mut Net) -> Result<SharpnessResult> {
+        let a = sharp::average(net, self.c, self.rho, self.spec.samples, self.seed)?;
+        Ok(SharpnessResult {
+            measure: self.item.measure,
+            radius: self.item.radius,
+            value: a.value,
+            stderr: Some(a.stderr),
+            relative: self.relative(a.value),
+            samples: a.samples,
+            steps: 0,
+            details: SharpnessDetails::Average,
+            sampled: None,
+        })
+    }
+
+    fn ascent(&self) -> AscentOptions {
+        let spec = self.spec;
+        AscentOptions { norm: spec.norm, steps: spec.steps, restarts: spec.restarts, seed: self.seed }
+    }
+
+    fn m_sharpness(&self, net: &mut Net) -> Result<SharpnessResult> {
+        let (a, parts) = sharp::m_sharpness(net, self.c, self.rho, self.ascent())?;
+        let spec = self.spec;
+        Ok(SharpnessResult {
+            measure: self.item.measure,
+            radius: self.item.radius,
+            value: a.value,
+            stderr: Some(a.stderr),
+            relative: self.relative(a.value),
+            samples: a.samples,
+            steps: spec.steps,
+            details: SharpnessDetails::Worst {
+                trace: vec![],
+                gradients: parts.len() * spec.steps * spec.restarts.max(1),
+                parts: Some(parts),
+                delta: None,
+                constraint: None,
+            },
+            sampled: None,
+        })
+    }
+
+    /// The worst case over the whole set; its δ saved into `run_dir` as a direction file.
+    fn worst(&self, net: &mut Net, model: &Model, plan: &SharpnessPlan, run_dir: &Path) -> Result<SharpnessResult> {
+        let w = sharp::worst(net, self.c, self.rho, self.ascent(), None)?;
+        let file = crate::store::sharpness::delta_file(plan, self.item.model, self.rho);
+        let constraint = ball_norm(&w.delta, self.c, self.spec.norm);
+        let direction = directions::from_flat(&w.delta, &net.names(), &model.params);
+        let path = run_dir.join(&file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "cannot create", e))?;
+        }
+        directions::save(&path, &direction, None)?;
+        Ok(SharpnessResult {
+            measure: self.item.measure,
+            radius: self.item.radius,
+            value: w.value,
+            stderr: None,
+            relative: self.relative(w.value),
+            samples: 1,
+            steps: self.spec.steps,
+            details: SharpnessDetails::Worst {
+                trace: w.trace,
+                gradients: w.gradients,
+                parts: None,
+                delta: Some(file),
+                constraint: Some(constraint),
+            },
+            sampled: None,
+        })
+    }
+
+    fn pacbayes(&self, net: &mut Net) -> Result<SharpnessResult> {
+        let spec = self.spec;
+        let p = sharp::pacbayes(net, self.c, spec.quantity, spec.threshold, spec.samples, self.seed)?;
+        Ok(SharpnessResult {
+            measure: self.item.measure,
+            radius: None,
+            value: p.sigma,
+            stderr: p.stderr.is_finite().then_some(p.stderr),
+            relative: None,
+            samples: p.samples,
+            steps: 0,
+            details: SharpnessDetails::Pacbayes {
+                sigma: p.sigma,
+                flatness: p.measure,
+                levels: p.levels,
+                bracketed: p.bracketed,
+                base: p.base,
+            },
+            sampled: None,
+        })
+    }
+}
+
 /// Measurement `k` of `plan` on `model` as it stands (θ: a model of the plan): its record, and
 /// for a worst case over the whole set the δ found, saved into `run_dir`. The model is put back.
 pub fn measure(
@@ -244,7 +402,9 @@ pub fn measure(
 ) -> Result<SharpnessPoint> {
     let item = plan.items[k];
     let spec = &plan.spec;
-    let at = ev.evaluate(model, data)?;
+    // The loss at θ is exact, --rel-error or not.
+    let exact = Evaluator { rel_error: 0.0, ..ev.clone() };
+    let at = exact.evaluate(model, data)?;
     if !at.loss.is_finite() {
         return Err(Error::file(
             Role::Checkpoint,
@@ -257,95 +417,22 @@ pub fn measure(
     let mut net = Net::new(model, data, ev, set, recompute, part)?;
     let c = net.scale(spec.scale, spec.floor);
     let seed = item_seed(spec.seed, &item);
+    net.seed_draws(sharp::mix(ev.sample_seed, seed));
     let rho = item.radius.unwrap_or(f64::NAN);
-    let keskar = |v: f64| 100.0 * v / (1.0 + at.loss);
-    let outcome = (|| -> Result<SharpnessResult> {
-        Ok(match item.measure {
-            Measure::Average => {
-                let a = sharp::average(&mut net, &c, rho, spec.samples, seed)?;
-                SharpnessResult {
-                    measure: item.measure,
-                    radius: item.radius,
-                    value: a.value,
-                    stderr: Some(a.stderr),
-                    relative: Some(keskar(a.value)),
-                    samples: a.samples,
-                    steps: 0,
-                    details: SharpnessDetails::Average,
-                }
-            }
-            Measure::Worst => {
-                let o = AscentOptions { norm: spec.norm, steps: spec.steps, restarts: spec.restarts, seed };
-                if spec.m_sharpness.is_some() {
-                    let (a, parts) = sharp::m_sharpness(&mut net, &c, rho, o)?;
-                    SharpnessResult {
-                        measure: item.measure,
-                        radius: item.radius,
-                        value: a.value,
-                        stderr: Some(a.stderr),
-                        relative: Some(keskar(a.value)),
-                        samples: a.samples,
-                        steps: spec.steps,
-                        details: SharpnessDetails::Worst {
-                            trace: vec![],
-                            gradients: parts.len() * spec.steps * spec.restarts.max(1),
-                            parts: Some(parts),
-                            delta: None,
-                            constraint: None,
-                        },
-                    }
-                } else {
-                    let w = sharp::worst(&mut net, &c, rho, o, None)?;
-                    let file = crate::store::sharpness::delta_file(plan, item.model, rho);
-                    let constraint = ball_norm(&w.delta, &c, spec.norm);
-                    let names = net.names();
-                    let direction = directions::from_flat(&w.delta, &names, &model.params);
-                    let path = run_dir.join(&file);
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "cannot create", e))?;
-                    }
-                    directions::save(&path, &direction, None)?;
-                    SharpnessResult {
-                        measure: item.measure,
-                        radius: item.radius,
-                        value: w.value,
-                        stderr: None,
-                        relative: Some(keskar(w.value)),
-                        samples: 1,
-                        steps: spec.steps,
-                        details: SharpnessDetails::Worst {
-                            trace: w.trace,
-                            gradients: w.gradients,
-                            parts: None,
-                            delta: Some(file),
-                            constraint: Some(constraint),
-                        },
-                    }
-                }
-            }
-            Measure::Pacbayes => {
-                let p = sharp::pacbayes(&mut net, &c, spec.quantity, spec.threshold, spec.samples, seed)?;
-                SharpnessResult {
-                    measure: item.measure,
-                    radius: None,
-                    value: p.sigma,
-                    stderr: p.stderr.is_finite().then_some(p.stderr),
-                    relative: None,
-                    samples: p.samples,
-                    steps: 0,
-                    details: SharpnessDetails::Pacbayes {
-                        sigma: p.sigma,
-                        flatness: p.measure,
-                        levels: p.levels,
-                        bracketed: p.bracketed,
-                        base: p.base,
-                    },
-                }
-            }
-        })
-    })();
+    let m = Measurement { item, spec, c: &c, seed, rho, keskar: 1.0 + at.loss };
+    let outcome = match item.measure {
+        Measure::Average => m.average(&mut net),
+        Measure::Worst if spec.m_sharpness.is_some() => m.m_sharpness(&mut net),
+        Measure::Worst => m.worst(&mut net, model, plan, run_dir),
+        Measure::Pacbayes => m.pacbayes(&mut net),
+    };
     net.restore();
-    Ok(SharpnessPoint { item, loss: at.loss, acc: at.acc.is_finite().then_some(at.acc), result: outcome? })
+    let mut result = outcome?;
+    if net.samples_exact > 0 {
+        result.sampled =
+            Some(crate::store::record::SampledUse { samples_used: net.samples_used, samples_exact: net.samples_exact });
+    }
+    Ok(SharpnessPoint { item, loss: at.loss, acc: at.acc.is_finite().then_some(at.acc), result })
 }
 
 /// ‖δ ⊘ c‖_p over the entries where c is not 0 (δ is 0 elsewhere).

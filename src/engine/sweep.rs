@@ -206,6 +206,33 @@ impl Recorder<'_> {
     }
 }
 
+/// One `Strict` worker per device, opened in parallel when there are several (the first reusing
+/// `first`, the probe session).
+fn open_workers(spec: &RunSpec, devices: &[Device], first: Option<Session>) -> Result<Vec<Strict>> {
+    if devices.len() == 1 {
+        return Ok(vec![Strict::open(spec, devices[0], first)?]);
+    }
+    let mut first = first;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(w, &dev)| {
+                let session = if w == 0 { first.take() } else { None };
+                sc.spawn(move || Strict::open(spec, dev, session))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(devices)
+            .map(|(h, dev)| {
+                h.join()
+                    .map_err(|_| Error::other(format!("worker on {} panicked", crate::engine::device::name(*dev))))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+}
+
 /// Evaluate every point of `store`'s shard not done yet, with one worker per entry of
 /// `devices`. `first` is a session already open on `devices[0]` (it is reused, not reloaded);
 /// `started` is when this task began (set-up time is measured from it).
@@ -228,30 +255,7 @@ pub fn sweep(
     settings::apply(strict)?;
 
     // Phase 1, strict fp32: every worker loads, moves to the origin, checks its precision and fold.
-    let workers: Vec<Strict> = if devices.len() == 1 {
-        vec![Strict::open(spec, devices[0], first)?]
-    } else {
-        let mut first = first;
-        std::thread::scope(|sc| {
-            let handles: Vec<_> = devices
-                .iter()
-                .enumerate()
-                .map(|(w, &dev)| {
-                    let session = if w == 0 { first.take() } else { None };
-                    sc.spawn(move || Strict::open(spec, dev, session))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .zip(devices)
-                .map(|(h, dev)| {
-                    h.join().map_err(|_| {
-                        Error::other(format!("worker on {} panicked", crate::engine::device::name(*dev)))
-                    })?
-                })
-                .collect::<Result<Vec<_>>>()
-        })?
-    };
+    let workers = open_workers(spec, devices, first)?;
 
     // Phase 2, the run's precision: cast, warm up, then the points, once every worker is ready.
     settings::apply(ProcessSettings { tf32: cuda && precision != Precision::Fp32, ..strict })?;

@@ -486,6 +486,8 @@ impl Parts {
                 Quantity::NegativeVariance => negative_var as u8 as f32,
                 Quantity::Stderr => v.stderr as f32,
                 Quantity::Samples => v.samples as f32,
+                Quantity::SplitStderr(s) => on(s).stderr as f32,
+                Quantity::SplitSamples(s) => on(s).samples as f32,
                 Quantity::EigMax | Quantity::EigMin | Quantity::Sharpness => f32::NAN,
             })
             .collect();

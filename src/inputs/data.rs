@@ -43,6 +43,32 @@ impl DataSpec {
     pub fn new(path: impl Into<PathBuf>, split: Split) -> DataSpec {
         DataSpec { path: path.into(), split, limit: None, mean: None, std: None, layout: Layout::Auto }
     }
+
+    /// The settings' own consistency, before any file is read: a limit of at least 1; mean and std
+    /// both or neither, as many values each, std positive.
+    pub fn check(&self) -> Result<()> {
+        if self.limit == Some(0) {
+            return Err(Error::setting(Setting::Limit, 0, "must be at least 1"));
+        }
+        let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        match (&self.mean, &self.std) {
+            // One without the other would silently normalize with std 1 or mean 0.
+            (Some(m), None) => {
+                Err(Error::setting(Setting::Mean, list(m), "is given without std: give both or neither"))
+            }
+            (None, Some(s)) => {
+                Err(Error::setting(Setting::Std, list(s), "is given without mean: give both or neither"))
+            }
+            (Some(m), Some(s)) if m.len() != s.len() => {
+                Err(Error::setting(Setting::Mean, list(m), format!("has {} values but std has {}", m.len(), s.len())))
+            }
+            (Some(_), Some(s)) => match s.iter().find(|s| **s <= 0.0 || !s.is_finite()) {
+                Some(&bad) => Err(Error::setting(Setting::Std, list(s), format!("{bad} is not a positive number"))),
+                None => Ok(()),
+            },
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 /// A dataset resident on a device.
@@ -162,12 +188,9 @@ impl Dataset {
     }
 
     fn from_host(h: HostData, spec: &DataSpec, device: Device) -> Result<Dataset> {
+        spec.check()?;
         let available = h.n;
-        let n = match spec.limit {
-            Some(0) => return Err(Error::setting(Setting::Limit, 0, "must be at least 1")),
-            Some(l) if l < available => l,
-            _ => available,
-        };
+        let n = spec.limit.map_or(available, |l| l.min(available));
         if n == 0 {
             return Err(Error::file(Role::Data, &spec.path, "holds no samples"));
         }
@@ -178,67 +201,15 @@ impl Dataset {
             x = x.permute([0, 3, 1, 2]);
         }
         let bytes = x.kind() == Kind::Uint8;
-        let channels = if is_image { x.size()[1] as usize } else { 0 };
-        let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
         let (mean, std) = match (&spec.mean, &spec.std, h.format) {
             (Some(m), Some(s), _) => (m.clone(), s.clone()),
-            // One without the other would silently normalize with std 1 or mean 0.
-            (Some(m), None, _) => {
-                return Err(Error::setting(Setting::Mean, list(m), "is given without std: give both or neither"))
-            }
-            (None, Some(s), _) => {
-                return Err(Error::setting(Setting::Std, list(s), "is given without mean: give both or neither"))
-            }
             (None, None, DataFormat::CifarBinary | DataFormat::CifarPython) => {
                 (CIFAR_MEAN.to_vec(), CIFAR_STD.to_vec())
             }
-            (None, None, DataFormat::Npy) => (vec![], vec![]),
+            _ => (vec![], vec![]),
         };
-        if mean.len() != std.len() {
-            return Err(Error::setting(
-                Setting::Mean,
-                list(&mean),
-                format!("has {} values but std has {}", mean.len(), std.len()),
-            ));
-        }
-        if let Some(&s) = std.iter().find(|s| **s <= 0.0 || !s.is_finite()) {
-            return Err(Error::setting(Setting::Std, list(&std), format!("{s} is not a positive number")));
-        }
-        if !mean.is_empty() {
-            if !bytes {
-                return Err(Error::setting(
-                    Setting::Mean,
-                    list(&mean),
-                    format!(
-                        "applies to byte (uint8) images only; {} holds float data, used as given",
-                        spec.path.display()
-                    ),
-                ));
-            }
-            if !is_image || (mean.len() != channels && mean.len() != 1) {
-                return Err(Error::setting(
-                    Setting::Mean,
-                    list(&mean),
-                    format!("has {} values but X has shape {:?} ({channels} channels in NCHW)", mean.len(), x.size()),
-                ));
-            }
-        }
-        let (normalization, affine) = if bytes {
-            // x/255 then (x - mean)/std  ==  x * (1/(255 std)) + (-mean/std)
-            let c = if mean.is_empty() { 1 } else { mean.len() };
-            let m = if mean.is_empty() { vec![0.0; 1] } else { mean.clone() };
-            let s = if std.is_empty() { vec![1.0; 1] } else { std.clone() };
-            let scale: Vec<f32> = s.iter().map(|s| 1.0 / (255.0 * s)).collect();
-            let shift: Vec<f32> = m.iter().zip(&s).map(|(m, s)| -m / s).collect();
-            let mut shape = vec![1i64; x.dim()];
-            if is_image {
-                shape[1] = c as i64;
-            }
-            let t = |v: &[f32]| Tensor::from_slice(v).view(shape.as_slice()).to_device(device);
-            (Some(Normalization { divide_by: 255.0, mean: m, std: s }), Some((t(&scale), t(&shift))))
-        } else {
-            (None, None)
-        };
+        normalization_fits(spec, &mean, &x, bytes)?;
+        let (normalization, affine) = if bytes { byte_affine(&mean, &std, &x, device) } else { (None, None) };
         let counted = match h.targets {
             Targets::Classes => y.ne(IGNORE_INDEX).sum(Kind::Int64).int64_value(&[]) as usize,
             Targets::Values => n,
@@ -281,6 +252,51 @@ impl Dataset {
             sha256: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// Normalization applies to byte images with one value or one per channel.
+fn normalization_fits(spec: &DataSpec, mean: &[f32], x: &Tensor, bytes: bool) -> Result<()> {
+    if mean.is_empty() {
+        return Ok(());
+    }
+    let list = mean.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    if !bytes {
+        return Err(Error::setting(
+            Setting::Mean,
+            list,
+            format!("applies to byte (uint8) images only; {} holds float data, used as given", spec.path.display()),
+        ));
+    }
+    let channels = if x.dim() == 4 { x.size()[1] as usize } else { 0 };
+    if x.dim() != 4 || (mean.len() != channels && mean.len() != 1) {
+        return Err(Error::setting(
+            Setting::Mean,
+            list,
+            format!("has {} values but X has shape {:?} ({channels} channels in NCHW)", mean.len(), x.size()),
+        ));
+    }
+    Ok(())
+}
+
+/// Byte images to floats in one affine map per channel: x/255 then (x − mean)/std ==
+/// x · (1/(255 std)) + (−mean/std); without mean and std, x/255.
+fn byte_affine(
+    mean: &[f32],
+    std: &[f32],
+    x: &Tensor,
+    device: Device,
+) -> (Option<Normalization>, Option<(Tensor, Tensor)>) {
+    let c = if mean.is_empty() { 1 } else { mean.len() };
+    let m = if mean.is_empty() { vec![0.0; 1] } else { mean.to_vec() };
+    let s = if std.is_empty() { vec![1.0; 1] } else { std.to_vec() };
+    let scale: Vec<f32> = s.iter().map(|s| 1.0 / (255.0 * s)).collect();
+    let shift: Vec<f32> = m.iter().zip(&s).map(|(m, s)| -m / s).collect();
+    let mut shape = vec![1i64; x.dim()];
+    if x.dim() == 4 {
+        shape[1] = c as i64;
+    }
+    let t = |v: &[f32]| Tensor::from_slice(v).view(shape.as_slice()).to_device(device);
+    (Some(Normalization { divide_by: 255.0, mean: m, std: s }), Some((t(&scale), t(&shift))))
 }
 
 /// The index of the first sample of `t` ([N, ...]) with a value that is not finite, if any

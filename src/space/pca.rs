@@ -59,78 +59,127 @@ impl BlockPlan {
 /// Columns per chunk when converting a block to float64 for a product.
 const CHUNK_ELEMS: i64 = 1 << 24;
 
-/// PCA of m_i = load(i) − origin for i in 0..t, over the tensors with `include[j]`, computed on
-/// `device` with at most about `budget` bytes of checkpoint vectors held at once. `load(i)` gives
-/// checkpoint i's tensors in the order of `origin`.
-pub fn pca(
-    load: &mut dyn FnMut(usize) -> Result<Vec<Tensor>>,
-    t: usize,
-    origin: &[Tensor],
-    include: &[bool],
-    budget: u64,
+/// Reads blocks of the rows m_i = load(i) − origin over the included tensors.
+struct Rows<'a> {
+    load: &'a mut dyn FnMut(usize) -> Result<Vec<Tensor>>,
+    /// The included tensors' positions, and their origin values (flat, on the device).
+    kept: Vec<usize>,
+    origin: Vec<Tensor>,
+    /// Entries per row.
+    p: i64,
     device: Device,
-) -> Result<Pca> {
-    let _g = tch::no_grad_guard();
-    if t < 3 {
-        return Err(Error::setting(Setting::Checkpoints, t, "PCA needs at least 3 checkpoints"));
+    plan: BlockPlan,
+    t: usize,
+}
+
+impl Rows<'_> {
+    /// The checkpoints of block `b`.
+    fn range(&self, b: usize) -> std::ops::Range<usize> {
+        b * self.plan.per_block..((b + 1) * self.plan.per_block).min(self.t)
     }
-    let kept: Vec<usize> = (0..origin.len()).filter(|&j| include[j]).collect();
-    let p: i64 = kept.iter().map(|&j| origin[j].numel() as i64).sum();
-    if p == 0 {
-        return Err(Error::setting(Setting::Checkpoints, t, "no tensor is compared (all have dim <= 1?)"));
-    }
-    let plan = BlockPlan::new(t, 4 * p as u64, budget);
-    let origin_dev: Vec<Tensor> = kept.iter().map(|&j| origin[j].flatten(0, -1).to_device(device)).collect();
-    // A block: rows m_i (float32, each entry rounded once from the float64 difference) for i in
-    // `range`, written tensor by tensor so that no whole float64 row is ever held.
-    let mut block = |range: std::ops::Range<usize>| -> Result<Tensor> {
-        let m = Tensor::zeros([range.len() as i64, p], (Kind::Float, device));
+
+    /// Rows m_i (float32, each entry rounded once from the float64 difference) for the checkpoints
+    /// of block `b`, written tensor by tensor so that no whole float64 row is ever held.
+    fn block(&mut self, b: usize) -> Result<Tensor> {
+        let range = self.range(b);
+        let m = Tensor::zeros([range.len() as i64, self.p], (Kind::Float, self.device));
         for (r, i) in range.enumerate() {
-            let s = load(i)?;
+            let s = (self.load)(i)?;
             let mut offset = 0;
-            for (&j, o) in kept.iter().zip(&origin_dev) {
+            for (&j, o) in self.kept.iter().zip(&self.origin) {
                 let n = o.numel() as i64;
-                let d = s[j].flatten(0, -1).to_device(device).to_kind(Kind::Double) - o.to_kind(Kind::Double);
+                let d = s[j].flatten(0, -1).to_device(self.device).to_kind(Kind::Double) - o.to_kind(Kind::Double);
                 m.get(r as i64).narrow(0, offset, n).copy_(&d);
                 offset += n;
             }
         }
         Ok(m)
-    };
-    let range = |b: usize| b * plan.per_block..((b + 1) * plan.per_block).min(t);
-    let chunk = (CHUNK_ELEMS / plan.per_block as i64).max(1);
-    let product = |a: &Tensor, b: &Tensor| -> Tensor {
-        let mut g = Tensor::zeros([a.size()[0], b.size()[0]], (Kind::Double, device));
-        let mut start = 0;
-        while start < p {
-            let len = chunk.min(p - start);
+    }
+
+    /// Columns per chunk of a product (bounding the float64 copies).
+    fn chunk(&self) -> i64 {
+        (CHUNK_ELEMS / self.plan.per_block as i64).max(1)
+    }
+
+    /// a bᵀ in float64, in chunks of columns.
+    fn product(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        let mut g = Tensor::zeros([a.size()[0], b.size()[0]], (Kind::Double, self.device));
+        let (mut start, chunk) = (0, self.chunk());
+        while start < self.p {
+            let len = chunk.min(self.p - start);
             let (ca, cb) =
                 (a.narrow(1, start, len).to_kind(Kind::Double), b.narrow(1, start, len).to_kind(Kind::Double));
             g += ca.matmul(&cb.tr());
             start += len;
         }
         g
-    };
-    let opts = (Kind::Double, device);
-    let g = Tensor::zeros([t as i64, t as i64], opts);
-    let mut last: Option<(usize, Tensor)> = None;
-    for bi in 0..plan.blocks {
-        let a = block(range(bi))?;
-        for bj in bi..plan.blocks {
-            let gij = if bj == bi { product(&a, &a) } else { product(&a, &block(range(bj))?) };
-            let (ri, rj) = (range(bi), range(bj));
-            let mut dst = g.narrow(0, ri.start as i64, ri.len() as i64).narrow(1, rj.start as i64, rj.len() as i64);
-            dst.copy_(&gij);
-            if bj != bi {
-                let mut dst = g.narrow(0, rj.start as i64, rj.len() as i64).narrow(1, ri.start as i64, ri.len() as i64);
-                dst.copy_(&gij.tr());
+    }
+
+    /// The T×T Gram matrix M Mᵀ (float64), block pair by block pair; also the last block read,
+    /// which the components reuse.
+    fn gram(&mut self) -> Result<(Tensor, Option<(usize, Tensor)>)> {
+        let t = self.t as i64;
+        let g = Tensor::zeros([t, t], (Kind::Double, self.device));
+        let mut last: Option<(usize, Tensor)> = None;
+        for bi in 0..self.plan.blocks {
+            let a = self.block(bi)?;
+            for bj in bi..self.plan.blocks {
+                let gij = if bj == bi {
+                    self.product(&a, &a)
+                } else {
+                    let b = self.block(bj)?;
+                    self.product(&a, &b)
+                };
+                let (ri, rj) = (self.range(bi), self.range(bj));
+                let mut dst = g.narrow(0, ri.start as i64, ri.len() as i64).narrow(1, rj.start as i64, rj.len() as i64);
+                dst.copy_(&gij);
+                if bj != bi {
+                    let mut dst =
+                        g.narrow(0, rj.start as i64, rj.len() as i64).narrow(1, ri.start as i64, ri.len() as i64);
+                    dst.copy_(&gij.tr());
+                }
+            }
+            last = Some((bi, a));
+        }
+        Ok((g, last))
+    }
+
+    /// u = W M for the [2, T] weights W, accumulated in float32 (each block's contribution
+    /// computed in float64), reusing the block `last` already read.
+    fn combine(&mut self, wmat: &Tensor, mut last: Option<(usize, Tensor)>) -> Result<Tensor> {
+        let u = Tensor::zeros([2, self.p], (Kind::Float, self.device));
+        let chunk = self.chunk();
+        for bi in 0..self.plan.blocks {
+            let r = self.range(bi);
+            let m = match last.take() {
+                Some((b, m)) if b == bi => m,
+                other => {
+                    last = other;
+                    self.block(bi)?
+                }
+            };
+            let wb = wmat.narrow(1, r.start as i64, r.len() as i64);
+            let mut start = 0;
+            while start < self.p {
+                let len = chunk.min(self.p - start);
+                let mut dst = u.narrow(1, start, len);
+                dst += wb.matmul(&m.narrow(1, start, len).to_kind(Kind::Double)).to_kind(Kind::Float);
+                start += len;
             }
         }
-        last = Some((bi, a));
+        Ok(u.to_device(Device::Cpu))
     }
+}
+
+/// The mean-centred Gram matrix's eigenvalues (largest first), refused when the trajectory has
+/// fewer than two directions; and the weights [2, T] of the two unit components u_k = Σ_i w_ik m_i
+/// / √λ_k (Σ_i w_ik = 0, so centring changes nothing), each with a deterministic sign: the entry of
+/// largest magnitude of w_k is positive.
+fn principal_pair(g: &Tensor, t: usize, device: Device) -> Result<(Vec<f64>, f64, Tensor)> {
+    let opts = (Kind::Double, device);
     // Mean-centred Gram: H G H with H = I − 11ᵀ/T.
     let h = Tensor::eye(t as i64, opts) - 1.0 / t as f64;
-    let gc = h.matmul(&g).matmul(&h);
+    let gc = h.matmul(g).matmul(&h);
     let gc = (&gc + gc.tr()) * 0.5;
     let (evals, evecs) = gc.linalg_eigh("L");
     let evals: Vec<f64> = Vec::<f64>::try_from(evals.to_device(Device::Cpu))
@@ -155,9 +204,6 @@ pub fn pca(
             "the trajectory is a straight line (one principal direction only): no plane to draw",
         ));
     }
-    let ratio: Vec<f64> = evals.iter().filter(|v| **v > tol).map(|v| v / total).collect();
-    // Unit directions u_k = Σ_i w_ik m_i / √λ_k (Σ_i w_ik = 0, so centring changes nothing), with
-    // a deterministic sign: the entry of largest magnitude of w_k is positive.
     let w: Vec<Tensor> = (0..2)
         .map(|k| {
             let w = evecs.select(1, k as i64).contiguous();
@@ -171,25 +217,37 @@ pub fn pca(
         .collect();
     let scale = [1.0 / evals[0].sqrt(), 1.0 / evals[1].sqrt()];
     let wmat = Tensor::stack(&[&w[0] * scale[0], &w[1] * scale[1]], 0).to_device(device); // [2, T]
-                                                                                          // Accumulated in float32 (each block's contribution computed in float64).
-    let u = Tensor::zeros([2, p], (Kind::Float, device));
-    for bi in 0..plan.blocks {
-        let r = range(bi);
-        let m = match &last {
-            Some((b, m)) if *b == bi => m.shallow_clone(),
-            _ => block(r.clone())?,
-        };
-        let wb = wmat.narrow(1, r.start as i64, r.len() as i64);
-        let mut start = 0;
-        while start < p {
-            let len = chunk.min(p - start);
-            let mut dst = u.narrow(1, start, len);
-            dst += wb.matmul(&m.narrow(1, start, len).to_kind(Kind::Double)).to_kind(Kind::Float);
-            start += len;
-        }
+    Ok((evals, tol, wmat))
+}
+
+/// PCA of m_i = load(i) − origin for i in 0..t, over the tensors with `include[j]`, computed on
+/// `device` with at most about `budget` bytes of checkpoint vectors held at once. `load(i)` gives
+/// checkpoint i's tensors in the order of `origin`.
+pub fn pca(
+    load: &mut dyn FnMut(usize) -> Result<Vec<Tensor>>,
+    t: usize,
+    origin: &[Tensor],
+    include: &[bool],
+    budget: u64,
+    device: Device,
+) -> Result<Pca> {
+    let _g = tch::no_grad_guard();
+    if t < 3 {
+        return Err(Error::setting(Setting::Checkpoints, t, "PCA needs at least 3 checkpoints"));
     }
-    drop(last);
-    let u = u.to_device(Device::Cpu);
+    let kept: Vec<usize> = (0..origin.len()).filter(|&j| include[j]).collect();
+    let p: i64 = kept.iter().map(|&j| origin[j].numel() as i64).sum();
+    if p == 0 {
+        return Err(Error::setting(Setting::Checkpoints, t, "no tensor is compared (all have dim <= 1?)"));
+    }
+    let plan = BlockPlan::new(t, 4 * p as u64, budget);
+    let origin_dev: Vec<Tensor> = kept.iter().map(|&j| origin[j].flatten(0, -1).to_device(device)).collect();
+    let mut rows = Rows { load, kept, origin: origin_dev, p, device, plan, t };
+    let (g, last) = rows.gram()?;
+    let (evals, tol, wmat) = principal_pair(&g, t, device)?;
+    let total: f64 = evals.iter().filter(|v| **v > 0.0).sum();
+    let ratio: Vec<f64> = evals.iter().filter(|v| **v > tol).map(|v| v / total).collect();
+    let u = rows.combine(&wmat, last)?;
     let mut components: [Vec<Tensor>; 2] = [Vec::new(), Vec::new()];
     for (k, comp) in components.iter_mut().enumerate() {
         let mut offset = 0;

@@ -23,6 +23,13 @@ pub trait Objective {
     fn value(&mut self, delta: &Tensor, part: Option<usize>) -> Result<(f64, f64)>;
     /// The loss at θ + δ over the samples of `part` (None: all) and its gradient with respect to δ.
     fn gradient(&mut self, delta: &Tensor, part: Option<usize>) -> Result<(f64, Tensor)>;
+    /// The value at a random draw (index `draw`) of a Monte-Carlo measure: `value` over every
+    /// sample, or an estimate of it whose error is independent from draw to draw and the same for
+    /// the same index (the network's `--rel-error`).
+    fn draw_value(&mut self, delta: &Tensor, draw: u64) -> Result<(f64, f64)> {
+        let _ = draw;
+        self.value(delta, None)
+    }
 }
 
 /// A splitmix64 stream: seeds of the draws, the same on every device and in every shard.
@@ -56,7 +63,7 @@ pub fn average(obj: &mut dyn Objective, c: &Tensor, rho: f64, m: usize, seed: u6
     let mut diffs = Vec::with_capacity(m);
     for i in 0..m {
         let z = gaussian(obj.dim(), seed, i as u64, obj.device());
-        diffs.push(obj.value(&(c * z * rho), None)?.0 - base);
+        diffs.push(obj.draw_value(&(c * z * rho), i as u64)?.0 - base);
     }
     let (value, stderr) = mean_stderr(&diffs);
     Ok(Average { value, stderr, samples: m, base })
@@ -248,8 +255,8 @@ impl Levels<'_> {
 
     fn at(&mut self, obj: &mut dyn Objective, sigma: f64) -> Result<(f64, Vec<f64>)> {
         let mut d = Vec::with_capacity(self.draws.len());
-        for z in self.draws {
-            let v = obj.value(&(z * sigma), None)?;
+        for (i, z) in self.draws.iter().enumerate() {
+            let v = obj.draw_value(&(z * sigma), i as u64)?;
             d.push(self.pick(v) - self.base);
         }
         let mean = mean_stderr(&d).0;

@@ -112,6 +112,8 @@ pub fn is_output(name: &str) -> bool {
         "curve_acc",
         "line_loss",
         "line_acc",
+        "stderr",
+        "samples",
     ];
     let Some(stem) = name.strip_suffix(".npy") else { return false };
     arrays.iter().any(|a| {

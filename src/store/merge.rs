@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::space::barrier;
 use crate::store::npy;
 use crate::store::record::{
-    FoldReport, LossCapMeta, Meta, NonFiniteMeta, Quantity, RunRecord, ShardTiming, ShardsMeta, SplitBarrier, Timing,
+    Description, FoldReport, LossCapMeta, Meta, NonFiniteMeta, Quantity, RunRecord, ShardTiming, ShardsMeta,
+    SplitBarrier, Timing,
 };
 use crate::store::shards::{self, Gathered};
 use crate::store::{atomic, files};
@@ -89,7 +90,55 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         crate::store::sharpness::write(dir, rec, sp, n + rec.plan.states.len())?;
     }
     let loss = column(g, pos(Quantity::Loss).expect("every run has a loss column"), false, 0..n);
-    // Each checkpoint's own loss and accuracy, after the grid's points.
+    let mut d = rec.description.clone();
+    states_and_paths(dir, rec, g, &mut d)?;
+    let finite = || loss.iter().copied().filter(|x| x.is_finite());
+    let (nonfinite, nonfinite_meta) = nonfinite(rec, g, &loss, missing);
+    let loss_cap = pos(Quantity::Capped).zip(rec.identity.loss_cap).map(|(c, cap)| LossCapMeta {
+        cap,
+        capped_points: column(g, c, true, 0..n).iter().filter(|&&f| f != 0.0).count(),
+        meaning: "capped[j, i] = 1: the pass stopped early once its partial mean exceeded the cap; loss holds that \
+                  lower bound and acc is NaN"
+            .into(),
+    });
+    let first = g.shards.first().and_then(|s| s.workers.first());
+    d.model.moving_tensors = first.map(|w| w.moving_tensors);
+    let timing = g.shards.iter().fold(ShardTiming::default(), |t, s| t + s.timing);
+    let rss = g.shards.iter().filter_map(|s| s.peak_host_rss_mb).reduce(f64::max);
+    Ok(Meta {
+        schema_version: crate::store::record::SCHEMA_VERSION,
+        kind: rec.identity.kind,
+        config_hash: rec.config_hash.clone(),
+        loss_min: finite().reduce(f32::min),
+        loss_max: finite().reduce(f32::max),
+        nonfinite_points: nonfinite,
+        nonfinite: nonfinite_meta,
+        loss_cap,
+        batch_size: first.map_or(0, |w| w.batch_size),
+        precision_check: first.and_then(|w| w.precision_check.clone()),
+        batchnorm_folding: first.map_or_else(FoldReport::default, |w| w.batchnorm_folding.clone()),
+        // Samples evaluated per point: every split's.
+        timing: Timing::of(timing, g.points.len(), d.data.n + d.splits.iter().skip(1).map(|s| s.data.n).sum::<usize>()),
+        peak_host_rss_mb: rss,
+        sampling: sampling_meta(rec, g, n, &d),
+        shards: ShardsMeta {
+            count: g.shards.len(),
+            config_hash: rec.config_hash.clone(),
+            missing_points: missing,
+            note: (missing > 0).then(|| "merged with missing points: they are NaN in the arrays".to_string()),
+            tasks: g.shards.clone(),
+        },
+        description: d,
+    })
+}
+
+/// The checkpoints' own values (after the grid's points) into the description — a line's ends and
+/// barriers, a connect run's curve and line, a plane's three models and curve, a trajectory's path
+/// — with the arrays they come with, and each split's loss range.
+fn states_and_paths(dir: &Path, rec: &RunRecord, g: &Gathered, d: &mut Description) -> Result<()> {
+    let n = rec.plan.grid_points();
+    let cols = &rec.plan.columns;
+    let pos = |q: Quantity| cols.iter().position(|&c| c == q);
     let states = rec.plan.states.len();
     let state_loss = column(g, pos(Quantity::Loss).expect("loss"), false, n..n + states);
     let state_acc = match pos(Quantity::Acc) {
@@ -99,7 +148,6 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
     let own = |i: usize| {
         (Some(state_loss[i] as f64).filter(|v| !v.is_nan()), Some(state_acc[i] as f64).filter(|v| !v.is_nan()))
     };
-    let mut d = rec.description.clone();
     if let Some(l) = d.line.as_mut() {
         (l.from.loss, l.from.acc) = own(0);
         (l.to.loss, l.to.acc) = own(1);
@@ -146,12 +194,23 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
             }
         }
     }
-    let finite = || loss.iter().copied().filter(|x| x.is_finite());
+    Ok(())
+}
+
+/// Points whose loss is not finite (missing points left out), and what caused them where it is
+/// known (an interpolated BatchNorm variance below zero).
+fn nonfinite(rec: &RunRecord, g: &Gathered, loss: &[f32], missing: usize) -> (usize, Option<NonFiniteMeta>) {
+    let n = rec.plan.grid_points();
+    let states = rec.plan.states.len();
     let nonfinite =
         loss.iter().filter(|x| !x.is_finite()).count() - loss.iter().filter(|x| x.is_nan()).count().min(missing);
-    let negative = pos(Quantity::NegativeVariance)
+    let negative = rec
+        .plan
+        .columns
+        .iter()
+        .position(|&c| c == Quantity::NegativeVariance)
         .map_or(0, |c| column(g, c, true, 0..n + states).iter().filter(|&&f| f != 0.0).count());
-    let nonfinite_meta = (nonfinite > 0).then(|| NonFiniteMeta {
+    let meta = (nonfinite > 0).then(|| NonFiniteMeta {
         points: nonfinite,
         cause: (negative > 0).then(|| {
             format!(
@@ -162,42 +221,7 @@ fn assemble(dir: &Path, rec: &RunRecord, g: &Gathered, missing: usize) -> Result
         hint: (negative > 0)
             .then(|| "re-estimate BatchNorm statistics at every point (batchnorm recompute)".to_string()),
     });
-    let loss_cap = pos(Quantity::Capped).zip(rec.identity.loss_cap).map(|(c, cap)| LossCapMeta {
-        cap,
-        capped_points: column(g, c, true, 0..n).iter().filter(|&&f| f != 0.0).count(),
-        meaning: "capped[j, i] = 1: the pass stopped early once its partial mean exceeded the cap; loss holds that \
-                  lower bound and acc is NaN"
-            .into(),
-    });
-    let first = g.shards.first().and_then(|s| s.workers.first());
-    d.model.moving_tensors = first.map(|w| w.moving_tensors);
-    let timing = g.shards.iter().fold(ShardTiming::default(), |t, s| t + s.timing);
-    let rss = g.shards.iter().filter_map(|s| s.peak_host_rss_mb).reduce(f64::max);
-    Ok(Meta {
-        schema_version: crate::store::record::SCHEMA_VERSION,
-        kind: rec.identity.kind,
-        config_hash: rec.config_hash.clone(),
-        loss_min: finite().reduce(f32::min),
-        loss_max: finite().reduce(f32::max),
-        nonfinite_points: nonfinite,
-        nonfinite: nonfinite_meta,
-        loss_cap,
-        batch_size: first.map_or(0, |w| w.batch_size),
-        precision_check: first.and_then(|w| w.precision_check.clone()),
-        batchnorm_folding: first.map_or_else(FoldReport::default, |w| w.batchnorm_folding.clone()),
-        // Samples evaluated per point: every split's.
-        timing: Timing::of(timing, g.points.len(), d.data.n + d.splits.iter().skip(1).map(|s| s.data.n).sum::<usize>()),
-        peak_host_rss_mb: rss,
-        sampling: sampling_meta(rec, g, n, d.data.n),
-        shards: ShardsMeta {
-            count: g.shards.len(),
-            config_hash: rec.config_hash.clone(),
-            missing_points: missing,
-            note: (missing > 0).then(|| "merged with missing points: they are NaN in the arrays".to_string()),
-            tasks: g.shards.clone(),
-        },
-        description: d,
-    })
+    (nonfinite, meta)
 }
 
 /// A path's barriers (store::record::SplitBarrier) on each split: the path's values at `t` are
@@ -234,17 +258,37 @@ fn path_barriers(
         .collect()
 }
 
-/// meta.json's `sampling` of a `--rel-error` run: the samples its grid points used.
+/// meta.json's `sampling` of a `--rel-error` run: the samples its grid points used (on each split
+/// of a run over several).
 fn sampling_meta(
     rec: &RunRecord,
     g: &Gathered,
     n: usize,
-    samples: usize,
+    d: &Description,
 ) -> Option<crate::store::record::SamplingMeta> {
     let spec = rec.identity.sampling?;
-    let c = rec.plan.columns.iter().position(|&q| q == Quantity::Samples)?;
-    let used = column(g, c, false, 0..n);
-    let seen: Vec<u64> = used.iter().filter(|x| x.is_finite()).map(|&x| x as u64).collect();
+    let used = |q: Quantity, total: usize| -> Option<(u64, u64, usize, usize)> {
+        let c = rec.plan.columns.iter().position(|&x| x == q)?;
+        let seen: Vec<u64> = column(g, c, false, 0..n).iter().filter(|x| x.is_finite()).map(|&x| x as u64).collect();
+        let complete = seen.iter().filter(|&&k| k as usize == total).count();
+        Some((seen.iter().sum(), (seen.len() * total) as u64, seen.len(), complete))
+    };
+    let (samples_used, samples_exact, points, complete_points) = used(Quantity::Samples, d.data.n)?;
+    let splits = d
+        .splits
+        .iter()
+        .filter_map(|sp| {
+            let (u, e, _, c) = used(Quantity::SplitSamples(sp.split), sp.data.n)?;
+            Some(crate::store::record::SplitSampling {
+                split: sp.split,
+                stderr: Quantity::SplitStderr(sp.split).file(),
+                samples: Quantity::SplitSamples(sp.split).file(),
+                samples_used: u,
+                samples_exact: e,
+                complete_points: c,
+            })
+        })
+        .collect();
     Some(crate::store::record::SamplingMeta {
         spec,
         definition: "each point's pass visits the samples in one seeded order (the same at every point) and stops \
@@ -253,10 +297,11 @@ fn sampling_meta(
             .into(),
         stderr: Quantity::Stderr.file(),
         samples: Quantity::Samples.file(),
-        samples_used: seen.iter().sum(),
-        samples_exact: (seen.len() * samples) as u64,
-        points: seen.len(),
-        complete_points: seen.iter().filter(|&&k| k as usize == samples).count(),
+        samples_used,
+        samples_exact,
+        points,
+        complete_points,
+        splits,
     })
 }
 
@@ -279,8 +324,8 @@ fn write_grid(dir: &Path, grid: &crate::space::grid::Grid, cols: &[Quantity], g:
             Quantity::Capped => {
                 npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u8).collect::<Vec<_>>())?
             }
-            Quantity::Stderr => npy::write(&dir.join(q.file()), &shape, &v)?,
-            Quantity::Samples => {
+            Quantity::Stderr | Quantity::SplitStderr(_) => npy::write(&dir.join(q.file()), &shape, &v)?,
+            Quantity::Samples | Quantity::SplitSamples(_) => {
                 npy::write(&dir.join(q.file()), &shape, &v.iter().map(|&x| x as u32).collect::<Vec<_>>())?
             }
             Quantity::NegativeVariance | Quantity::Sharpness => {}

@@ -86,6 +86,10 @@ pub enum Quantity {
     /// complete) and the samples its pass used (uint32).
     Stderr,
     Samples,
+    /// `--rel-error` on a run over several splits: each split's standard error and samples used
+    /// (`stderr.<split>.npy`, `samples.<split>.npy`).
+    SplitStderr(Split),
+    SplitSamples(Split),
 }
 
 impl Quantity {
@@ -103,6 +107,8 @@ impl Quantity {
             Quantity::Sharpness => "sharpness.npy".into(),
             Quantity::Stderr => "stderr.npy".into(),
             Quantity::Samples => "samples.npy".into(),
+            Quantity::SplitStderr(s) => crate::store::files::per_split("stderr.npy", s),
+            Quantity::SplitSamples(s) => crate::store::files::per_split("samples.npy", s),
         }
     }
 
@@ -281,6 +287,17 @@ pub struct SharpnessResult {
     /// Ascent steps per restart (worst case).
     pub steps: usize,
     pub details: SharpnessDetails,
+    /// `--rel-error`: the samples the random draws' passes used, against exact passes (average case
+    /// and PAC-Bayes; the loss at θ and the worst case are exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<SampledUse>,
+}
+
+/// Samples used by passes estimated with `--rel-error`, and by the same passes done exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SampledUse {
+    pub samples_used: u64,
+    pub samples_exact: u64,
 }
 
 /// A model of a sharpness run with its own loss and its results.
@@ -967,6 +984,21 @@ pub struct SamplingMeta {
     /// Grid points, and those whose pass ran to the end (exact).
     pub points: usize,
     pub complete_points: usize,
+    /// A run over several splits: the same for each split (each with its own order, its own
+    /// `stderr.<split>.npy` and `samples.<split>.npy`); the fields above are the first split's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<SplitSampling>,
+}
+
+/// One split's share of a `--rel-error` run over several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SplitSampling {
+    pub split: Split,
+    pub stderr: String,
+    pub samples: String,
+    pub samples_used: u64,
+    pub samples_exact: u64,
+    pub complete_points: usize,
 }
 
 impl Meta {
@@ -1324,7 +1356,8 @@ pub(crate) mod tests {
 
     use proptest::prelude::*;
 
-    /// A complete, valid record (a tiny surface run).
+    /// A complete, valid record (a tiny surface run). Long: one struct literal with every field of
+    /// a record written out, which is the point of it.
     pub fn record() -> RunRecord {
         let id = identity();
         let grid = id.grid.unwrap();

@@ -74,8 +74,21 @@ pub fn write(dir: &Path, rec: &RunRecord, plan: &SharpnessPlan, _first_point: us
         let mut out = csv::Writer::from_writer(w);
         let io = |e: csv::Error| std::io::Error::other(e.to_string());
         out.write_record([
-            "model", "sha256", "loss", "acc", "measure", "radius", "value", "stderr", "relative", "samples", "steps",
-            "sigma", "flatness",
+            "model",
+            "sha256",
+            "loss",
+            "acc",
+            "measure",
+            "radius",
+            "value",
+            "stderr",
+            "relative",
+            "samples",
+            "steps",
+            "sigma",
+            "flatness",
+            "samples_used",
+            "samples_exact",
         ])
         .map_err(io)?;
         for m in &report.models {
@@ -98,6 +111,8 @@ pub fn write(dir: &Path, rec: &RunRecord, plan: &SharpnessPlan, _first_point: us
                     r.steps.to_string(),
                     sigma,
                     flat,
+                    r.sampled.map_or(String::new(), |u| u.samples_used.to_string()),
+                    r.sampled.map_or(String::new(), |u| u.samples_exact.to_string()),
                 ])
                 .map_err(io)?;
             }
