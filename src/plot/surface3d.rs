@@ -1,0 +1,192 @@
+//! The rendered 3-D surface (`surface3d.png`): plotters' 3-D chart, cells drawn far to near in
+//! the projection's own depth and coloured by height, shaded by a light from above the viewer, and
+//! closed by a skirt from the grid's edges down to the floor (so the near edge shows a wall, not
+//! the surface's underside); axis titles placed outside the box and kept on the canvas; a colour
+//! bar beside it.
+
+use std::path::PathBuf;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::axes::{self, err, font, text_size, viridis, AXIS};
+use super::canvas::{Canvas, TextLook};
+use super::layout::Rect;
+use super::panel::{extent, marker, Picture, PATH};
+use super::scale::{short, tick, Scale};
+use super::{output, title, Look, RunData};
+use crate::error::Result;
+
+/// A face to paint: its corners (x, height, y) and colour, and its depth (larger: farther).
+struct Face {
+    depth: i32,
+    corners: Vec<(f64, f64, f64)>,
+    colour: RGBColor,
+}
+
+fn shaded(c: RGBColor, shade: f64) -> RGBColor {
+    RGBColor((c.0 as f64 * shade) as u8, (c.1 as f64 * shade) as u8, (c.2 as f64 * shade) as u8)
+}
+
+/// The surface's cells and the skirt under its edges, coloured, in no order yet.
+fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<Face> {
+    let y = d.y.as_ref().expect("2-D");
+    let (tlo, thi) = look.t_range();
+    let (xr, yr) = extent(d);
+    let h = |i: usize, j: usize| look.t(d.at(i, j));
+    // Shading: the normal in box units (each axis scaled to 1, height to 0.7) against a light
+    // from above, behind the viewer's left shoulder.
+    let (ux, uy, uz) = (xr.end - xr.start, yr.end - yr.start, (thi - tlo) / 0.7);
+    let l = [-0.35f64, 0.45, 0.82];
+    let n = (l[0] * l[0] + l[1] * l[1] + l[2] * l[2]).sqrt();
+    let light = [l[0] / n, l[1] / n, l[2] / n];
+    let mut out = Vec::new();
+    for j in 0..d.ny().saturating_sub(1) {
+        for i in 0..d.nx().saturating_sub(1) {
+            let (Some(a), Some(b), Some(c), Some(e)) = (h(i, j), h(i + 1, j), h(i + 1, j + 1), h(i, j + 1)) else {
+                continue;
+            };
+            let (dx, dy) = ((d.x[i + 1] - d.x[i]) / ux, (y[j + 1] - y[j]) / uy);
+            let gx = ((b - a) + (c - e)) / 2.0 / uz / dx.max(1e-12);
+            let gy = ((e - a) + (c - b)) / 2.0 / uz / dy.max(1e-12);
+            let norm = (gx * gx + gy * gy + 1.0).sqrt();
+            let lambert = ((-gx * light[0] - gy * light[1] + light[2]) / norm).max(0.0);
+            let mean = (a + b + c + e) / 4.0;
+            let (cx, cy) = ((d.x[i] + d.x[i + 1]) / 2.0, (y[j] + y[j + 1]) / 2.0);
+            out.push(Face {
+                depth: depth(cx, mean, cy),
+                corners: vec![(d.x[i], a, y[j]), (d.x[i + 1], b, y[j]), (d.x[i + 1], c, y[j + 1]), (d.x[i], e, y[j + 1])],
+                colour: shaded(viridis((mean - tlo) / (thi - tlo)), 0.55 + 0.45 * lambert),
+            });
+        }
+    }
+    // The skirt: a wall under every edge segment of the grid whose two ends are finite.
+    let (nx, ny) = (d.nx(), d.ny());
+    let mut edge = |p: (usize, usize), q: (usize, usize), shade: f64| {
+        let (Some(a), Some(b)) = (h(p.0, p.1), h(q.0, q.1)) else { return };
+        let (xa, ya, xb, yb) = (d.x[p.0], y[p.1], d.x[q.0], y[q.1]);
+        out.push(Face {
+            depth: depth((xa + xb) / 2.0, tlo, (ya + yb) / 2.0),
+            corners: vec![(xa, a, ya), (xb, b, yb), (xb, tlo, yb), (xa, tlo, ya)],
+            colour: shaded(viridis(((a + b) / 2.0 - tlo) / (thi - tlo)), shade),
+        });
+    };
+    for i in 0..nx.saturating_sub(1) {
+        edge((i, 0), (i + 1, 0), 0.5);
+        edge((i, ny - 1), (i + 1, ny - 1), 0.5);
+    }
+    for j in 0..ny.saturating_sub(1) {
+        edge((0, j), (0, j + 1), 0.4);
+        edge((nx - 1, j), (nx - 1, j + 1), 0.4);
+    }
+    out
+}
+
+/// The canvas point of `p`, moved so that a text of `size` centred on it stays `m` inside the
+/// canvas `w`×`h`.
+fn inside(p: (f64, f64), size: (f64, f64), (w, h): (f64, f64), m: f64) -> (f64, f64) {
+    (p.0.clamp(m + size.0 / 2.0, w - m - size.0 / 2.0), p.1.clamp(m + size.1 / 2.0, h - m - size.1 / 2.0))
+}
+
+/// A rendered 3-D surface in the figure's look.
+pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
+    let (d, o) = (p.d, p.o);
+    let e = err("surface3d.png");
+    let canvas = Canvas::new(o.inches());
+    let root = canvas.area();
+    let Some(look) = p.look else {
+        return output::write(&canvas, &d.dir.join("surface3d.png"), o);
+    };
+    let (cw, ch) = (canvas.size().0 as f64, canvas.size().1 as f64);
+    let bar = axes::bar_width(o, look);
+    let (main, _) = root.split_horizontally((cw - bar) as u32);
+    let (tlo, thi) = look.t_range();
+    let (xr, yr) = extent(d);
+    let (sx, sy, sz) = (axes::tick_step(xr.start, xr.end, 5), axes::tick_step(yr.start, yr.end, 5), axes::tick_step(tlo, thi, 5));
+    let caption = title(d);
+    let top = axes::title_height(o, &caption, cw);
+    let mut chart = ChartBuilder::on(&main)
+        .margin_top(top as u32)
+        .margin(o.em(20.0) as u32)
+        .build_cartesian_3d(xr.clone(), tlo..thi, yr.clone())
+        .map_err(&e)?;
+    chart.with_projection(|mut q| {
+        q.yaw = 0.7;
+        q.pitch = 0.45;
+        q.scale = 0.72;
+        q.into_matrix()
+    });
+    let log = look.scale == Scale::Log;
+    chart
+        .configure_axes()
+        .label_style(font(o, axes::LABEL))
+        .light_grid_style(BLACK.mix(0.08))
+        .bold_grid_style(BLACK.mix(0.15))
+        .axis_panel_style(WHITE.mix(0.0))
+        .max_light_lines(3)
+        .x_labels(5)
+        .y_labels(5)
+        .z_labels(5)
+        .x_formatter(&|v| tick(*v, sx))
+        .z_formatter(&|v| tick(*v, sy))
+        .y_formatter(&|v| if log { short(10f64.powf(*v)) } else { tick(*v, sz) })
+        .draw()
+        .map_err(&e)?;
+    let coord = chart.as_coord_spec().clone();
+    let mut all = faces(d, look, &|x, h, y| coord.projected_depth(&x, &h, &y));
+    all.sort_by_key(|f| std::cmp::Reverse(f.depth));
+    chart.draw_series(all.into_iter().map(|f| Polygon::new(f.corners, f.colour.filled()))).map_err(&e)?;
+    let r = o.pt(3.6) as i32;
+    for c in p.crit {
+        let Some(h) = look.t(c.loss) else { continue };
+        chart.draw_series(std::iter::once(marker(c.kind, (c.coords[0], h, c.coords[1]), r, o.w(1.0)))).map_err(&e)?;
+    }
+    if let Some(path) = &d.path {
+        // The path at the surface's height under each point (nearest grid cell).
+        let y = d.y.as_ref().expect("2-D");
+        let near = |v: &[f64], t: f64| {
+            v.iter().enumerate().min_by(|a, b| (a.1 - t).abs().total_cmp(&(b.1 - t).abs())).map(|(k, _)| k).unwrap_or(0)
+        };
+        let pts: Vec<(f64, f64, f64)> =
+            path.iter().filter_map(|q| look.t(d.at(near(&d.x, q[0]), near(y, q[1]))).map(|h| (q[0], h, q[1]))).collect();
+        chart.draw_series(std::iter::once(PathElement::new(pts.clone(), WHITE.stroke_width(o.w(3.6))))).map_err(&e)?;
+        chart.draw_series(std::iter::once(PathElement::new(pts, PATH.stroke_width(o.w(1.8))))).map_err(&e)?;
+    }
+    // Axis titles: at the middle of the box edge each axis is labelled on, pushed out from the
+    // box's centre past the tick labels, and kept inside the canvas.
+    let t = |x: f64, h: f64, y: f64| {
+        let (a, b) = coord.translate(&(x, h, y));
+        (a as f64, b as f64)
+    };
+    let centre = t((xr.start + xr.end) / 2.0, (tlo + thi) / 2.0, (yr.start + yr.end) / 2.0);
+    let push = |q: (f64, f64), text: &str| {
+        let (vx, vy) = (q.0 - centre.0, q.1 - centre.1);
+        let n = vx.hypot(vy).max(1.0);
+        let (ux, uy) = (vx / n, vy / n);
+        let size = text_size(o, text, AXIS);
+        let by = o.em(26.0) + (size.0 / 2.0 * ux.abs()).max(size.1 / 2.0 * uy.abs());
+        inside((q.0 + by * ux, q.1 + by * uy), size, (cw - bar, ch), o.em(4.0))
+    };
+    let lowest = |a: (f64, f64), b: (f64, f64)| if a.1 >= b.1 { a } else { b };
+    let (xm, ym) = ((xr.start + xr.end) / 2.0, (yr.start + yr.end) / 2.0);
+    let x_at = lowest(t(xm, tlo, yr.start), t(xm, tlo, yr.end));
+    let y_at = lowest(t(xr.start, tlo, ym), t(xr.end, tlo, ym));
+    let halo = |size: f64| TextLook { halo: Some(o.pt(1.6)), ..TextLook::new(o.em(size)) };
+    for (text, q) in [(&d.x_label, x_at), (&d.y_label, y_at)] {
+        let size = axes::fit(o, text, AXIS, cw - bar - o.em(8.0));
+        canvas.text(text, push(q, text), halo(size));
+    }
+    let z_title = match o.zmax {
+        Some(z) => format!("{} (clipped at {z})", look.scale.axis_title()),
+        None => look.scale.axis_title().to_string(),
+    };
+    let corners = [(xr.start, yr.start), (xr.start, yr.end), (xr.end, yr.start), (xr.end, yr.end)];
+    let z_at = corners.iter().map(|&(a, b)| t(a, thi, b)).min_by(|p, q| p.0.total_cmp(&q.0)).expect("four corners");
+    let zs = text_size(o, &z_title, AXIS);
+    let z_pos = inside((z_at.0, z_at.1 - o.em(14.0)), zs, (cw - bar, ch), o.em(4.0));
+    canvas.text(&z_title, z_pos, TextLook { anchor: Pos::new(HPos::Center, VPos::Center), ..halo(AXIS) });
+    axes::draw_title(&canvas, o, &caption, (0.0, cw), 0.0);
+    let frame = Rect { x0: cw - bar - o.em(10.0), y0: top + 0.12 * ch, x1: cw - bar, y1: ch - 0.12 * ch };
+    axes::colour_bar(&canvas, &root, o, look, frame, look.scale.axis_title())?;
+    output::write(&canvas, &d.dir.join("surface3d.png"), o)
+}
