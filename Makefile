@@ -21,7 +21,8 @@ DEMO_EVAL ?= 500
 DEMO_GRID ?= -1:1:21
 DEMO_SHARP ?= 200
 
-# Debian packages the tests need (a headless browser for the HTML page); root or sudo installs them.
+# Debian packages the tests need (a headless browser for the HTML page, poppler's pdftoppm for the
+# PDF figures); root or sudo installs them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all venv build test unit demo bench clean test-deps
@@ -40,8 +41,8 @@ build: $(VENV)/.stamp
 	cargo build --release
 
 test-deps:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null && command -v pdftoppm >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium poppler-utils; }
 
 unit: $(VENV)/.stamp
 	cargo test --release --lib

@@ -60,7 +60,11 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOptions> {
         None => None,
         Some(s) => {
             let bad = || Error::setting(Setting::Size, s, "give the width and height in inches, WxH (e.g. 3.5x2.8)");
-            let (w, h) = s.to_ascii_lowercase().split_once('x').map(|(w, h)| (w.trim().to_string(), h.trim().to_string())).ok_or_else(bad)?;
+            let (w, h) = s
+                .to_ascii_lowercase()
+                .split_once('x')
+                .map(|(w, h)| (w.trim().to_string(), h.trim().to_string()))
+                .ok_or_else(bad)?;
             let (w, h): (f64, f64) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
             Some((w, h))
         }
@@ -552,8 +556,9 @@ mod tests {
         let o = plot(&plot_args(&[])).unwrap();
         assert_eq!(o.formats, vec![Format::Png, Format::Pdf]);
         assert_eq!((o.size, o.font_size, o.style, o.script), (None, 10.0, Style::Bands, false));
-        let o = plot(&plot_args(&["--format", "svg,PNG,svg", "--size", "3.5x2.8", "--font-size", "8", "--style", "cells"]))
-            .unwrap();
+        let o =
+            plot(&plot_args(&["--format", "svg,PNG,svg", "--size", "3.5x2.8", "--font-size", "8", "--style", "cells"]))
+                .unwrap();
         assert_eq!(o.formats, vec![Format::Svg, Format::Png]);
         assert_eq!(o.size, Some((3.5, 2.8)));
         assert_eq!((o.font_size, o.style), (8.0, Style::Cells));

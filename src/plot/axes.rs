@@ -88,19 +88,52 @@ pub(super) fn fit(o: &PlotOptions, text: &str, size: f64, width: f64) -> f64 {
     if w <= width || w <= 0.0 {
         size
     } else {
-        (size * width / w).max(0.7 * size)
+        (size * width / w).max(0.5 * size)
     }
 }
 
-/// The lines a title takes within `width`: one, or two split at its " — ".
+/// `v` moved into [a, b], or the middle of them when the interval is empty (a text wider than
+/// its room).
+pub(super) fn within(v: f64, a: f64, b: f64) -> f64 {
+    if a <= b {
+        v.clamp(a, b)
+    } else {
+        (a + b) / 2.0
+    }
+}
+
+/// The lines a title takes within `width`: one, or split at its " — ", then between words (and
+/// inside a long file name after its `_`, `-` and `.`), filling each line.
 pub(super) fn title_lines(o: &PlotOptions, text: &str, width: f64) -> Vec<String> {
     if text_size(o, text, TITLE).0 <= width {
         return vec![text.to_string()];
     }
-    match text.split_once(" — ") {
-        Some((a, b)) => vec![a.to_string(), b.to_string()],
-        None => vec![text.to_string()],
+    let fits = |t: &str| text_size(o, t, TITLE).0 <= width;
+    let mut lines = Vec::new();
+    for part in text.split(" — ") {
+        // Pieces that keep their separator: words (with the space after them), and the parts of
+        // a word too long for a line.
+        let mut pieces: Vec<String> = Vec::new();
+        for word in part.split_inclusive(' ') {
+            if fits(word) {
+                pieces.push(word.to_string());
+            } else {
+                pieces.extend(word.split_inclusive(['_', '-', '.']).map(str::to_string));
+            }
+        }
+        let mut line = String::new();
+        for p in pieces {
+            if !line.is_empty() && !fits(&format!("{line}{p}")) {
+                lines.push(line.trim_end().to_string());
+                line.clear();
+            }
+            line.push_str(&p);
+        }
+        if !line.trim().is_empty() {
+            lines.push(line.trim_end().to_string());
+        }
     }
+    lines
 }
 
 /// The height a title takes at the top of a canvas `width` units wide (with its margins).
@@ -137,9 +170,13 @@ pub(super) fn axis_title(canvas: &Canvas, o: &PlotOptions, text: &str, frame: Re
         Side::Bottom => {
             let size = fit(o, text, AXIS, canvas.size().0 as f64 - 2.0 * o.em(6.0));
             let half = text_size(o, text, size).0 / 2.0;
-            let x = ((frame.x0 + frame.x1) / 2.0).clamp(o.em(6.0) + half, canvas.size().0 as f64 - o.em(6.0) - half);
+            let x = within((frame.x0 + frame.x1) / 2.0, o.em(6.0) + half, canvas.size().0 as f64 - o.em(6.0) - half);
             let y = frame.y1 + o.em(5.0) + tick_h + o.em(6.0);
-            canvas.text(text, (x, y), TextLook { anchor: Pos::new(HPos::Center, VPos::Top), ..TextLook::new(o.em(size)) });
+            canvas.text(
+                text,
+                (x, y),
+                TextLook { anchor: Pos::new(HPos::Center, VPos::Top), ..TextLook::new(o.em(size)) },
+            );
         }
         Side::Left(x) | Side::Right(x) => {
             let size = fit(o, text, AXIS, frame.y1 - frame.y0);
@@ -160,17 +197,28 @@ pub(super) enum Side {
 
 /// Ticks of a vertical axis drawn by hand: at each (canvas y, label) a mark outside `frame` on
 /// its left (or right) side, the label beside it, and a faint grid line across the frame.
-pub(super) fn y_ticks(canvas: &Canvas, area: &Area, o: &PlotOptions, frame: Rect, ticks: &[(f64, String)], right: bool) -> Result<()> {
+pub(super) fn y_ticks(
+    canvas: &Canvas,
+    area: &Area,
+    o: &PlotOptions,
+    frame: Rect,
+    ticks: &[(f64, String)],
+    right: bool,
+) -> Result<()> {
     let e = err("ticks");
     let (x, dir) = if right { (frame.x1, 1.0) } else { (frame.x0, -1.0) };
     for (y, label) in ticks.iter().filter(|(y, _)| *y >= frame.y0 - 0.5 && *y <= frame.y1 + 0.5) {
         let yi = y.round() as i32;
         if !right {
-            area.draw(&PathElement::new(vec![(frame.x0 as i32, yi), (frame.x1 as i32, yi)], BLACK.mix(0.1).stroke_width(o.w(0.5))))
-                .map_err(&e)?;
+            area.draw(&PathElement::new(
+                vec![(frame.x0 as i32, yi), (frame.x1 as i32, yi)],
+                BLACK.mix(0.1).stroke_width(o.w(0.5)),
+            ))
+            .map_err(&e)?;
         }
         let tip = x + dir * o.em(4.0);
-        area.draw(&PathElement::new(vec![(x as i32, yi), (tip as i32, yi)], BLACK.stroke_width(o.w(0.8)))).map_err(&e)?;
+        area.draw(&PathElement::new(vec![(x as i32, yi), (tip as i32, yi)], BLACK.stroke_width(o.w(0.8))))
+            .map_err(&e)?;
         let anchor = Pos::new(if right { HPos::Left } else { HPos::Right }, VPos::Center);
         canvas.text(label, (tip + dir * o.em(3.0), *y), TextLook { anchor, ..TextLook::new(o.em(TICK)) });
     }
@@ -227,7 +275,13 @@ pub(super) enum Sample {
 
 /// A legend in the box `r` (from [`legend_size`] and [`legend_place`]): a sample and a text per
 /// entry, on a white box.
-pub(super) fn draw_legend(canvas: &Canvas, area: &Area, o: &PlotOptions, r: Rect, entries: &[(String, Sample)]) -> Result<()> {
+pub(super) fn draw_legend(
+    canvas: &Canvas,
+    area: &Area,
+    o: &PlotOptions,
+    r: Rect,
+    entries: &[(String, Sample)],
+) -> Result<()> {
     let e = err("legend");
     let corners = [(r.x0 as i32, r.y0 as i32), (r.x1 as i32, r.y1 as i32)];
     area.draw(&Rectangle::new(corners, WHITE.mix(0.9).filled())).map_err(&e)?;
@@ -241,16 +295,24 @@ pub(super) fn draw_legend(canvas: &Canvas, area: &Area, o: &PlotOptions, r: Rect
         match *sample {
             Sample::Line(c, w, false) => area.draw(&PathElement::new(line, c.stroke_width(o.w(w)))).map_err(&e)?,
             Sample::Line(c, w, true) => area
-                .draw(&plotters::element::DashedPathElement::new(line, o.pt(5.0) as u32, o.pt(3.0) as u32, c.stroke_width(o.w(w))))
+                .draw(&plotters::element::DashedPathElement::new(
+                    line,
+                    o.pt(5.0) as u32,
+                    o.pt(3.0) as u32,
+                    c.stroke_width(o.w(w)),
+                ))
                 .map_err(&e)?,
-            Sample::Marker(k) => area.draw(&super::panel::marker(k, (xm, yi), o.pt(3.6) as i32, o.w(1.0))).map_err(&e)?,
+            Sample::Marker(k) => {
+                area.draw(&super::panel::marker(k, (xm, yi), o.pt(3.6) as i32, o.w(1.0))).map_err(&e)?
+            }
             Sample::Dot(c, filled) => {
                 let style = if filled { c.filled() } else { c.stroke_width(o.w(1.0)) };
                 area.draw(&Circle::new((xm, yi), o.pt(3.6) as i32, style)).map_err(&e)?
             }
             Sample::Path(c) => {
                 area.draw(&PathElement::new(line, WHITE.stroke_width(o.w(3.6)))).map_err(&e)?;
-                area.draw(&PathElement::new(vec![(x0 as i32, yi), (x1 as i32, yi)], c.stroke_width(o.w(1.8)))).map_err(&e)?;
+                area.draw(&PathElement::new(vec![(x0 as i32, yi), (x1 as i32, yi)], c.stroke_width(o.w(1.8))))
+                    .map_err(&e)?;
                 area.draw(&Circle::new((xm, yi), o.pt(2.6) as i32, c.filled())).map_err(&e)?;
             }
         }
@@ -323,7 +385,14 @@ pub(super) fn boundaries(look: &Look) -> Vec<f64> {
 /// A vertical colour bar beside `frame` (a plot's frame), as tall as it: the look's bands (or a
 /// continuous ramp for a look without levels), ticks at the levels labelled in the scale's
 /// formatting, the title rotated along its right side.
-pub(super) fn colour_bar(canvas: &Canvas, area: &Area, o: &PlotOptions, look: &Look, frame: Rect, title: &str) -> Result<()> {
+pub(super) fn colour_bar(
+    canvas: &Canvas,
+    area: &Area,
+    o: &PlotOptions,
+    look: &Look,
+    frame: Rect,
+    title: &str,
+) -> Result<()> {
     let e = err("colour bar");
     let (x0, x1) = (frame.x1 + o.em(10.0), frame.x1 + o.em(24.0));
     let (y0, y1) = (frame.y0, frame.y1);
@@ -385,6 +454,20 @@ mod tests {
         let labels: Vec<String> = key_points(-0.95, 0.95, 8).iter().map(|&v| tick(v, s)).collect();
         let decimals: Vec<usize> = labels.iter().map(|l| l.split('.').nth(1).map_or(0, str::len)).collect();
         assert!(decimals.windows(2).all(|w| w[0] == w[1]), "{labels:?}");
+    }
+
+    #[test]
+    fn long_titles_are_wrapped_into_the_width() {
+        let o = PlotOptions::default();
+        let title = "2-D surface around resnet20_cifar10_sgd_lr0.1_momentum0.9_wd5e-4_batch128_seed1234.pt — ce loss, 8 samples";
+        let width = o.em(200.0);
+        let lines = title_lines(&o, title, width);
+        assert!(lines.len() >= 3, "{lines:?}");
+        assert!(lines.iter().all(|l| text_size(&o, l, TITLE).0 <= width), "{lines:?}");
+        assert_eq!(lines.concat().replace(' ', ""), title.replace(" — ", "").replace(' ', ""));
+        assert_eq!(title_lines(&o, "short", width), vec!["short"]);
+        assert_eq!(within(5.0, 0.0, 3.0), 3.0);
+        assert_eq!(within(5.0, 4.0, 2.0), 3.0);
     }
 
     #[test]

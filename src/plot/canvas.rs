@@ -9,11 +9,11 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters_backend::FontTransform;
+use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind};
 
 use super::fonts;
 use super::layout::Rect;
@@ -247,7 +247,12 @@ impl DrawingBackend for Canvas {
         let paint = if fill {
             seamless(c)
         } else {
-            format!("fill=\"none\" stroke=\"{}\"{} stroke-width=\"{}\"", colour(c), opacity("stroke", c), style.stroke_width())
+            format!(
+                "fill=\"none\" stroke=\"{}\"{} stroke-width=\"{}\"",
+                colour(c),
+                opacity("stroke", c),
+                style.stroke_width()
+            )
         };
         self.push(&format!(
             "<rect x=\"{x0}\" y=\"{y0}\" width=\"{}\" height=\"{}\" {paint}/>\n",
@@ -281,7 +286,12 @@ impl DrawingBackend for Canvas {
         let paint = if fill {
             format!("fill=\"{}\"{}", colour(c), opacity("fill", c))
         } else {
-            format!("fill=\"none\" stroke=\"{}\"{} stroke-width=\"{}\"", colour(c), opacity("stroke", c), style.stroke_width())
+            format!(
+                "fill=\"none\" stroke=\"{}\"{} stroke-width=\"{}\"",
+                colour(c),
+                opacity("stroke", c),
+                style.stroke_width()
+            )
         };
         self.push(&format!("<circle cx=\"{}\" cy=\"{}\" r=\"{r}\" {paint}/>\n", c0.0, c0.1));
         Ok(())
@@ -319,7 +329,11 @@ impl DrawingBackend for Canvas {
         Ok(())
     }
 
-    fn estimate_text_size<T: BackendTextStyle>(&self, text: &str, style: &T) -> Result<(u32, u32), DrawingErrorKind<std::fmt::Error>> {
+    fn estimate_text_size<T: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &T,
+    ) -> Result<(u32, u32), DrawingErrorKind<std::fmt::Error>> {
         let (w, h) = fonts::measure(text, style.size());
         Ok((w.ceil() as u32, h.ceil() as u32))
     }

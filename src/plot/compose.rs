@@ -79,7 +79,12 @@ pub fn arrangement(n: usize) -> (usize, usize) {
 
 /// Panels of 6×5 inches (or the figure's `--size` shared out), one colour bar beside the last
 /// column, as tall as the panels' frames.
-fn draw_panels(out: &Path, runs: &[RunData], o: &PlotOptions, look: Option<&Look>) -> Result<((f64, f64), Vec<PathBuf>)> {
+fn draw_panels(
+    out: &Path,
+    runs: &[RunData],
+    o: &PlotOptions,
+    look: Option<&Look>,
+) -> Result<((f64, f64), Vec<PathBuf>)> {
     let (cols, rows) = arrangement(runs.len());
     let bar = look.map_or(0.0, |l| axes::bar_width(o, l)) / UNITS;
     let inches = o.size.unwrap_or((cols as f64 * 6.0 + bar, rows as f64 * 5.0));

@@ -355,8 +355,14 @@ mod tests {
 
     #[test]
     fn the_largest_gap_separates_few_large_persistences_from_many_small_ones() {
-        let pair =
-            |persistence| Pair { birth: 0, death: Some(1), birth_value: 0.0, death_value: 0.0, persistence, reported: false };
+        let pair = |persistence| Pair {
+            birth: 0,
+            death: Some(1),
+            birth_value: 0.0,
+            death_value: 0.0,
+            persistence,
+            reported: false,
+        };
         let pairs: Vec<Pair> = [0.3, 0.004, 0.003, 0.0035, 0.002].into_iter().map(pair).collect();
         let refs: Vec<&Pair> = pairs.iter().collect();
         let t = largest_gap(&refs, 1.0);
@@ -381,7 +387,10 @@ mod tests {
                 assert_eq!(p.minima.iter().filter(|q| q.reported).count(), c[0], "seed {seed} {t:?}");
                 assert_eq!(p.maxima.iter().filter(|q| q.reported).count(), c[2], "seed {seed} {t:?}");
                 for q in p.minima.iter().filter(|q| q.reported) {
-                    assert!(p.points.iter().any(|c| c.kind == Kind::Minimum && c.index == [q.birth % 41, q.birth / 41]));
+                    assert!(p
+                        .points
+                        .iter()
+                        .any(|c| c.kind == Kind::Minimum && c.index == [q.birth % 41, q.birth / 41]));
                 }
             }
         }

@@ -125,7 +125,8 @@ fn line_marks(runs: &Curves) -> Vec<(String, f64)> {
 
 fn chart<'a>(area: &'a Area, p: &Plan, headroom: f64) -> Result<Chart1d<'a>> {
     let (o, e) = (p.o, err("1-D chart"));
-    let right = if p.has_acc { o.em(8.0) + text_size(o, "0.0", TICK).0 + o.em(8.0) + text_size(o, "0", AXIS).1 } else { 0.0 };
+    let right =
+        if p.has_acc { o.em(8.0) + text_size(o, "0.0", TICK).0 + o.em(8.0) + text_size(o, "0", AXIS).1 } else { 0.0 };
     let left_w = p.axis.ticks.iter().map(|&t| text_size(o, &p.axis.label(t), TICK).0).fold(0.0, f64::max);
     let width = area.dim_in_pixel().0 as f64;
     let acc_top = 1.0 + headroom * 1.1;
@@ -221,7 +222,10 @@ fn draw_run(chart: &mut Chart1d, p: &Plan, k: usize) -> Result<()> {
         chart.draw_series(DashedLineSeries::new(along, o.pt(2.0) as u32, o.pt(3.0) as u32, faint)).map_err(&e)?;
         let dark = RGBColor(c.0 / 2, c.1 / 2, c.2 / 2);
         chart
-            .draw_series(std::iter::once(PathElement::new(vec![(b.at, chord(b.at)), (b.at, t(b.value))], dark.stroke_width(o.w(2.2)))))
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(b.at, chord(b.at)), (b.at, t(b.value))],
+                dark.stroke_width(o.w(2.2)),
+            )))
             .map_err(&e)?;
     }
     if p.has_acc {
@@ -257,20 +261,34 @@ fn legend_entries(p: &Plan) -> Vec<(String, Sample)> {
 }
 
 /// The marks' names (A, B, centre) beside their vertical lines, clear of the curves and legend.
-fn draw_marks(canvas: &Canvas, area: &Area, chart: &Chart1d, p: &Plan, frame: Rect, obstacles: &[Obstacle]) -> Result<()> {
+fn draw_marks(
+    canvas: &Canvas,
+    area: &Area,
+    chart: &Chart1d,
+    p: &Plan,
+    frame: Rect,
+    obstacles: &[Obstacle],
+) -> Result<()> {
     let o = p.o;
-    let marks: Vec<(String, f64)> = line_marks(p.runs).into_iter().filter(|(_, a)| *a >= p.x.0 && *a <= p.x.1).collect();
+    let marks: Vec<(String, f64)> =
+        line_marks(p.runs).into_iter().filter(|(_, a)| *a >= p.x.0 && *a <= p.x.1).collect();
     let mut labels = Vec::new();
     for (name, at) in &marks {
         let (x, _) = chart.backend_coord(&(*at, p.axis.a));
-        area.draw(&PathElement::new(vec![(x, frame.y0 as i32), (x, frame.y1 as i32)], BLACK.mix(0.4).stroke_width(o.w(0.7))))
-            .map_err(err("marks"))?;
+        area.draw(&PathElement::new(
+            vec![(x, frame.y0 as i32), (x, frame.y1 as i32)],
+            BLACK.mix(0.4).stroke_width(o.w(0.7)),
+        ))
+        .map_err(err("marks"))?;
         let (w, h) = text_size(o, name, axes::LABEL + 1.0);
         let (w, h) = (w + o.em(3.0), h);
         let rows = 12;
         let candidates = (0..rows)
             .flat_map(|k| {
-                let y = frame.y0 + h / 2.0 + o.em(3.0) + (frame.y1 - frame.y0 - h - o.em(6.0)) * k as f64 / (rows - 1) as f64;
+                let y = frame.y0
+                    + h / 2.0
+                    + o.em(3.0)
+                    + (frame.y1 - frame.y0 - h - o.em(6.0)) * k as f64 / (rows - 1) as f64;
                 [(x as f64 + w / 2.0 + o.em(3.0), y), (x as f64 - w / 2.0 - o.em(3.0), y)]
             })
             .collect();
@@ -294,7 +312,12 @@ fn attempt(p: &Plan, headroom: f64) -> Result<Option<Canvas>> {
     let frame = axes::frame_of(&chart);
     ticks(&canvas, &area, &chart, p, frame)?;
     let mut obstacles = obstacles(&chart, p);
-    let (r, hits) = axes::legend_place(frame, axes::legend_size(p.o, &legend_entries(p).into_iter().map(|(t, _)| t).collect::<Vec<_>>()), &obstacles, p.o.em(4.0));
+    let (r, hits) = axes::legend_place(
+        frame,
+        axes::legend_size(p.o, &legend_entries(p).into_iter().map(|(t, _)| t).collect::<Vec<_>>()),
+        &obstacles,
+        p.o.em(4.0),
+    );
     if hits > 0 && headroom < 1.0 {
         return Ok(None);
     }
@@ -315,7 +338,13 @@ fn attempt(p: &Plan, headroom: f64) -> Result<Option<Canvas>> {
 }
 
 /// 1-D: loss and accuracy against α, one colour per run; written as `out` and its siblings.
-pub(super) fn curves(out: &Path, runs: &Curves, o: &PlotOptions, look: Option<&Look>, caption: &str) -> Result<Vec<PathBuf>> {
+pub(super) fn curves(
+    out: &Path,
+    runs: &Curves,
+    o: &PlotOptions,
+    look: Option<&Look>,
+    caption: &str,
+) -> Result<Vec<PathBuf>> {
     let fallback = Look { scale: Scale::Linear, lo: 0.0, hi: 1.0, levels: vec![] };
     let look = look.unwrap_or(&fallback);
     let xs = runs.iter().flat_map(|(_, d)| d.x.iter().copied());
@@ -370,13 +399,18 @@ pub(super) fn curvature_curve(d: &RunData, o: &PlotOptions, max: &[f64], min: &[
     let mut obstacles = Vec::new();
     for (k, vals) in [max, min].into_iter().enumerate() {
         let pts: Vec<(f64, f64)> = d.x.iter().zip(vals).filter(|(_, v)| v.is_finite()).map(|(&x, &v)| (x, v)).collect();
-        let px: Vec<(f64, f64)> = pts.iter().map(|q| chart.backend_coord(q)).map(|(a, b)| (a as f64, b as f64)).collect();
+        let px: Vec<(f64, f64)> =
+            pts.iter().map(|q| chart.backend_coord(q)).map(|(a, b)| (a as f64, b as f64)).collect();
         obstacles.extend(px.windows(2).map(|w| Obstacle::Segment(w[0], w[1])));
         chart.draw_series(LineSeries::new(pts, PALETTE[k].stroke_width(o.w(1.5)))).map_err(&e)?;
     }
     let frame = axes::frame_of(&chart);
-    let entries = vec![("λmax".to_string(), Sample::Line(PALETTE[0], 1.5, false)), ("λmin".to_string(), Sample::Line(PALETTE[1], 1.5, false))];
-    let (r, _) = axes::legend_place(frame, axes::legend_size(o, &["λmax".into(), "λmin".into()]), &obstacles, o.em(4.0));
+    let entries = vec![
+        ("λmax".to_string(), Sample::Line(PALETTE[0], 1.5, false)),
+        ("λmin".to_string(), Sample::Line(PALETTE[1], 1.5, false)),
+    ];
+    let (r, _) =
+        axes::legend_place(frame, axes::legend_size(o, &["λmax".into(), "λmin".into()]), &obstacles, o.em(4.0));
     axes::draw_legend(&canvas, &area, o, r, &entries)?;
     axes::draw_title(&canvas, o, &caption, (0.0, canvas.size().0 as f64), 0.0);
     axes::axis_title(&canvas, o, &d.x_label, frame, Side::Bottom);

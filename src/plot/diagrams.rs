@@ -82,9 +82,16 @@ pub(super) fn persistence_diagram(dir: &Path, o: &PlotOptions, p: &Persistence, 
     let cut = p.threshold * p.range;
     let band = vec![(a, a - cut), (b, b - cut), (b, b + cut), (a, a + cut)];
     chart.draw_series(std::iter::once(Polygon::new(band, BLACK.mix(0.08).filled()))).map_err(&e)?;
-    chart.draw_series(std::iter::once(PathElement::new(vec![(a, a), (b, b)], BLACK.stroke_width(o.w(0.7))))).map_err(&e)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(vec![(a, a), (b, b)], BLACK.stroke_width(o.w(0.7)))))
+        .map_err(&e)?;
     for y in [never_up, never_down] {
-        let dash = DashedLineSeries::new(vec![(a, y), (b, y)], o.pt(3.0) as u32, o.pt(3.0) as u32, BLACK.mix(0.4).stroke_width(o.w(0.6)));
+        let dash = DashedLineSeries::new(
+            vec![(a, y), (b, y)],
+            o.pt(3.0) as u32,
+            o.pt(3.0) as u32,
+            BLACK.mix(0.4).stroke_width(o.w(0.6)),
+        );
         chart.draw_series(dash).map_err(&e)?;
     }
     let frame = axes::frame_of(&chart);
@@ -172,7 +179,8 @@ pub(super) fn density(dir: &Path, o: &PlotOptions, grid: &[f64], dens: &[f64], c
         .draw()
         .map_err(&e)?;
     let frame = axes::frame_of(&chart);
-    let ticks: Vec<(f64, String)> = keys.iter().map(|&k| (chart.backend_coord(&(x0, k)).1 as f64, power(k as i32))).collect();
+    let ticks: Vec<(f64, String)> =
+        keys.iter().map(|&k| (chart.backend_coord(&(x0, k)).1 as f64, power(k as i32))).collect();
     axes::y_ticks(&canvas, &area, o, frame, &ticks, false)?;
     let pts = grid.iter().zip(dens).map(|(&x, &v)| (x, v.max(1e-300).log10().max(a - 1.0)));
     canvas.clip(frame);

@@ -29,8 +29,8 @@ use crate::space::barrier::Barrier;
 use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind, PATH_OFF_PLANE_NOTE};
 
 pub use compose::{side_by_side, Figure};
-pub use output::Format;
 pub use critical::{classify, CriticalPoint, Kind as CriticalKind, Persistence};
+pub use output::Format;
 pub use scale::{Scale, ScaleChoice};
 
 /// The aspect of the α–β axes.
@@ -479,7 +479,7 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
             written.extend(curves::curvature_curve(&d, o, max, min)?);
         }
         if o.script {
-            written.push(script::write(&d, look.as_ref(), o)?);
+            written.push(script::write(&d, look.as_ref(), &[], o)?);
         }
         return Ok(written);
     }
@@ -522,7 +522,7 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
         lap("surface.html");
     }
     if o.script {
-        written.push(script::write(&d, look.as_ref(), o)?);
+        written.push(script::write(&d, look.as_ref(), &crit, o)?);
     }
     Ok(written)
 }

@@ -80,8 +80,11 @@ pub(super) fn marker<C, DB: DrawingBackend>(k: Kind, at: C, r: i32, line: u32) -
     EmptyElement::at(at) + Polygon::new(shape, fill.filled()) + PathElement::new(outline, BLACK.stroke_width(line))
 }
 
-pub(super) type Chart2d<'a> =
-    ChartContext<'a, Canvas, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+pub(super) type Chart2d<'a> = ChartContext<
+    'a,
+    Canvas,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// The α–β extent of a run's grid (a single point widened to a unit).
 pub(super) fn extent(d: &RunData) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
@@ -257,7 +260,9 @@ fn fill_and_lines(canvas: &Canvas, chart: &mut Chart2d, p: &Picture, fill: &Fill
             draw_bands(canvas, chart, d, l)?;
             draw_cells(chart, d, &hole)?;
         }
-        (Fill::Loss, _) => draw_cells(chart, d, &|i, j| Some(look.and_then(|l| l.frac(d.at(i, j))).map_or(HOLE, viridis)))?,
+        (Fill::Loss, _) => {
+            draw_cells(chart, d, &|i, j| Some(look.and_then(|l| l.frac(d.at(i, j))).map_or(HOLE, viridis)))?
+        }
         (Fill::Values(v, (lo, hi)), _) => {
             draw_cells(chart, d, &|i, j| Some(v(i, j).map_or(HOLE, |t| viridis((t - lo) / (hi - lo).max(1e-300)))))?
         }
@@ -358,7 +363,11 @@ fn place_labels(
             // Inline, as matplotlib's clabel: the line is hidden under its label.
             area.draw(&Rectangle::new([(b.x0 as i32, b.y0 as i32), (b.x1 as i32, b.y1 as i32)], WHITE.filled()))
                 .map_err(err("label"))?;
-            canvas.text(text, c, TextLook { anchor: Pos::new(HPos::Center, VPos::Center), ..TextLook::new(o.em(LABEL)) });
+            canvas.text(
+                text,
+                c,
+                TextLook { anchor: Pos::new(HPos::Center, VPos::Center), ..TextLook::new(o.em(LABEL)) },
+            );
         }
     }
     Ok(())
@@ -373,7 +382,8 @@ fn legend_entries(d: &RunData, crit: &[CriticalPoint]) -> Vec<(String, Sample)> 
         })
         .collect();
     if d.path.is_some() {
-        let sample = if d.path_kind == PathKind::Optimizer { Sample::Path(PATH) } else { Sample::Line(PATH, 1.8, false) };
+        let sample =
+            if d.path_kind == PathKind::Optimizer { Sample::Path(PATH) } else { Sample::Line(PATH, 1.8, false) };
         out.push((path_name(d), sample));
     }
     out
@@ -468,7 +478,9 @@ fn path_overlay(
     let thin = o.w(0.7);
     chart
         .draw_series(pts.iter().map(|&q| {
-            EmptyElement::at(q) + Circle::new((0, 0), dot, PATH.filled()) + Circle::new((0, 0), dot, WHITE.stroke_width(thin))
+            EmptyElement::at(q)
+                + Circle::new((0, 0), dot, PATH.filled())
+                + Circle::new((0, 0), dot, WHITE.stroke_width(thin))
         }))
         .map_err(&e)?;
     let (s, t) = (pts[0], pts[pts.len() - 1]);

@@ -112,11 +112,16 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
     let label_names = n <= 12;
     let (lo, hi) = range(s);
     let sy = axes::tick_step(lo, hi, 8);
-    let left = axes::key_points(lo, hi, 8).iter().map(|&v| text_size(o, &super::scale::tick(v, sy), TICK).0).fold(0.0, f64::max);
+    let left = axes::key_points(lo, hi, 8)
+        .iter()
+        .map(|&v| text_size(o, &super::scale::tick(v, sy), TICK).0)
+        .fold(0.0, f64::max);
     let widest = names.iter().map(|m| text_size(o, m, axes::LABEL).0).fold(0.0, f64::max);
     let (x0, y0) = area.get_base_pixel();
     let (w, _) = area.dim_in_pixel();
-    let bottom = if label_names { widest.min(o.em(90.0)) } else { text_size(o, "0", TICK).1 } + o.em(12.0) + text_size(o, "0", AXIS).1;
+    let bottom = if label_names { widest.min(o.em(90.0)) } else { text_size(o, "0", TICK).1 }
+        + o.em(12.0)
+        + text_size(o, "0", AXIS).1;
     let mut chart = ChartBuilder::on(area)
         .margin_top(axes::title_height(o, &s.title, w as f64) as u32)
         .margin_left(o.em(8.0) as u32)
@@ -127,7 +132,11 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         .build_cartesian_2d(-0.5..(n as f64 - 0.5), lo..hi)
         .map_err(&e)?;
     let labels = names.to_vec();
-    let style = if label_names { font(o, axes::LABEL).transform(plotters::style::FontTransform::Rotate90) } else { font(o, TICK) };
+    let style = if label_names {
+        font(o, axes::LABEL).transform(plotters::style::FontTransform::Rotate90)
+    } else {
+        font(o, TICK)
+    };
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -161,7 +170,10 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         .collect();
     if n > 12 {
         chart
-            .draw_series(LineSeries::new(pts.iter().map(|&(x, v, _, _)| (x, v)), colour.mix(0.35).stroke_width(o.w(0.7))))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|&(x, v, _, _)| (x, v)),
+                colour.mix(0.35).stroke_width(o.w(0.7)),
+            ))
             .map_err(&e)?;
     }
     let cap = o.pt(5.0) as u32;

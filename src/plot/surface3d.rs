@@ -28,9 +28,24 @@ fn shaded(c: RGBColor, shade: f64) -> RGBColor {
     RGBColor((c.0 as f64 * shade) as u8, (c.1 as f64 * shade) as u8, (c.2 as f64 * shade) as u8)
 }
 
+/// Every `step`-th of `n` indices, and the last: a grid thinned to at most [`CELLS`] cells a side.
+fn thinned(n: usize) -> Vec<usize> {
+    let step = n.saturating_sub(1).div_ceil(CELLS).max(1);
+    let mut k: Vec<usize> = (0..n).step_by(step).collect();
+    if k.last() != Some(&(n - 1)) {
+        k.push(n - 1);
+    }
+    k
+}
+
+/// The most cells a side the surface is drawn with (matplotlib's plot_surface draws at most 50
+/// rows and columns too): a finer grid is sampled, which looks the same at a picture's size.
+const CELLS: usize = 50;
+
 /// The surface's cells and the skirt under its edges, coloured, in no order yet.
 fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<Face> {
     let y = d.y.as_ref().expect("2-D");
+    let (xs, ys) = (thinned(d.nx()), thinned(d.ny()));
     let (tlo, thi) = look.t_range();
     let (xr, yr) = extent(d);
     let h = |i: usize, j: usize| look.t(d.at(i, j));
@@ -41,21 +56,22 @@ fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<
     let n = (l[0] * l[0] + l[1] * l[1] + l[2] * l[2]).sqrt();
     let light = [l[0] / n, l[1] / n, l[2] / n];
     let mut out = Vec::new();
-    for j in 0..d.ny().saturating_sub(1) {
-        for i in 0..d.nx().saturating_sub(1) {
-            let (Some(a), Some(b), Some(c), Some(e)) = (h(i, j), h(i + 1, j), h(i + 1, j + 1), h(i, j + 1)) else {
+    for jw in ys.windows(2) {
+        for iw in xs.windows(2) {
+            let (i, j, i1, j1) = (iw[0], jw[0], iw[1], jw[1]);
+            let (Some(a), Some(b), Some(c), Some(e)) = (h(i, j), h(i1, j), h(i1, j1), h(i, j1)) else {
                 continue;
             };
-            let (dx, dy) = ((d.x[i + 1] - d.x[i]) / ux, (y[j + 1] - y[j]) / uy);
+            let (dx, dy) = ((d.x[i1] - d.x[i]) / ux, (y[j1] - y[j]) / uy);
             let gx = ((b - a) + (c - e)) / 2.0 / uz / dx.max(1e-12);
             let gy = ((e - a) + (c - b)) / 2.0 / uz / dy.max(1e-12);
             let norm = (gx * gx + gy * gy + 1.0).sqrt();
             let lambert = ((-gx * light[0] - gy * light[1] + light[2]) / norm).max(0.0);
             let mean = (a + b + c + e) / 4.0;
-            let (cx, cy) = ((d.x[i] + d.x[i + 1]) / 2.0, (y[j] + y[j + 1]) / 2.0);
+            let (cx, cy) = ((d.x[i] + d.x[i1]) / 2.0, (y[j] + y[j1]) / 2.0);
             out.push(Face {
                 depth: depth(cx, mean, cy),
-                corners: vec![(d.x[i], a, y[j]), (d.x[i + 1], b, y[j]), (d.x[i + 1], c, y[j + 1]), (d.x[i], e, y[j + 1])],
+                corners: vec![(d.x[i], a, y[j]), (d.x[i1], b, y[j]), (d.x[i1], c, y[j1]), (d.x[i], e, y[j1])],
                 colour: shaded(viridis((mean - tlo) / (thi - tlo)), 0.55 + 0.45 * lambert),
             });
         }
@@ -71,13 +87,13 @@ fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<
             colour: shaded(viridis(((a + b) / 2.0 - tlo) / (thi - tlo)), shade),
         });
     };
-    for i in 0..nx.saturating_sub(1) {
-        edge((i, 0), (i + 1, 0), 0.5);
-        edge((i, ny - 1), (i + 1, ny - 1), 0.5);
+    for w in xs.windows(2) {
+        edge((w[0], 0), (w[1], 0), 0.5);
+        edge((w[0], ny - 1), (w[1], ny - 1), 0.5);
     }
-    for j in 0..ny.saturating_sub(1) {
-        edge((0, j), (0, j + 1), 0.4);
-        edge((nx - 1, j), (nx - 1, j + 1), 0.4);
+    for w in ys.windows(2) {
+        edge((0, w[0]), (0, w[1]), 0.4);
+        edge((nx - 1, w[0]), (nx - 1, w[1]), 0.4);
     }
     out
 }
@@ -85,7 +101,10 @@ fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<
 /// The canvas point of `p`, moved so that a text of `size` centred on it stays `m` inside the
 /// canvas `w`×`h`.
 fn inside(p: (f64, f64), size: (f64, f64), (w, h): (f64, f64), m: f64) -> (f64, f64) {
-    (p.0.clamp(m + size.0 / 2.0, w - m - size.0 / 2.0), p.1.clamp(m + size.1 / 2.0, h - m - size.1 / 2.0))
+    (
+        axes::within(p.0, m + size.0 / 2.0, w - m - size.0 / 2.0),
+        axes::within(p.1, m + size.1 / 2.0, h - m - size.1 / 2.0),
+    )
 }
 
 /// A rendered 3-D surface in the figure's look.
@@ -102,7 +121,8 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
     let (main, _) = root.split_horizontally((cw - bar) as u32);
     let (tlo, thi) = look.t_range();
     let (xr, yr) = extent(d);
-    let (sx, sy, sz) = (axes::tick_step(xr.start, xr.end, 5), axes::tick_step(yr.start, yr.end, 5), axes::tick_step(tlo, thi, 5));
+    let (sx, sy, sz) =
+        (axes::tick_step(xr.start, xr.end, 5), axes::tick_step(yr.start, yr.end, 5), axes::tick_step(tlo, thi, 5));
     let caption = title(d);
     let top = axes::title_height(o, &caption, cw);
     let mut chart = ChartBuilder::on(&main)
@@ -147,8 +167,10 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
         let near = |v: &[f64], t: f64| {
             v.iter().enumerate().min_by(|a, b| (a.1 - t).abs().total_cmp(&(b.1 - t).abs())).map(|(k, _)| k).unwrap_or(0)
         };
-        let pts: Vec<(f64, f64, f64)> =
-            path.iter().filter_map(|q| look.t(d.at(near(&d.x, q[0]), near(y, q[1]))).map(|h| (q[0], h, q[1]))).collect();
+        let pts: Vec<(f64, f64, f64)> = path
+            .iter()
+            .filter_map(|q| look.t(d.at(near(&d.x, q[0]), near(y, q[1]))).map(|h| (q[0], h, q[1])))
+            .collect();
         chart.draw_series(std::iter::once(PathElement::new(pts.clone(), WHITE.stroke_width(o.w(3.6))))).map_err(&e)?;
         chart.draw_series(std::iter::once(PathElement::new(pts, PATH.stroke_width(o.w(1.8))))).map_err(&e)?;
     }
@@ -174,7 +196,9 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
     let halo = |size: f64| TextLook { halo: Some(o.pt(1.6)), ..TextLook::new(o.em(size)) };
     for (text, q) in [(&d.x_label, x_at), (&d.y_label, y_at)] {
         let size = axes::fit(o, text, AXIS, cw - bar - o.em(8.0));
-        canvas.text(text, push(q, text), halo(size));
+        let at = push(q, text);
+        let half = text_size(o, text, size).0 / 2.0;
+        canvas.text(text, (axes::within(at.0, o.em(4.0) + half, cw - bar - o.em(4.0) - half), at.1), halo(size));
     }
     let z_title = match o.zmax {
         Some(z) => format!("{} (clipped at {z})", look.scale.axis_title()),
@@ -189,4 +213,16 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
     let frame = Rect { x0: cw - bar - o.em(10.0), y0: top + 0.12 * ch, x1: cw - bar, y1: ch - 0.12 * ch };
     axes::colour_bar(&canvas, &root, o, look, frame, look.scale.axis_title())?;
     output::write(&canvas, &d.dir.join("surface3d.png"), o)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_fine_grid_is_thinned_to_fifty_cells_keeping_its_ends() {
+        assert_eq!(super::thinned(21), (0..21).collect::<Vec<_>>());
+        let k = super::thinned(101);
+        assert_eq!((k[0], k[k.len() - 1], k.len()), (0, 100, 51));
+        let k = super::thinned(202);
+        assert!(k.len() <= 52 && k[k.len() - 1] == 201, "{k:?}");
+    }
 }
