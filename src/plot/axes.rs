@@ -82,6 +82,18 @@ pub(super) fn log_ticks(lo: f64, hi: f64, room: usize) -> Vec<f64> {
     (a..=b).step_by(every).map(|e| 10f64.powi(e)).filter(inside).collect()
 }
 
+/// A log axis's tick label: the short form, or for values beyond 1e-3..1e5 the mantissa and
+/// exponent without padding ("1e-4", "2e6").
+pub(super) fn log_label(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || (1e-3..1e5).contains(&a) {
+        return short(v);
+    }
+    let e = a.log10().floor() as i32;
+    let m = v / 10f64.powi(e);
+    format!("{}e{e}", short((m * 100.0).round() / 100.0))
+}
+
 /// The size (points, scaled) at which `text` fits `width` units: `size`, or smaller down to 70%.
 pub(super) fn fit(o: &PlotOptions, text: &str, size: f64, width: f64) -> f64 {
     let w = text_size(o, text, size).0;
@@ -349,7 +361,7 @@ pub(super) fn bar_width(o: &PlotOptions, look: &Look) -> f64 {
 fn bar_labels(look: &Look, ticks: &[f64]) -> Vec<String> {
     match (look.scale, look.levels.is_empty()) {
         (Scale::Linear, true) => ticks.iter().map(|&v| tick(v, tick_step_of(ticks))).collect(),
-        (Scale::Log, true) => ticks.iter().map(|&v| short(v)).collect(),
+        (Scale::Log, true) => ticks.iter().map(|&v| log_label(v)).collect(),
         _ => super::scale::distinct(ticks),
     }
 }
@@ -477,6 +489,7 @@ mod tests {
         let many = log_ticks(1e-6, 1e6, 5);
         assert!(many.len() <= 7 && many.len() >= 2, "{many:?}");
         assert!(log_ticks(0.0, 1.0, 5).is_empty());
+        assert_eq!((log_label(1e-4), log_label(2e6), log_label(0.05), log_label(5e-6)), ("1e-4".into(), "2e6".into(), "0.05".into(), "5e-6".into()));
         // Labels in the scale's own formatting: no trailing dots.
         for v in log_ticks(0.01, 100.0, 20) {
             let s = short(v);

@@ -65,7 +65,7 @@ impl LossAxis {
 
     fn label(&self, t: f64) -> String {
         match self.scale {
-            Scale::Log => short(10f64.powf(t)),
+            Scale::Log => axes::log_label(10f64.powf(t)),
             Scale::Linear => tick(t, axes::tick_step(self.a, self.b, 8)),
         }
     }

@@ -414,12 +414,13 @@ fn point_label(chart: &Chart2d, o: &PlotOptions, text: &str, at: (f64, f64), rad
 fn overlays(chart: &mut Chart2d, p: &Picture) -> Result<(Vec<Obstacle>, Vec<(String, Label)>)> {
     let (d, o) = (p.d, p.o);
     let e = err("overlay");
-    let r = o.pt(4.3).round() as i32;
+    // Markers go with the text: smaller in a figure with smaller letters.
+    let r = o.em(4.3).round() as i32;
     let mut obstacles = Vec::new();
     let mut labels = Vec::new();
     // Named points (centre; the models of a plane): a black cross with a white outline, drawn
     // first so that a critical point at the same place stays visible on top.
-    let arm = r + o.pt(2.2).round() as i32;
+    let arm = r + o.em(2.2).round() as i32;
     for (name, q) in &d.marks {
         let at = (q[0], q[1]);
         for (colour, w) in [(WHITE, o.w(3.6)), (BLACK, o.w(1.4))] {

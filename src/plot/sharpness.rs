@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::axes::{self, err, font, text_size, Side, AXIS, TICK};
-use super::canvas::Canvas;
+use super::canvas::{Canvas, TextLook};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::curves::PALETTE;
 use super::{output, PlotOptions};
 use crate::error::Result;
@@ -131,30 +132,19 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         .y_label_area_size((left + o.em(16.0) + text_size(o, "0", AXIS).1) as u32)
         .build_cartesian_2d(-0.5..(n as f64 - 0.5), lo..hi)
         .map_err(&e)?;
-    let labels = names.to_vec();
-    let style = if label_names {
-        font(o, axes::LABEL).transform(plotters::style::FontTransform::Rotate90)
-    } else {
-        font(o, TICK)
-    };
+    // Model names are written by hand under their ticks, turned to read downwards; indices
+    // (beyond a dozen models) are plotters' ticks.
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(if label_names { n } else { 10 })
-        .x_label_formatter(&move |x| {
+        .x_labels(if label_names { 0 } else { 10 })
+        .y_labels(8)
+        .x_label_formatter(&|x| {
             let i = x.round();
-            if (x - i).abs() > 1e-6 || i < 0.0 || i as usize >= labels.len() {
-                return String::new();
-            }
-            if label_names {
-                labels[i as usize].clone()
-            } else {
-                format!("{}", i as usize)
-            }
+            if (x - i).abs() > 1e-6 || i < 0.0 { String::new() } else { format!("{}", i as usize) }
         })
         .y_label_formatter(&|v| super::scale::tick(*v, sy))
-        .x_label_style(style)
-        .y_label_style(font(o, TICK))
+        .label_style(font(o, TICK))
         .bold_line_style(BLACK.mix(0.08).stroke_width(o.w(0.5)))
         .light_line_style(TRANSPARENT)
         .axis_style(BLACK.stroke_width(o.w(0.8)))
@@ -189,6 +179,14 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         }))
         .map_err(&e)?;
     let frame = axes::frame_of(&chart);
+    if label_names {
+        for (i, name) in names.iter().enumerate() {
+            let (x, _) = chart.backend_coord(&(i as f64, lo));
+            let size = axes::fit(o, name, axes::LABEL, o.em(90.0));
+            let look = TextLook { anchor: Pos::new(HPos::Left, VPos::Center), rotate: 90.0, ..TextLook::new(o.em(size)) };
+            canvas.text(name, (x as f64, frame.y1 + o.em(5.0)), look);
+        }
+    }
     axes::draw_title(canvas, o, &s.title, (x0 as f64, x0 as f64 + w as f64), y0 as f64);
     if !label_names {
         axes::axis_title(canvas, o, "model (in the order of the run)", frame, Side::Bottom);
