@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::canvas::{Area, Canvas, TextLook};
+use super::canvas::{Canvas, TextLook};
 use super::fonts;
 use super::layout::{Obstacle, Rect};
 use super::scale::{short, tick, Scale};
@@ -211,13 +211,13 @@ pub(super) enum Side {
 /// its left (or right) side, the label beside it, and a faint grid line across the frame.
 pub(super) fn y_ticks(
     canvas: &Canvas,
-    area: &Area,
     o: &PlotOptions,
     frame: Rect,
     ticks: &[(f64, String)],
     right: bool,
 ) -> Result<()> {
     let e = err("ticks");
+    let area = &canvas.root();
     let (x, dir) = if right { (frame.x1, 1.0) } else { (frame.x0, -1.0) };
     for (y, label) in ticks.iter().filter(|(y, _)| *y >= frame.y0 - 0.5 && *y <= frame.y1 + 0.5) {
         let yi = y.round() as i32;
@@ -244,8 +244,10 @@ pub(super) fn frame_of<DB: DrawingBackend, CT: CoordTranslate>(chart: &ChartCont
 }
 
 /// A thin frame around `r`: where the data ends.
-pub(super) fn draw_frame(area: &Area, o: &PlotOptions, r: Rect) -> Result<()> {
-    area.draw(&Rectangle::new([(r.x0 as i32, r.y0 as i32), (r.x1 as i32, r.y1 as i32)], BLACK.stroke_width(o.w(0.8))))
+pub(super) fn draw_frame(canvas: &Canvas, o: &PlotOptions, r: Rect) -> Result<()> {
+    canvas
+        .root()
+        .draw(&Rectangle::new([(r.x0 as i32, r.y0 as i32), (r.x1 as i32, r.y1 as i32)], BLACK.stroke_width(o.w(0.8))))
         .map_err(err("frame"))
 }
 
@@ -287,14 +289,9 @@ pub(super) enum Sample {
 
 /// A legend in the box `r` (from [`legend_size`] and [`legend_place`]): a sample and a text per
 /// entry, on a white box.
-pub(super) fn draw_legend(
-    canvas: &Canvas,
-    area: &Area,
-    o: &PlotOptions,
-    r: Rect,
-    entries: &[(String, Sample)],
-) -> Result<()> {
+pub(super) fn draw_legend(canvas: &Canvas, o: &PlotOptions, r: Rect, entries: &[(String, Sample)]) -> Result<()> {
     let e = err("legend");
+    let area = &canvas.root();
     let corners = [(r.x0 as i32, r.y0 as i32), (r.x1 as i32, r.y1 as i32)];
     area.draw(&Rectangle::new(corners, WHITE.mix(0.9).filled())).map_err(&e)?;
     area.draw(&Rectangle::new(corners, BLACK.mix(0.5).stroke_width(o.w(0.6)))).map_err(&e)?;
@@ -397,15 +394,9 @@ pub(super) fn boundaries(look: &Look) -> Vec<f64> {
 /// A vertical colour bar beside `frame` (a plot's frame), as tall as it: the look's bands (or a
 /// continuous ramp for a look without levels), ticks at the levels labelled in the scale's
 /// formatting, the title rotated along its right side.
-pub(super) fn colour_bar(
-    canvas: &Canvas,
-    area: &Area,
-    o: &PlotOptions,
-    look: &Look,
-    frame: Rect,
-    title: &str,
-) -> Result<()> {
+pub(super) fn colour_bar(canvas: &Canvas, o: &PlotOptions, look: &Look, frame: Rect, title: &str) -> Result<()> {
     let e = err("colour bar");
+    let area = &canvas.root();
     let (x0, x1) = (frame.x1 + o.em(10.0), frame.x1 + o.em(24.0));
     let (y0, y1) = (frame.y0, frame.y1);
     let (ta, tb) = look.t_range();
@@ -489,7 +480,10 @@ mod tests {
         let many = log_ticks(1e-6, 1e6, 5);
         assert!(many.len() <= 7 && many.len() >= 2, "{many:?}");
         assert!(log_ticks(0.0, 1.0, 5).is_empty());
-        assert_eq!((log_label(1e-4), log_label(2e6), log_label(0.05), log_label(5e-6)), ("1e-4".into(), "2e6".into(), "0.05".into(), "5e-6".into()));
+        assert_eq!(
+            (log_label(1e-4), log_label(2e6), log_label(0.05), log_label(5e-6)),
+            ("1e-4".into(), "2e6".into(), "0.05".into(), "5e-6".into())
+        );
         // Labels in the scale's own formatting: no trailing dots.
         for v in log_ticks(0.01, 100.0, 20) {
             let s = short(v);

@@ -102,6 +102,12 @@ impl Canvas {
         a
     }
 
+    /// The whole canvas as a drawing area in canvas units, as it is (for drawing at absolute
+    /// positions from inside a panel).
+    pub fn root(&self) -> Area {
+        self.clone().into_drawing_area()
+    }
+
     pub fn size(&self) -> (u32, u32) {
         self.0.borrow().size
     }
@@ -244,6 +250,10 @@ impl DrawingBackend for Canvas {
             return Ok(());
         }
         let (x0, y0, x1, y1) = (a.0.min(b.0), a.1.min(b.1), a.0.max(b.0), a.1.max(b.1));
+        if !fill && (x0 == x1 || y0 == y1) {
+            // An outline with no area is a line (SVG refuses a rect of zero width).
+            return self.draw_path([(x0, y0), (x1, y1)], style);
+        }
         let paint = if fill {
             seamless(c)
         } else {

@@ -103,7 +103,7 @@ fn draw_panels(
         let bottom = frames.iter().map(|f| f.y1).fold(first.y1, f64::max);
         let right = frames.iter().map(|f| f.x1).fold(first.x1, f64::max);
         let frame = Rect { x0: right - 1.0, y0: first.y0, x1: right, y1: bottom };
-        axes::colour_bar(&canvas, &root, o, l, frame, l.scale.axis_title())?;
+        axes::colour_bar(&canvas, o, l, frame, l.scale.axis_title())?;
     }
     Ok((inches, output::write(&canvas, out, o)?))
 }

@@ -160,16 +160,16 @@ fn chart<'a>(area: &'a Area, p: &Plan, headroom: f64) -> Result<Chart1d<'a>> {
 
 /// The loss axis's ticks on the left and the accuracy's on the right, drawn by hand (a log axis
 /// labelled in loss units at 1, 2 and 5 of each decade).
-fn ticks(canvas: &Canvas, area: &Area, chart: &Chart1d, p: &Plan, frame: Rect) -> Result<()> {
+fn ticks(canvas: &Canvas, chart: &Chart1d, p: &Plan, frame: Rect) -> Result<()> {
     let loss: Vec<(f64, String)> =
         p.axis.ticks.iter().map(|&t| (chart.backend_coord(&(p.x.0, t)).1 as f64, p.axis.label(t))).collect();
-    axes::y_ticks(canvas, area, p.o, frame, &loss, false)?;
+    axes::y_ticks(canvas, p.o, frame, &loss, false)?;
     if p.has_acc {
         let acc: Vec<(f64, String)> = axes::key_points(0.0, 1.0, 6)
             .iter()
             .map(|&v| (chart.borrow_secondary().backend_coord(&(p.x.0, v)).1 as f64, tick(v, 0.2)))
             .collect();
-        axes::y_ticks(canvas, area, p.o, frame, &acc, true)?;
+        axes::y_ticks(canvas, p.o, frame, &acc, true)?;
     }
     Ok(())
 }
@@ -310,7 +310,7 @@ fn attempt(p: &Plan, headroom: f64) -> Result<Option<Canvas>> {
     let area = canvas.area();
     let mut chart = chart(&area, p, headroom)?;
     let frame = axes::frame_of(&chart);
-    ticks(&canvas, &area, &chart, p, frame)?;
+    ticks(&canvas, &chart, p, frame)?;
     let mut obstacles = obstacles(&chart, p);
     let (r, hits) = axes::legend_place(
         frame,
@@ -326,7 +326,7 @@ fn attempt(p: &Plan, headroom: f64) -> Result<Option<Canvas>> {
     }
     obstacles.push(Obstacle::Rect(r));
     draw_marks(&canvas, &area, &chart, p, frame, &obstacles)?;
-    axes::draw_legend(&canvas, &area, p.o, r, &legend_entries(p))?;
+    axes::draw_legend(&canvas, p.o, r, &legend_entries(p))?;
     let w = canvas.size().0 as f64;
     axes::draw_title(&canvas, p.o, p.caption, (0.0, w), 0.0);
     axes::axis_title(&canvas, p.o, &p.runs[0].1.x_label, frame, Side::Bottom);
@@ -411,7 +411,7 @@ pub(super) fn curvature_curve(d: &RunData, o: &PlotOptions, max: &[f64], min: &[
     ];
     let (r, _) =
         axes::legend_place(frame, axes::legend_size(o, &["λmax".into(), "λmin".into()]), &obstacles, o.em(4.0));
-    axes::draw_legend(&canvas, &area, o, r, &entries)?;
+    axes::draw_legend(&canvas, o, r, &entries)?;
     axes::draw_title(&canvas, o, &caption, (0.0, canvas.size().0 as f64), 0.0);
     axes::axis_title(&canvas, o, &d.x_label, frame, Side::Bottom);
     axes::axis_title(&canvas, o, "eigenvalue", frame, Side::Left(o.em(8.0)));

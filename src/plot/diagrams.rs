@@ -127,7 +127,7 @@ pub(super) fn persistence_diagram(dir: &Path, o: &PlotOptions, p: &Persistence, 
         .collect();
     obstacles.push(Obstacle::Segment(pix((a, a)), pix((b, b))));
     let (spot, _) = axes::legend_place(frame, axes::legend_size(o, &names), &obstacles, o.em(6.0));
-    axes::draw_legend(&canvas, &area, o, spot, &entries)?;
+    axes::draw_legend(&canvas, o, spot, &entries)?;
     let w = canvas.size().0 as f64;
     axes::draw_title(&canvas, o, &caption, (0.0, w), 0.0);
     axes::axis_title(&canvas, o, &format!("birth ({units})"), frame, Side::Bottom);
@@ -181,7 +181,7 @@ pub(super) fn density(dir: &Path, o: &PlotOptions, grid: &[f64], dens: &[f64], c
     let frame = axes::frame_of(&chart);
     let ticks: Vec<(f64, String)> =
         keys.iter().map(|&k| (chart.backend_coord(&(x0, k)).1 as f64, power(k as i32))).collect();
-    axes::y_ticks(&canvas, &area, o, frame, &ticks, false)?;
+    axes::y_ticks(&canvas, o, frame, &ticks, false)?;
     let pts = grid.iter().zip(dens).map(|(&x, &v)| (x, v.max(1e-300).log10().max(a - 1.0)));
     canvas.clip(frame);
     chart.draw_series(LineSeries::new(pts, RGBColor(0, 114, 178).stroke_width(o.w(1.3)))).map_err(&e)?;

@@ -231,6 +231,23 @@ fn draw_cells(chart: &mut Chart2d, d: &RunData, colour: &dyn Fn(usize, usize) ->
     Ok(())
 }
 
+/// Holes of filled contours: every quad between four samples with a non-finite corner is grey
+/// (as matplotlib leaves the quads of a masked point empty), so that no band is drawn towards a
+/// value that does not exist.
+fn draw_hole_quads(chart: &mut Chart2d, d: &RunData) -> Result<()> {
+    let y = d.y.as_ref().expect("2-D");
+    let bad = |i: usize, j: usize| !d.at(i, j).is_finite();
+    let quads = (0..d.ny().saturating_sub(1)).flat_map(|j| (0..d.nx().saturating_sub(1)).map(move |i| (i, j)));
+    chart
+        .draw_series(
+            quads
+                .filter(|&(i, j)| bad(i, j) || bad(i + 1, j) || bad(i, j + 1) || bad(i + 1, j + 1))
+                .map(|(i, j)| Rectangle::new([(d.x[i], y[j]), (d.x[i + 1], y[j + 1])], HOLE.filled())),
+        )
+        .map_err(err("holes"))?;
+    Ok(())
+}
+
 /// Filled contours: the lowest band over the whole grid, then the area above each level in the
 /// next band's colour.
 fn draw_bands(canvas: &Canvas, chart: &Chart2d, d: &RunData, look: &Look) -> Result<()> {
@@ -258,7 +275,7 @@ fn fill_and_lines(canvas: &Canvas, chart: &mut Chart2d, p: &Picture, fill: &Fill
         (Fill::Lines, _) => draw_cells(chart, d, &hole)?,
         (Fill::Loss, Some(l)) if o.style == Style::Bands && !l.levels.is_empty() => {
             draw_bands(canvas, chart, d, l)?;
-            draw_cells(chart, d, &hole)?;
+            draw_hole_quads(chart, d)?;
         }
         (Fill::Loss, _) => {
             draw_cells(chart, d, &|i, j| Some(look.and_then(|l| l.frac(d.at(i, j))).map_or(HOLE, viridis)))?
@@ -315,7 +332,7 @@ pub(super) fn panel(
     canvas.clip(frame);
     let labels = fill_and_lines(canvas, &mut chart, p, &fill)?;
     canvas.unclip();
-    axes::draw_frame(area, o, frame)?;
+    axes::draw_frame(canvas, o, frame)?;
     let (mut obstacles, point_labels) = overlays(&mut chart, p)?;
     let legend = legend_entries(p.d, p.crit);
     let mut legend_at = None;
@@ -325,16 +342,16 @@ pub(super) fn panel(
         obstacles.push(Obstacle::Rect(r));
         legend_at = Some(r);
     }
-    place_labels(canvas, area, o, frame, &obstacles, point_labels, labels)?;
+    place_labels(canvas, o, frame, &obstacles, point_labels, labels)?;
     if let Some(r) = legend_at {
-        axes::draw_legend(canvas, area, o, r, &legend)?;
+        axes::draw_legend(canvas, o, r, &legend)?;
     }
     let (x0, y0) = area.get_base_pixel();
     axes::draw_title(canvas, o, caption, (x0 as f64, x0 as f64 + w as f64), y0 as f64);
     axes::axis_title(canvas, o, &p.d.x_label, plot, Side::Bottom);
     axes::axis_title(canvas, o, &p.d.y_label, plot, Side::Left(x0 as f64 + o.em(8.0)));
     if let Some((look, t)) = bar {
-        axes::colour_bar(canvas, area, o, look, plot, t)?;
+        axes::colour_bar(canvas, o, look, plot, t)?;
     }
     Ok(plot)
 }
@@ -342,7 +359,6 @@ pub(super) fn panel(
 /// Place the point labels (first) and the level labels, and draw those that found room.
 fn place_labels(
     canvas: &Canvas,
-    area: &Area,
     o: &PlotOptions,
     frame: Rect,
     obstacles: &[Obstacle],
@@ -361,7 +377,9 @@ fn place_labels(
             canvas.text(text, c, look);
         } else {
             // Inline, as matplotlib's clabel: the line is hidden under its label.
-            area.draw(&Rectangle::new([(b.x0 as i32, b.y0 as i32), (b.x1 as i32, b.y1 as i32)], WHITE.filled()))
+            canvas
+                .root()
+                .draw(&Rectangle::new([(b.x0 as i32, b.y0 as i32), (b.x1 as i32, b.y1 as i32)], WHITE.filled()))
                 .map_err(err("label"))?;
             canvas.text(
                 text,

@@ -8,7 +8,6 @@ use plotters::prelude::*;
 
 use super::axes::{self, err, font, text_size, Side, AXIS, TICK};
 use super::canvas::{Canvas, TextLook};
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::curves::PALETTE;
 use super::{output, PlotOptions};
 use crate::error::Result;
@@ -16,6 +15,7 @@ use crate::options::Measure;
 use crate::store::atomic::read_json;
 use crate::store::files;
 use crate::store::record::{SharpnessDetails, SharpnessReport};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// One panel's series: its title, the y-axis title, and (value, stderr, a bound only) per model
 /// (PAC-Bayes in log10 σ*: the models' σ* span decades, and one only bounded can be far off).
@@ -141,7 +141,11 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         .y_labels(8)
         .x_label_formatter(&|x| {
             let i = x.round();
-            if (x - i).abs() > 1e-6 || i < 0.0 { String::new() } else { format!("{}", i as usize) }
+            if (x - i).abs() > 1e-6 || i < 0.0 {
+                String::new()
+            } else {
+                format!("{}", i as usize)
+            }
         })
         .y_label_formatter(&|v| super::scale::tick(*v, sy))
         .label_style(font(o, TICK))
@@ -183,7 +187,8 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         for (i, name) in names.iter().enumerate() {
             let (x, _) = chart.backend_coord(&(i as f64, lo));
             let size = axes::fit(o, name, axes::LABEL, o.em(90.0));
-            let look = TextLook { anchor: Pos::new(HPos::Left, VPos::Center), rotate: 90.0, ..TextLook::new(o.em(size)) };
+            let look =
+                TextLook { anchor: Pos::new(HPos::Left, VPos::Center), rotate: 90.0, ..TextLook::new(o.em(size)) };
             canvas.text(name, (x as f64, frame.y1 + o.em(5.0)), look);
         }
     }

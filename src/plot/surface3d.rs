@@ -211,7 +211,7 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
     canvas.text(&z_title, z_pos, TextLook { anchor: Pos::new(HPos::Center, VPos::Center), ..halo(AXIS) });
     axes::draw_title(&canvas, o, &caption, (0.0, cw), 0.0);
     let frame = Rect { x0: cw - bar - o.em(10.0), y0: top + 0.12 * ch, x1: cw - bar, y1: ch - 0.12 * ch };
-    axes::colour_bar(&canvas, &root, o, look, frame, look.scale.axis_title())?;
+    axes::colour_bar(&canvas, o, look, frame, look.scale.axis_title())?;
     output::write(&canvas, &d.dir.join("surface3d.png"), o)
 }
 
