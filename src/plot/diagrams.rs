@@ -95,6 +95,25 @@ pub(super) fn persistence_diagram(dir: &Path, o: &PlotOptions, p: &Persistence, 
         chart.draw_series(dash).map_err(&e)?;
     }
     let frame = axes::frame_of(&chart);
+    draw_pairs(&canvas, &mut chart, o, p, (never_up, never_down), (a, b))?;
+    let w = canvas.size().0 as f64;
+    axes::draw_title(&canvas, o, &caption, (0.0, w), 0.0);
+    axes::axis_title(&canvas, o, &format!("birth ({units})"), frame, Side::Bottom);
+    axes::axis_title(&canvas, o, &format!("death ({units}); dashed rows: never dies"), frame, Side::Left(o.em(8.0)));
+    output::write(&canvas, &dir.join("persistence.png"), o)
+}
+
+/// The pairs as dots (filled: reported in critical_points.json; pairs that never die on the rows
+/// `never`) and the legend, placed clear of them and of the diagonal of [a, b].
+fn draw_pairs(
+    canvas: &Canvas,
+    chart: &mut ChartContext<Canvas, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    o: &PlotOptions,
+    p: &Persistence,
+    (never_up, never_down): (f64, f64),
+    (a, b): (f64, f64),
+) -> Result<()> {
+    let e = err("persistence.png");
     let r = o.pt(3.6) as i32;
     let line = o.w(1.0);
     let mut entries = Vec::new();
@@ -118,6 +137,7 @@ pub(super) fn persistence_diagram(dir: &Path, o: &PlotOptions, p: &Persistence, 
         let (x, y) = chart.backend_coord(&q);
         (x as f64, y as f64)
     };
+    let frame = axes::frame_of(chart);
     let mut obstacles: Vec<Obstacle> = p
         .minima
         .iter()
@@ -128,11 +148,7 @@ pub(super) fn persistence_diagram(dir: &Path, o: &PlotOptions, p: &Persistence, 
     obstacles.push(Obstacle::Segment(pix((a, a)), pix((b, b))));
     let (spot, _) = axes::legend_place(frame, axes::legend_size(o, &names), &obstacles, o.em(6.0));
     axes::draw_legend(&canvas, o, spot, &entries)?;
-    let w = canvas.size().0 as f64;
-    axes::draw_title(&canvas, o, &caption, (0.0, w), 0.0);
-    axes::axis_title(&canvas, o, &format!("birth ({units})"), frame, Side::Bottom);
-    axes::axis_title(&canvas, o, &format!("death ({units}); dashed rows: never dies"), frame, Side::Left(o.em(8.0)));
-    output::write(&canvas, &dir.join("persistence.png"), o)
+    Ok(())
 }
 
 /// A power of ten as a label: 10 with a superscript exponent.

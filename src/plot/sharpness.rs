@@ -154,6 +154,37 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         .axis_style(BLACK.stroke_width(o.w(0.8)))
         .draw()
         .map_err(&e)?;
+    draw_points(&mut chart, o, s, n)?;
+    let frame = axes::frame_of(&chart);
+    if label_names {
+        for (i, name) in names.iter().enumerate() {
+            let (x, _) = chart.backend_coord(&(i as f64, lo));
+            let size = axes::fit(o, name, axes::LABEL, o.em(90.0));
+            let look =
+                TextLook { anchor: Pos::new(HPos::Left, VPos::Center), rotate: 90.0, ..TextLook::new(o.em(size)) };
+            canvas.text(name, (x as f64, frame.y1 + o.em(5.0)), look);
+        }
+    }
+    axes::draw_title(canvas, o, &s.title, (x0 as f64, x0 as f64 + w as f64), y0 as f64);
+    if !label_names {
+        axes::axis_title(canvas, o, "model (in the order of the run)", frame, Side::Bottom);
+    }
+    axes::axis_title(canvas, o, s.y, frame, Side::Left(x0 as f64 + o.em(8.0)));
+    Ok(())
+}
+
+/// Each model's value as a dot (open: only a bound), its standard error as a whisker; joined by
+/// a faint line beyond a dozen models.
+fn draw_points(
+    chart: &mut ChartContext<
+        Canvas,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    o: &PlotOptions,
+    s: &Series,
+    n: usize,
+) -> Result<()> {
+    let e = err("sharpness.png");
     let colour = PALETTE[0];
     let pts: Vec<(f64, f64, f64, bool)> = s
         .points
@@ -182,20 +213,5 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
             Circle::new((x, v), r, if bound { colour.stroke_width(o.w(1.4)) } else { colour.filled() })
         }))
         .map_err(&e)?;
-    let frame = axes::frame_of(&chart);
-    if label_names {
-        for (i, name) in names.iter().enumerate() {
-            let (x, _) = chart.backend_coord(&(i as f64, lo));
-            let size = axes::fit(o, name, axes::LABEL, o.em(90.0));
-            let look =
-                TextLook { anchor: Pos::new(HPos::Left, VPos::Center), rotate: 90.0, ..TextLook::new(o.em(size)) };
-            canvas.text(name, (x as f64, frame.y1 + o.em(5.0)), look);
-        }
-    }
-    axes::draw_title(canvas, o, &s.title, (x0 as f64, x0 as f64 + w as f64), y0 as f64);
-    if !label_names {
-        axes::axis_title(canvas, o, "model (in the order of the run)", frame, Side::Bottom);
-    }
-    axes::axis_title(canvas, o, s.y, frame, Side::Left(x0 as f64 + o.em(8.0)));
     Ok(())
 }

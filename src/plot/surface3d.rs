@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -107,6 +108,55 @@ fn inside(p: (f64, f64), size: (f64, f64), (w, h): (f64, f64), m: f64) -> (f64, 
     )
 }
 
+/// The axis titles: at the middle of the box edge each axis is labelled on, pushed out from the
+/// box's centre past the tick labels, and kept inside the canvas (left of the colour bar's `bar`
+/// units); the height's title above the box's leftmost top corner.
+fn axis_titles(
+    canvas: &Canvas,
+    coord: &plotters::coord::ranged3d::Cartesian3d<RangedCoordf64, RangedCoordf64, RangedCoordf64>,
+    p: &Picture,
+    look: &Look,
+    bar: f64,
+) {
+    let (d, o) = (p.d, p.o);
+    let (cw, ch) = (canvas.size().0 as f64, canvas.size().1 as f64);
+    let (tlo, thi) = look.t_range();
+    let (xr, yr) = extent(d);
+    let t = |x: f64, h: f64, y: f64| {
+        let (a, b) = coord.translate(&(x, h, y));
+        (a as f64, b as f64)
+    };
+    let centre = t((xr.start + xr.end) / 2.0, (tlo + thi) / 2.0, (yr.start + yr.end) / 2.0);
+    let push = |q: (f64, f64), text: &str| {
+        let (vx, vy) = (q.0 - centre.0, q.1 - centre.1);
+        let n = vx.hypot(vy).max(1.0);
+        let (ux, uy) = (vx / n, vy / n);
+        let size = text_size(o, text, AXIS);
+        let by = o.em(26.0) + (size.0 / 2.0 * ux.abs()).max(size.1 / 2.0 * uy.abs());
+        inside((q.0 + by * ux, q.1 + by * uy), size, (cw - bar, ch), o.em(4.0))
+    };
+    let lowest = |a: (f64, f64), b: (f64, f64)| if a.1 >= b.1 { a } else { b };
+    let (xm, ym) = ((xr.start + xr.end) / 2.0, (yr.start + yr.end) / 2.0);
+    let x_at = lowest(t(xm, tlo, yr.start), t(xm, tlo, yr.end));
+    let y_at = lowest(t(xr.start, tlo, ym), t(xr.end, tlo, ym));
+    let halo = |size: f64| TextLook { halo: Some(o.pt(1.6)), ..TextLook::new(o.em(size)) };
+    for (text, q) in [(&d.x_label, x_at), (&d.y_label, y_at)] {
+        let size = axes::fit(o, text, AXIS, cw - bar - o.em(8.0));
+        let at = push(q, text);
+        let half = text_size(o, text, size).0 / 2.0;
+        canvas.text(text, (axes::within(at.0, o.em(4.0) + half, cw - bar - o.em(4.0) - half), at.1), halo(size));
+    }
+    let z_title = match o.zmax {
+        Some(z) => format!("{} (clipped at {z})", look.scale.axis_title()),
+        None => look.scale.axis_title().to_string(),
+    };
+    let corners = [(xr.start, yr.start), (xr.start, yr.end), (xr.end, yr.start), (xr.end, yr.end)];
+    let z_at = corners.iter().map(|&(a, b)| t(a, thi, b)).min_by(|p, q| p.0.total_cmp(&q.0)).expect("four corners");
+    let zs = text_size(o, &z_title, AXIS);
+    let z_pos = inside((z_at.0, z_at.1 - o.em(14.0)), zs, (cw - bar, ch), o.em(4.0));
+    canvas.text(&z_title, z_pos, TextLook { anchor: Pos::new(HPos::Center, VPos::Center), ..halo(AXIS) });
+}
+
 /// A rendered 3-D surface in the figure's look.
 pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
     let (d, o) = (p.d, p.o);
@@ -174,41 +224,7 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
         chart.draw_series(std::iter::once(PathElement::new(pts.clone(), WHITE.stroke_width(o.w(3.6))))).map_err(&e)?;
         chart.draw_series(std::iter::once(PathElement::new(pts, PATH.stroke_width(o.w(1.8))))).map_err(&e)?;
     }
-    // Axis titles: at the middle of the box edge each axis is labelled on, pushed out from the
-    // box's centre past the tick labels, and kept inside the canvas.
-    let t = |x: f64, h: f64, y: f64| {
-        let (a, b) = coord.translate(&(x, h, y));
-        (a as f64, b as f64)
-    };
-    let centre = t((xr.start + xr.end) / 2.0, (tlo + thi) / 2.0, (yr.start + yr.end) / 2.0);
-    let push = |q: (f64, f64), text: &str| {
-        let (vx, vy) = (q.0 - centre.0, q.1 - centre.1);
-        let n = vx.hypot(vy).max(1.0);
-        let (ux, uy) = (vx / n, vy / n);
-        let size = text_size(o, text, AXIS);
-        let by = o.em(26.0) + (size.0 / 2.0 * ux.abs()).max(size.1 / 2.0 * uy.abs());
-        inside((q.0 + by * ux, q.1 + by * uy), size, (cw - bar, ch), o.em(4.0))
-    };
-    let lowest = |a: (f64, f64), b: (f64, f64)| if a.1 >= b.1 { a } else { b };
-    let (xm, ym) = ((xr.start + xr.end) / 2.0, (yr.start + yr.end) / 2.0);
-    let x_at = lowest(t(xm, tlo, yr.start), t(xm, tlo, yr.end));
-    let y_at = lowest(t(xr.start, tlo, ym), t(xr.end, tlo, ym));
-    let halo = |size: f64| TextLook { halo: Some(o.pt(1.6)), ..TextLook::new(o.em(size)) };
-    for (text, q) in [(&d.x_label, x_at), (&d.y_label, y_at)] {
-        let size = axes::fit(o, text, AXIS, cw - bar - o.em(8.0));
-        let at = push(q, text);
-        let half = text_size(o, text, size).0 / 2.0;
-        canvas.text(text, (axes::within(at.0, o.em(4.0) + half, cw - bar - o.em(4.0) - half), at.1), halo(size));
-    }
-    let z_title = match o.zmax {
-        Some(z) => format!("{} (clipped at {z})", look.scale.axis_title()),
-        None => look.scale.axis_title().to_string(),
-    };
-    let corners = [(xr.start, yr.start), (xr.start, yr.end), (xr.end, yr.start), (xr.end, yr.end)];
-    let z_at = corners.iter().map(|&(a, b)| t(a, thi, b)).min_by(|p, q| p.0.total_cmp(&q.0)).expect("four corners");
-    let zs = text_size(o, &z_title, AXIS);
-    let z_pos = inside((z_at.0, z_at.1 - o.em(14.0)), zs, (cw - bar, ch), o.em(4.0));
-    canvas.text(&z_title, z_pos, TextLook { anchor: Pos::new(HPos::Center, VPos::Center), ..halo(AXIS) });
+    axis_titles(&canvas, &coord, p, look, bar);
     axes::draw_title(&canvas, o, &caption, (0.0, cw), 0.0);
     let frame = Rect { x0: cw - bar - o.em(10.0), y0: top + 0.12 * ch, x1: cw - bar, y1: ch - 0.12 * ch };
     axes::colour_bar(&canvas, o, look, frame, look.scale.axis_title())?;
