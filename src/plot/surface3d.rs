@@ -18,11 +18,56 @@ use super::scale::{short, tick, Scale};
 use super::{output, title, Look, RunData};
 use crate::error::Result;
 
-/// A face to paint: its corners (x, height, y) and colour, and its depth (larger: farther).
+/// A face to paint: its corners (x, height, y) and colour; a cell of the surface or a piece of
+/// the skirt.
 struct Face {
-    depth: i32,
     corners: Vec<(f64, f64, f64)>,
     colour: RGBColor,
+    cell: bool,
+}
+
+type Coord3d = plotters::coord::ranged3d::Cartesian3d<RangedCoordf64, RangedCoordf64, RangedCoordf64>;
+
+/// Twice the signed area of a face as projected on the screen (its sign tells which side faces
+/// the viewer).
+fn screen_area(coord: &Coord3d, corners: &[(f64, f64, f64)]) -> f64 {
+    let p: Vec<(f64, f64)> = corners
+        .iter()
+        .map(|c| {
+            let (a, b) = coord.translate(c);
+            (a as f64, b as f64)
+        })
+        .collect();
+    p.iter().zip(p.iter().cycle().skip(1)).map(|(a, b)| a.0 * b.1 - b.0 * a.1).sum()
+}
+
+/// The camera's pitch: the lowest of 0.45, 0.55, ... 1.25 radians from which at most 2% of the
+/// surface's cells show their underside, so that the camera looks from above the near edge's
+/// slope (a steep bowl is seen from higher up) and no part of the surface reads as a fold.
+fn pitch(chart: &mut ChartContext<Canvas, Coord3d>, faces: &[Face], flat: &[(f64, f64, f64)]) -> f64 {
+    let cells: Vec<&Face> = faces.iter().filter(|f| f.cell).collect();
+    let mut pitch = 0.45;
+    while pitch < 1.25 {
+        project(chart, pitch);
+        let coord = chart.as_coord_spec();
+        let up = screen_area(coord, flat).signum();
+        let under = cells.iter().filter(|f| screen_area(coord, &f.corners) * up < 0.0).count();
+        if under as f64 <= 0.02 * cells.len() as f64 {
+            break;
+        }
+        pitch += 0.1;
+    }
+    project(chart, pitch);
+    pitch
+}
+
+fn project(chart: &mut ChartContext<Canvas, Coord3d>, pitch: f64) {
+    chart.with_projection(|mut q| {
+        q.yaw = 0.7;
+        q.pitch = pitch;
+        q.scale = 0.72;
+        q.into_matrix()
+    });
 }
 
 fn shaded(c: RGBColor, shade: f64) -> RGBColor {
@@ -44,7 +89,7 @@ fn thinned(n: usize) -> Vec<usize> {
 const CELLS: usize = 50;
 
 /// The surface's cells and the skirt under its edges, coloured, in no order yet.
-fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<Face> {
+fn faces(d: &RunData, look: &Look) -> Vec<Face> {
     let y = d.y.as_ref().expect("2-D");
     let (xs, ys) = (thinned(d.nx()), thinned(d.ny()));
     let (tlo, thi) = look.t_range();
@@ -69,9 +114,8 @@ fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<
             let norm = (gx * gx + gy * gy + 1.0).sqrt();
             let lambert = ((-gx * light[0] - gy * light[1] + light[2]) / norm).max(0.0);
             let mean = (a + b + c + e) / 4.0;
-            let (cx, cy) = ((d.x[i] + d.x[i1]) / 2.0, (y[j] + y[j1]) / 2.0);
             out.push(Face {
-                depth: depth(cx, mean, cy),
+                cell: true,
                 corners: vec![(d.x[i], a, y[j]), (d.x[i1], b, y[j]), (d.x[i1], c, y[j1]), (d.x[i], e, y[j1])],
                 colour: shaded(viridis((mean - tlo) / (thi - tlo)), 0.55 + 0.45 * lambert),
             });
@@ -83,18 +127,18 @@ fn faces(d: &RunData, look: &Look, depth: &dyn Fn(f64, f64, f64) -> i32) -> Vec<
         let (Some(a), Some(b)) = (h(p.0, p.1), h(q.0, q.1)) else { return };
         let (xa, ya, xb, yb) = (d.x[p.0], y[p.1], d.x[q.0], y[q.1]);
         out.push(Face {
-            depth: depth((xa + xb) / 2.0, tlo, (ya + yb) / 2.0),
+            cell: false,
             corners: vec![(xa, a, ya), (xb, b, yb), (xb, tlo, yb), (xa, tlo, ya)],
-            colour: shaded(viridis(((a + b) / 2.0 - tlo) / (thi - tlo)), shade),
+            colour: shaded(RGBColor(215, 215, 215), shade),
         });
     };
     for w in xs.windows(2) {
-        edge((w[0], 0), (w[1], 0), 0.5);
-        edge((w[0], ny - 1), (w[1], ny - 1), 0.5);
+        edge((w[0], 0), (w[1], 0), 0.9);
+        edge((w[0], ny - 1), (w[1], ny - 1), 0.9);
     }
     for w in ys.windows(2) {
-        edge((0, w[0]), (0, w[1]), 0.4);
-        edge((nx - 1, w[0]), (nx - 1, w[1]), 0.4);
+        edge((0, w[0]), (0, w[1]), 0.75);
+        edge((nx - 1, w[0]), (nx - 1, w[1]), 0.75);
     }
     out
 }
@@ -151,10 +195,16 @@ fn axis_titles(
         None => look.scale.axis_title().to_string(),
     };
     let corners = [(xr.start, yr.start), (xr.start, yr.end), (xr.end, yr.start), (xr.end, yr.end)];
-    let z_at = corners.iter().map(|&(a, b)| t(a, thi, b)).min_by(|p, q| p.0.total_cmp(&q.0)).expect("four corners");
-    let zs = text_size(o, &z_title, AXIS);
-    let z_pos = inside((z_at.0, z_at.1 - o.em(14.0)), zs, (cw - bar, ch), o.em(4.0));
-    canvas.text(&z_title, z_pos, TextLook { anchor: Pos::new(HPos::Center, VPos::Center), ..halo(AXIS) });
+    // Along the height axis (the box's leftmost vertical edge), left of its tick labels, turned
+    // to read upwards.
+    let (a, b) = corners.iter().copied().min_by(|p, q| t(p.0, tlo, p.1).0.total_cmp(&t(q.0, tlo, q.1).0)).expect("four corners");
+    let (bottom, top) = (t(a, tlo, b), t(a, thi, b));
+    let ticks = text_size(o, "0.000", axes::LABEL).0;
+    let size = axes::fit(o, &z_title, AXIS, (bottom.1 - top.1).abs().max(o.em(40.0)));
+    let h = text_size(o, "0", size).1;
+    let x = axes::within(bottom.0.min(top.0) - o.em(10.0) - ticks - h / 2.0, o.em(4.0) + h / 2.0, cw);
+    let look = TextLook { anchor: Pos::new(HPos::Center, VPos::Center), rotate: 270.0, ..halo(size) };
+    canvas.text(&z_title, (x, (bottom.1 + top.1) / 2.0), look);
 }
 
 /// A rendered 3-D surface in the figure's look.
@@ -180,12 +230,9 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
         .margin(o.em(20.0) as u32)
         .build_cartesian_3d(xr.clone(), tlo..thi, yr.clone())
         .map_err(&e)?;
-    chart.with_projection(|mut q| {
-        q.yaw = 0.7;
-        q.pitch = 0.45;
-        q.scale = 0.72;
-        q.into_matrix()
-    });
+    let mut all = faces(d, look);
+    let flat = [(xr.start, tlo, yr.start), (xr.end, tlo, yr.start), (xr.end, tlo, yr.end), (xr.start, tlo, yr.end)];
+    pitch(&mut chart, &all, &flat);
     let log = look.scale == Scale::Log;
     chart
         .configure_axes()
@@ -203,8 +250,13 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
         .draw()
         .map_err(&e)?;
     let coord = chart.as_coord_spec().clone();
-    let mut all = faces(d, look, &|x, h, y| coord.projected_depth(&x, &h, &y));
-    all.sort_by_key(|f| std::cmp::Reverse(f.depth));
+    // Far to near by the projected depth of each face's centre.
+    let depth = |f: &Face| {
+        let n = f.corners.len() as f64;
+        let c = f.corners.iter().fold((0.0, 0.0, 0.0), |a, p| (a.0 + p.0 / n, a.1 + p.1 / n, a.2 + p.2 / n));
+        coord.projected_depth(&c.0, &c.1, &c.2)
+    };
+    all.sort_by_cached_key(|f| std::cmp::Reverse(depth(f)));
     chart.draw_series(all.into_iter().map(|f| Polygon::new(f.corners, f.colour.filled()))).map_err(&e)?;
     let r = o.pt(3.6) as i32;
     for c in p.crit {
