@@ -248,6 +248,10 @@ fn runs_side_by_side_share_one_scale() {
         "50",
     ]));
     assert_eq!(png_size(&curves), (400, 320));
+    // --out names a format of its own: FIG.svg is written beside the default PNG and PDF.
+    let svg = out.join("both.svg");
+    ok(&losscape(&["plot", a.to_str().unwrap(), b.to_str().unwrap(), "--out", svg.to_str().unwrap(), "--dpi", "30"]));
+    assert!(svg.exists() && out.join("both.png").exists() && out.join("both.pdf").exists());
 }
 
 #[test]

@@ -359,7 +359,14 @@ fn bar_labels(look: &Look, ticks: &[f64]) -> Vec<String> {
     match (look.scale, look.levels.is_empty()) {
         (Scale::Linear, true) => ticks.iter().map(|&v| tick(v, tick_step_of(ticks))).collect(),
         (Scale::Log, true) => ticks.iter().map(|&v| log_label(v)).collect(),
-        _ => super::scale::distinct(ticks),
+        // The contour labels' names of the same levels.
+        _ => {
+            let names = super::scale::distinct(&look.levels);
+            ticks
+                .iter()
+                .map(|v| look.levels.iter().position(|l| l == v).map_or_else(|| short(*v), |k| names[k].clone()))
+                .collect()
+        }
     }
 }
 

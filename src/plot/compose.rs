@@ -54,6 +54,12 @@ pub fn side_by_side(dirs: &[PathBuf], out: &Path, o: &PlotOptions) -> Result<Fig
     let _ = std::fs::remove_file(&probe);
     let refs: Vec<&RunData> = runs.iter().collect();
     let look = Look::of(&refs, o);
+    // The file named by --out is written whatever --format says (FIG.svg gives an SVG too).
+    let mut o = o.clone();
+    if let Some(f) = ext.as_deref().and_then(|e| e.parse::<output::Format>().ok()).filter(|f| !o.formats.contains(f)) {
+        o.formats.push(f);
+    }
+    let o = &o;
     let png = out.with_extension("png");
     let (inches, written) = if two {
         draw_panels(&png, &runs, o, look.as_ref())?

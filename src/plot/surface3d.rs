@@ -197,7 +197,8 @@ fn axis_titles(
     let corners = [(xr.start, yr.start), (xr.start, yr.end), (xr.end, yr.start), (xr.end, yr.end)];
     // Along the height axis (the box's leftmost vertical edge), left of its tick labels, turned
     // to read upwards.
-    let (a, b) = corners.iter().copied().min_by(|p, q| t(p.0, tlo, p.1).0.total_cmp(&t(q.0, tlo, q.1).0)).expect("four corners");
+    let (a, b) =
+        corners.iter().copied().min_by(|p, q| t(p.0, tlo, p.1).0.total_cmp(&t(q.0, tlo, q.1).0)).expect("four corners");
     let (bottom, top) = (t(a, tlo, b), t(a, thi, b));
     let ticks = text_size(o, "0.000", axes::LABEL).0;
     let size = axes::fit(o, &z_title, AXIS, (bottom.1 - top.1).abs().max(o.em(40.0)));
