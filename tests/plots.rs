@@ -582,7 +582,7 @@ fn figures_py_draws_the_arrays_with_the_pictures_levels() {
     }
     assert_eq!(floats(&r["heatmap"]["norm"]), vec![look.lo, look.hi]);
     // The heatmap's values are the loss clipped to the colour range, holes as holes.
-    let z: Vec<f64> = r["heatmap"]["z"].as_array().unwrap().iter().flat_map(|row| floats(row)).collect();
+    let z: Vec<f64> = r["heatmap"]["z"].as_array().unwrap().iter().flat_map(&floats).collect();
     assert_eq!(z.len(), run.loss.len());
     for (a, &v) in z.iter().zip(&run.loss) {
         if v.is_finite() {

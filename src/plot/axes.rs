@@ -47,7 +47,7 @@ pub(super) fn text_size(o: &PlotOptions, text: &str, size: f64) -> (f64, f64) {
 
 /// Plotters' key points of [a, b] for at most `n` ticks.
 pub(super) fn key_points(a: f64, b: f64, n: usize) -> Vec<f64> {
-    if !(b > a) {
+    if b.partial_cmp(&a) != Some(std::cmp::Ordering::Greater) {
         return vec![a];
     }
     RangedCoordf64::from(a..b).key_points(n)

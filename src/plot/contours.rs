@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 /// Level lines: per level, its polylines in α–β coordinates.
 pub(super) type Levels = Vec<(f64, Vec<Vec<(f64, f64)>>)>;
 
+/// Closed rings in α–β coordinates (exteriors and holes alike).
+pub(super) type Rings = Vec<Vec<(f64, f64)>>;
+
 /// Position along a coordinate array at fractional index f (contour vertices live in index space).
 pub(super) fn interp(v: &[f64], f: f64) -> f64 {
     let f = f.clamp(0.0, (v.len() - 1) as f64);
@@ -98,7 +101,7 @@ pub(super) fn lines_of(x: &[f64], y: &[f64], loss: &[f64], levels: &[f64]) -> Re
 /// The areas where the loss is at least each level, as closed rings (exteriors and holes, to be
 /// filled by the even-odd rule) in α–β coordinates, clipped to the grid's extent. Holes of the
 /// grid count as above every level (they are drawn over afterwards).
-pub(super) fn areas_above(x: &[f64], y: &[f64], loss: &[f64], levels: &[f64]) -> Result<Vec<Vec<Vec<(f64, f64)>>>> {
+pub(super) fn areas_above(x: &[f64], y: &[f64], loss: &[f64], levels: &[f64]) -> Result<Vec<Rings>> {
     let (nx, ny) = (x.len(), y.len());
     if levels.is_empty() || nx < 2 || ny < 2 {
         return Ok(vec![]);

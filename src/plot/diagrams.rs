@@ -147,7 +147,7 @@ fn draw_pairs(
         .collect();
     obstacles.push(Obstacle::Segment(pix((a, a)), pix((b, b))));
     let (spot, _) = axes::legend_place(frame, axes::legend_size(o, &names), &obstacles, o.em(6.0));
-    axes::draw_legend(&canvas, o, spot, &entries)?;
+    axes::draw_legend(canvas, o, spot, &entries)?;
     Ok(())
 }
 

@@ -23,6 +23,9 @@ use crate::error::Result;
 pub(super) const PATH: RGBColor = RGBColor(228, 0, 58);
 pub(super) const HOLE: RGBColor = RGBColor(200, 200, 200);
 
+/// A label to place: its text and where it may go.
+type TextLabel = (String, Label);
+
 /// One figure of a run: its data, the options, the figure's look and its critical points.
 #[derive(Clone, Copy)]
 pub(super) struct Picture<'a> {
@@ -258,7 +261,7 @@ fn draw_bands(canvas: &Canvas, chart: &Chart2d, d: &RunData, look: &Look) -> Res
         (a as f64, b as f64)
     };
     let (xr, yr) = extent(d);
-    let whole = vec![(xr.start, yr.start), (xr.end, yr.start), (xr.end, yr.end), (xr.start, yr.end)];
+    let whole = [(xr.start, yr.start), (xr.end, yr.start), (xr.end, yr.end), (xr.start, yr.end)];
     canvas.rings(&[whole.iter().map(to_canvas).collect()], colours[0]);
     for (rings, c) in contours::areas_above(&d.x, y, &d.loss, &look.levels)?.iter().zip(&colours[1..]) {
         let rings: Vec<Vec<(f64, f64)>> = rings.iter().map(|r| r.iter().map(to_canvas).collect()).collect();
@@ -429,7 +432,7 @@ fn point_label(chart: &Chart2d, o: &PlotOptions, text: &str, at: (f64, f64), rad
 
 /// Path, named points and critical points; returns what labels must avoid and the labels of the
 /// path's ends and the named points.
-fn overlays(chart: &mut Chart2d, p: &Picture) -> Result<(Vec<Obstacle>, Vec<(String, Label)>)> {
+fn overlays(chart: &mut Chart2d, p: &Picture) -> Result<(Vec<Obstacle>, Vec<TextLabel>)> {
     let (d, o) = (p.d, p.o);
     let e = err("overlay");
     // Markers go with the text: smaller in a figure with smaller letters.
