@@ -18,12 +18,13 @@ use super::scale::{short, tick, Scale};
 use super::{output, title, Look, RunData};
 use crate::error::Result;
 
-/// A face to paint: its corners (x, height, y) and colour; a cell of the surface or a piece of
-/// the skirt.
+/// A face to paint: its corners (x, height, y) and colour; a cell of the surface, or a piece of
+/// the skirt under one of the grid's four sides (its midpoint on the floor).
 struct Face {
     corners: Vec<(f64, f64, f64)>,
     colour: RGBColor,
     cell: bool,
+    side: Option<(f64, f64, f64)>,
 }
 
 type Coord3d = plotters::coord::ranged3d::Cartesian3d<RangedCoordf64, RangedCoordf64, RangedCoordf64>;
@@ -116,6 +117,7 @@ fn faces(d: &RunData, look: &Look) -> Vec<Face> {
             let mean = (a + b + c + e) / 4.0;
             out.push(Face {
                 cell: true,
+                side: None,
                 corners: vec![(d.x[i], a, y[j]), (d.x[i1], b, y[j]), (d.x[i1], c, y[j1]), (d.x[i], e, y[j1])],
                 colour: shaded(viridis((mean - tlo) / (thi - tlo)), 0.55 + 0.45 * lambert),
             });
@@ -123,11 +125,15 @@ fn faces(d: &RunData, look: &Look) -> Vec<Face> {
     }
     // The skirt: a wall under every edge segment of the grid whose two ends are finite.
     let (nx, ny) = (d.nx(), d.ny());
+    let mid = ((xr.start + xr.end) / 2.0, (yr.start + yr.end) / 2.0);
     let mut edge = |p: (usize, usize), q: (usize, usize), shade: f64| {
         let (Some(a), Some(b)) = (h(p.0, p.1), h(q.0, q.1)) else { return };
         let (xa, ya, xb, yb) = (d.x[p.0], y[p.1], d.x[q.0], y[q.1]);
+        // The side's midpoint: x or y of the side, the other coordinate at the grid's middle.
+        let side = if ya == yb { (mid.0, tlo, ya) } else { (xa, tlo, mid.1) };
         out.push(Face {
             cell: false,
+            side: Some(side),
             corners: vec![(xa, a, ya), (xb, b, yb), (xb, tlo, yb), (xa, tlo, ya)],
             colour: shaded(RGBColor(215, 215, 215), shade),
         });
@@ -227,8 +233,8 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
     let caption = title(d);
     let top = axes::title_height(o, &caption, cw);
     let mut chart = ChartBuilder::on(&main)
-        .margin_top(top as u32)
         .margin(o.em(20.0) as u32)
+        .margin_top((top + o.em(12.0)) as u32)
         .build_cartesian_3d(xr.clone(), tlo..thi, yr.clone())
         .map_err(&e)?;
     let mut all = faces(d, look);
@@ -257,6 +263,10 @@ pub(super) fn surface3d(p: &Picture) -> Result<Vec<PathBuf>> {
         let c = f.corners.iter().fold((0.0, 0.0, 0.0), |a, p| (a.0 + p.0 / n, a.1 + p.1 / n, a.2 + p.2 / n));
         coord.projected_depth(&c.0, &c.1, &c.2)
     };
+    // The walls of the two far sides face away from the viewer: only the near sides' are drawn
+    // (a far wall's piece could otherwise come out in front of the cells beside it).
+    let centre = coord.projected_depth(&((xr.start + xr.end) / 2.0), &tlo, &((yr.start + yr.end) / 2.0));
+    all.retain(|f| f.side.is_none_or(|m| coord.projected_depth(&m.0, &m.1, &m.2) < centre));
     all.sort_by_cached_key(|f| std::cmp::Reverse(depth(f)));
     chart.draw_series(all.into_iter().map(|f| Polygon::new(f.corners, f.colour.filled()))).map_err(&e)?;
     let r = o.pt(3.6) as i32;
