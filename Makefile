@@ -23,7 +23,8 @@ DEMO_SHARP ?= 200
 # make bench's --rel-error surface: the demo's trained ResNet-8, 21x21 on 4000 synthetic images.
 REL_ERROR_ARGS ?= --model resnet8 --train-epochs 6 --grid 21 --n 4000
 
-# Debian packages the tests need (a headless browser for the HTML page); root or sudo installs them.
+# Debian packages the tests need (a headless browser for the HTML page, poppler's pdftoppm for the
+# PDF figures); root or sudo installs them.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all venv build test unit demo bench clean test-deps
@@ -42,8 +43,8 @@ build: $(VENV)/.stamp
 	cargo build --release
 
 test-deps:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null && command -v pdftoppm >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium poppler-utils; }
 
 unit: $(VENV)/.stamp
 	cargo test --release --lib

@@ -83,6 +83,9 @@ settings! {
     Threshold => "threshold", "--threshold";
     Floor => "floor", "--floor";
     Dpi => "dpi", "--dpi";
+    Format => "format", "--format";
+    Size => "size", "--size";
+    FontSize => "font_size", "--font-size";
     Levels => "levels", "--levels";
     ColourRange => "colour_range", "--vmin/--vmax";
     Log => "log", "--log";

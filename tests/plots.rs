@@ -199,8 +199,9 @@ fn runs_side_by_side_share_one_scale() {
     let fig_path = out.join("fig.png");
     let o = PlotOptions { dpi: 50, ..PlotOptions::default() };
     let f = side_by_side(&[a.clone(), b.clone()], &fig_path, &o).unwrap();
-    // Two panels of 6×5 inches and a colour bar, at 50 pixels per inch.
-    assert_eq!(png_size(&fig_path), (2 * 300 + 58, 250));
+    // Two panels of 6×5 inches and a colour bar beside them, at 50 pixels per inch.
+    let (w, h) = png_size(&fig_path);
+    assert!(h == 250 && w > 600 && w < 600 + 100, "{w}x{h}");
     assert_eq!(f.size, png_size(&fig_path));
     assert_eq!(f.scale, Scale::Log);
     // The shared range spans both runs: the lowest of a to the highest finite value of b.
@@ -247,6 +248,10 @@ fn runs_side_by_side_share_one_scale() {
         "50",
     ]));
     assert_eq!(png_size(&curves), (400, 320));
+    // --out names a format of its own: FIG.svg is written beside the default PNG and PDF.
+    let svg = out.join("both.svg");
+    ok(&losscape(&["plot", a.to_str().unwrap(), b.to_str().unwrap(), "--out", svg.to_str().unwrap(), "--dpi", "30"]));
+    assert!(svg.exists() && out.join("both.png").exists() && out.join("both.pdf").exists());
 }
 
 #[test]
@@ -274,9 +279,13 @@ fn runs_draw_their_pictures_unless_told_not_to() {
         "surface.vtp",
         "surface.ply",
         "surface.html",
+        "contour.pdf",
+        "heatmap.pdf",
+        "surface3d.pdf",
     ] {
         assert!(a.join(f).exists(), "{f} missing");
     }
+    assert!(!a.join("contour.svg").exists() && !a.join("figures.py").exists(), "PNG and PDF by default");
     let b = out_dir("pictures-off");
     let o = losscape(&[
         "surface",
@@ -411,4 +420,199 @@ fn the_example_notebook_runs_top_to_bottom() {
     assert!(nb.contains("image/png"), "the notebook drew no figure");
     assert!(nb.contains("explained variance of PC1, PC2"), "the path cell did not run");
     assert!(nb.contains("against their test loss"), "the sharpness cell did not run against test losses");
+}
+
+/// A 1-D run over two splits (train and test), without pictures.
+fn one_d_splits(name: &str) -> PathBuf {
+    let d = out_dir(name);
+    ok(&losscape(&[
+        "surface",
+        "--model",
+        fxp("resnet.pt").to_str().unwrap(),
+        "--data",
+        fxp("cifar-bin").to_str().unwrap(),
+        "--limit",
+        "8",
+        "--x=-1:1:5",
+        "--split",
+        "train,test",
+        "--out",
+        d.to_str().unwrap(),
+        "-q",
+        "--no-plots",
+    ]));
+    d
+}
+
+/// A picture in its three formats: the SVG parses with the embedded fonts and names them, draws
+/// nothing outside its canvas (text measured as shaped), the PNG is the canvas at `dpi`, and the
+/// PDF opens in poppler.
+fn check_formats(dir: &Path, name: &str, dpi: u32) {
+    let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
+    assert!(svg.contains("font-family=\"DejaVu Sans"), "{name}.svg names no font");
+    let out = losscape::plot::output::outside(&svg, 0.5).unwrap();
+    assert!(out.is_empty(), "{}/{name}: drawn outside the canvas:\n{}", dir.display(), out.join("\n"));
+    let inches = |attr: &str| -> f64 {
+        let at = svg.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+        svg[at..].split("in\"").next().unwrap().parse().unwrap()
+    };
+    let (w, h) = (inches("width"), inches("height"));
+    assert_eq!(
+        png_size(&dir.join(format!("{name}.png"))),
+        ((w * dpi as f64).round() as u32, (h * dpi as f64).round() as u32)
+    );
+    let page = out_dir(&format!("pdftoppm-{}-{name}", dir.file_name().unwrap().to_string_lossy()));
+    let o = Command::new("pdftoppm")
+        .args(["-png", "-r", "20", "-singlefile"])
+        .arg(dir.join(format!("{name}.pdf")))
+        .arg(&page)
+        .output()
+        .expect("pdftoppm (poppler-utils: `make test-deps` installs it)");
+    assert!(o.status.success(), "{name}.pdf: {}", String::from_utf8_lossy(&o.stderr));
+    let (pw, ph) = png_size(&page.with_extension("png"));
+    assert!((pw as f64 - w * 20.0).abs() <= 1.0 && (ph as f64 - h * 20.0).abs() <= 1.0, "{name}.pdf is {pw}x{ph}");
+}
+
+#[test]
+fn every_picture_is_png_svg_and_pdf_with_nothing_outside_its_canvas() {
+    // NaN and inf cells, a long run name and a long title (the model's file name).
+    let d = synthetic_run("plot-formats-a-run-directory-named-at-length-by-a-hyperparameter-sweep", 41, 23);
+    let long = "resnet20_cifar10_sgd_lr0.1_momentum0.9_wd5e-4_batch128_cosine_seed1234_epoch200.pt";
+    std::fs::write(d.join("meta.json"), real_meta().replace("resnet.pt", long)).unwrap();
+    let dir = d.to_str().unwrap();
+    ok(&losscape(&["plot", dir, "--format", "png,svg,pdf", "--dpi", "40"]));
+    for f in ["contour", "heatmap", "surface3d", "persistence"] {
+        check_formats(&d, f, 40);
+    }
+    // The colour bar is labelled at the figure's levels, in the scale's formatting.
+    let run = losscape::plot::RunData::load(&d).unwrap();
+    let look = losscape::plot::Look::of(&[&run], &PlotOptions::default()).unwrap();
+    let svg = std::fs::read_to_string(d.join("heatmap.svg")).unwrap();
+    for l in losscape::plot::scale::distinct(&look.levels) {
+        assert!(svg.contains(&format!(">{l}</text>")), "level {l} is not on the colour bar");
+    }
+    // The persistence diagram fills exactly the extrema critical_points.json reports (and one
+    // legend sample of each kind).
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("critical_points.json")).unwrap()).unwrap();
+    let diagram = std::fs::read_to_string(d.join("persistence.svg")).unwrap();
+    for (colour, kind) in [("#0072b2", "minimum"), ("#d55e00", "maximum")] {
+        let filled =
+            diagram.lines().filter(|l| l.starts_with("<circle") && l.contains(&format!("fill=\"{colour}\""))).count();
+        assert_eq!(filled as u64 - 1, cp["counts"][kind].as_u64().unwrap(), "{kind}");
+    }
+    // A journal column: 3.5×2.8 inches, 8-point labels; cells instead of filled contours.
+    ok(&losscape(&[
+        "plot",
+        dir,
+        "--format",
+        "png,svg,pdf",
+        "--size",
+        "3.5x2.8",
+        "--font-size",
+        "8",
+        "--style",
+        "cells",
+        "--dpi",
+        "100",
+    ]));
+    assert_eq!(png_size(&d.join("heatmap.png")), (350, 280));
+    for f in ["contour", "heatmap", "surface3d", "persistence"] {
+        check_formats(&d, f, 100);
+    }
+    // PNG and PDF by default; bad values name their flag, and nothing is redrawn.
+    let before = std::fs::read(d.join("contour.svg")).unwrap();
+    for (args, flag) in
+        [(vec!["--format", "gif"], "--format"), (vec!["--size", "0x3"], "--size"), (vec!["--dpi", "5"], "--dpi")]
+    {
+        let mut a = vec!["plot", dir];
+        a.extend(args);
+        let o = losscape(&a);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.code() == Some(1) && e.contains(flag) && e.lines().count() == 1, "{e}");
+    }
+    assert_eq!(std::fs::read(d.join("contour.svg")).unwrap(), before);
+    // A 1-D run over two splits.
+    let one = one_d_splits("plot-formats-1d");
+    ok(&losscape(&["plot", one.to_str().unwrap(), "--format", "png,svg,pdf", "--dpi", "40"]));
+    check_formats(&one, "curve", 40);
+}
+
+#[test]
+fn a_trajectory_is_cropped_to_its_grid_in_equal_units() {
+    let d = out_dir("plot-trajectory-formats");
+    ok(&trajectory("traj_rand", 5, &d, &["--no-plots"]));
+    ok(&losscape(&["plot", d.to_str().unwrap(), "--format", "png,svg,pdf", "--dpi", "40"]));
+    for f in ["contour", "heatmap", "surface3d", "persistence"] {
+        check_formats(&d, f, 40);
+    }
+    // Equal units: the figure is no wider than asked, and its height is cut to the grid's shape
+    // (or its width, for a tall grid).
+    let (w, h) = png_size(&d.join("contour.png"));
+    assert!(w <= 320 && h <= 256 && (w < 320 || h < 256), "{w}x{h}");
+}
+
+#[test]
+fn figures_py_draws_the_arrays_with_the_pictures_levels() {
+    let d = synthetic_run("script-2d", 31, 21);
+    ok(&losscape(&["plot", d.to_str().unwrap(), "--script", "--format", "svg"]));
+    let report = |dir: &Path| -> serde_json::Value {
+        let r = dir.join("report.json");
+        let o = Command::new(python())
+            .arg(dir.join("figures.py"))
+            .arg(dir.join("matplotlib"))
+            .args(["--report", r.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "figures.py: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap()
+    };
+    let r = report(&d);
+    let run = losscape::plot::RunData::load(&d).unwrap();
+    let look = losscape::plot::Look::of(&[&run], &PlotOptions::default()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()
+    };
+    assert_eq!(r["scale"], "log");
+    for got in [floats(&r["levels"]), floats(&r["contour"]["levels"])] {
+        assert_eq!(got.len(), look.levels.len());
+        for (a, b) in got.iter().zip(&look.levels) {
+            assert!((a - b).abs() <= 1e-12 * b.abs(), "{a} vs {b}");
+        }
+    }
+    assert_eq!(floats(&r["heatmap"]["norm"]), vec![look.lo, look.hi]);
+    // The heatmap's values are the loss clipped to the colour range, holes as holes.
+    let z: Vec<f64> = r["heatmap"]["z"].as_array().unwrap().iter().flat_map(&floats).collect();
+    assert_eq!(z.len(), run.loss.len());
+    for (a, &v) in z.iter().zip(&run.loss) {
+        if v.is_finite() {
+            assert!((a - v.clamp(look.lo, look.hi)).abs() < 1e-12, "{a} vs {v}");
+        } else {
+            assert!(a.is_nan(), "a hole is drawn as {a}");
+        }
+    }
+    // The critical points are critical_points.json's.
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("critical_points.json")).unwrap()).unwrap();
+    let drawn = r["heatmap"]["critical"].as_array().unwrap();
+    let listed = cp["points"].as_array().unwrap();
+    assert_eq!(drawn.len(), listed.len());
+    for (a, b) in drawn.iter().zip(listed) {
+        assert_eq!(a[0], b["kind"]);
+        assert_eq!((a[1].as_f64(), a[2].as_f64()), (b["coords"][0].as_f64(), b["coords"][1].as_f64()));
+    }
+    assert!(d.join("matplotlib/heatmap.pdf").exists() && d.join("matplotlib/surface3d.png").exists());
+    // 1-D over two splits: each split's curves are its arrays.
+    let one = one_d_splits("script-1d");
+    ok(&losscape(&["plot", one.to_str().unwrap(), "--script", "--format", "svg"]));
+    let r = report(&one);
+    let lines = r["curve"]["lines"].as_array().unwrap();
+    assert_eq!(lines.iter().map(|l| l["name"].as_str().unwrap()).collect::<Vec<_>>(), ["train", "test"]);
+    for l in lines {
+        let name = l["name"].as_str().unwrap();
+        let (_, loss) = crate::common::npy(&one.join(format!("loss.{name}.npy")));
+        let (_, acc) = crate::common::npy(&one.join(format!("acc.{name}.npy")));
+        assert_eq!(floats(&l["loss"]), loss);
+        assert_eq!(floats(&l["acc"]), acc);
+    }
 }

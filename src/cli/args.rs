@@ -693,7 +693,29 @@ pub struct PlotArgs {
     /// Clip the 3-D surface's height at this loss.
     #[arg(long)]
     pub zmax: Option<f64>,
-    /// Resolution: 100 gives 800x640 pictures.
+    /// Pixels per inch of the PNG files: 100 gives 800x640 pictures at the default size.
     #[arg(long, default_value_t = 100)]
     pub dpi: u32,
+    /// The files each picture is written as: any of png, svg, pdf, comma-separated.
+    #[arg(long, default_value = "png,pdf", value_name = "FORMATS")]
+    pub format: String,
+    /// A picture's size in inches, WxH (e.g. 3.5x2.8 for a journal column) [default: 8x6.4].
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// Size of tick labels in points; titles and labels are drawn in proportion.
+    #[arg(long, default_value_t = 10.0, value_name = "POINTS")]
+    pub font_size: f64,
+    /// The heatmap's fill: filled contours between the contour levels, or one cell per grid point.
+    #[arg(long, value_enum, default_value_t = StyleArg::Bands)]
+    pub style: StyleArg,
+    /// Also write figures.py beside the arrays: a matplotlib program that draws the same
+    /// figures (same levels, scale, path and markers) from the run's files.
+    #[arg(long)]
+    pub script: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StyleArg {
+    Bands,
+    Cells,
 }

@@ -77,27 +77,7 @@ fn run(cli: Cli) -> Result<()> {
     let env = ProcessEnv;
     let (outcome, quiet, plots) = match cli.command {
         Command::Plot(a) => {
-            use crate::plot::{Aspect, ScaleChoice};
-            let scale = match (a.log, a.linear) {
-                (true, _) => ScaleChoice::Log,
-                (_, true) => ScaleChoice::Linear,
-                _ => ScaleChoice::Auto,
-            };
-            let aspect = match a.aspect {
-                Some(args::AspectArg::Equal) => Aspect::Equal,
-                Some(args::AspectArg::Free) => Aspect::Free,
-                None => Aspect::Auto,
-            };
-            let o = PlotOptions {
-                scale,
-                vmin: a.vmin,
-                vmax: a.vmax,
-                levels: a.levels,
-                zmax: a.zmax,
-                dpi: a.dpi,
-                persistence: a.persistence,
-                aspect,
-            };
+            let o = plan::plot(&a)?;
             match (&a.out, a.run_dirs.as_slice()) {
                 (Some(out), dirs) => {
                     let f = commands::plot::side_by_side(dirs, out, &o)?;

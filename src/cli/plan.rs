@@ -17,6 +17,7 @@ use crate::engine::session::Setup;
 use crate::error::{Error, Result, Setting};
 use crate::inputs::data::DataSpec;
 use crate::options::{Precision, Split};
+use crate::plot::{Aspect, Format, PlotOptions, ScaleChoice, Style};
 use crate::space::grid::{GridSpec, Spacing};
 use crate::space::shard::Shard;
 use crate::space::spectrum::LanczosOptions;
@@ -34,6 +35,60 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+}
+
+/// `losscape plot`'s options, parsed and checked before anything is read or drawn.
+pub fn plot(a: &PlotArgs) -> Result<PlotOptions> {
+    let scale = match (a.log, a.linear) {
+        (true, _) => ScaleChoice::Log,
+        (_, true) => ScaleChoice::Linear,
+        _ => ScaleChoice::Auto,
+    };
+    let aspect = match a.aspect {
+        Some(AspectArg::Equal) => Aspect::Equal,
+        Some(AspectArg::Free) => Aspect::Free,
+        None => Aspect::Auto,
+    };
+    let mut formats: Vec<Format> = Vec::new();
+    for f in a.format.split(',').filter(|f| !f.trim().is_empty()) {
+        let f: Format = f.parse().map_err(|e: String| Error::setting(Setting::Format, &a.format, e))?;
+        if !formats.contains(&f) {
+            formats.push(f);
+        }
+    }
+    let size = match &a.size {
+        None => None,
+        Some(s) => {
+            let bad = || Error::setting(Setting::Size, s, "give the width and height in inches, WxH (e.g. 3.5x2.8)");
+            let (w, h) = s
+                .to_ascii_lowercase()
+                .split_once('x')
+                .map(|(w, h)| (w.trim().to_string(), h.trim().to_string()))
+                .ok_or_else(bad)?;
+            let (w, h): (f64, f64) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+            Some((w, h))
+        }
+    };
+    let o = PlotOptions {
+        scale,
+        vmin: a.vmin,
+        vmax: a.vmax,
+        levels: a.levels,
+        zmax: a.zmax,
+        dpi: a.dpi,
+        formats,
+        size,
+        font_size: a.font_size,
+        style: match a.style {
+            StyleArg::Bands => Style::Bands,
+            StyleArg::Cells => Style::Cells,
+        },
+        script: a.script,
+        persistence: a.persistence,
+        aspect,
+    };
+    o.check()?;
+    Ok(o)
 }
 
 /// The data options as a Setup with the rest at its defaults.
@@ -514,6 +569,41 @@ mod tests {
         assert_eq!(s.loss, Some(crate::options::LossKind::Mse));
         assert_eq!(c.grid.spacing, Spacing::Cubic);
         assert_eq!((c.seed, c.norm, c.ignore), (4, crate::options::Norm::Layer, crate::options::Ignore::Keep));
+    }
+
+    #[test]
+    fn plot_options_are_parsed_and_checked_in_the_plan() {
+        let plot_args = |extra: &[&str]| -> PlotArgs {
+            let mut a = vec!["plot", "run"];
+            a.extend_from_slice(extra);
+            match parse(&a).unwrap().command {
+                Command::Plot(p) => p,
+                _ => unreachable!(),
+            }
+        };
+        let o = plot(&plot_args(&[])).unwrap();
+        assert_eq!(o.formats, vec![Format::Png, Format::Pdf]);
+        assert_eq!((o.size, o.font_size, o.style, o.script), (None, 10.0, Style::Bands, false));
+        let o =
+            plot(&plot_args(&["--format", "svg,PNG,svg", "--size", "3.5x2.8", "--font-size", "8", "--style", "cells"]))
+                .unwrap();
+        assert_eq!(o.formats, vec![Format::Svg, Format::Png]);
+        assert_eq!(o.size, Some((3.5, 2.8)));
+        assert_eq!((o.font_size, o.style), (8.0, Style::Cells));
+        for (extra, setting) in [
+            (vec!["--format", "gif"], Setting::Format),
+            (vec!["--format", ","], Setting::Format),
+            (vec!["--size", "0x3"], Setting::Size),
+            (vec!["--size", "3by2"], Setting::Size),
+            (vec!["--size", "nanx2"], Setting::Size),
+            (vec!["--font-size", "1"], Setting::FontSize),
+            (vec!["--dpi", "5"], Setting::Dpi),
+        ] {
+            match plot(&plot_args(&extra)).unwrap_err() {
+                Error::Setting { setting: s, .. } => assert_eq!(s, setting, "{extra:?}"),
+                e => panic!("{extra:?}: {e}"),
+            }
+        }
     }
 
     #[test]

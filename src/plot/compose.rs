@@ -5,16 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::prelude::*;
-
-use super::png::{self, Fill};
-use super::{classified_points, Look, PlotOptions, RunData, Scale};
+use super::canvas::{Canvas, UNITS};
+use super::layout::Rect;
+use super::panel::{self, Fill, Picture};
+use super::{axes, classified_points, curves, output, Look, PlotOptions, RunData, Scale};
 use crate::error::{Error, Result, Role, Setting};
 
 /// What a side-by-side figure was drawn with.
 #[derive(Debug, Clone)]
 pub struct Figure {
     pub path: PathBuf,
+    /// The PNG's size in pixels.
     pub size: (u32, u32),
     pub runs: usize,
     pub scale: Scale,
@@ -23,12 +24,13 @@ pub struct Figure {
     pub levels: Vec<f64>,
 }
 
-/// Draw `dirs` into one PNG at `out` (written whole or not at all).
+/// Draw `dirs` into one figure at `out` (FIG.png, and its siblings in the other formats asked
+/// for; each written whole or not at all).
 pub fn side_by_side(dirs: &[PathBuf], out: &Path, o: &PlotOptions) -> Result<Figure> {
     o.check()?;
-    png::font()?;
-    if out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() != Some("png") {
-        return Err(Error::setting(Setting::Figure, out.display(), "a side-by-side figure is a .png file"));
+    let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if !matches!(ext.as_deref(), Some("png" | "svg" | "pdf")) {
+        return Err(Error::setting(Setting::Figure, out.display(), "a figure is a .png, .svg or .pdf file"));
     }
     if dirs.is_empty() {
         return Err(Error::setting(Setting::Figure, out.display(), "give at least one run directory"));
@@ -46,34 +48,33 @@ pub fn side_by_side(dirs: &[PathBuf], out: &Path, o: &PlotOptions) -> Result<Fig
             ),
         ));
     }
+    // A file that cannot be written is found out before drawing, in our words.
+    let probe = out.with_extension("partial");
+    std::fs::File::create(&probe).map_err(|e| Error::io(out, "cannot write", e))?;
+    let _ = std::fs::remove_file(&probe);
     let refs: Vec<&RunData> = runs.iter().collect();
     let look = Look::of(&refs, o);
-    let partial = out.with_extension("partial.png");
-    // The drawing library reports a file it cannot write in its own words, after drawing: find
-    // out first, in ours.
-    std::fs::File::create(&partial).map_err(|e| Error::io(out, "cannot write", e))?;
-    let drawn = if two {
-        draw_panels(&partial, &runs, o, look.as_ref())
+    // The file named by --out is written whatever --format says (FIG.svg gives an SVG too).
+    let mut o = o.clone();
+    if let Some(f) = ext.as_deref().and_then(|e| e.parse::<output::Format>().ok()).filter(|f| !o.formats.contains(f)) {
+        o.formats.push(f);
+    }
+    let o = &o;
+    let png = out.with_extension("png");
+    let (inches, written) = if two {
+        draw_panels(&png, &runs, o, look.as_ref())?
     } else {
-        draw_curves(&partial, &runs, o, look.as_ref())
+        let named: Vec<(String, &RunData)> = runs.iter().map(|d| (d.name(), d)).collect();
+        let caption =
+            format!("1-D runs compared: {}", named.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
+        (o.inches(), curves::curves(&png, &named, o, look.as_ref(), &caption)?)
     };
-    let size = drawn.inspect_err(|_| {
-        let _ = std::fs::remove_file(&partial);
-    })?;
-    std::fs::rename(&partial, out).map_err(|e| Error::file(Role::File, out, e.to_string()))?;
+    let path = written.iter().find(|p| p.extension() == out.extension()).cloned().unwrap_or_else(|| written[0].clone());
     let (scale, range, levels) = match look {
         Some(l) => (l.scale, (l.lo, l.hi), l.levels),
         None => (Scale::Linear, (f64::NAN, f64::NAN), vec![]),
     };
-    Ok(Figure { path: out.to_path_buf(), size, runs: runs.len(), scale, range, levels })
-}
-
-fn draw_curves(out: &Path, runs: &[RunData], o: &PlotOptions, look: Option<&Look>) -> Result<(u32, u32)> {
-    let named: Vec<(String, &RunData)> = runs.iter().map(|d| (d.name(), d)).collect();
-    let caption =
-        format!("1-D runs compared: {}", named.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
-    png::curves(out, &named, o, look, &caption)?;
-    Ok(png::size(o))
+    Ok(Figure { path, size: output::pixels(inches, o.dpi), runs: runs.len(), scale, range, levels })
 }
 
 /// Columns × rows of panels for n runs: at most three columns.
@@ -82,25 +83,35 @@ pub fn arrangement(n: usize) -> (usize, usize) {
     (cols, n.div_ceil(cols))
 }
 
-fn draw_panels(out: &Path, runs: &[RunData], o: &PlotOptions, look: Option<&Look>) -> Result<(u32, u32)> {
-    let e = png::err("side-by-side figure");
+/// Panels of 6×5 inches (or the figure's `--size` shared out), one colour bar beside the last
+/// column, as tall as the panels' frames.
+fn draw_panels(
+    out: &Path,
+    runs: &[RunData],
+    o: &PlotOptions,
+    look: Option<&Look>,
+) -> Result<((f64, f64), Vec<PathBuf>)> {
     let (cols, rows) = arrangement(runs.len());
-    let (pw, ph) = (6 * o.dpi, 5 * o.dpi);
-    let bar = png::px(o, 115.0);
-    let size = (cols as u32 * pw + bar, rows as u32 * ph);
-    let root = BitMapBackend::new(out, size).into_drawing_area();
-    root.fill(&WHITE).map_err(&e)?;
-    let (main, side) = root.split_horizontally(cols as u32 * pw);
+    let bar = look.map_or(0.0, |l| axes::bar_width(o, l)) / UNITS;
+    let inches = o.size.unwrap_or((cols as f64 * 6.0 + bar, rows as f64 * 5.0));
+    let canvas = Canvas::new(inches);
+    let root = canvas.area();
+    let main_w = ((inches.0 - bar) * UNITS).max(1.0) as u32;
+    let (main, _) = root.split_horizontally(main_w);
     let areas = main.split_evenly((rows, cols));
+    let mut frames = Vec::new();
     for (d, area) in runs.iter().zip(&areas) {
         let crit = look.map(|l| classified_points(d, l, o).points).unwrap_or_default();
-        png::panel(&root, area, d, o, look, &crit, Fill::Loss, &d.name())?;
+        let p = Picture { d, o, look, crit: &crit };
+        frames.push(panel::panel(&canvas, area, &p, Fill::Loss, &d.name(), None)?);
     }
-    if let Some(l) = look {
-        png::colour_bar(&side, o, l, l.scale.axis_title())?;
+    if let (Some(l), Some(first)) = (look, frames.first()) {
+        let bottom = frames.iter().map(|f| f.y1).fold(first.y1, f64::max);
+        let right = frames.iter().map(|f| f.x1).fold(first.x1, f64::max);
+        let frame = Rect { x0: right - 1.0, y0: first.y0, x1: right, y1: bottom };
+        axes::colour_bar(&canvas, o, l, frame, l.scale.axis_title())?;
     }
-    root.present().map_err(&e)?;
-    Ok(size)
+    Ok((inches, output::write(&canvas, out, o)?))
 }
 
 #[cfg(test)]

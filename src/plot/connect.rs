@@ -8,10 +8,10 @@ use crate::error::{Error, Result, Role};
 use crate::store::files;
 use crate::store::record::{Meta, SplitBarrier};
 
-use super::{png, Look, PlotOptions, RunData};
+use super::{curves, Look, PlotOptions, RunData};
 
 /// Draw `connect.png` of the run in `dir`.
-pub fn draw(dir: &Path, o: &PlotOptions, meta: &Meta) -> Result<PathBuf> {
+pub fn draw(dir: &Path, o: &PlotOptions, meta: &Meta) -> Result<Vec<PathBuf>> {
     let c = meta
         .description
         .connect
@@ -46,7 +46,7 @@ pub fn draw(dir: &Path, o: &PlotOptions, meta: &Meta) -> Result<PathBuf> {
         super::file_name(&c.to.path),
         meta.description.loss
     );
-    png::curves(&dir.join("connect.png"), &runs, o, look.as_ref(), &title)
+    curves::curves(&dir.join("connect.png"), &runs, o, look.as_ref(), &title)
 }
 
 fn view(dir: &Path, meta: &Meta, t: &[f64], loss: &str, acc: &str, b: &SplitBarrier) -> Result<RunData> {

@@ -56,6 +56,9 @@ pub struct Pair {
     pub birth_value: f64,
     pub death_value: f64,
     pub persistence: f64,
+    /// Whether its extremum is one of the reported critical points (persistent enough, away from
+    /// the border): what the persistence diagram draws filled.
+    pub reported: bool,
 }
 
 /// Everything the classification found, before and after the threshold.
@@ -153,6 +156,7 @@ fn sweep(order: &[usize], nx: usize, ny: usize, value: &[f64], rank: &[usize]) -
                     birth_value: value[r],
                     death_value: value[v],
                     persistence: (value[v] - value[r]).abs(),
+                    reported: false,
                 });
                 parent[r] = oldest;
             }
@@ -171,6 +175,7 @@ fn sweep(order: &[usize], nx: usize, ny: usize, value: &[f64], rank: &[usize]) -
             birth_value: value[b],
             death_value: end,
             persistence: (end - value[b]).abs(),
+            reported: false,
         });
     }
     pairs
@@ -198,8 +203,8 @@ pub fn classify(x: &[f64], y: &[f64], values: &[f64], threshold: Option<f64>) ->
     for (k, &v) in down.iter().enumerate() {
         rank_down[v] = k;
     }
-    let minima = sweep(&up, nx, ny, values, &rank_up);
-    let maxima = sweep(&down, nx, ny, values, &rank_down);
+    let mut minima = sweep(&up, nx, ny, values, &rank_up);
+    let mut maxima = sweep(&down, nx, ny, values, &rank_down);
 
     let inner = |v: usize| {
         let (i, j) = (v % nx, v / nx);
@@ -224,8 +229,9 @@ pub fn classify(x: &[f64], y: &[f64], values: &[f64], threshold: Option<f64>) ->
         relative_persistence: if range > 0.0 { persistence / range } else { 0.0 },
     };
     let mut points = Vec::new();
-    for (pairs, kind) in [(&minima, Kind::Minimum), (&maxima, Kind::Maximum)] {
-        for p in pairs.iter().filter(|p| keep(p) && inner(p.birth)) {
+    for (pairs, kind) in [(&mut minima, Kind::Minimum), (&mut maxima, Kind::Maximum)] {
+        for p in pairs.iter_mut().filter(|p| keep(p) && inner(p.birth)) {
+            p.reported = true;
             points.push(point(p.birth, kind, p.persistence));
         }
     }
@@ -349,7 +355,14 @@ mod tests {
 
     #[test]
     fn the_largest_gap_separates_few_large_persistences_from_many_small_ones() {
-        let pair = |persistence| Pair { birth: 0, death: Some(1), birth_value: 0.0, death_value: 0.0, persistence };
+        let pair = |persistence| Pair {
+            birth: 0,
+            death: Some(1),
+            birth_value: 0.0,
+            death_value: 0.0,
+            persistence,
+            reported: false,
+        };
         let pairs: Vec<Pair> = [0.3, 0.004, 0.003, 0.0035, 0.002].into_iter().map(pair).collect();
         let refs: Vec<&Pair> = pairs.iter().collect();
         let t = largest_gap(&refs, 1.0);
@@ -362,6 +375,25 @@ mod tests {
         // A noise-free double well: one finite pair, still found (the diagram ends at its floor).
         let (x, y, z) = field(61, |a, b| (a * a - 1.0).powi(2) + 0.5 * b * b, 0.0, 0);
         assert_eq!(counts(&classify(&x, &y, &z, DEFAULT)), [2, 1, 0]);
+    }
+
+    #[test]
+    fn the_pairs_marked_reported_are_the_reported_extrema() {
+        for seed in 0..5 {
+            let (x, y, z) = field(41, |a, b| (3.0 * a).sin() * (2.0 * b).cos() + 0.3 * a, 0.01, seed);
+            for t in [None, Some(0.0), Some(0.05)] {
+                let p = classify(&x, &y, &z, t);
+                let c = counts(&p);
+                assert_eq!(p.minima.iter().filter(|q| q.reported).count(), c[0], "seed {seed} {t:?}");
+                assert_eq!(p.maxima.iter().filter(|q| q.reported).count(), c[2], "seed {seed} {t:?}");
+                for q in p.minima.iter().filter(|q| q.reported) {
+                    assert!(p
+                        .points
+                        .iter()
+                        .any(|c| c.kind == Kind::Minimum && c.index == [q.birth % 41, q.birth / 41]));
+                }
+            }
+        }
     }
 
     #[test]

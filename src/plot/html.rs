@@ -93,7 +93,7 @@ pub fn write(d: &RunData, look: &Look, crit: &[CriticalPoint], equal: bool) -> R
         "zlabel": look.scale.axis_title(), "log": look.scale == Scale::Log,
         "contours": contours, "ticks": ticks, "zrange": [tlo, thi],
         "xlabel": d.x_label, "ylabel": d.y_label,
-        "path": path, "path_name": super::png::path_name(d), "critical": crit, "marks": marks, "equal": equal,
+        "path": path, "path_name": super::panel::path_name(d), "critical": crit, "marks": marks, "equal": equal,
     });
     let page = PAGE.replace("/*DATA*/null", &data.to_string());
     let (head, tail) = page.split_once("/*PLOTLY*/").expect("surface.html has the plotly marker");

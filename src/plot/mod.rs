@@ -3,15 +3,24 @@
 //! accuracy on a twin axis, a rendered 3-D surface, critical points, ParaView (.vtp) and PLY
 //! meshes, and a self-contained interactive HTML page.
 
+mod axes;
+pub mod canvas;
 mod compose;
 mod connect;
+mod contours;
 mod critical;
+mod curves;
+mod diagrams;
 mod export;
+pub mod fonts;
 mod html;
 pub mod layout;
-mod png;
+pub mod output;
+mod panel;
 pub mod scale;
+mod script;
 mod sharpness;
+mod surface3d;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +30,7 @@ use crate::store::record::{AnyMeta, HessianMeta, Meta, RunKind, PATH_OFF_PLANE_N
 
 pub use compose::{side_by_side, Figure};
 pub use critical::{classify, CriticalPoint, Kind as CriticalKind, Persistence};
+pub use output::Format;
 pub use scale::{Scale, ScaleChoice};
 
 /// The aspect of the α–β axes.
@@ -32,6 +42,19 @@ pub enum Aspect {
     Equal,
     Free,
 }
+
+/// What a 2-D heatmap is filled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Style {
+    /// Filled contours: the bands between the contour levels.
+    #[default]
+    Bands,
+    /// One block per grid point.
+    Cells,
+}
+
+/// The default size of a picture, in inches.
+pub const SIZE: (f64, f64) = (8.0, 6.4);
 
 /// Drawing options of `losscape plot` (the defaults are used after every run).
 #[derive(Debug, Clone)]
@@ -46,8 +69,18 @@ pub struct PlotOptions {
     pub levels: usize,
     /// Clip heights of the 3-D surface at this loss.
     pub zmax: Option<f64>,
-    /// Pixels per inch: 100 gives 800×640 pictures.
+    /// Pixels per inch of the PNG: 100 gives 800×640 pictures.
     pub dpi: u32,
+    /// The files each picture is written as (PNG and PDF by default).
+    pub formats: Vec<Format>,
+    /// A single picture's size in inches (None: 8×6.4; a figure of panels grows with its panels).
+    pub size: Option<(f64, f64)>,
+    /// The size of tick labels in points; titles and labels are drawn in proportion.
+    pub font_size: f64,
+    /// Filled contours or cells for the heatmap.
+    pub style: Style,
+    /// Also write `figures.py`, a matplotlib program drawing the same figures from the arrays.
+    pub script: bool,
     /// Critical points are reported when their persistence is at least this fraction of the range
     /// (None: at the largest gap of the persistence diagram).
     pub persistence: Option<f64>,
@@ -59,6 +92,17 @@ impl PlotOptions {
     pub fn check(&self) -> Result<()> {
         if self.dpi < 20 || self.dpi > 600 {
             return Err(Error::setting(Setting::Dpi, self.dpi, "use 20..600"));
+        }
+        if self.formats.is_empty() {
+            return Err(Error::setting(Setting::Format, "", "name at least one of png, svg, pdf"));
+        }
+        if let Some((w, h)) = self.size {
+            if !(1.0..=40.0).contains(&w) || !(1.0..=40.0).contains(&h) {
+                return Err(Error::setting(Setting::Size, format!("{w}x{h}"), "use 1..40 inches each way"));
+            }
+        }
+        if !(4.0..=30.0).contains(&self.font_size) {
+            return Err(Error::setting(Setting::FontSize, self.font_size, "use 4..30 points"));
         }
         if !(2..=200).contains(&self.levels) {
             return Err(Error::setting(Setting::Levels, self.levels, "use 2..200 contour levels"));
@@ -84,6 +128,29 @@ impl PlotOptions {
     }
 }
 
+impl PlotOptions {
+    /// A length that goes with the text (label areas, gaps, text sizes): `v` points of a 10-point
+    /// figure, in canvas units, scaled with `--font-size`.
+    pub fn em(&self, v: f64) -> f64 {
+        v * canvas::UNITS / 72.0 * self.font_size / 10.0
+    }
+
+    /// A length that does not (strokes, markers): `v` points in canvas units.
+    pub fn pt(&self, v: f64) -> f64 {
+        v * canvas::UNITS / 72.0
+    }
+
+    /// A stroke width or marker radius in whole canvas units.
+    pub fn w(&self, v: f64) -> u32 {
+        self.pt(v).round().max(1.0) as u32
+    }
+
+    /// A single picture's size in inches.
+    pub fn inches(&self) -> (f64, f64) {
+        self.size.unwrap_or(SIZE)
+    }
+}
+
 impl Default for PlotOptions {
     fn default() -> Self {
         PlotOptions {
@@ -93,6 +160,11 @@ impl Default for PlotOptions {
             levels: 12,
             zmax: None,
             dpi: 100,
+            formats: vec![Format::Png, Format::Pdf],
+            size: None,
+            font_size: 10.0,
+            style: Style::Bands,
+            script: false,
             persistence: None,
             aspect: Aspect::Auto,
         }
@@ -381,11 +453,10 @@ pub fn classified_points(d: &RunData, look: &Look, o: &PlotOptions) -> Persisten
 /// Draw every picture and export of a run directory; returns the files written.
 pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     o.check()?;
-    png::font()?;
     match AnyMeta::read(dir)? {
         AnyMeta::Hessian(m) => return hessian_pictures(dir, o, &m),
-        AnyMeta::Grid(m) if m.kind == RunKind::Sharpness => return Ok(vec![sharpness::draw(dir, o)?]),
-        AnyMeta::Grid(m) if m.kind == RunKind::Connect => return Ok(vec![connect::draw(dir, o, &m)?]),
+        AnyMeta::Grid(m) if m.kind == RunKind::Sharpness => return sharpness::draw(dir, o),
+        AnyMeta::Grid(m) if m.kind == RunKind::Connect => return connect::draw(dir, o, &m),
         AnyMeta::Grid(_) => {}
     }
     let d = RunData::load(dir)?;
@@ -396,22 +467,25 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     if d.y.is_none() {
         let views = d.split_views()?;
         let curve = dir.join("curve.png");
-        if views.is_empty() {
-            written.push(png::curves(&curve, &[(d.name(), &d)], o, look.as_ref(), &title(&d))?);
+        let (runs, look) = if views.is_empty() {
+            (vec![(d.name(), &d)], look.clone())
         } else {
             // Li et al.'s 1-D figures: every split's loss and accuracy over one axis pair.
             let runs: Vec<(String, &RunData)> = views.iter().map(|(n, v)| (n.clone(), v)).collect();
-            let look = Look::of(&views.iter().map(|(_, v)| v).collect::<Vec<_>>(), o);
-            written.push(png::curves(&curve, &runs, o, look.as_ref(), &title(&d))?);
-        }
+            (runs, Look::of(&views.iter().map(|(_, v)| v).collect::<Vec<_>>(), o))
+        };
+        written.extend(curves::curves(&curve, &runs, o, look.as_ref(), &title(&d))?);
         if let Some((max, min)) = &eigs {
-            written.push(png::curvature_curve(&d, o, max, min)?);
+            written.extend(curves::curvature_curve(&d, o, max, min)?);
+        }
+        if o.script {
+            written.push(script::write(&d, look.as_ref(), &[], o)?);
         }
         return Ok(written);
     }
     if let Some((max, min)) = &eigs {
         let ratio: Vec<f64> = max.iter().zip(min).map(|(a, b)| (b / a).abs()).collect();
-        written.push(png::curvature_map(&d, o, &ratio)?);
+        written.extend(panel::curvature_map(&d, o, &ratio)?);
     }
     let t = std::time::Instant::now();
     let lap = |what: &str| {
@@ -425,18 +499,19 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
             let cp = dir.join("critical_points.json");
             crate::store::atomic::write_json(&cp, &p.to_json(l.scale))?;
             written.push(cp);
-            written.push(png::persistence_diagram(dir, o, &p, l.scale)?);
+            written.extend(diagrams::persistence_diagram(dir, o, &p, l.scale)?);
             p.points
         }
         None => vec![],
     };
     lap("critical points");
-    written.push(png::contour(&d, o, look.as_ref(), &crit)?);
-    lap("contour.png");
-    written.push(png::heatmap(&d, o, look.as_ref(), &crit)?);
-    lap("heatmap.png");
-    written.push(png::surface3d(&d, o, look.as_ref(), &crit)?);
-    lap("surface3d.png");
+    let picture = panel::Picture { d: &d, o, look: look.as_ref(), crit: &crit };
+    written.extend(panel::contour(&picture)?);
+    lap("contour");
+    written.extend(panel::heatmap(&picture)?);
+    lap("heatmap");
+    written.extend(surface3d::surface3d(&picture)?);
+    lap("surface3d");
     if let Some(l) = &look {
         written.push(export::vtp(&d, l)?);
         written.push(export::ply(&d, l)?);
@@ -445,6 +520,9 @@ pub fn plot_run(dir: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
             written.push(h);
         }
         lap("surface.html");
+    }
+    if o.script {
+        written.push(script::write(&d, look.as_ref(), &crit, o)?);
     }
     Ok(written)
 }
@@ -464,7 +542,7 @@ fn hessian_pictures(dir: &Path, o: &PlotOptions, m: &HessianMeta) -> Result<Vec<
         let b = a.shape[1] as usize;
         let model = m.model.path.file_name().map_or("?".into(), |f| f.to_string_lossy().into_owned());
         let caption = format!("Hessian spectral density of {model} ({} samples, SLQ {}×{})", m.data.n, d.runs, d.steps);
-        written.push(png::density(dir, o, &a.values[..b], &a.values[b..], &caption)?);
+        written.extend(diagrams::density(dir, o, &a.values[..b], &a.values[b..], &caption)?);
     }
     Ok(written)
 }

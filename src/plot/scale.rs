@@ -117,6 +117,34 @@ pub fn short(v: f64) -> String {
     }
 }
 
+/// Labels of increasing values (contour levels) in the short form, with as many significant
+/// digits (3 to 6) as it takes for neighbours to read differently.
+pub fn distinct(values: &[f64]) -> Vec<String> {
+    let fmt = |v: f64, digits: i64| -> String {
+        if !v.is_finite() || v == 0.0 {
+            return short(v);
+        }
+        let a = v.abs();
+        if !(1e-3..1e5).contains(&a) {
+            return format!("{v:.prec$e}", prec = (digits - 1) as usize);
+        }
+        let decimals = (digits - 1 - a.log10().floor() as i64).max(0) as usize;
+        let s = format!("{v:.decimals$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    for digits in 3..=6 {
+        let out: Vec<String> = values.iter().map(|&v| fmt(v, digits)).collect();
+        if out.windows(2).all(|w| w[0] != w[1]) {
+            return out;
+        }
+    }
+    values.iter().map(|&v| fmt(v, 6)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +188,13 @@ mod tests {
         assert_eq!(short(12.345), "12.3");
         assert_eq!(short(2.0), "2");
         assert_eq!(short(3e-5), "3.00e-5");
+    }
+
+    #[test]
+    fn close_levels_get_the_digits_that_tell_them_apart() {
+        assert_eq!(distinct(&[2.2874, 2.2926, 2.2976]), vec!["2.287", "2.293", "2.298"]);
+        assert_eq!(distinct(&[0.1, 0.2, 0.5]), vec!["0.1", "0.2", "0.5"]);
+        assert_eq!(distinct(&[1.0, 10.0]), vec!["1", "10"]);
     }
 
     proptest! {
