@@ -467,6 +467,17 @@ fn per_layer_blocks_and_params_match_the_dense_blocks() {
         assert!(rows[1].starts_with(&format!("0,{},", layers[0]["name"].as_str().unwrap())), "{csv}");
         let meta = crate::common::meta_json(&out);
         assert_eq!(meta["operator"]["per_layer"], by, "{meta}");
+        // The bar chart by depth, in the default formats, nothing drawn beyond its canvas.
+        for f in ["per_layer.png", "per_layer.pdf"] {
+            assert!(out.join(f).exists(), "{by}: no {f}");
+        }
+        ok(&losscape(&["plot", &s(&out), "--format", "svg"]));
+        let svg = std::fs::read_to_string(out.join("per_layer.svg")).unwrap();
+        let outside = losscape::plot::output::outside(&svg, 0.5).unwrap();
+        assert!(outside.is_empty(), "{by}: per_layer drawn outside the canvas: {outside:?}");
+        for l in layers {
+            assert!(svg.contains(l["name"].as_str().unwrap()), "{by}: {} not named", l["name"]);
+        }
     }
     // --params: the Hessian over conv.weight and fc.weight only, as the dense one over them.
     let (d, _) =

@@ -76,54 +76,8 @@ fn run(cli: Cli) -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     let env = ProcessEnv;
     let (outcome, quiet, plots) = match cli.command {
-        Command::Plot(a) => {
-            let o = plan::plot(&a)?;
-            match (&a.out, a.run_dirs.as_slice()) {
-                (Some(out), dirs) => {
-                    let f = commands::plot::side_by_side(dirs, out, &o)?;
-                    println!("{}", f.path.display());
-                    eprintln!(
-                        "losscape: {} runs, {}×{} px, {} scale {}..{}, {} levels",
-                        f.runs,
-                        f.size.0,
-                        f.size.1,
-                        match f.scale {
-                            crate::plot::Scale::Log => "log",
-                            crate::plot::Scale::Linear => "linear",
-                        },
-                        crate::plot::scale::short(f.range.0),
-                        crate::plot::scale::short(f.range.1),
-                        f.levels.len()
-                    );
-                }
-                (None, [dir]) => {
-                    for f in commands::plot::plot(dir, &o)? {
-                        println!("{}", f.display());
-                    }
-                }
-                (None, _) => {
-                    return Err(crate::error::Error::setting(
-                        crate::error::Setting::Figure,
-                        "",
-                        "several run directories are drawn into one figure: name it with --out FIG.png",
-                    ))
-                }
-            }
-            return Ok(());
-        }
-        Command::Hessian(a) => {
-            let cfg = plan::hessian(&a, argv)?;
-            let o = commands::hessian::hessian(&cfg)?;
-            if !a.out.quiet {
-                eprintln!("{}", hessian_line(&o));
-            }
-            if !a.no_plots {
-                if let Err(e) = commands::plot::plot(&o.dir, &PlotOptions::default()) {
-                    eprintln!("losscape: warning: pictures not drawn: {}", words::line(&e));
-                }
-            }
-            return Ok(());
-        }
+        Command::Plot(a) => return plot(&a),
+        Command::Hessian(a) => return hessian(&a, argv),
         Command::Merge(a) => {
             let s = commands::merge::merge(&a.run_dir, a.allow_partial)?;
             if !a.quiet && s.meta.shards.count > 1 {
@@ -175,6 +129,58 @@ fn run(cli: Cli) -> Result<()> {
                 "losscape: warning: pictures not drawn: {} (the run's data is complete; see `losscape plot`)",
                 words::line(&e)
             );
+        }
+    }
+    Ok(())
+}
+
+/// `losscape plot`: a run's pictures, or several runs side by side in one figure.
+fn plot(a: &args::PlotArgs) -> Result<()> {
+    let o = plan::plot(a)?;
+    match (&a.out, a.run_dirs.as_slice()) {
+        (Some(out), dirs) => {
+            let f = commands::plot::side_by_side(dirs, out, &o)?;
+            println!("{}", f.path.display());
+            eprintln!(
+                "losscape: {} runs, {}×{} px, {} scale {}..{}, {} levels",
+                f.runs,
+                f.size.0,
+                f.size.1,
+                match f.scale {
+                    crate::plot::Scale::Log => "log",
+                    crate::plot::Scale::Linear => "linear",
+                },
+                crate::plot::scale::short(f.range.0),
+                crate::plot::scale::short(f.range.1),
+                f.levels.len()
+            );
+        }
+        (None, [dir]) => {
+            for f in commands::plot::plot(dir, &o)? {
+                println!("{}", f.display());
+            }
+        }
+        (None, _) => {
+            return Err(crate::error::Error::setting(
+                crate::error::Setting::Figure,
+                "",
+                "several run directories are drawn into one figure: name it with --out FIG.png",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// `losscape hessian`: the analysis, its summary line and its pictures.
+fn hessian(a: &args::HessianArgs, argv: Vec<String>) -> Result<()> {
+    let cfg = plan::hessian(a, argv)?;
+    let o = commands::hessian::hessian(&cfg)?;
+    if !a.out.quiet {
+        eprintln!("{}", hessian_line(&o));
+    }
+    if !a.no_plots {
+        if let Err(e) = commands::plot::plot(&o.dir, &PlotOptions::default()) {
+            eprintln!("losscape: warning: pictures not drawn: {}", words::line(&e));
         }
     }
     Ok(())

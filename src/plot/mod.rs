@@ -14,6 +14,7 @@ mod diagrams;
 mod export;
 pub mod fonts;
 mod html;
+mod layers;
 pub mod layout;
 pub mod output;
 mod panel;
@@ -543,6 +544,11 @@ fn hessian_pictures(dir: &Path, o: &PlotOptions, m: &HessianMeta) -> Result<Vec<
         let model = m.model.path.file_name().map_or("?".into(), |f| f.to_string_lossy().into_owned());
         let caption = format!("Hessian spectral density of {model} ({} samples, SLQ {}×{})", m.data.n, d.runs, d.steps);
         written.extend(diagrams::density(dir, o, &a.values[..b], &a.values[b..], &caption)?);
+    }
+    if m.operator.per_layer.is_some() {
+        let report: crate::store::record::HessianReport =
+            crate::store::atomic::read_json(&dir.join(crate::store::files::HESSIAN))?;
+        written.extend(layers::draw(dir, o, &report)?);
     }
     Ok(written)
 }

@@ -265,7 +265,7 @@ fn constants(d: &RunData, look: Option<&Look>, crit: &[CriticalPoint], o: &PlotO
 
 /// Write `figures.py` into the run directory of `d`.
 pub(super) fn write(d: &RunData, look: Option<&Look>, crit: &[CriticalPoint], o: &PlotOptions) -> Result<PathBuf> {
-    let out = d.dir.join("figures.py");
+    let out = d.dir.join(crate::store::files::FIGURES_SCRIPT);
     let body = if d.y.is_some() { TWO_D } else { ONE_D };
     let text = format!("{HEAD}{}{body}{TAIL}", constants(d, look, crit, o));
     crate::store::atomic::write_atomic(&out, |w| w.write_all(text.as_bytes()))?;

@@ -54,6 +54,9 @@ pub fn per_split(file: &str, split: impl std::fmt::Display) -> String {
     format!("{stem}.{split}.npy")
 }
 
+/// `plot --script`'s matplotlib program.
+pub const FIGURES_SCRIPT: &str = "figures.py";
+
 /// The pictures `plot` draws into a run directory.
 pub const PICTURES: &[&str] = &[
     "contour.png",
@@ -63,6 +66,7 @@ pub const PICTURES: &[&str] = &[
     "curvature.png",
     "persistence.png",
     "density.png",
+    "per_layer.png",
     "sharpness.png",
     "connect.png",
     "surface.html",
@@ -95,8 +99,16 @@ pub fn is_output(name: &str) -> bool {
         BEND,
         T,
     ];
-    if FIXED.contains(&name) || PICTURES.contains(&name) {
+    if FIXED.contains(&name) || PICTURES.contains(&name) || name == FIGURES_SCRIPT {
         return true;
+    }
+    // A picture's vector siblings (contour.svg, contour.pdf).
+    for ext in [".svg", ".pdf"] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            if PICTURES.iter().any(|p| p.strip_suffix(".png") == Some(stem)) {
+                return true;
+            }
+        }
     }
     // loss.npy and loss.<split>.npy, for every quantity of the arrays.
     let arrays = [
