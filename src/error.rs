@@ -90,6 +90,8 @@ settings! {
     ColourRange => "colour_range", "--vmin/--vmax";
     Log => "log", "--log";
     Persistence => "persistence", "--persistence";
+    /// Points drawn faded where their standard error exceeds this fraction of their loss.
+    ShadeStderr => "shade_stderr", "--shade-stderr";
     RelError => "rel_error", "--rel-error";
     MinSamples => "min_samples", "--min-samples";
     Epochs => "epochs", "--epochs";

@@ -160,3 +160,65 @@ fn bad_rel_error_input_is_one_line_and_writes_nothing() {
         assert!(!out.exists(), "{name}: {} left behind", out.display());
     }
 }
+
+/// The `d` attribute of the SVG's one path with this fill opacity (None: no such path).
+fn veil_path(svg: &str, opacity: &str) -> Option<String> {
+    let at = svg.find(&format!(r#"fill-opacity="{opacity}""#))?;
+    let start = svg[..at].rfind("<path d=\"")? + 9;
+    let end = start + svg[start..].find('"')?;
+    Some(svg[start..end].to_string())
+}
+
+/// Each row's runs of consecutive marked points: the rectangles a 2-D veil is made of.
+fn row_runs(marked: &[bool], nx: usize) -> usize {
+    marked.chunks(nx).map(|row| row.iter().enumerate().filter(|&(i, &m)| m && (i == 0 || !row[i - 1])).count()).sum()
+}
+
+/// `plot --shade-stderr F` veils exactly the points whose standard error exceeds F times their
+/// loss: one rectangle per row run of such points in both 2-D pictures, one span per point in a
+/// 1-D curve; the legend says F. A run without standard errors and F outside (0, 1] are one-line
+/// errors.
+#[test]
+fn plot_shades_the_points_known_less_well_than_asked() {
+    let extra = ["--rel-error", "0.05", "--min-samples", "256", "-q"];
+    let two = out_dir("sampled-shade-2d");
+    surface("spirals_big", &two, &GRID, &extra);
+    let (_, loss) = npy(&two.join("loss.npy"));
+    let (_, se) = npy(&two.join("stderr.npy"));
+    let mut ratio: Vec<f64> = loss.iter().zip(&se).map(|(l, s)| s / l.abs()).collect();
+    ratio.sort_by(f64::total_cmp);
+    let f = ratio[ratio.len() / 2];
+    let marked: Vec<bool> = loss.iter().zip(&se).map(|(l, s)| *s > f * l.abs()).collect();
+    let n = marked.iter().filter(|&&m| m).count();
+    assert!(n > 10 && n < 110, "{n} of 121 points marked at F = {f}: not a mixed picture");
+    let fs = f.to_string();
+    ok(&losscape(&["plot", &s(&two), "--shade-stderr", &fs, "--format", "svg"]));
+    for (pic, opacity) in [("heatmap.svg", "0.60"), ("contour.svg", "0.25")] {
+        let svg = std::fs::read_to_string(two.join(pic)).unwrap();
+        let d = veil_path(&svg, opacity).unwrap_or_else(|| panic!("{pic}: no veil"));
+        assert_eq!(d.matches('M').count(), row_runs(&marked, 11), "{pic}");
+        assert!(svg.contains("% of the loss</text>"), "{pic}: no legend entry");
+    }
+
+    let one = out_dir("sampled-shade-1d");
+    surface("spirals_big", &one, &["--x=-1:1:15"], &extra);
+    let (_, loss) = npy(&one.join("loss.npy"));
+    let (_, se) = npy(&one.join("stderr.npy"));
+    let marked = loss.iter().zip(&se).filter(|(l, s)| **s > f * l.abs()).count();
+    assert!(marked > 0 && marked < 15, "{marked} of 15 points marked at F = {f}: not a mixed picture");
+    ok(&losscape(&["plot", &s(&one), "--shade-stderr", &fs, "--format", "svg"]));
+    let svg = std::fs::read_to_string(one.join("curve.svg")).unwrap();
+    assert_eq!(veil_path(&svg, "0.25").map_or(0, |d| d.matches('M').count()), marked);
+
+    let exact = out_dir("sampled-shade-exact");
+    surface("spirals", &exact, &["--x=-1:1:5"], &["-q"]);
+    for (dir, f, part) in
+        [(&exact, "0.1", "--rel-error"), (&two, "0", "--shade-stderr"), (&two, "1.5", "--shade-stderr")]
+    {
+        let r = losscape(&["plot", &s(dir), "--shade-stderr", f]);
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        assert_eq!(r.status.code(), Some(1), "{f}: {err}");
+        assert_eq!(err.lines().filter(|l| !l.trim().is_empty()).count(), 1, "{f}: {err}");
+        assert!(err.contains(part), "{f}: {err}");
+    }
+}

@@ -681,6 +681,10 @@ pub struct PlotArgs {
     /// Axes of 2-D pictures: equal units (default for trajectories), or free.
     #[arg(long, value_enum)]
     pub aspect: Option<AspectArg>,
+    /// A run made with --rel-error: shade the points whose loss is known less well than this
+    /// fraction of itself (standard error > FRACTION x loss), e.g. 0.01.
+    #[arg(long, value_name = "FRACTION")]
+    pub shade_stderr: Option<f64>,
     /// Lower end of the colour range (loss units).
     #[arg(long, allow_hyphen_values = true)]
     pub vmin: Option<f64>,

@@ -85,6 +85,7 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOptions> {
         },
         script: a.script,
         persistence: a.persistence,
+        shade_stderr: a.shade_stderr,
         aspect,
     };
     o.check()?;

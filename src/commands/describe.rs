@@ -346,8 +346,8 @@ pub fn hessian_meta(r: &HessianRun) -> HessianMeta {
 /// (per split).
 pub fn trajectory_outputs(d: &mut Description) {
     for sp in d.splits.iter_mut() {
-        sp.path_loss = Some(crate::store::files::per_split(crate::store::files::PATH_LOSS, &sp.split));
-        sp.path_acc = Some(crate::store::files::per_split(crate::store::files::PATH_ACC, &sp.split));
+        sp.path_loss = Some(crate::store::files::per_split(crate::store::files::PATH_LOSS, sp.split));
+        sp.path_acc = Some(crate::store::files::per_split(crate::store::files::PATH_ACC, sp.split));
     }
     if let Some(o) = d.outputs.as_mut() {
         o.path = Some(crate::store::files::PATH.into());

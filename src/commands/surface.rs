@@ -40,9 +40,12 @@ pub struct SurfaceConfig {
 /// Direction files given with --directions: x (and y for a 2-D grid), and the file's sha256.
 type Given = (Direction, Option<Direction>, String);
 
+/// A checkpoint's state (None: the model's own values) and the named parameters it gives.
+type Origin = (Option<State>, Vec<(String, Tensor)>);
+
 /// The origin's parameters: the model's own values, or a checkpoint's applied to the
 /// architecture (then also that checkpoint's state).
-fn origin_parameters(cfg: &SurfaceConfig, s: &Session) -> Result<(Option<State>, Vec<(String, Tensor)>)> {
+fn origin_parameters(cfg: &SurfaceConfig, s: &Session) -> Result<Origin> {
     let origin = match &cfg.arch {
         Some(_) => Some(State::load(&cfg.model, &s.model)?),
         None => None,

@@ -285,6 +285,9 @@ pub(super) enum Sample {
     Dot(RGBColor, bool),
     /// The optimizer's path: a line with a dot.
     Path(RGBColor),
+    /// A patch of the first colour veiled by the second at an opacity, outlined (the veil over
+    /// shaded points).
+    Patch(RGBColor, RGBColor, f64),
 }
 
 /// A legend in the box `r` (from [`legend_size`] and [`legend_place`]): a sample and a text per
@@ -317,6 +320,13 @@ pub(super) fn draw_legend(canvas: &Canvas, o: &PlotOptions, r: Rect, entries: &[
             Sample::Dot(c, filled) => {
                 let style = if filled { c.filled() } else { c.stroke_width(o.w(1.0)) };
                 area.draw(&Circle::new((xm, yi), o.pt(3.6) as i32, style)).map_err(&e)?
+            }
+            Sample::Patch(under, c, a) => {
+                let h = (o.em(LABEL) * 0.45) as i32;
+                let corners = [(x0 as i32, yi - h), (x1 as i32, yi + h)];
+                area.draw(&Rectangle::new(corners, under.filled())).map_err(&e)?;
+                area.draw(&Rectangle::new(corners, c.mix(a).filled())).map_err(&e)?;
+                area.draw(&Rectangle::new(corners, BLACK.mix(0.4).stroke_width(o.w(0.5)))).map_err(&e)?;
             }
             Sample::Path(c) => {
                 area.draw(&PathElement::new(line, WHITE.stroke_width(o.w(3.6)))).map_err(&e)?;

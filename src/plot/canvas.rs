@@ -184,6 +184,16 @@ impl Canvas {
 
     /// A filled path of closed rings (units), holes by the even-odd rule.
     pub fn rings(&self, rings: &[Vec<(f64, f64)>], fill: RGBColor) {
+        self.path(rings, fill, 1.0);
+    }
+
+    /// Rings filled with `fill` at `opacity` over what is drawn: one path, so that rings sharing
+    /// an edge show no seam.
+    pub fn veil(&self, rings: &[Vec<(f64, f64)>], fill: RGBColor, opacity: f64) {
+        self.path(rings, fill, opacity);
+    }
+
+    fn path(&self, rings: &[Vec<(f64, f64)>], fill: RGBColor, opacity: f64) {
         let mut d = String::new();
         for ring in rings.iter().filter(|r| r.len() > 2) {
             for (k, (x, y)) in ring.iter().enumerate() {
@@ -195,7 +205,8 @@ impl Canvas {
             return;
         }
         let RGBColor(r, g, b) = fill;
-        self.push(&format!(r##"<path d="{d}" fill="#{r:02x}{g:02x}{b:02x}" fill-rule="evenodd"/>"##));
+        let alpha = if opacity < 1.0 { format!(r#" fill-opacity="{opacity:.2}""#) } else { String::new() };
+        self.push(&format!(r##"<path d="{d}" fill="#{r:02x}{g:02x}{b:02x}"{alpha} fill-rule="evenodd"/>"##));
         self.push("\n");
     }
 

@@ -65,6 +65,7 @@ fn view(dir: &Path, meta: &Meta, t: &[f64], loss: &str, acc: &str, b: &SplitBarr
         y: None,
         loss,
         acc,
+        stderr: None,
         path: None,
         marks: Vec::new(),
         x_label: "t  (0 = A, 1 = B)".into(),

@@ -93,6 +93,8 @@ struct Plan<'a> {
     x: (f64, f64),
     has_acc: bool,
     caption: &'a str,
+    /// `--shade-stderr`: each run's points whose standard error exceeds the fraction.
+    shaded: Vec<Vec<bool>>,
 }
 
 impl Plan<'_> {
@@ -251,6 +253,10 @@ fn legend_entries(p: &Plan) -> Vec<(String, Sample)> {
     if !one {
         out.extend(p.runs.iter().enumerate().map(|(k, (n, _))| (n.clone(), Sample::Line(p.colour(k), 3.0, false))));
     }
+    if p.shaded.iter().flatten().any(|&s| s) {
+        let (c, a) = SHADE;
+        out.push((super::panel::shade_name(p.o), Sample::Patch(WHITE, c, a)));
+    }
     for k in 0..p.runs.len() {
         if let Some(n) = p.barrier_name(k) {
             let c = p.colour(k);
@@ -258,6 +264,31 @@ fn legend_entries(p: &Plan) -> Vec<(String, Sample)> {
         }
     }
     out
+}
+
+/// The veil over the spans of shaded points.
+const SHADE: (RGBColor, f64) = (RGBColor(120, 120, 120), 0.25);
+
+/// Veil the span of every shaded point (from midway to its left neighbour to midway to its
+/// right), the plot's full height.
+fn draw_shade(canvas: &Canvas, chart: &Chart1d, p: &Plan, frame: Rect) {
+    let mut rings = Vec::new();
+    for ((_, d), shaded) in p.runs.iter().zip(&p.shaded) {
+        let n = d.x.len();
+        let mid = |i: usize, j: usize| (d.x[i] + d.x[j]) / 2.0;
+        for i in (0..n).filter(|&i| shaded[i]) {
+            let a = if i == 0 { d.x[0] } else { mid(i - 1, i) };
+            let b = if i + 1 == n { d.x[n - 1] } else { mid(i, i + 1) };
+            let px = |v: f64| chart.backend_coord(&(v, p.axis.a)).0 as f64;
+            let (xa, xb) = (px(a), px(b));
+            let (xa, xb) = if xb - xa < 1.0 { (xa - 0.5, xb + 0.5) } else { (xa, xb) };
+            rings.push(vec![(xa, frame.y0), (xb, frame.y0), (xb, frame.y1), (xa, frame.y1)]);
+        }
+    }
+    let (c, a) = SHADE;
+    canvas.clip(frame);
+    canvas.veil(&rings, c, a);
+    canvas.unclip();
 }
 
 /// The marks' names (A, B, centre) beside their vertical lines, clear of the curves and legend.
@@ -321,6 +352,7 @@ fn attempt(p: &Plan, headroom: f64) -> Result<Option<Canvas>> {
     if hits > 0 && headroom < 1.0 {
         return Ok(None);
     }
+    draw_shade(&canvas, &chart, p, frame);
     for k in 0..p.runs.len() {
         draw_run(&mut chart, p, k)?;
     }
@@ -351,9 +383,11 @@ pub(super) fn curves(
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     let x = if x1 > x0 { (x0, x1) } else { (x0 - 0.5, x0 + 0.5) };
     let has_acc = runs.iter().any(|(_, d)| d.acc.iter().any(|a| a.is_finite()));
+    let shaded: Vec<Vec<bool>> = runs.iter().filter_map(|(_, d)| d.shaded(o).transpose()).collect::<Result<_>>()?;
     let mut headroom = 0.0;
     loop {
-        let p = Plan { runs, o, axis: LossAxis::new(look, headroom, 8), x, has_acc, caption };
+        let shaded = shaded.clone();
+        let p = Plan { runs, o, axis: LossAxis::new(look, headroom, 8), x, has_acc, caption, shaded };
         if let Some(canvas) = attempt(&p, headroom)? {
             return output::write(&canvas, out, o);
         }

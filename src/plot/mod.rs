@@ -85,6 +85,9 @@ pub struct PlotOptions {
     /// Critical points are reported when their persistence is at least this fraction of the range
     /// (None: at the largest gap of the persistence diagram).
     pub persistence: Option<f64>,
+    /// Shade the points of a `--rel-error` run whose standard error exceeds this fraction of
+    /// their loss (None: no shading).
+    pub shade_stderr: Option<f64>,
     pub aspect: Aspect,
 }
 
@@ -119,6 +122,9 @@ impl PlotOptions {
         }
         if let Some(p) = self.persistence.filter(|p| !(0.0..=1.0).contains(p)) {
             return Err(Error::setting(Setting::Persistence, p, "use a fraction of the range in 0..1"));
+        }
+        if let Some(f) = self.shade_stderr.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
+            return Err(Error::setting(Setting::ShadeStderr, f, "use a fraction of the loss in (0, 1]"));
         }
         if self.scale == ScaleChoice::Log
             && (self.vmin.is_some_and(|v| v <= 0.0) || self.zmax.is_some_and(|v| v <= 0.0))
@@ -167,6 +173,7 @@ impl Default for PlotOptions {
             style: Style::Bands,
             script: false,
             persistence: None,
+            shade_stderr: None,
             aspect: Aspect::Auto,
         }
     }
@@ -183,6 +190,9 @@ pub struct RunData {
     /// Row-major [ny, nx] (or [nx]).
     pub loss: Vec<f64>,
     pub acc: Vec<f64>,
+    /// A `--rel-error` run: the standard error of each point's loss (0 where its pass was
+    /// complete), shaped as `loss`.
+    pub stderr: Option<Vec<f64>>,
     /// Trajectory runs: [T][2] plane coordinates of the checkpoints, in order.
     pub path: Option<Vec<[f64; 2]>>,
     /// Named points to mark: the origin, and for planes the three models.
@@ -207,6 +217,15 @@ pub(crate) fn read_vec(dir: &Path, name: &str) -> Result<Vec<f64>> {
     Ok(crate::store::npy::read(&dir.join(name))?.values)
 }
 
+/// An array of the run that must have one value per grid point.
+fn read_sized(dir: &Path, name: &str, n: usize) -> Result<Vec<f64>> {
+    let v = read_vec(dir, name)?;
+    if v.len() != n {
+        return Err(Error::file(Role::RunFile, &dir.join(name), format!("has {} values, the grid has {n}", v.len())));
+    }
+    Ok(v)
+}
+
 impl RunData {
     pub fn load(dir: &Path) -> Result<RunData> {
         if !Meta::path(dir).exists() {
@@ -229,6 +248,10 @@ impl RunData {
                 format!("loss.npy has {} values, expected {n} for the grid of x.npy and y.npy", loss.len()),
             ));
         }
+        let stderr = match &meta.sampling {
+            Some(s) => Some(read_sized(dir, &s.stderr, n)?),
+            None => None,
+        };
         let path = if dir.join("path.npy").exists() {
             let p = read_vec(dir, "path.npy")?;
             Some(p.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
@@ -291,7 +314,21 @@ impl RunData {
             Some(c) => PathKind::Curve(c.curve),
             None => PathKind::Optimizer,
         };
-        Ok(RunData { dir: dir.to_path_buf(), meta, x, y, loss, acc, path, marks, x_label, y_label, barrier, path_kind })
+        Ok(RunData {
+            dir: dir.to_path_buf(),
+            meta,
+            x,
+            y,
+            loss,
+            acc,
+            stderr,
+            path,
+            marks,
+            x_label,
+            y_label,
+            barrier,
+            path_kind,
+        })
     }
 
     pub fn nx(&self) -> usize {
@@ -324,6 +361,11 @@ impl RunData {
                     .line
                     .as_ref()
                     .and_then(|l| l.barriers.iter().find(|b| b.split == Some(sp.split)).and_then(|b| b.loss));
+                let sampled = self.meta.sampling.as_ref().and_then(|s| s.splits.iter().find(|t| t.split == sp.split));
+                v.stderr = match sampled {
+                    Some(t) => Some(read_sized(&self.dir, &t.stderr, self.loss.len())?),
+                    None => None,
+                };
                 if v.loss.len() != self.loss.len() || v.acc.len() != self.acc.len() {
                     return Err(Error::file(
                         Role::RunDir,
@@ -334,6 +376,20 @@ impl RunData {
                 Ok((sp.split.to_string(), v))
             })
             .collect()
+    }
+
+    /// The points to shade under `--shade-stderr F`: those whose standard error exceeds F times
+    /// their loss. None without the option; an error for a run that has no standard errors.
+    pub fn shaded(&self, o: &PlotOptions) -> Result<Option<Vec<bool>>> {
+        let Some(f) = o.shade_stderr else { return Ok(None) };
+        let Some(se) = &self.stderr else {
+            return Err(Error::file(
+                Role::RunDir,
+                &self.dir,
+                "has no standard errors to shade by (it was not run with --rel-error)",
+            ));
+        };
+        Ok(Some(self.loss.iter().zip(se).map(|(l, s)| l.is_finite() && *s > f * l.abs()).collect()))
     }
 
     /// A short name for legends: the run directory's name.

@@ -251,6 +251,50 @@ fn draw_hole_quads(chart: &mut Chart2d, d: &RunData) -> Result<()> {
     Ok(())
 }
 
+/// The veil over shaded points: white over colours, grey over contour lines on white.
+pub(super) fn veil(fill: &Fill) -> (RGBColor, f64) {
+    match fill {
+        Fill::Lines => (RGBColor(120, 120, 120), 0.25),
+        _ => (WHITE, 0.6),
+    }
+}
+
+/// The legend's words for the shaded points.
+pub(super) fn shade_name(o: &PlotOptions) -> String {
+    format!("stderr > {}% of the loss", super::scale::short(100.0 * o.shade_stderr.unwrap_or(0.0)))
+}
+
+/// Veil the cells of the points marked in `shaded` (`--shade-stderr`), each row's run of
+/// neighbouring cells as one rectangle; returns the legend's entry.
+fn shade(canvas: &Canvas, chart: &Chart2d, p: &Picture, fill: &Fill, shaded: &[bool]) -> (String, Sample) {
+    let d = p.d;
+    let (ex, ey) = (edges(&d.x), edges(d.y.as_ref().expect("2-D")));
+    let to = |x: f64, y: f64| {
+        let (a, b) = chart.backend_coord(&(x, y));
+        (a as f64, b as f64)
+    };
+    let mut rings = Vec::new();
+    for j in 0..d.ny() {
+        let mut i = 0;
+        while i < d.nx() {
+            if !shaded[j * d.nx() + i] {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < d.nx() && shaded[j * d.nx() + i] {
+                i += 1;
+            }
+            let (x0, x1, y0, y1) = (ex[start], ex[i], ey[j], ey[j + 1]);
+            rings.push(vec![to(x0, y0), to(x1, y0), to(x1, y1), to(x0, y1)]);
+        }
+    }
+    let (c, a) = veil(fill);
+    canvas.veil(&rings, c, a);
+    let under = if matches!(fill, Fill::Lines) { WHITE } else { viridis(0.5) };
+    (shade_name(p.o), Sample::Patch(under, c, a))
+}
+
 /// Filled contours: the lowest band over the whole grid, then the area above each level in the
 /// next band's colour.
 fn draw_bands(canvas: &Canvas, chart: &Chart2d, d: &RunData, look: &Look) -> Result<()> {
@@ -334,10 +378,15 @@ pub(super) fn panel(
     let plot = axes::frame_of(&chart);
     canvas.clip(frame);
     let labels = fill_and_lines(canvas, &mut chart, p, &fill)?;
+    let shaded = match fill {
+        Fill::Values(..) => None,
+        _ => p.d.shaded(o)?.filter(|s| s.contains(&true)).map(|s| shade(canvas, &chart, p, &fill, &s)),
+    };
     canvas.unclip();
     axes::draw_frame(canvas, o, frame)?;
     let (mut obstacles, point_labels) = overlays(&mut chart, p)?;
-    let legend = legend_entries(p.d, p.crit);
+    let mut legend = legend_entries(p.d, p.crit);
+    legend.extend(shaded);
     let mut legend_at = None;
     if !legend.is_empty() {
         let names: Vec<String> = legend.iter().map(|(t, _)| t.clone()).collect();
