@@ -226,6 +226,65 @@ fn read_sized(dir: &Path, name: &str, n: usize) -> Result<Vec<f64>> {
     Ok(v)
 }
 
+/// The named points a run's pictures mark: the origin, or a plane's three models.
+fn marks(meta: &Meta) -> Vec<(String, [f64; 2])> {
+    let mut marks = Vec::new();
+    match (&meta.kind, &meta.description.plane) {
+        (RunKind::Plane, Some(p)) => {
+            // With a curve drawn on the plane, its bend is named as such.
+            let bend = p.curve.as_ref().map(|c| c.bend);
+            for (i, (k, s)) in [("A", &p.a), ("B", &p.b), ("C", &p.c)].into_iter().enumerate() {
+                if let Some(c) = s.coords {
+                    let name = if bend == Some(i) { "bend" } else { k };
+                    marks.push((name.to_string(), c));
+                }
+            }
+        }
+        (RunKind::Trajectory, _) => {}
+        _ => marks.push(("center".to_string(), [0.0, 0.0])),
+    }
+    marks
+}
+
+/// The α and β axis titles of a run's pictures.
+fn axis_titles(meta: &Meta) -> (String, String) {
+    let ratio = |k: usize| {
+        meta.description
+            .trajectory
+            .as_ref()
+            .and_then(|t| t.explained_variance_ratio.get(k).copied())
+            .unwrap_or(f64::NAN)
+    };
+    // A path that leaves the plane is said so under the plot (path_residual.npy).
+    let off_plane = meta
+        .description
+        .trajectory
+        .as_ref()
+        .and_then(|t| t.path_off_plane)
+        .filter(|&r| r > PATH_OFF_PLANE_NOTE)
+        .map_or(String::new(), |r| {
+            format!("   —   projected: the path leaves the plane by up to {:.0}% of its extent", 100.0 * r)
+        });
+    match meta.kind {
+        RunKind::Trajectory => (
+            format!("PC1 ({:.1}% of variance){off_plane}", 100.0 * ratio(0)),
+            format!("PC2 ({:.1}% of variance)", 100.0 * ratio(1)),
+        ),
+        RunKind::Plane => ("α · (B − A)".to_string(), "β · (C − A)".to_string()),
+        RunKind::Line => ("α  (0 = A, 1 = B)".to_string(), String::new()),
+        RunKind::Surface => {
+            let norm = meta
+                .description
+                .directions
+                .as_ref()
+                .and_then(|d| d.norm)
+                .map_or("given".to_string(), |n| n.to_string());
+            (format!("α  (δ: {norm}-normalized)"), format!("β  (η: {norm}-normalized)"))
+        }
+        RunKind::Sharpness | RunKind::Connect => (String::new(), String::new()),
+    }
+}
+
 impl RunData {
     pub fn load(dir: &Path) -> Result<RunData> {
         if !Meta::path(dir).exists() {
@@ -258,56 +317,8 @@ impl RunData {
         } else {
             None
         };
-        let mut marks = Vec::new();
-        match (&meta.kind, &meta.description.plane) {
-            (RunKind::Plane, Some(p)) => {
-                // With a curve drawn on the plane, its bend is named as such.
-                let bend = p.curve.as_ref().map(|c| c.bend);
-                for (i, (k, s)) in [("A", &p.a), ("B", &p.b), ("C", &p.c)].into_iter().enumerate() {
-                    if let Some(c) = s.coords {
-                        let name = if bend == Some(i) { "bend" } else { k };
-                        marks.push((name.to_string(), c));
-                    }
-                }
-            }
-            (RunKind::Trajectory, _) => {}
-            _ => marks.push(("center".to_string(), [0.0, 0.0])),
-        }
-        let ratio = |k: usize| {
-            meta.description
-                .trajectory
-                .as_ref()
-                .and_then(|t| t.explained_variance_ratio.get(k).copied())
-                .unwrap_or(f64::NAN)
-        };
-        // A path that leaves the plane is said so under the plot (path_residual.npy).
-        let off_plane = meta
-            .description
-            .trajectory
-            .as_ref()
-            .and_then(|t| t.path_off_plane)
-            .filter(|&r| r > PATH_OFF_PLANE_NOTE)
-            .map_or(String::new(), |r| {
-                format!("   —   projected: the path leaves the plane by up to {:.0}% of its extent", 100.0 * r)
-            });
-        let (x_label, y_label) = match meta.kind {
-            RunKind::Trajectory => (
-                format!("PC1 ({:.1}% of variance){off_plane}", 100.0 * ratio(0)),
-                format!("PC2 ({:.1}% of variance)", 100.0 * ratio(1)),
-            ),
-            RunKind::Plane => ("α · (B − A)".to_string(), "β · (C − A)".to_string()),
-            RunKind::Line => ("α  (0 = A, 1 = B)".to_string(), String::new()),
-            RunKind::Surface => {
-                let norm = meta
-                    .description
-                    .directions
-                    .as_ref()
-                    .and_then(|d| d.norm)
-                    .map_or("given".to_string(), |n| n.to_string());
-                (format!("α  (δ: {norm}-normalized)"), format!("β  (η: {norm}-normalized)"))
-            }
-            RunKind::Sharpness | RunKind::Connect => (String::new(), String::new()),
-        };
+        let marks = marks(&meta);
+        let (x_label, y_label) = axis_titles(&meta);
         // The first split's barrier is the one of loss.npy.
         let barrier = meta.description.line.as_ref().and_then(|l| l.barriers.first()).and_then(|b| b.loss);
         let path_kind = match meta.description.plane.as_ref().and_then(|p| p.curve.as_ref()) {

@@ -70,6 +70,11 @@ pub fn write(dir: &Path, rec: &RunRecord, plan: &SharpnessPlan, _first_point: us
     }
     let report = SharpnessReport { spec: plan.spec.clone(), models };
     write_json(&dir.join(files::SHARPNESS), &report)?;
+    write_csv(dir, &report)
+}
+
+/// sharpness.csv: a row per model × measure × radius.
+fn write_csv(dir: &Path, report: &SharpnessReport) -> Result<()> {
     write_atomic(&dir.join(files::SHARPNESS_CSV), |w| {
         let mut out = csv::Writer::from_writer(w);
         let io = |e: csv::Error| std::io::Error::other(e.to_string());
