@@ -290,6 +290,17 @@ pub(super) enum Sample {
     Patch(RGBColor, RGBColor, f64),
 }
 
+/// A tick label on an axis of item indices (bars, models): the index at whole numbers from 0,
+/// nothing between them.
+pub(super) fn index_label(x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() > 1e-6 || i < 0.0 {
+        String::new()
+    } else {
+        format!("{}", i as usize)
+    }
+}
+
 /// A legend in the box `r` (from [`legend_size`] and [`legend_place`]): a sample and a text per
 /// entry, on a white box.
 pub(super) fn draw_legend(canvas: &Canvas, o: &PlotOptions, r: Rect, entries: &[(String, Sample)]) -> Result<()> {

@@ -269,18 +269,15 @@ fn legend_entries(p: &Plan) -> Vec<(String, Sample)> {
 /// The veil over the spans of shaded points.
 const SHADE: (RGBColor, f64) = (RGBColor(120, 120, 120), 0.25);
 
-/// Veil the span of every shaded point (from midway to its left neighbour to midway to its
-/// right), the plot's full height.
+/// Veil the span of every shaded point (its cell: from midway to its left neighbour to midway
+/// to its right, clipped to the frame), the plot's full height.
 fn draw_shade(canvas: &Canvas, chart: &Chart1d, p: &Plan, frame: Rect) {
     let mut rings = Vec::new();
     for ((_, d), shaded) in p.runs.iter().zip(&p.shaded) {
-        let n = d.x.len();
-        let mid = |i: usize, j: usize| (d.x[i] + d.x[j]) / 2.0;
-        for i in (0..n).filter(|&i| shaded[i]) {
-            let a = if i == 0 { d.x[0] } else { mid(i - 1, i) };
-            let b = if i + 1 == n { d.x[n - 1] } else { mid(i, i + 1) };
+        let e = super::panel::edges(&d.x);
+        for i in (0..d.x.len()).filter(|&i| shaded[i]) {
             let px = |v: f64| chart.backend_coord(&(v, p.axis.a)).0 as f64;
-            let (xa, xb) = (px(a), px(b));
+            let (xa, xb) = (px(e[i]), px(e[i + 1]));
             let (xa, xb) = if xb - xa < 1.0 { (xa - 0.5, xb + 0.5) } else { (xa, xb) };
             rings.push(vec![(xa, frame.y0), (xb, frame.y0), (xb, frame.y1), (xa, frame.y1)]);
         }

@@ -144,14 +144,7 @@ fn panel(canvas: &Canvas, area: &Area, o: &PlotOptions, p: &Panel, names: &[Stri
         .disable_x_mesh()
         .x_labels(if named { 0 } else { 10 })
         .y_labels(if log { 0 } else { 6 })
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() > 1e-6 || i < 0.0 {
-                String::new()
-            } else {
-                format!("{}", i as usize)
-            }
-        })
+        .x_label_formatter(&|x| axes::index_label(*x))
         .y_label_formatter(&|v| super::scale::tick(*v, sy))
         .label_style(font(o, TICK))
         .bold_line_style(BLACK.mix(0.08).stroke_width(o.w(0.5)))

@@ -211,7 +211,7 @@ fn chart2d<'a>(area: &'a Area, d: &RunData, o: &PlotOptions, m: Margins) -> Resu
 }
 
 /// The cells' edges along one axis: halfway between samples, half a step beyond the ends.
-fn edges(v: &[f64]) -> Vec<f64> {
+pub(super) fn edges(v: &[f64]) -> Vec<f64> {
     let n = v.len();
     if n == 1 {
         return vec![v[0] - 0.5, v[0] + 0.5];

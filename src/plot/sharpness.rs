@@ -139,14 +139,7 @@ fn panel(canvas: &Canvas, area: &super::canvas::Area, o: &PlotOptions, s: &Serie
         .disable_x_mesh()
         .x_labels(if label_names { 0 } else { 10 })
         .y_labels(8)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() > 1e-6 || i < 0.0 {
-                String::new()
-            } else {
-                format!("{}", i as usize)
-            }
-        })
+        .x_label_formatter(&|x| axes::index_label(*x))
         .y_label_formatter(&|v| super::scale::tick(*v, sy))
         .label_style(font(o, TICK))
         .bold_line_style(BLACK.mix(0.08).stroke_width(o.w(0.5)))
