@@ -554,3 +554,56 @@ fn the_extremes_reported_are_the_extremes_of_a_trained_resnet() {
     assert!(meta["timing"]["curvature_products"].as_u64().unwrap() >= 20, "{}", meta["timing"]);
     assert_eq!(meta["channels_last"], false, "gradients on the CPU are taken in NCHW (oneDNN #6035)");
 }
+
+/// The GGN's and the empirical Fisher's products taken in forward mode (the default) equal those
+/// by the double-backward trick to float rounding — on a BatchNorm CNN, an MLP with -100 labels, a
+/// causal language model and a ViT, two vectors per pass (the second takes a forward pass of its
+/// own), after the TorchScript executor has profiled and optimized the forward with gradients (its
+/// autodiff subgraphs would drop tangents). Forward mode must have been used throughout.
+#[test]
+fn forward_mode_products_equal_the_double_backward_ones() {
+    use losscape::engine::hessian::{Hessian, Jvp};
+    use losscape::inputs::data::{DataSpec, Dataset};
+    use losscape::inputs::model::Model;
+    use losscape::options::{LossKind, Operator, Split};
+    let _ = fxp("smooth_cnn.pt");
+    for (model, data) in
+        [("smooth_cnn.pt", "cifar-bin"), ("mlp8.pt", "cls-ignore"), ("lm.pt", "tokens"), ("vit.pt", "cifar-bin")]
+    {
+        let m = Model::load(&fxp(model), tch::Device::Cpu).unwrap();
+        let d = Dataset::load(&DataSpec::new(fxp(data), Split::Train), tch::Device::Cpu).unwrap();
+        let set: Vec<usize> = (0..m.params.len()).collect();
+        // Warm the executor up: a few forward passes with gradients, as the products take them.
+        for _ in 0..4 {
+            let out = m.forward(&d.inputs(0, d.n.min(16))).unwrap();
+            let _ = Tensor::run_backward(
+                &[&out.to_kind(Kind::Float).square().sum(Kind::Float)],
+                &[&m.params[0].1],
+                false,
+                false,
+            );
+        }
+        for op in [Operator::Ggn, Operator::EmpiricalFisher] {
+            let case = format!("{op:?} of {model}");
+            let new = || Hessian::new(&m, &d, set.clone(), LossKind::Ce, op, 1, 16).unwrap();
+            let mut h = new();
+            let dim = h.dim();
+            tch::manual_seed(5);
+            let vs = vec![
+                Tensor::randn([dim], (Kind::Float, tch::Device::Cpu)),
+                Tensor::randn([dim], (Kind::Float, tch::Device::Cpu)),
+            ];
+            let fwd = h.apply_block(&vs).unwrap();
+            let fwd2 = h.apply_block(&vs[1..]).unwrap();
+            assert_eq!(h.jvp, Jvp::Forward, "{case}: fell back to double backward");
+            let mut reference = new();
+            reference.jvp = Jvp::DoubleBackward;
+            let back = reference.apply_block(&vs).unwrap();
+            for (k, (a, b)) in fwd.iter().chain(&fwd2).zip(back.iter().chain(&back[1..])).enumerate() {
+                let scale = b.abs().max().double_value(&[]);
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(scale > 0.0 && diff <= 1e-4 * scale, "{case}, vector {k}: off by {diff} (scale {scale})");
+            }
+        }
+    }
+}

@@ -56,6 +56,19 @@ pub struct Hessian<'a> {
     pub products: usize,
     /// Passes over the data so far (a block of products takes one).
     pub passes: usize,
+    /// How the GGN's and the empirical Fisher's directional derivatives are taken.
+    pub jvp: Jvp,
+}
+
+/// How J·v (the outputs', or the per-target losses', derivative along v) is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jvp {
+    /// Forward mode: the parameters carry v as their tangent through one forward pass, which also
+    /// records the graph Jᵀ is taken on. The default; where an operation of the model has no
+    /// forward-mode formula the operator falls back to the double-backward trick for good.
+    Forward,
+    /// The double-backward trick (two backward passes through the graph).
+    DoubleBackward,
 }
 
 impl<'a> Hessian<'a> {
@@ -78,13 +91,34 @@ impl<'a> Hessian<'a> {
                 format!("parameter {} does not require grad: no Hessian can be taken", model.params[i].0),
             ));
         }
-        Ok(Hessian { model, data, set, loss, operator, batch_size, outputs_per_sample, products: 0, passes: 0 })
+        Ok(Hessian {
+            model,
+            data,
+            set,
+            loss,
+            operator,
+            batch_size,
+            outputs_per_sample,
+            products: 0,
+            passes: 0,
+            jvp: Jvp::Forward,
+        })
     }
 
     /// The same operator on the diagonal block of the parameters at positions `members` of the set.
     pub fn restricted(&self, members: &[usize]) -> Result<Hessian<'a>> {
         let set = members.iter().map(|&k| self.set[k]).collect();
-        Hessian::new(self.model, self.data, set, self.loss, self.operator, self.outputs_per_sample, self.batch_size)
+        let mut h = Hessian::new(
+            self.model,
+            self.data,
+            set,
+            self.loss,
+            self.operator,
+            self.outputs_per_sample,
+            self.batch_size,
+        )?;
+        h.jvp = self.jvp;
+        Ok(h)
     }
 
     /// The loss H is the Hessian of.
@@ -236,6 +270,65 @@ impl<'a> Hessian<'a> {
             .collect()
     }
 
+    /// `of` (a function of the model's outputs on `x`, with the graph Jᵀ is taken on) and J·v for
+    /// each v, J its Jacobian in the parameters (detached): in forward mode, or by the
+    /// double-backward trick where forward mode is unavailable (from then on).
+    fn with_directionals(
+        &mut self,
+        x: &Tensor,
+        params: &[Tensor],
+        vs: &[Vec<Tensor>],
+        of: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        if self.jvp == Jvp::Forward {
+            match self.forward_directionals(x, params, vs, of) {
+                Ok(Some(r)) => return Ok(r),
+                Err(e) if e.is_oom() => return Err(e),
+                outcome => {
+                    let why = match outcome {
+                        Err(e) => e.to_string(),
+                        _ => "no tangent reached the outputs".to_string(),
+                    };
+                    log::info!("forward-mode derivatives unavailable ({why}); using the double-backward trick");
+                    self.jvp = Jvp::DoubleBackward;
+                }
+            }
+        }
+        let of = of(&self.model.forward(x)?.to_kind(Kind::Float));
+        let jvs = self.directional(&of, params, vs)?;
+        Ok((of, jvs))
+    }
+
+    /// As `with_directionals`, in forward mode: the first vector's tangents ride along the forward
+    /// pass that records the graph; each further vector takes a forward pass without a graph.
+    /// None when `of` carries no tangent.
+    fn forward_directionals(
+        &self,
+        x: &Tensor,
+        params: &[Tensor],
+        vs: &[Vec<Tensor>],
+        of: &dyn Fn(&Tensor) -> Tensor,
+    ) -> Result<Option<(Tensor, Vec<Tensor>)>> {
+        let mut kept = None;
+        let mut jvs = Vec::with_capacity(vs.len());
+        for (k, v) in vs.iter().enumerate() {
+            let level = crate::ffi::DualLevel::enter()?;
+            for (p, t) in params.iter().zip(v) {
+                level.set_tangent(p, &t.to_kind(p.kind()))?;
+            }
+            let run = || -> Result<Tensor> { Ok(of(&self.model.forward_dual(x)?.to_kind(Kind::Float))) };
+            let value = if k == 0 { run()? } else { tch::no_grad(run)? };
+            match level.tangent(&value)? {
+                Some(t) => jvs.push(t.detach().to_kind(Kind::Float)),
+                None => return Ok(None),
+            }
+            if k == 0 {
+                kept = Some(value);
+            }
+        }
+        Ok(kept.map(|v| (v, jvs)))
+    }
+
     /// J·v for each v, J the Jacobian of `of` — a tensor function of the outputs, with the graph —
     /// by the double-backward trick: with a dummy u (zeros) shaped like `of`, Jᵀu = ∇_θ (of · u)
     /// keeps its graph, and ∇_u (Jᵀu · v) = J v. The graph of `of` is kept for the caller.
@@ -254,13 +347,18 @@ impl<'a> Hessian<'a> {
             .collect()
     }
 
-    /// Σ_i J_iᵀ H_i J_i v on one batch for each v: J v by the double-backward trick, the loss's
-    /// Hessian in the outputs in closed form, Jᵀ by one backward.
-    fn batch_ggn(&self, start: usize, len: usize, params: &[Tensor], vs: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
+    /// Σ_i J_iᵀ H_i J_i v on one batch for each v: J v in forward mode (or by the double-backward
+    /// trick), the loss's Hessian in the outputs in closed form, Jᵀ by one backward.
+    fn batch_ggn(
+        &mut self,
+        start: usize,
+        len: usize,
+        params: &[Tensor],
+        vs: &[Vec<Tensor>],
+    ) -> Result<Vec<Vec<Tensor>>> {
         let x = self.data.inputs(start, len);
-        let out = self.model.forward(&x)?.to_kind(Kind::Float);
         let y = self.data.targets(start, len);
-        let jvs = self.directional(&out, params, vs)?;
+        let (out, jvs) = self.with_directionals(&x, params, vs, &|o| o.shallow_clone())?;
         let (detached, last) = (out.detach(), jvs.len() - 1);
         jvs.iter()
             .enumerate()
@@ -273,19 +371,19 @@ impl<'a> Hessian<'a> {
     }
 
     /// Σ_i g_i (g_i · v) on one batch for each v: the per-target losses' directional derivatives
-    /// g_i · v by the double-backward trick, then one backward of Σ_i (g_i · v) ℓ_i with the
-    /// weights held fixed.
+    /// g_i · v (forward mode, or the double-backward trick), then one backward of Σ_i (g_i · v) ℓ_i
+    /// with the weights held fixed.
     fn batch_fisher(
-        &self,
+        &mut self,
         start: usize,
         len: usize,
         params: &[Tensor],
         vs: &[Vec<Tensor>],
     ) -> Result<Vec<Vec<Tensor>>> {
         let x = self.data.inputs(start, len);
-        let out = self.model.forward(&x)?.to_kind(Kind::Float);
-        let losses = crate::engine::evaluate::target_losses(self.loss, &out, &self.data.targets(start, len));
-        let gvs = self.directional(&losses, params, vs)?;
+        let (loss, y) = (self.loss, self.data.targets(start, len));
+        let per_target = move |o: &Tensor| crate::engine::evaluate::target_losses(loss, o, &y);
+        let (losses, gvs) = self.with_directionals(&x, params, vs, &per_target)?;
         let last = gvs.len() - 1;
         gvs.iter()
             .enumerate()

@@ -1,6 +1,6 @@
 //! Safe wrappers over src/ffi/shim.cpp: the libtorch calls tch 0.24 does not expose (TF32
 //! switches, a TorchScript module's buffers, reading `torch.save` files, freezing a module, its
-//! BatchNorm layers).
+//! BatchNorm layers, forward-mode differentiation).
 //!
 //! One funnel: every shim call goes through [`call`], which turns the shim's return code and
 //! message into a typed error (`Error::OutOfMemory` when libtorch threw its `OutOfMemoryError`,
@@ -72,6 +72,12 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> i32;
+    fn losscape_module_clone_shared(module: *mut c_void, out: *mut *mut c_void, err: *mut c_char, len: usize) -> i32;
+    fn losscape_enter_dual_level(level: *mut u64, optimized: *mut i32, err: *mut c_char, len: usize) -> i32;
+    fn losscape_exit_dual_level(level: u64, optimized: i32, err: *mut c_char, len: usize) -> i32;
+    fn losscape_set_tangent(tensor: *mut c_void, tangent: *mut c_void, level: u64, err: *mut c_char, len: usize)
+        -> i32;
+    fn losscape_tangent(tensor: *mut c_void, level: u64, out: *mut *mut c_void, err: *mut c_char, len: usize) -> i32;
     #[cfg(test)]
     fn losscape_test_oom(err: *mut c_char, len: usize) -> i32;
 }
@@ -248,6 +254,20 @@ impl Module {
         Ok((consts.into_iter().map(|(_, t)| t).collect(), module))
     }
 
+    /// A clone of the module sharing its parameters and buffers (the same tensors: moving one
+    /// moves the other) with methods of its own, hence graph executors of its own, as a tch
+    /// module in eval mode. See [`DualLevel`].
+    pub fn clone_shared(&self) -> Result<CModule> {
+        let (m, mut out) = (self.raw(), std::ptr::null_mut());
+        // SAFETY: m is a live Module*; the shim writes a new Module* into out on success.
+        call("cloning the module", |err, len| unsafe { losscape_module_clone_shared(m, &mut out, err, len) })?;
+        let mut module = layout::into_cmodule(Module::from_raw(out)?);
+        module
+            .f_set_eval()
+            .map_err(|e| Error::Torch { context: "cloning the module".into(), message: e.to_string() })?;
+        Ok(module)
+    }
+
     /// The module's BatchNorm layers that track running statistics, in module order.
     pub fn batchnorm_layers(&self) -> Result<Vec<BatchNormLayer>> {
         let mut out: Vec<BatchNormLayer> = Vec::new();
@@ -291,6 +311,60 @@ pub fn torch_load(path: &Path) -> Result<Vec<(String, Tensor)>> {
     named_tensors("reading a torch.save file", |ctx, err, len| unsafe {
         losscape_torch_load(c.as_ptr(), ctx, collect, err, len)
     })
+}
+
+/// A forward-mode dual level (PyTorch's `torch.autograd.forward_ad.dual_level`), exited on drop,
+/// which drops every tangent given or computed in it. While it lasts the TorchScript graph
+/// executor is told not to optimize (restored on drop): the autodiff subgraphs the profiling
+/// executor builds for graphs that need gradients detach their inputs, which loses the tangents
+/// without an error. That setting only holds for a function whose executor has not optimized yet
+/// (once it has, it keeps its optimized plan), so forward-mode passes run a module of their own
+/// ([`Module::clone_shared`]) that only ever runs inside a level.
+pub struct DualLevel {
+    level: u64,
+    optimized: i32,
+}
+
+impl DualLevel {
+    pub fn enter() -> Result<DualLevel> {
+        let (mut level, mut optimized) = (0u64, 1i32);
+        // SAFETY: a plain C function; the outputs and the buffer outlive the call.
+        call("entering a forward-mode level", |err, len| unsafe {
+            losscape_enter_dual_level(&mut level, &mut optimized, err, len)
+        })?;
+        Ok(DualLevel { level, optimized })
+    }
+
+    /// Give `t` (a parameter, or any tensor the forward pass reads) the tangent `dt` at this level.
+    pub fn set_tangent(&self, t: &Tensor, dt: &Tensor) -> Result<()> {
+        // SAFETY: both are live at::Tensor*; the shim only reads them (setting t's tangent slot).
+        call("giving a tensor its tangent", |err, len| unsafe {
+            losscape_set_tangent(t.as_ptr() as *mut c_void, dt.as_ptr() as *mut c_void, self.level, err, len)
+        })
+    }
+
+    /// The tangent of `t` at this level (a new tensor), None when it has none.
+    pub fn tangent(&self, t: &Tensor) -> Result<Option<Tensor>> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: t is a live at::Tensor*; the shim writes a new at::Tensor* (or null) into out.
+        call("reading a tangent", |err, len| unsafe {
+            losscape_tangent(t.as_ptr() as *mut c_void, self.level, &mut out, err, len)
+        })?;
+        // SAFETY: a non-null out is a new at::Tensor* whose ownership passes to the tch Tensor.
+        Ok((!out.is_null()).then(|| unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }))
+    }
+}
+
+impl Drop for DualLevel {
+    fn drop(&mut self) {
+        // SAFETY: as `enter`. Exiting the innermost level cannot fail unless levels were nested out
+        // of order, which this type's scoping rules out; a failure is logged, not raised in drop.
+        if let Err(e) = call("leaving a forward-mode level", |err, len| unsafe {
+            losscape_exit_dual_level(self.level, self.optimized, err, len)
+        }) {
+            log::warn!("{e}");
+        }
+    }
 }
 
 /// A BatchNorm layer of a TorchScript module, its running statistics shared with the module.
@@ -339,5 +413,26 @@ mod tests {
         assert!(e.is_oom() && !e.to_string().contains('\n'), "{e}");
         let e = call("another", |_, _| -1).unwrap_err();
         assert!(matches!(e, Error::Torch { .. }) && !e.is_oom());
+    }
+
+    /// A tangent given to a tensor is carried through operations on it (d(x²) = 2x·dx, d(x·c) =
+    /// c·dx), a tensor that depends on no tangent has none, and leaving the level drops them all.
+    #[test]
+    fn tangents_are_carried_and_dropped_with_their_level() {
+        let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0]);
+        let c = Tensor::from_slice(&[0.5f32, 4.0, -1.0]);
+        let dx = Tensor::from_slice(&[1.0f32, 1.0, 2.0]);
+        let y;
+        {
+            let level = DualLevel::enter().unwrap();
+            level.set_tangent(&x, &dx).unwrap();
+            y = (&x * &x) + (&x * &c);
+            let dy = level.tangent(&y).unwrap().expect("y depends on x");
+            let want = &x * &dx * 2.0 + &c * &dx;
+            assert!(dy.allclose(&want, 1e-6, 1e-6, false), "{dy} vs {want}");
+            assert!(level.tangent(&(&c * 2.0)).unwrap().is_none());
+        }
+        let level = DualLevel::enter().unwrap();
+        assert!(level.tangent(&x).unwrap().is_none() && level.tangent(&y).unwrap().is_none());
     }
 }

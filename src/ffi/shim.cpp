@@ -7,7 +7,10 @@
 //    tensor constants of its graph, which the caller then moves in place; on CPU, optionally with
 //    the graph's convolutions rewritten to run on oneDNN (MKLDNN) tensors;
 //  - the BatchNorm layers of a module (momentum and running statistics), and switching them alone
-//    to training mode, for re-estimating their statistics at each point of a grid.
+//    to training mode, for re-estimating their statistics at each point of a grid;
+//  - forward-mode automatic differentiation: a dual level, a tensor's tangent set and read, and
+//    the TorchScript graph executor's optimizations switched off meanwhile (its autodiff subgraphs
+//    do not carry tangents).
 // No C++ exception crosses into Rust: every call runs its body through `guard`, which returns 0 on
 // success, -2 when libtorch's allocator ran out of memory (c10::OutOfMemoryError, a typed cause)
 // and -1 on any other failure, with the first line of the message in `err`.
@@ -18,6 +21,8 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/passes/frozen_ops_to_mkldnn.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/unpickler.h>
@@ -438,6 +443,54 @@ int losscape_set_batchnorm_training(void* module, int on, char* err, size_t errl
       torch::jit::Module sub = nm.value;
       sub.train(on != 0);
     }
+  });
+}
+
+// A clone of the module that shares its parameters and buffers (the same tensors) but has its own
+// methods, so its own graph executors: the forward-mode passes run it, always unoptimized.
+int losscape_module_clone_shared(void* module, void** out, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    auto* m = module_of(module);
+    *out = new torch::jit::Module(m->clone(/*inplace=*/true));
+  });
+}
+
+// Enter a new forward-mode dual level (its index in *level) and switch the graph executor's
+// optimizations off, reporting whether they were on (*optimized), for losscape_exit_dual_level to
+// restore: the profiling executor's autodiff subgraphs detach their inputs, losing their tangents.
+int losscape_enter_dual_level(uint64_t* level, int* optimized, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    *level = torch::autograd::forward_ad::enter_dual_level();
+    *optimized = torch::jit::getGraphExecutorOptimize() ? 1 : 0;
+    torch::jit::setGraphExecutorOptimize(false);
+  });
+}
+
+// Exit the dual level (every tangent of that level is dropped) and restore the executor's setting.
+int losscape_exit_dual_level(uint64_t level, int optimized, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    torch::jit::setGraphExecutorOptimize(optimized != 0);
+    torch::autograd::forward_ad::exit_dual_level(level);
+  });
+}
+
+// Give `tensor` the tangent `tangent` at `level` (same shape and dtype).
+int losscape_set_tangent(void* tensor, void* tangent, uint64_t level, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    auto* t = static_cast<at::Tensor*>(tensor);
+    auto* d = static_cast<at::Tensor*>(tangent);
+    if (!t || !d) throw std::runtime_error("no tensor");
+    t->_set_fw_grad(*d, level, /*is_inplace_op=*/false);
+  });
+}
+
+// The tangent of `tensor` at `level` as a new tensor in *out, or null when it has none.
+int losscape_tangent(void* tensor, uint64_t level, void** out, char* err, size_t errlen) {
+  return guard(err, errlen, [&] {
+    auto* t = static_cast<at::Tensor*>(tensor);
+    if (!t) throw std::runtime_error("no tensor");
+    const at::Tensor& g = t->_fw_grad(level);
+    *out = g.defined() ? new at::Tensor(g) : nullptr;
   });
 }
 

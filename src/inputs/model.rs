@@ -23,6 +23,8 @@ pub struct Model {
     pub sha256: String,
     /// The entry of a dict output the loss is taken on (None: `logits`); see [`pick_output`].
     pub output: Option<String>,
+    /// The module forward-mode passes run (made on first use): see [`Model::forward_dual`].
+    dual: std::sync::OnceLock<CModule>,
 }
 
 pub use crate::formats::hash::sha256_hex;
@@ -85,6 +87,7 @@ impl Model {
             path: path.to_path_buf(),
             sha256,
             output: None,
+            dual: std::sync::OnceLock::new(),
         })
     }
 
@@ -92,6 +95,21 @@ impl Model {
     /// output with no tensor, ...) comes back as a one-line message.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         forward_picked(&self.module, x, self.output.as_deref(), &self.path, "")
+    }
+
+    /// `forward` for a forward-mode pass, inside a `ffi::DualLevel`: on a clone of the module that
+    /// shares its tensors and whose graph executor never optimizes (its autodiff subgraphs would
+    /// drop the tangents). The clone is in eval mode.
+    pub fn forward_dual(&self, x: &Tensor) -> Result<Tensor> {
+        let module = match self.dual.get() {
+            Some(m) => m,
+            None => {
+                let clone =
+                    self.handle.clone_shared().map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))?;
+                self.dual.get_or_init(|| clone)
+            }
+        };
+        forward_picked(module, x, self.output.as_deref(), &self.path, "")
     }
 
     /// The one-line error of a failed forward pass of this model.
