@@ -110,6 +110,23 @@ class SmoothCNN(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
+class WeightNormCNN(nn.Module):
+    """SmoothCNN with a weight-normalized classifier (w = g·v/‖v‖ per row, torch._weight_norm):
+    an operation that has a double backward but no forward-mode derivative in libtorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.v = nn.Parameter(torch.randn(10, 4))
+        self.g = nn.Parameter(torch.rand(10, 1) + 0.5)
+        self.b = nn.Parameter(torch.zeros(10))
+
+    def forward(self, x):
+        h = F.softplus(self.bn(self.conv(x))).mean(dim=(2, 3))
+        return F.linear(h, torch._weight_norm(self.v, self.g, 0), self.b)
+
+
 class NoGrad(nn.Module):
     """Its output does not depend differentiably on its parameters."""
 
@@ -313,6 +330,7 @@ def make(out):
     cnn = SmoothCNN()
     randomize_bn(cnn, g)
     export(cnn, os.path.join(out, "smooth_cnn.pt"))
+    export(WeightNormCNN(), os.path.join(out, "weightnorm_cnn.pt"))
     export(NoGrad(), os.path.join(out, "nograd.pt"))
     export(NanGrad(), os.path.join(out, "nangrad.pt"))
     torch.manual_seed(20)
