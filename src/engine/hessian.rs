@@ -161,7 +161,7 @@ impl<'a> Hessian<'a> {
     /// The loss of one batch, summed over its targets, with the autograd graph.
     fn batch_loss(&self, start: usize, len: usize) -> Result<Tensor> {
         let x = self.data.inputs(start, len);
-        let out = self.model.forward(&x)?.to_kind(Kind::Float);
+        let out = self.model.forward_products(&x)?.to_kind(Kind::Float);
         Ok(crate::engine::evaluate::batch_loss(self.loss, &out, &self.data.targets(start, len), Kind::Float))
     }
 
@@ -294,7 +294,7 @@ impl<'a> Hessian<'a> {
                 }
             }
         }
-        let of = of(&self.model.forward(x)?.to_kind(Kind::Float));
+        let of = of(&self.model.forward_products(x)?.to_kind(Kind::Float));
         let jvs = self.directional(&of, params, vs)?;
         Ok((of, jvs))
     }
@@ -316,7 +316,7 @@ impl<'a> Hessian<'a> {
             for (p, t) in params.iter().zip(v) {
                 level.set_tangent(p, &t.to_kind(p.kind()))?;
             }
-            let run = || -> Result<Tensor> { Ok(of(&self.model.forward_dual(x)?.to_kind(Kind::Float))) };
+            let run = || -> Result<Tensor> { Ok(of(&self.model.forward_products(x)?.to_kind(Kind::Float))) };
             let value = if k == 0 { run()? } else { tch::no_grad(run)? };
             match level.tangent(&value)? {
                 Some(t) => jvs.push(t.detach().to_kind(Kind::Float)),

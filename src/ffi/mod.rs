@@ -72,9 +72,17 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> i32;
-    fn losscape_module_clone_shared(module: *mut c_void, out: *mut *mut c_void, err: *mut c_char, len: usize) -> i32;
-    fn losscape_enter_dual_level(level: *mut u64, optimized: *mut i32, err: *mut c_char, len: usize) -> i32;
-    fn losscape_exit_dual_level(level: u64, optimized: i32, err: *mut c_char, len: usize) -> i32;
+    fn losscape_module_clone_shared(
+        module: *mut c_void,
+        fold: i32,
+        out: *mut *mut c_void,
+        folded: *mut i32,
+        err: *mut c_char,
+        len: usize,
+    ) -> i32;
+    fn losscape_set_graph_optimize(on: i32, was: *mut i32, err: *mut c_char, len: usize) -> i32;
+    fn losscape_enter_dual_level(level: *mut u64, err: *mut c_char, len: usize) -> i32;
+    fn losscape_exit_dual_level(level: u64, err: *mut c_char, len: usize) -> i32;
     fn losscape_set_tangent(tensor: *mut c_void, tangent: *mut c_void, level: u64, err: *mut c_char, len: usize)
         -> i32;
     fn losscape_tangent(tensor: *mut c_void, level: u64, out: *mut *mut c_void, err: *mut c_char, len: usize) -> i32;
@@ -256,16 +264,21 @@ impl Module {
 
     /// A clone of the module sharing its parameters and buffers (the same tensors: moving one
     /// moves the other) with methods of its own, hence graph executors of its own, as a tch
-    /// module in eval mode. See [`DualLevel`].
-    pub fn clone_shared(&self) -> Result<CModule> {
-        let (m, mut out) = (self.raw(), std::ptr::null_mut());
+    /// module in eval mode. With `fold`, each BatchNorm that follows a convolution or linear layer
+    /// runs, in eval mode, as that layer with folded weights computed in the graph from the
+    /// parameters (W·γ/σ, β − μγ/σ), so derivatives of every order reach the original
+    /// parameters; the count of BatchNorms folded comes back beside the clone.
+    pub fn clone_shared(&self, fold: bool) -> Result<(CModule, usize)> {
+        let (m, mut out, mut folded) = (self.raw(), std::ptr::null_mut(), 0i32);
         // SAFETY: m is a live Module*; the shim writes a new Module* into out on success.
-        call("cloning the module", |err, len| unsafe { losscape_module_clone_shared(m, &mut out, err, len) })?;
+        call("cloning the module", |err, len| unsafe {
+            losscape_module_clone_shared(m, fold as i32, &mut out, &mut folded, err, len)
+        })?;
         let mut module = layout::into_cmodule(Module::from_raw(out)?);
         module
             .f_set_eval()
             .map_err(|e| Error::Torch { context: "cloning the module".into(), message: e.to_string() })?;
-        Ok(module)
+        Ok((module, folded.max(0) as usize))
     }
 
     /// The module's BatchNorm layers that track running statistics, in module order.
@@ -313,26 +326,31 @@ pub fn torch_load(path: &Path) -> Result<Vec<(String, Tensor)>> {
     })
 }
 
+/// Switch the TorchScript graph executor's optimizations on or off (this thread); returns whether
+/// they were on. A function whose executor has already optimized keeps its optimized plan; one
+/// that only ever runs with them off runs its graph as written — no autodiff subgraphs, which
+/// detach their inputs and so drop forward-mode tangents without an error.
+pub fn set_graph_optimize(on: bool) -> Result<bool> {
+    let mut was = 1i32;
+    // SAFETY: a plain C function; `was` and the buffer outlive the call.
+    call("switching the graph executor's optimizations", |err, len| unsafe {
+        losscape_set_graph_optimize(on as i32, &mut was, err, len)
+    })?;
+    Ok(was != 0)
+}
+
 /// A forward-mode dual level (PyTorch's `torch.autograd.forward_ad.dual_level`), exited on drop,
-/// which drops every tangent given or computed in it. While it lasts the TorchScript graph
-/// executor is told not to optimize (restored on drop): the autodiff subgraphs the profiling
-/// executor builds for graphs that need gradients detach their inputs, which loses the tangents
-/// without an error. That setting only holds for a function whose executor has not optimized yet
-/// (once it has, it keeps its optimized plan), so forward-mode passes run a module of their own
-/// ([`Module::clone_shared`]) that only ever runs inside a level.
+/// which drops every tangent given or computed in it.
 pub struct DualLevel {
     level: u64,
-    optimized: i32,
 }
 
 impl DualLevel {
     pub fn enter() -> Result<DualLevel> {
-        let (mut level, mut optimized) = (0u64, 1i32);
-        // SAFETY: a plain C function; the outputs and the buffer outlive the call.
-        call("entering a forward-mode level", |err, len| unsafe {
-            losscape_enter_dual_level(&mut level, &mut optimized, err, len)
-        })?;
-        Ok(DualLevel { level, optimized })
+        let mut level = 0u64;
+        // SAFETY: a plain C function; the output and the buffer outlive the call.
+        call("entering a forward-mode level", |err, len| unsafe { losscape_enter_dual_level(&mut level, err, len) })?;
+        Ok(DualLevel { level })
     }
 
     /// Give `t` (a parameter, or any tensor the forward pass reads) the tangent `dt` at this level.
@@ -359,9 +377,9 @@ impl Drop for DualLevel {
     fn drop(&mut self) {
         // SAFETY: as `enter`. Exiting the innermost level cannot fail unless levels were nested out
         // of order, which this type's scoping rules out; a failure is logged, not raised in drop.
-        if let Err(e) = call("leaving a forward-mode level", |err, len| unsafe {
-            losscape_exit_dual_level(self.level, self.optimized, err, len)
-        }) {
+        if let Err(e) =
+            call("leaving a forward-mode level", |err, len| unsafe { losscape_exit_dual_level(self.level, err, len) })
+        {
             log::warn!("{e}");
         }
     }

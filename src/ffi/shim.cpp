@@ -8,9 +8,10 @@
 //    the graph's convolutions rewritten to run on oneDNN (MKLDNN) tensors;
 //  - the BatchNorm layers of a module (momentum and running statistics), and switching them alone
 //    to training mode, for re-estimating their statistics at each point of a grid;
-//  - forward-mode automatic differentiation: a dual level, a tensor's tangent set and read, and
-//    the TorchScript graph executor's optimizations switched off meanwhile (its autodiff subgraphs
-//    do not carry tangents).
+//  - for the curvature products: a clone of a module sharing its tensors, its BatchNorms folded
+//    into the layers before them as differentiable functions of the parameters; the graph
+//    executor's optimizations switched off (its autodiff subgraphs drop tangents); forward-mode
+//    automatic differentiation (a dual level, a tensor's tangent set and read).
 // No C++ exception crosses into Rust: every call runs its body through `guard`, which returns 0 on
 // success, -2 when libtorch's allocator ran out of memory (c10::OutOfMemoryError, a typed cause)
 // and -1 on any other failure, with the first line of the message in `err`.
@@ -24,6 +25,10 @@
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/passes/frozen_ops_to_mkldnn.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/unpickler.h>
 #include <caffe2/serialize/inline_container.h>
@@ -446,32 +451,190 @@ int losscape_set_batchnorm_training(void* module, int on, char* err, size_t errl
   });
 }
 
+static bool is_tensor(const torch::jit::Value* v) { return v->type()->kind() == c10::TypeKind::TensorType; }
+
+static bool is_none(const torch::jit::Value* v) { return v->type()->kind() == c10::TypeKind::NoneType; }
+
+static bool is_optional_tensor(const torch::jit::Value* v) {
+  auto o = v->type()->cast<c10::OptionalType>();
+  return o && o->getElementType()->kind() == c10::TypeKind::TensorType;
+}
+
+// shift + bias·scale where bias is a tensor, None, or an optional tensor (decided when it runs).
+static torch::jit::Value* add_scaled_bias(torch::jit::Graph* g, torch::jit::Value* shift, torch::jit::Value* bias,
+                                          torch::jit::Value* scale) {
+  using namespace torch::jit;
+  if (is_none(bias)) return shift;
+  if (is_tensor(bias)) return g->insert(aten::add, {shift, g->insert(aten::mul, {bias, scale})});
+  Value* cond = g->insert(aten::__is__, {bias, g->insertConstant(c10::IValue())});
+  Node* n = g->insertNode(g->create(prim::If, {cond}, 1));
+  n->output()->setType(c10::TensorType::get());
+  Block* absent = n->addBlock();
+  Block* present = n->addBlock();
+  absent->registerOutput(shift);
+  {
+    WithInsertPoint in(present);
+    Value* b = g->insertUncheckedCast(bias, c10::TensorType::get());
+    present->registerOutput(g->insert(aten::add, {shift, g->insert(aten::mul, {b, scale})}));
+  }
+  return n->output();
+}
+
+// The layer whose output an eval-mode BatchNorm can be folded into: a convolution (conv1d/2d/3d, or
+// a traced graph's _convolution that is not transposed) or a linear layer, whose weight is its
+// input 1 and bias (a tensor, None or an optional tensor) its input 2, its output used by the
+// BatchNorm alone.
+static bool foldable_layer(const torch::jit::Node* n) {
+  using c10::Symbol;
+  using torch::jit::Value;
+  static const std::unordered_set<Symbol> plain = {
+      Symbol::aten("conv1d"), Symbol::aten("conv2d"), Symbol::aten("conv3d"), Symbol::aten("linear")};
+  if (n->outputs().size() != 1 || n->output()->uses().size() != 1) return false;
+  Value* bias = n->input(2);
+  if (!is_tensor(n->input(1)) || !(is_tensor(bias) || is_none(bias) || is_optional_tensor(bias))) return false;
+  if (plain.count(n->kind())) return true;
+  if (n->kind() == Symbol::aten("_convolution")) {
+    auto transposed = torch::jit::constant_as<bool>(n->input(6));
+    return transposed.has_value() && !*transposed;
+  }
+  return false;
+}
+
+static void batchnorm_nodes(torch::jit::Block* b, std::vector<torch::jit::Node*>& out) {
+  for (auto* n : b->nodes()) {
+    if (n->kind() == c10::Symbol::aten("batch_norm")) out.push_back(n);
+    for (auto* sub : n->blocks()) batchnorm_nodes(sub, out);
+  }
+}
+
+// W·scale along W's first axis (output channels): scale viewed as [-1, 1, ...] where the layer
+// fixes W's rank, else (a traced _convolution) by moving that axis last, broadcasting, moving back.
+static torch::jit::Value* scaled_rows(torch::jit::Graph* g, const torch::jit::Node* layer, torch::jit::Value* w,
+                                      torch::jit::Value* scale) {
+  using namespace torch::jit;
+  static const std::unordered_map<std::string, int64_t> rank = {
+      {"aten::linear", 2}, {"aten::conv1d", 3}, {"aten::conv2d", 4}, {"aten::conv3d", 5}};
+  auto r = rank.find(layer->kind().toQualString());
+  if (r != rank.end()) {
+    std::vector<int64_t> shape(r->second, 1);
+    shape[0] = -1;
+    return g->insert(aten::mul, {w, g->insert(aten::view, {scale, g->insertConstant(shape)})});
+  }
+  Value* last = g->insertConstant(-1);
+  Value* first = g->insertConstant(0);
+  Value* t = g->insert(aten::mul, {g->insert(aten::transpose, {w, first, last}), scale});
+  return g->insert(aten::transpose, {t, first, last});
+}
+
+static void training_flags(torch::jit::Block* b, std::vector<torch::jit::Node*>& out) {
+  for (auto* n : b->nodes()) {
+    if (n->kind() == c10::prim::GetAttr && n->s(c10::attr::name) == "training" &&
+        n->output()->type()->kind() == c10::TypeKind::BoolType) {
+      out.push_back(n);
+    }
+    for (auto* sub : n->blocks()) training_flags(sub, out);
+  }
+}
+
+// Rewrite the forward graph of a module that only ever runs in eval mode: inline it, read every
+// module's `training` flag as false (and propagate that: training-only branches go), then fold
+// each BatchNorm (eval mode) whose input comes straight from a convolution or linear layer, with
+// tensors for its weight, bias and running statistics, into that layer: scale = γ / sqrt(var +
+// eps), W' = W·scale per output channel, b' = β − mean·scale (+ b·scale), computed in the graph
+// from the parameters, so that gradients (and their derivatives) reach W, b, γ and β as through
+// the original, and only the running statistics are read as data. Returns the number folded.
+static int fold_batchnorm(std::shared_ptr<torch::jit::Graph>& graph) {
+  using namespace torch::jit;
+  Inline(*graph);
+  std::vector<Node*> flags;
+  training_flags(graph->block(), flags);
+  for (Node* n : flags) {
+    WithInsertPoint at(n);
+    n->output()->replaceAllUsesWith(graph->insertConstant(false));
+    n->destroy();
+  }
+  ConstantPropagation(graph);
+  EliminateDeadCode(graph);
+  std::vector<Node*> bns;
+  batchnorm_nodes(graph->block(), bns);
+  int folded = 0;
+  for (Node* bn : bns) {
+    Node* layer = bn->input(0)->node();
+    auto training = constant_as<bool>(bn->input(5));
+    if (!training.has_value() || *training || layer->outputs().size() != 1) continue;
+    // A rank check on the layer's output (BatchNorm's own) reads the layer's input instead: a
+    // convolution or linear layer keeps the rank.
+    const std::vector<Use> uses = layer->output()->uses();
+    for (const Use& u : uses) {
+      if (u.user->kind() == aten::dim && layer->kind() != c10::Symbol::aten("_convolution")) {
+        u.user->replaceInput(u.offset, layer->input(0));
+      }
+    }
+    if (layer->owningBlock() != bn->owningBlock() || !foldable_layer(layer)) continue;
+    if (!is_tensor(bn->input(1)) || !is_tensor(bn->input(2)) || !is_tensor(bn->input(3)) ||
+        !is_tensor(bn->input(4))) {
+      continue;
+    }
+    Value *gamma = bn->input(1), *beta = bn->input(2), *mean = bn->input(3), *var = bn->input(4);
+    Value* eps = bn->input(7);
+    Value *weight = layer->input(1), *bias = layer->input(2);
+    WithInsertPoint at(bn);
+    Value* scale = graph->insert(aten::rsqrt, {graph->insert(aten::add, {var, eps})});
+    scale = graph->insert(aten::mul, {scale, gamma});
+    Value* w = scaled_rows(graph.get(), layer, weight, scale);
+    Value* shift = graph->insert(aten::sub, {beta, graph->insert(aten::mul, {mean, scale})});
+    shift = add_scaled_bias(graph.get(), shift, bias, scale);
+    Node* l = graph->insertNode(graph->createClone(layer, [&](Value* v) {
+      if (v == weight) return w;
+      if (v == bias) return shift;
+      return v;
+    }));
+    l->output()->setType(bn->output()->type());
+    bn->output()->replaceAllUsesWith(l->output());
+    bn->destroy();
+    layer->destroy();
+    ++folded;
+  }
+  EliminateDeadCode(graph);
+  return folded;
+}
+
 // A clone of the module that shares its parameters and buffers (the same tensors) but has its own
-// methods, so its own graph executors: the forward-mode passes run it, always unoptimized.
-int losscape_module_clone_shared(void* module, void** out, char* err, size_t errlen) {
+// methods, so its own graph executors: the curvature products run it, always unoptimized. With
+// `fold`, it is for eval mode only: its forward graph is rewritten by fold_batchnorm (*folded
+// counts the BatchNorms folded).
+int losscape_module_clone_shared(void* module, int fold, void** out, int* folded, char* err, size_t errlen) {
   return guard(err, errlen, [&] {
     auto* m = module_of(module);
-    *out = new torch::jit::Module(m->clone(/*inplace=*/true));
+    auto clone = std::make_unique<torch::jit::Module>(m->clone(/*inplace=*/true));
+    *folded = 0;
+    if (fold) {
+      auto& fn = torch::jit::toGraphFunction(clone->get_method("forward").function());
+      auto graph = fn.graph();
+      *folded = fold_batchnorm(graph);
+    }
+    *out = clone.release();
   });
 }
 
-// Enter a new forward-mode dual level (its index in *level) and switch the graph executor's
-// optimizations off, reporting whether they were on (*optimized), for losscape_exit_dual_level to
-// restore: the profiling executor's autodiff subgraphs detach their inputs, losing their tangents.
-int losscape_enter_dual_level(uint64_t* level, int* optimized, char* err, size_t errlen) {
+// Switch the graph executor's optimizations on or off for this thread, reporting whether they were
+// on (*was). A function whose executor has optimized keeps its optimized plan whatever this says;
+// one that has never run optimized runs its graph as it is.
+int losscape_set_graph_optimize(int on, int* was, char* err, size_t errlen) {
   return guard(err, errlen, [&] {
-    *level = torch::autograd::forward_ad::enter_dual_level();
-    *optimized = torch::jit::getGraphExecutorOptimize() ? 1 : 0;
-    torch::jit::setGraphExecutorOptimize(false);
+    *was = torch::jit::getGraphExecutorOptimize() ? 1 : 0;
+    torch::jit::setGraphExecutorOptimize(on != 0);
   });
 }
 
-// Exit the dual level (every tangent of that level is dropped) and restore the executor's setting.
-int losscape_exit_dual_level(uint64_t level, int optimized, char* err, size_t errlen) {
-  return guard(err, errlen, [&] {
-    torch::jit::setGraphExecutorOptimize(optimized != 0);
-    torch::autograd::forward_ad::exit_dual_level(level);
-  });
+// Enter a new forward-mode dual level (its index in *level).
+int losscape_enter_dual_level(uint64_t* level, char* err, size_t errlen) {
+  return guard(err, errlen, [&] { *level = torch::autograd::forward_ad::enter_dual_level(); });
+}
+
+// Exit the dual level: every tangent of that level is dropped.
+int losscape_exit_dual_level(uint64_t level, char* err, size_t errlen) {
+  return guard(err, errlen, [&] { torch::autograd::forward_ad::exit_dual_level(level); });
 }
 
 // Give `tensor` the tangent `tangent` at `level` (same shape and dtype).

@@ -23,8 +23,9 @@ pub struct Model {
     pub sha256: String,
     /// The entry of a dict output the loss is taken on (None: `logits`); see [`pick_output`].
     pub output: Option<String>,
-    /// The module forward-mode passes run (made on first use): see [`Model::forward_dual`].
-    dual: std::sync::OnceLock<CModule>,
+    /// The module the curvature products run (made on first use) and the number of BatchNorm
+    /// layers folded in it: see [`Model::forward_products`].
+    products: std::sync::OnceLock<(CModule, usize)>,
 }
 
 pub use crate::formats::hash::sha256_hex;
@@ -87,7 +88,7 @@ impl Model {
             path: path.to_path_buf(),
             sha256,
             output: None,
-            dual: std::sync::OnceLock::new(),
+            products: std::sync::OnceLock::new(),
         })
     }
 
@@ -97,19 +98,31 @@ impl Model {
         forward_picked(&self.module, x, self.output.as_deref(), &self.path, "")
     }
 
-    /// `forward` for a forward-mode pass, inside a `ffi::DualLevel`: on a clone of the module that
-    /// shares its tensors and whose graph executor never optimizes (its autodiff subgraphs would
-    /// drop the tangents). The clone is in eval mode.
-    pub fn forward_dual(&self, x: &Tensor) -> Result<Tensor> {
-        let module = match self.dual.get() {
-            Some(m) => m,
-            None => {
-                let clone =
-                    self.handle.clone_shared().map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))?;
-                self.dual.get_or_init(|| clone)
-            }
-        };
-        forward_picked(module, x, self.output.as_deref(), &self.path, "")
+    /// `forward` for the curvature products (Hessian, Gauss-Newton and Fisher products, in eval
+    /// mode): on a clone of the module that shares its tensors, whose BatchNorms are folded into
+    /// the layers before them as differentiable functions of the parameters (no BatchNorm double
+    /// backward), and whose graph executor never optimizes (its autodiff subgraphs would drop
+    /// forward-mode tangents). The clone is made on first use and is in eval mode.
+    pub fn forward_products(&self, x: &Tensor) -> Result<Tensor> {
+        let (module, _) = self.products_module()?;
+        let was = crate::ffi::set_graph_optimize(false)?;
+        let out = forward_picked(module, x, self.output.as_deref(), &self.path, "");
+        crate::ffi::set_graph_optimize(was)?;
+        out
+    }
+
+    fn products_module(&self) -> Result<&(CModule, usize)> {
+        if let Some(m) = self.products.get() {
+            return Ok(m);
+        }
+        let made = self.handle.clone_shared(true).map_err(|e| Error::file(Role::Model, &self.path, e.to_string()))?;
+        log::debug!("curvature products: {} BatchNorm layers folded into the layers before them", made.1);
+        Ok(self.products.get_or_init(|| made))
+    }
+
+    /// How many BatchNorm layers the module of [`Model::forward_products`] has folded.
+    pub fn batchnorms_folded(&self) -> Result<usize> {
+        Ok(self.products_module()?.1)
     }
 
     /// The one-line error of a failed forward pass of this model.
