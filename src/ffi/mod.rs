@@ -267,7 +267,8 @@ impl Module {
     /// module in eval mode. With `fold`, each BatchNorm that follows a convolution or linear layer
     /// runs, in eval mode, as that layer with folded weights computed in the graph from the
     /// parameters (W·γ/σ, β − μγ/σ), so derivatives of every order reach the original
-    /// parameters; the count of BatchNorms folded comes back beside the clone.
+    /// parameters; the count of BatchNorms folded comes back beside the clone (0, and the clone
+    /// as it was, where the graph cannot be rewritten).
     pub fn clone_shared(&self, fold: bool) -> Result<(CModule, usize)> {
         let (m, mut out, mut folded) = (self.raw(), std::ptr::null_mut(), 0i32);
         // SAFETY: m is a live Module*; the shim writes a new Module* into out on success.
@@ -278,6 +279,9 @@ impl Module {
         module
             .f_set_eval()
             .map_err(|e| Error::Torch { context: "cloning the module".into(), message: e.to_string() })?;
+        if folded < 0 {
+            log::debug!("the module's graph could not be rewritten; its BatchNorms are not folded");
+        }
         Ok((module, folded.max(0) as usize))
     }
 

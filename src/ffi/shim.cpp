@@ -602,16 +602,22 @@ static int fold_batchnorm(std::shared_ptr<torch::jit::Graph>& graph) {
 // A clone of the module that shares its parameters and buffers (the same tensors) but has its own
 // methods, so its own graph executors: the curvature products run it, always unoptimized. With
 // `fold`, it is for eval mode only: its forward graph is rewritten by fold_batchnorm (*folded
-// counts the BatchNorms folded).
+// counts the BatchNorms folded; -1 when the rewrite failed and the clone is left as it was).
 int losscape_module_clone_shared(void* module, int fold, void** out, int* folded, char* err, size_t errlen) {
   return guard(err, errlen, [&] {
     auto* m = module_of(module);
     auto clone = std::make_unique<torch::jit::Module>(m->clone(/*inplace=*/true));
     *folded = 0;
     if (fold) {
-      auto& fn = torch::jit::toGraphFunction(clone->get_method("forward").function());
-      auto graph = fn.graph();
-      *folded = fold_batchnorm(graph);
+      try {
+        auto& fn = torch::jit::toGraphFunction(clone->get_method("forward").function());
+        auto graph = fn.graph();
+        *folded = fold_batchnorm(graph);
+      } catch (const std::exception&) {
+        // A graph this pass cannot rewrite: a fresh clone, unfolded (*folded = -1 says so).
+        clone = std::make_unique<torch::jit::Module>(m->clone(/*inplace=*/true));
+        *folded = -1;
+      }
     }
     *out = clone.release();
   });
