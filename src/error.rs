@@ -95,6 +95,7 @@ settings! {
     RelError => "rel_error", "--rel-error";
     MinSamples => "min_samples", "--min-samples";
     Epochs => "epochs", "--epochs";
+    Augment => "augment", "--augment";
     Points => "points", "--points";
     LearningRate => "lr", "--lr";
     Momentum => "momentum", "--momentum";

@@ -133,7 +133,8 @@ fn one_epoch_of_curve_training_is_pytorchs_sgd_on_the_same_shuffle_and_draws() {
             progress.to_str().unwrap(),
         ]);
         assert_eq!(r["same_draws"], true, "{curve}: the t draws are not torch.rand's after the documented seed");
-        let bend = Tensor::read_safetensors(out.join("bend.safetensors")).unwrap();
+        let mut bend = Tensor::read_safetensors(out.join("bend.safetensors")).unwrap();
+        bend.sort_by(|x, y| x.0.cmp(&y.0));
         let mut checked = 0;
         for (name, t) in &bend {
             let Some(want) = r["bend"].get(name) else { continue };
@@ -237,6 +238,69 @@ fn bad_connect_input_is_one_line_and_writes_nothing() {
     let cifar = s(&fxp("cifar-bin"));
     let on_cifar = ["--epochs", "1", "--data", cifar.as_str()];
     fails("traced", &on_cifar, Some("resnet_traced.pt"), Some("ckpt/b.pt"), &["resnet_traced.pt", "torch.jit.script"]);
+    fails("augment-points", &["--epochs", "1", "--augment", "flip"], None, None, &["--augment", "images", "spirals"]);
+    // A value the parser refuses is a usage error (exit 2), still one line and nothing written.
+    let out = out_dir("connect-bad-augment-word");
+    let o = losscape(
+        &args(&out, &["--epochs", "1", "--augment", "flip,rotate"]).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        o.status.code() == Some(2) && err.lines().count() == 1 && err.contains("\"rotate\"") && !out.exists(),
+        "{err}"
+    );
+}
+
+/// `--augment flip,crop` on CIFAR images: flips and crops are what the options say (a flipped
+/// sample is its mirror image; the crop at offset (4, 4) is the sample itself, at (0, 0) it is
+/// shifted by 4 pixels with black — the normalized value of byte 0 — coming in at the top and
+/// left), a curve trained with them is the same bend in two runs with one seed, differs from the
+/// unaugmented one, and the run records the augmentation.
+#[test]
+fn augmented_curve_training_is_seeded_and_flips_and_crops_images() {
+    use losscape::inputs::data::{DataSpec, Dataset};
+    use losscape::options::Split;
+    use tch::{Kind, Tensor};
+    let d = Dataset::load(&DataSpec::new(fxp("cifar-bin"), Split::Train), tch::Device::Cpu).unwrap();
+    let idx = Tensor::from_slice(&[3i64, 0, 7]);
+    let plain = d.inputs_at(&idx, Kind::Float);
+    let flips = Tensor::from_slice(&[true, false, true]);
+    let flipped = d.inputs_augmented(&idx, Kind::Float, Some(&flips), None);
+    assert!(flipped.get(0).equal(&plain.get(0).flip([2])) && flipped.get(1).equal(&plain.get(1)));
+    let centre = d.inputs_augmented(&idx, Kind::Float, None, Some((&[(4, 4), (4, 4), (4, 4)], 4)));
+    assert!(centre.equal(&plain));
+    let corner = d.inputs_augmented(&idx, Kind::Float, None, Some((&[(0, 0), (8, 8), (4, 0)], 4)));
+    let black = d.inputs_augmented(&idx, Kind::Float, None, Some((&[(0, 0); 3], 40)));
+    assert!(corner.get(0).narrow(1, 4, 28).narrow(2, 4, 28).equal(&plain.get(0).narrow(1, 0, 28).narrow(2, 0, 28)));
+    assert!(corner.get(0).narrow(1, 0, 4).equal(&black.get(0).narrow(1, 0, 4)), "black padding at the top");
+    assert!(corner.get(1).narrow(1, 0, 28).narrow(2, 0, 28).equal(&plain.get(1).narrow(1, 4, 28).narrow(2, 4, 28)));
+    assert!(corner.get(2).narrow(2, 4, 28).equal(&plain.get(2).narrow(2, 0, 28)));
+    let black_value = black.get(0).select(1, 0).select(1, 0); // one value per channel
+    assert!(black_value.double_value(&[0]) < -1.5, "byte 0 normalized: {black_value}");
+
+    let (a, b, data) = (s(&fxp("resnet.pt")), s(&fxp("ckpt/b.pt")), s(&fxp("cifar-bin")));
+    let connect = |name: &str, augment: &str| -> Tensor {
+        let out = out_dir(&format!("connect-augment-{name}"));
+        let o = s(&out);
+        let argv = ["connect", "--from", &a, "--to", &b, "--data", &data, "--epochs", "1", "--batch-size", "16"];
+        let mut argv = argv.to_vec();
+        argv.extend(["--points", "3", "--device", "cpu", "--augment", augment, "--out", &o, "--no-plots"]);
+        ok(&losscape(&argv));
+        let meta = crate::common::meta_json(&out);
+        let recorded = serde_json::to_string(&meta).unwrap();
+        let want = if augment == "none" {
+            "\"augment\":{\"crop\":false,\"flip\":false}"
+        } else {
+            "\"augment\":{\"crop\":true,\"flip\":true}"
+        };
+        assert!(recorded.contains(want), "{name}: meta.json lacks {want}");
+        let mut bend = Tensor::read_safetensors(out.join("bend.safetensors")).unwrap();
+        bend.sort_by(|x, y| x.0.cmp(&y.0));
+        Tensor::cat(&bend.iter().map(|(_, t)| t.flatten(0, -1)).collect::<Vec<_>>(), 0)
+    };
+    let (one, two, none) = (connect("one", "flip,crop"), connect("two", "crop,flip"), connect("none", "none"));
+    assert!(one.equal(&two), "two augmented runs with one seed differ");
+    assert!(!one.allclose(&none, 1e-6, 1e-6, false), "the augmentation changed nothing");
 }
 
 #[test]

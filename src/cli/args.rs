@@ -325,6 +325,10 @@ pub struct ConnectArgs {
     /// Seeds each epoch's shuffle and t draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Augment the training minibatches (images only): flip (left-right, p = ½), crop (from the
+    /// image padded by 4 black pixels), both as flip,crop, or none.
+    #[arg(long, value_name = "LIST", default_value = "none")]
+    pub augment: crate::space::curve::Augment,
     /// Values of t evaluated, evenly spaced over [0, 1] (the line at the same t).
     #[arg(long, value_name = "T", default_value_t = 61)]
     pub points: usize,

@@ -425,6 +425,7 @@ pub fn connect(a: &ConnectArgs, env: &dyn Env, argv: Vec<String>) -> Result<crat
         weight_decay: a.weight_decay,
         batch_size: a.batch_size,
         seed: a.seed,
+        augment: a.augment,
     };
     crate::commands::connect::check(&training, a.points)?;
     if a.eval_batch_size == Some(0) {

@@ -73,6 +73,17 @@ pub fn connect(cfg: ConnectConfig, observer: &mut dyn Observer) -> Result<Outcom
     let mut setup = cfg.setup.clone();
     let ev = s.evaluator()?;
     batchnorm_for_training(&mut s, &mut setup, &ev, &arch)?;
+    if cfg.training.augment.any() && (s.data.x.dim() != 4 || s.data.tokens()) {
+        return Err(Error::setting(
+            Setting::Augment,
+            cfg.training.augment,
+            format!(
+                "needs images [N, C, H, W], but the samples of {} are {:?}",
+                s.data.path.display(),
+                &s.data.x.size()[1..]
+            ),
+        ));
+    }
     let a = State::load(&cfg.from, &s.model)?;
     let b = State::load(&cfg.to, &s.model)?;
     distinct(&difference(&a, &b), &cfg.from, &cfg.to, "there is nothing to connect")?;

@@ -9,7 +9,9 @@
 //! Randomness: epoch e seeds libtorch's CPU generator with `seed · 2²⁰ + e`, then draws the
 //! shuffle (`randperm(N)`, int64) and the t of each minibatch (`rand([batches])`, float64), so
 //! that `torch.manual_seed(seed * 2**20 + e); torch.randperm(N); torch.rand(batches, dtype=torch.float64)`
-//! gives the same numbers in PyTorch.
+//! gives the same numbers in PyTorch. With `--augment`, each minibatch then draws, in this order,
+//! its flips (`rand([B]) < 0.5`) and its crop offsets (`randint(0, 9, [B, 2])`, (dy, dx) per
+//! sample), each only when asked for (inputs::data::Dataset::inputs_augmented applies them).
 
 use std::path::Path;
 use std::time::Instant;
@@ -22,7 +24,7 @@ use crate::inputs::checkpoint::State;
 use crate::inputs::data::{Dataset, IGNORE_INDEX};
 use crate::inputs::model::Model;
 use crate::options::LossKind;
-use crate::space::curve::learning_rate;
+use crate::space::curve::{learning_rate, Augment};
 use crate::store::connect::{self, TrainProgress};
 use crate::store::record::{CurveTraining, Identity};
 
@@ -148,7 +150,7 @@ impl<'a> Trainer<'a> {
     /// The mean loss of the samples `idx` at the model as it stands, with BatchNorm in training
     /// mode, and its gradient with respect to every parameter.
     fn gradient(&self, idx: &Tensor) -> Result<(f64, Vec<Tensor>)> {
-        let x = self.data.inputs_at(idx, self.input_kind);
+        let x = self.inputs(idx)?;
         let y = self.data.targets_at(idx);
         let count = match self.loss {
             LossKind::Ce => y.ne(IGNORE_INDEX).sum(Kind::Int64).int64_value(&[]) as f64,
@@ -172,6 +174,32 @@ impl<'a> Trainer<'a> {
         })?;
         training.end()?;
         Ok(result)
+    }
+
+    /// The minibatch `idx`, augmented as asked with draws from the epoch's generator (module docs).
+    fn inputs(&self, idx: &Tensor) -> Result<Tensor> {
+        let aug = self.options.augment;
+        if !aug.any() {
+            return Ok(self.data.inputs_at(idx, self.input_kind));
+        }
+        let b = idx.size()[0];
+        let dev = self.model.device;
+        let flips = aug.flip.then(|| Tensor::rand([b], (Kind::Float, Device::Cpu)).lt(0.5).to_device(dev));
+        let offsets: Option<Vec<i64>> = match aug.crop {
+            true => {
+                let side = 2 * Augment::PAD + 1;
+                let draws = Tensor::randint(side, [b, 2], (Kind::Int64, Device::Cpu)).flatten(0, -1);
+                Some(Vec::<i64>::try_from(&draws).map_err(|e| Error::other(format!("crop draws: {e}")))?)
+            }
+            false => None,
+        };
+        let pairs: Option<Vec<(i64, i64)>> = offsets.map(|o| o.chunks(2).map(|p| (p[0], p[1])).collect());
+        Ok(self.data.inputs_augmented(
+            idx,
+            self.input_kind,
+            flips.as_ref(),
+            pairs.as_deref().map(|p| (p, Augment::PAD)),
+        ))
     }
 
     /// Train epoch `e` (0-based); the minibatch losses' mean, the t draws, the learning rate.

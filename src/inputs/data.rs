@@ -140,7 +140,39 @@ impl Dataset {
 
     /// The samples `idx` (int64 indices on the data's device) ready for the model, as `inputs_as`.
     pub fn inputs_at(&self, idx: &Tensor, kind: Kind) -> Tensor {
-        let xb = self.x.index_select(0, idx);
+        self.ready(self.x.index_select(0, idx), kind)
+    }
+
+    /// `inputs_at` for images [N, C, H, W], each sample flipped left-right where `flip` (bool [B])
+    /// holds, and/or cropped back to H×W at its offset (dy, dx) ∈ [0, 2·pad]² from the image
+    /// padded by `pad` pixels of zeros in the stored values — black for byte images, before their
+    /// normalization (torchvision's RandomCrop with padding), 0 for float data.
+    pub fn inputs_augmented(
+        &self,
+        idx: &Tensor,
+        kind: Kind,
+        flip: Option<&Tensor>,
+        crop: Option<(&[(i64, i64)], i64)>,
+    ) -> Tensor {
+        let mut xb = self.x.index_select(0, idx);
+        if let Some(f) = flip {
+            xb = xb.flip([3]).where_self(&f.view([-1, 1, 1, 1]), &xb);
+        }
+        if let Some((offsets, pad)) = crop {
+            let (h, w) = (xb.size()[2], xb.size()[3]);
+            let padded = xb.constant_pad_nd([pad, pad, pad, pad]);
+            let parts: Vec<Tensor> = offsets
+                .iter()
+                .enumerate()
+                .map(|(i, &(dy, dx))| padded.get(i as i64).narrow(1, dy, h).narrow(2, dx, w))
+                .collect();
+            xb = Tensor::stack(&parts, 0);
+        }
+        self.ready(xb, kind)
+    }
+
+    /// Stored samples made ready for the model, as `inputs_as` does.
+    fn ready(&self, xb: Tensor, kind: Kind) -> Tensor {
         let xb = match &self.affine {
             Some((scale, shift)) => xb.to_kind(Kind::Float) * scale + shift,
             None => xb,

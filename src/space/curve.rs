@@ -13,6 +13,8 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result, Setting};
+
 /// The family of curves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +68,56 @@ pub fn learning_rate(lr: f64, e: usize, epochs: usize) -> f64 {
     lr * factor
 }
 
+/// Data augmentation of the training minibatches of a curve (`--augment flip,crop`, images only):
+/// each sample flipped left-right with probability ½, and/or cropped back to its size at a uniform
+/// offset from the image padded by 4 pixels of black (torchvision's `RandomHorizontalFlip` and
+/// `RandomCrop(size, padding=4)`, as Garipov et al. train). The draws come from the epoch's seeded
+/// generator after its shuffle and t draws, so a resumed run repeats them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Augment {
+    pub flip: bool,
+    pub crop: bool,
+}
+
+impl Augment {
+    /// Padding of the random crop, in pixels.
+    pub const PAD: i64 = 4;
+
+    pub fn any(&self) -> bool {
+        self.flip || self.crop
+    }
+}
+
+impl std::str::FromStr for Augment {
+    type Err = Error;
+    /// A comma list of `flip` and `crop` (any order, repeats allowed), or `none`.
+    fn from_str(s: &str) -> Result<Augment> {
+        let mut a = Augment::default();
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "flip" => a.flip = true,
+                "crop" => a.crop = true,
+                "none" if s.trim() == "none" => {}
+                _ => {
+                    return Err(Error::setting(
+                        Setting::Augment,
+                        format!("{s:?}"),
+                        format!("{part:?} is not an augmentation: give flip, crop, both as flip,crop, or none"),
+                    ))
+                }
+            }
+        }
+        Ok(a)
+    }
+}
+
+impl fmt::Display for Augment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<&str> = [(self.flip, "flip"), (self.crop, "crop")].iter().filter(|p| p.0).map(|p| p.1).collect();
+        f.write_str(if parts.is_empty() { "none".to_string() } else { parts.join(",") }.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +154,32 @@ mod tests {
             prop_assert!(w.iter().all(|&x| x >= 0.0));
             let theta = |bend: f64| w[0] * 1.0 + w[1] * bend + w[2] * -2.0;
             prop_assert!(((theta(3.0) - theta(1.0)) / 2.0 - w[1]).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn augmentations_parse_in_any_order_and_name_a_wrong_one() {
+        let both = Augment { flip: true, crop: true };
+        for text in ["flip,crop", "crop,flip", " flip , crop ", "flip,flip,crop"] {
+            assert_eq!(text.parse::<Augment>().unwrap(), both, "{text}");
+        }
+        assert_eq!("none".parse::<Augment>().unwrap(), Augment::default());
+        assert_eq!("crop".parse::<Augment>().unwrap(), Augment { flip: false, crop: true });
+        for bad in ["", "flip,", "rotate", "flip,none", "FLIP"] {
+            let e = bad.parse::<Augment>().unwrap_err().to_string();
+            assert!(e.contains("augment") && !e.contains('\n'), "{bad}: {e}");
+        }
+        let e = "flip,rotate".parse::<Augment>().unwrap_err().to_string();
+        assert!(e.contains("\"rotate\""), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Display and parse are inverse; any list of the two words parses to the set it names.
+        #[test]
+        fn augmentations_round_trip(words in proptest::collection::vec(proptest::sample::select(vec!["flip", "crop"]), 1..5)) {
+            let a: Augment = words.join(",").parse().unwrap();
+            proptest::prop_assert_eq!(a, Augment { flip: words.contains(&"flip"), crop: words.contains(&"crop") });
+            proptest::prop_assert_eq!(a.to_string().parse::<Augment>().unwrap(), a);
         }
     }
 }

@@ -168,6 +168,9 @@ pub struct CurveTraining {
     pub batch_size: usize,
     /// Seeds each epoch's shuffle and t draws.
     pub seed: u64,
+    /// Augmentation of the training minibatches (none in runs made before it existed).
+    #[serde(default)]
+    pub augment: crate::space::curve::Augment,
 }
 
 /// What determines a run's values: two runs with equal identities compute the same numbers (to
