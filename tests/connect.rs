@@ -279,7 +279,7 @@ fn augmented_curve_training_is_seeded_and_flips_and_crops_images() {
     assert!(black_value.double_value(&[0]) < -1.5, "byte 0 normalized: {black_value}");
 
     let (a, b, data) = (s(&fxp("resnet.pt")), s(&fxp("ckpt/b.pt")), s(&fxp("cifar-bin")));
-    let connect = |name: &str, augment: &str| -> Tensor {
+    let connect = |name: &str, augment: &str| -> (Tensor, std::path::PathBuf) {
         let out = out_dir(&format!("connect-augment-{name}"));
         let o = s(&out);
         let argv = ["connect", "--from", &a, "--to", &b, "--data", &data, "--epochs", "1", "--batch-size", "16"];
@@ -296,11 +296,49 @@ fn augmented_curve_training_is_seeded_and_flips_and_crops_images() {
         assert!(recorded.contains(want), "{name}: meta.json lacks {want}");
         let mut bend = Tensor::read_safetensors(out.join("bend.safetensors")).unwrap();
         bend.sort_by(|x, y| x.0.cmp(&y.0));
-        Tensor::cat(&bend.iter().map(|(_, t)| t.flatten(0, -1)).collect::<Vec<_>>(), 0)
+        (Tensor::cat(&bend.iter().map(|(_, t)| t.flatten(0, -1)).collect::<Vec<_>>(), 0), out)
     };
-    let (one, two, none) = (connect("one", "flip,crop"), connect("two", "crop,flip"), connect("none", "none"));
+    let ((one, run), (two, _), (none, _)) =
+        (connect("one", "flip,crop"), connect("two", "crop,flip"), connect("none", "none"));
     assert!(one.equal(&two), "two augmented runs with one seed differ");
     assert!(!one.allclose(&none, 1e-6, 1e-6, false), "the augmentation changed nothing");
+    // PyTorch, training the same curve with the documented draws, ends at the same bend.
+    let json = out_dir("connect-augment-reference").with_extension("json");
+    let progress = s(&run.join("train/progress.json"));
+    fixtures_py(&[
+        "connect-reference",
+        "--arch",
+        "resnet8w4",
+        "--from",
+        &a,
+        "--to",
+        &b,
+        "--data",
+        &data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--augment",
+        "flip,crop",
+        "--progress",
+        &progress,
+        "--out",
+        &s(&json),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["same_draws"], true, "the t draws are not torch.rand's after the documented seed");
+    let bend = Tensor::read_safetensors(run.join("bend.safetensors")).unwrap();
+    let want = r["bend"].as_object().unwrap();
+    for (name, t) in &bend {
+        let Some(w) = want.get(name) else { continue };
+        let w: Vec<f64> = w.as_array().unwrap().iter().map(f).collect();
+        let got: Vec<f64> = Vec::<f64>::try_from(&t.to_kind(Kind::Double).reshape([-1])).unwrap();
+        let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let diff = got.iter().zip(&w).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-5 * scale, "{name} differs from PyTorch's by {diff} (scale {scale})");
+    }
+    assert_eq!(bend.iter().filter(|(n, _)| want.contains_key(n)).count(), want.len(), "every parameter compared");
 }
 
 #[test]

@@ -512,8 +512,11 @@ def curve_lr(lr, e, epochs):
 
 
 def connect_reference(a):
-    """Curve training between two BnMLPs as losscape documents it, written out with
-    torch.optim.SGD on the bend, and the loss of θ(t) from a bend file with update_bn."""
+    """Curve training between two BnMLPs (or, with --arch resnet8w4, two width-4 ResNet-8s) as
+    losscape documents it, written out with torch.optim.SGD on the bend, with the documented
+    --augment draws (flips, then crop offsets, per minibatch, after the epoch's shuffle and t
+    draws; crops from images padded by 4 pixels of byte-0 black), and the loss of θ(t) from a bend
+    file with update_bn."""
     from safetensors.torch import load_file
     from torch.func import functional_call
     from torch.optim.swa_utils import update_bn
@@ -524,9 +527,23 @@ def connect_reference(a):
         return {k: v.detach() for k, v in torch.jit.load(path, map_location="cpu").state_dict().items()}
 
     sa, sb = state_of(a.from_), state_of(a.to)
-    net = BnMLP()
+    net = arch.CifarResNet(8, num_classes=10, width=4) if a.arch == "resnet8w4" else BnMLP()
     names = [k for k, _ in net.named_parameters()]
     x, y = load_data(a.data, "train")
+    augment = set() if a.augment == "none" else set(a.augment.split(","))
+    # Byte 0 after normalization, per channel: the value the crop's padding has.
+    black = torch.from_numpy(cifar_io.normalize(np.zeros((1, 3, 1, 1), np.uint8))).view(1, 3, 1, 1)
+
+    def augmented(xb):
+        if "flip" in augment:
+            f = torch.rand(len(xb)) < 0.5
+            xb = torch.where(f.view(-1, 1, 1, 1), xb.flip(3), xb)
+        if "crop" in augment:
+            off = torch.randint(0, 9, (len(xb), 2))
+            h, w = xb.shape[2], xb.shape[3]
+            padded = F.pad(xb - black, (4, 4, 4, 4)) + black
+            xb = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(off.tolist())])
+        return xb
     result = {}
     if a.epochs:
         draws = json.load(open(a.progress))["t"] if a.progress else None
@@ -551,7 +568,7 @@ def connect_reference(a):
                 wa, wm, wb = curve_weights(a.curve, ts[j])
                 theta = {k: (wa * sa[k].float() + wm * bend[k].detach() + wb * sb[k].float()).requires_grad_(True)
                          for k in names}
-                loss = F.cross_entropy(functional_call(net, theta, (x[idx],)), y[idx])
+                loss = F.cross_entropy(functional_call(net, theta, (augmented(x[idx]),)), y[idx])
                 grads = torch.autograd.grad(loss, [theta[k] for k in names])
                 for k, g in zip(names, grads):
                     bend[k].grad = wm * g
@@ -1311,6 +1328,8 @@ def main():
     cr.add_argument("--weight-decay", type=float, default=5e-4)
     cr.add_argument("--batch-size", type=int, default=128)
     cr.add_argument("--seed", type=int, default=0)
+    cr.add_argument("--arch", default="bnmlp", choices=["bnmlp", "resnet8w4"])
+    cr.add_argument("--augment", default="none")
     cr.add_argument("--progress")
     cr.add_argument("--bend")
     cr.add_argument("--points")
