@@ -617,7 +617,8 @@ fn forward_mode_products_equal_the_double_backward_ones() {
 /// layer folded into it, as a function of the parameters: its loss, gradient and Hessian-vector
 /// product equal the module's own (a freshly loaded copy's first pass) to float rounding —
 /// scripted and traced ResNets (shortcut convolutions, `conv2d` and `_convolution`), a CNN, an MLP
-/// with BatchNorm1d after Linear layers, a weight-normalized CNN — and it reads the running
+/// with BatchNorm1d after Linear layers, a weight-normalized CNN with a BatchNorm1d after a mean
+/// (left as it is) — and it reads the running
 /// statistics as they are at each pass (moving them in place moves it too, as BatchNorm
 /// re-estimation does). On the smooth CNN the product also equals central differences of
 /// gradients, after the loaded module has run forward passes with gradients: libtorch's
@@ -649,7 +650,10 @@ fn batchnorm_folded_products_equal_the_modules_own() {
     ] {
         let m = Model::load(&fxp(model), tch::Device::Cpu).unwrap();
         let d = Dataset::load(&DataSpec::new(fxp(data), Split::Train), tch::Device::Cpu).unwrap();
-        assert_eq!(m.batchnorms_folded().unwrap(), m.batchnorm_layers().unwrap().len(), "{model}: BatchNorms folded");
+        // The weight-normed CNN's BatchNorm1d follows a mean: nothing can absorb it.
+        let unfoldable = usize::from(model == "weightnorm_cnn.pt");
+        let layers = m.batchnorm_layers().unwrap().len();
+        assert_eq!(m.batchnorms_folded().unwrap(), layers - unfoldable, "{model}: BatchNorms folded of {layers}");
         let (x, y) = (d.inputs(0, d.n.min(32)), d.targets(0, d.n.min(32)));
         tch::manual_seed(3);
         let v: Vec<Tensor> = m.params.iter().map(|(_, p)| p.randn_like()).collect();

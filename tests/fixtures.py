@@ -112,18 +112,20 @@ class SmoothCNN(nn.Module):
 
 class WeightNormCNN(nn.Module):
     """SmoothCNN with a weight-normalized classifier (w = g·v/‖v‖ per row, torch._weight_norm):
-    an operation that has a double backward but no forward-mode derivative in libtorch."""
+    an operation that has a double backward but no forward-mode derivative in libtorch; and a
+    BatchNorm1d after a mean, which no layer before it can absorb."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(4)
+        self.bn_pooled = nn.BatchNorm1d(4)
         self.v = nn.Parameter(torch.randn(10, 4))
         self.g = nn.Parameter(torch.rand(10, 1) + 0.5)
         self.b = nn.Parameter(torch.zeros(10))
 
     def forward(self, x):
-        h = F.softplus(self.bn(self.conv(x))).mean(dim=(2, 3))
+        h = self.bn_pooled(F.softplus(self.bn(self.conv(x))).mean(dim=(2, 3)))
         return F.linear(h, torch._weight_norm(self.v, self.g, 0), self.b)
 
 
@@ -330,7 +332,9 @@ def make(out):
     cnn = SmoothCNN()
     randomize_bn(cnn, g)
     export(cnn, os.path.join(out, "smooth_cnn.pt"))
-    export(WeightNormCNN(), os.path.join(out, "weightnorm_cnn.pt"))
+    wn = WeightNormCNN()
+    randomize_bn(wn, torch.Generator().manual_seed(77))
+    export(wn, os.path.join(out, "weightnorm_cnn.pt"))
     export(NoGrad(), os.path.join(out, "nograd.pt"))
     export(NanGrad(), os.path.join(out, "nangrad.pt"))
     torch.manual_seed(20)

@@ -482,14 +482,14 @@ static torch::jit::Value* add_scaled_bias(torch::jit::Graph* g, torch::jit::Valu
 
 // The layer whose output an eval-mode BatchNorm can be folded into: a convolution (conv1d/2d/3d, or
 // a traced graph's _convolution that is not transposed) or a linear layer, whose weight is its
-// input 1 and bias (a tensor, None or an optional tensor) its input 2, its output used by the
-// BatchNorm alone.
+// input 1 and bias (a tensor, None or an optional tensor) its input 2. (Its output must also be
+// used by the BatchNorm alone: checked by the caller.)
 static bool foldable_layer(const torch::jit::Node* n) {
   using c10::Symbol;
   using torch::jit::Value;
   static const std::unordered_set<Symbol> plain = {
       Symbol::aten("conv1d"), Symbol::aten("conv2d"), Symbol::aten("conv3d"), Symbol::aten("linear")};
-  if (n->outputs().size() != 1 || n->output()->uses().size() != 1) return false;
+  if (n->outputs().size() != 1) return false;
   Value* bias = n->input(2);
   if (!is_tensor(n->input(1)) || !(is_tensor(bias) || is_none(bias) || is_optional_tensor(bias))) return false;
   if (plain.count(n->kind())) return true;
@@ -561,20 +561,19 @@ static int fold_batchnorm(std::shared_ptr<torch::jit::Graph>& graph) {
   for (Node* bn : bns) {
     Node* layer = bn->input(0)->node();
     auto training = constant_as<bool>(bn->input(5));
-    if (!training.has_value() || *training || layer->outputs().size() != 1) continue;
-    // A rank check on the layer's output (BatchNorm's own) reads the layer's input instead: a
-    // convolution or linear layer keeps the rank.
-    const std::vector<Use> uses = layer->output()->uses();
-    for (const Use& u : uses) {
-      if (u.user->kind() == aten::dim && layer->kind() != c10::Symbol::aten("_convolution")) {
-        u.user->replaceInput(u.offset, layer->input(0));
-      }
-    }
+    if (!training.has_value() || *training) continue;
     if (layer->owningBlock() != bn->owningBlock() || !foldable_layer(layer)) continue;
     if (!is_tensor(bn->input(1)) || !is_tensor(bn->input(2)) || !is_tensor(bn->input(3)) ||
         !is_tensor(bn->input(4))) {
       continue;
     }
+    // A rank check on the layer's output (BatchNorm's own) reads the layer's input instead: these
+    // layers keep the rank.
+    const std::vector<Use> uses = layer->output()->uses();
+    for (const Use& u : uses) {
+      if (u.user->kind() == aten::dim) u.user->replaceInput(u.offset, layer->input(0));
+    }
+    if (layer->output()->uses().size() != 1) continue;
     Value *gamma = bn->input(1), *beta = bn->input(2), *mean = bn->input(3), *var = bn->input(4);
     Value* eps = bn->input(7);
     Value *weight = layer->input(1), *bias = layer->input(2);
