@@ -21,7 +21,7 @@ DEMO_EVAL ?= 500
 DEMO_GRID ?= -1:1:21
 DEMO_SHARP ?= 200
 # make bench's --rel-error surface: the demo's trained ResNet-8, 21x21 on 4000 synthetic images.
-REL_ERROR_ARGS ?= --model resnet8 --train-epochs 6 --grid 21 --n 4000
+REL_ERROR_ARGS ?= --model resnet8 --train-epochs 6 --train-n 4000 --n 50000 --grid 7 --min-samples 2048
 
 # Debian packages the tests need (a headless browser for the HTML page, poppler's pdftoppm for the
 # PDF figures); root or sudo installs them.
