@@ -143,15 +143,31 @@ fn the_connect_benchmark_runs_end_to_end() {
     assert!(row["losscape_ips"].as_f64().unwrap() > 0.0 && out.contains("vs best"), "{out}");
 }
 
-/// The --rel-error benchmark, tiny: the estimated surfaces use fewer samples and stay near the
-/// exact one.
+/// The --rel-error benchmark, tiny (a model trained one epoch on the first 100 of its 400 images):
+/// the estimated surfaces use fewer samples and stay near the exact one.
 #[test]
 fn the_rel_error_benchmark_runs_end_to_end() {
     let (out, r) = bench_script(
         "rel_error.py",
         &out_dir("rel-error-bench-smoke"),
-        &["--model", "resnet8", "--n", "400", "--grid", "3", "--min-samples", "64", "--errors", "0.02"],
+        &[
+            "--model",
+            "resnet8",
+            "--n",
+            "400",
+            "--grid",
+            "3",
+            "--min-samples",
+            "64",
+            "--errors",
+            "0.02",
+            "--train-epochs",
+            "1",
+            "--train-n",
+            "100",
+        ],
     );
+    assert_eq!((r["train_n"].as_u64(), r["n"].as_u64()), (Some(100), Some(400)), "{r}");
     let row = &r["rows"][0];
     assert!(row["fewer_samples"].as_f64().unwrap() > 1.0, "{row}");
     assert!(row["max_error_in_E"].as_f64().unwrap() <= 3.0, "{row}");
