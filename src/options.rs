@@ -278,7 +278,21 @@ pub struct Normalization {
     pub std: Vec<f32>,
 }
 
+/// How the Gauss-Newton and Fisher products take J·v (the outputs', or the per-target losses',
+/// derivative along v).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Jvp {
+    /// Forward mode: the parameters carry v as their tangent through one forward pass, which also
+    /// records the graph Jᵀ is taken on. The default; where an operation of the model has no
+    /// forward-mode formula the operator falls back to the double-backward trick for good.
+    Forward,
+    /// The double-backward trick (two backward passes through the graph).
+    DoubleBackward,
+}
+
 display_as_serde!(
+    Jvp,
     Norm,
     Ignore,
     LossKind,

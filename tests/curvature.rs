@@ -76,6 +76,7 @@ fn eigenvalues_match_the_dense_hessian() {
         let scale = truth.iter().map(|v| v.abs()).fold(0.0, f64::max);
         let out = out_dir(&format!("hessian-{arch}-{ignore}"));
         let h = hessian(model, data, &out, &["--top", "3", "--which", "both", "--ignore", ignore]);
+        assert!(h.get("jvp").is_none(), "the Hessian takes no J v: {h}");
         assert_eq!(h["n_params"].as_u64().unwrap() as usize, truth.len(), "{arch}/{ignore}");
         assert_eq!(h["converged"], true, "{h}");
         let (largest, smallest) = (values(&h, "largest"), values(&h, "smallest"));
@@ -204,6 +205,8 @@ fn gauss_newton_and_empirical_fisher_match_the_dense_matrices() {
             let case = format!("{op} of {arch}");
             assert_eq!(h["operator"], op, "{case}");
             assert_eq!(h["converged"], true, "{case}: {h}");
+            assert_eq!(h["jvp"], "forward", "{case}: J v taken in forward mode");
+            assert_eq!(h["batchnorm_folded"], u64::from(arch == "smooth_cnn"), "{case}: BatchNorms folded");
             let largest = values(&h, "largest");
             for (i, (l, _)) in largest.iter().enumerate() {
                 assert!(

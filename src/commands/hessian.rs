@@ -204,6 +204,8 @@ fn report(a: &Analysis, h: &Hessian, loss: f64, which: Option<Which>) -> Hessian
         n_params: h.dim(),
         hvp_count: a.products,
         passes: a.passes,
+        jvp: (h.operator() != crate::options::Operator::Hessian).then_some(h.jvp),
+        batchnorm_folded: h.batchnorms_folded(),
         seconds: a.seconds,
         loss,
         lanczos_steps: e.map_or(0, |e| e.steps),

@@ -60,16 +60,7 @@ pub struct Hessian<'a> {
     pub jvp: Jvp,
 }
 
-/// How J·v (the outputs', or the per-target losses', derivative along v) is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jvp {
-    /// Forward mode: the parameters carry v as their tangent through one forward pass, which also
-    /// records the graph Jᵀ is taken on. The default; where an operation of the model has no
-    /// forward-mode formula the operator falls back to the double-backward trick for good.
-    Forward,
-    /// The double-backward trick (two backward passes through the graph).
-    DoubleBackward,
-}
+pub use crate::options::Jvp;
 
 impl<'a> Hessian<'a> {
     pub fn new(
@@ -124,6 +115,11 @@ impl<'a> Hessian<'a> {
     /// The loss H is the Hessian of.
     pub fn loss_kind(&self) -> LossKind {
         self.loss
+    }
+
+    /// BatchNorm layers folded in the module the products run (which this makes, if no product has).
+    pub fn batchnorms_folded(&self) -> usize {
+        self.model.batchnorms_folded().unwrap_or(0)
     }
 
     /// The operator the products apply.

@@ -1115,6 +1115,12 @@ pub struct HessianReport {
     /// Passes over the data they took (independent products share one).
     #[serde(default)]
     pub passes: usize,
+    /// How the products took J·v (Gauss-Newton and empirical Fisher only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jvp: Option<crate::options::Jvp>,
+    /// BatchNorm layers folded into the layer before them in the module the products run.
+    #[serde(default)]
+    pub batchnorm_folded: usize,
     pub seconds: f64,
     /// The loss at the point (dataset mean).
     pub loss: f64,
