@@ -257,13 +257,23 @@ impl<'a> Hessian<'a> {
             return Err(self.not_differentiable());
         }
         let grads = Tensor::f_run_backward(&[&loss], params, true, true).map_err(|e| self.torch(e))?;
-        let last = vs.len() - 1;
-        vs.iter()
+        self.gradients_of(vs.iter().map(|v| dot(&grads, v)).collect(), params)
+    }
+
+    /// The gradient of each scalar of one graph with respect to `params`, keeping the graph until
+    /// the last.
+    fn gradients_of(&self, scalars: Vec<Tensor>, params: &[Tensor]) -> Result<Vec<Vec<Tensor>>> {
+        let last = scalars.len() - 1;
+        scalars
+            .iter()
             .enumerate()
-            .map(|(i, v)| {
-                Tensor::f_run_backward(&[&dot(&grads, v)], params, i < last, false).map_err(|e| self.torch(e))
-            })
+            .map(|(i, s)| Tensor::f_run_backward(&[s], params, i < last, false).map_err(|e| self.torch(e)))
             .collect()
+    }
+
+    /// `of` of the model's outputs on `x` (float32), through the products' module.
+    fn value_of(&self, x: &Tensor, of: &dyn Fn(&Tensor) -> Tensor) -> Result<Tensor> {
+        Ok(of(&self.model.forward_products(x)?.to_kind(Kind::Float)))
     }
 
     /// `of` (a function of the model's outputs on `x`, with the graph Jᵀ is taken on) and J·v for
@@ -290,9 +300,9 @@ impl<'a> Hessian<'a> {
                 }
             }
         }
-        let of = of(&self.model.forward_products(x)?.to_kind(Kind::Float));
-        let jvs = self.directional(&of, params, vs)?;
-        Ok((of, jvs))
+        let value = self.value_of(x, of)?;
+        let jvs = self.directional(&value, params, vs)?;
+        Ok((value, jvs))
     }
 
     /// As `with_directionals`, in forward mode: the first vector's tangents ride along the forward
@@ -312,8 +322,7 @@ impl<'a> Hessian<'a> {
             for (p, t) in params.iter().zip(v) {
                 level.set_tangent(p, &t.to_kind(p.kind()))?;
             }
-            let run = || -> Result<Tensor> { Ok(of(&self.model.forward_products(x)?.to_kind(Kind::Float))) };
-            let value = if k == 0 { run()? } else { tch::no_grad(run)? };
+            let value = if k == 0 { self.value_of(x, of)? } else { tch::no_grad(|| self.value_of(x, of))? };
             match level.tangent(&value)? {
                 Some(t) => jvs.push(t.detach().to_kind(Kind::Float)),
                 None => return Ok(None),
@@ -355,15 +364,15 @@ impl<'a> Hessian<'a> {
         let x = self.data.inputs(start, len);
         let y = self.data.targets(start, len);
         let (out, jvs) = self.with_directionals(&x, params, vs, &|o| o.shallow_clone())?;
-        let (detached, last) = (out.detach(), jvs.len() - 1);
-        jvs.iter()
-            .enumerate()
-            .map(|(i, jv)| {
+        let detached = out.detach();
+        let scalars = jvs
+            .iter()
+            .map(|jv| {
                 let hjv = crate::engine::evaluate::output_hessian_product(self.loss, &detached, &y, jv);
-                Tensor::f_run_backward(&[&(&out * hjv).sum(Kind::Float)], params, i < last, false)
-                    .map_err(|e| self.torch(e))
+                (&out * hjv).sum(Kind::Float)
             })
-            .collect()
+            .collect();
+        self.gradients_of(scalars, params)
     }
 
     /// Σ_i g_i (g_i · v) on one batch for each v: the per-target losses' directional derivatives
@@ -380,14 +389,7 @@ impl<'a> Hessian<'a> {
         let (loss, y) = (self.loss, self.data.targets(start, len));
         let per_target = move |o: &Tensor| crate::engine::evaluate::target_losses(loss, o, &y);
         let (losses, gvs) = self.with_directionals(&x, params, vs, &per_target)?;
-        let last = gvs.len() - 1;
-        gvs.iter()
-            .enumerate()
-            .map(|(i, gv)| {
-                Tensor::f_run_backward(&[&(&losses * gv).sum(Kind::Float)], params, i < last, false)
-                    .map_err(|e| self.torch(e))
-            })
-            .collect()
+        self.gradients_of(gvs.iter().map(|gv| (&losses * gv).sum(Kind::Float)).collect(), params)
     }
 
     /// The loss itself (dataset mean), without a graph.

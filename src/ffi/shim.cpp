@@ -78,6 +78,15 @@ static torch::jit::Module* module_of(void* module) {
   return static_cast<torch::jit::Module*>(module);
 }
 
+// The nodes of `b` and of every block nested in it for which `keep` holds, in graph order.
+template <typename F>
+static void find_nodes(torch::jit::Block* b, const F& keep, std::vector<torch::jit::Node*>& out) {
+  for (auto* n : b->nodes()) {
+    if (keep(n)) out.push_back(n);
+    for (auto* sub : n->blocks()) find_nodes(sub, keep, out);
+  }
+}
+
 extern "C" {
 
 int losscape_set_tf32(int on, char* err, size_t errlen) {
@@ -272,13 +281,10 @@ int losscape_torch_load(const char* path, void* ctx, named_tensor_cb f, char* er
 }
 
 static void tensor_constants(torch::jit::Block* b, std::vector<torch::jit::Node*>& out) {
-  for (auto* n : b->nodes()) {
-    if (n->kind() == c10::prim::Constant && n->output()->type()->cast<c10::TensorType>() &&
-        n->hasAttribute(c10::attr::value) && n->output()->hasUses()) {
-      out.push_back(n);
-    }
-    for (auto* sub : n->blocks()) tensor_constants(sub, out);
-  }
+  find_nodes(b, [](torch::jit::Node* n) {
+    return n->kind() == c10::prim::Constant && n->output()->type()->cast<c10::TensorType>() &&
+           n->hasAttribute(c10::attr::value) && n->output()->hasUses();
+  }, out);
 }
 
 static void constants_by_name(torch::jit::Block* b, c10::Symbol kind,
@@ -500,12 +506,6 @@ static bool foldable_layer(const torch::jit::Node* n) {
   return false;
 }
 
-static void batchnorm_nodes(torch::jit::Block* b, std::vector<torch::jit::Node*>& out) {
-  for (auto* n : b->nodes()) {
-    if (n->kind() == c10::Symbol::aten("batch_norm")) out.push_back(n);
-    for (auto* sub : n->blocks()) batchnorm_nodes(sub, out);
-  }
-}
 
 // W·scale along W's first axis (output channels): scale viewed as [-1, 1, ...] where the layer
 // fixes W's rank, else (a traced _convolution) by moving that axis last, broadcasting, moving back.
@@ -526,16 +526,6 @@ static torch::jit::Value* scaled_rows(torch::jit::Graph* g, const torch::jit::No
   return g->insert(aten::transpose, {t, first, last});
 }
 
-static void training_flags(torch::jit::Block* b, std::vector<torch::jit::Node*>& out) {
-  for (auto* n : b->nodes()) {
-    if (n->kind() == c10::prim::GetAttr && n->s(c10::attr::name) == "training" &&
-        n->output()->type()->kind() == c10::TypeKind::BoolType) {
-      out.push_back(n);
-    }
-    for (auto* sub : n->blocks()) training_flags(sub, out);
-  }
-}
-
 // Rewrite the forward graph of a module that only ever runs in eval mode: inline it, read every
 // module's `training` flag as false (and propagate that: training-only branches go), then fold
 // each BatchNorm (eval mode) whose input comes straight from a convolution or linear layer, with
@@ -547,7 +537,10 @@ static int fold_batchnorm(std::shared_ptr<torch::jit::Graph>& graph) {
   using namespace torch::jit;
   Inline(*graph);
   std::vector<Node*> flags;
-  training_flags(graph->block(), flags);
+  find_nodes(graph->block(), [](Node* n) {
+    return n->kind() == prim::GetAttr && n->s(attr::name) == "training" &&
+           n->output()->type()->kind() == c10::TypeKind::BoolType;
+  }, flags);
   for (Node* n : flags) {
     WithInsertPoint at(n);
     n->output()->replaceAllUsesWith(graph->insertConstant(false));
@@ -556,7 +549,7 @@ static int fold_batchnorm(std::shared_ptr<torch::jit::Graph>& graph) {
   ConstantPropagation(graph);
   EliminateDeadCode(graph);
   std::vector<Node*> bns;
-  batchnorm_nodes(graph->block(), bns);
+  find_nodes(graph->block(), [](Node* n) { return n->kind() == aten::batch_norm; }, bns);
   int folded = 0;
   for (Node* bn : bns) {
     Node* layer = bn->input(0)->node();
