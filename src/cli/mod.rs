@@ -27,6 +27,8 @@ pub fn main() -> ExitCode {
         Err(code) => return code,
     };
     progress::init_log(quiet(&cli.command));
+    let host = crate::engine::settings::keep_host_memory();
+    log::debug!("host allocator: {host:?}");
     let given = match cli.command {
         Command::Merge(_) | Command::Plot(_) => words::RunDirGiven::Positional,
         _ => words::RunDirGiven::Out,
