@@ -328,17 +328,100 @@ fn augmented_curve_training_is_seeded_and_flips_and_crops_images() {
     ]);
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["same_draws"], true, "the t draws are not torch.rand's after the documented seed");
+    assert!(!meta_json(&run)["channels_last"].as_bool().unwrap(), "the width-4 ResNet-8 must stay NCHW on the CPU");
+    assert_bend_is_pytorchs(&run, &r, 1e-5);
+}
+
+/// The bend of `run` equals the one in PyTorch's reference `r` to `tol` of each tensor's scale.
+fn assert_bend_is_pytorchs(run: &Path, r: &serde_json::Value, tol: f64) {
     let bend = Tensor::read_safetensors(run.join("bend.safetensors")).unwrap();
     let want = r["bend"].as_object().unwrap();
     for (name, t) in &bend {
         let Some(w) = want.get(name) else { continue };
         let w: Vec<f64> = w.as_array().unwrap().iter().map(f).collect();
-        let got: Vec<f64> = Vec::<f64>::try_from(&t.to_kind(Kind::Double).reshape([-1])).unwrap();
+        let got: Vec<f64> = Vec::<f64>::try_from(&t.to_kind(tch::Kind::Double).reshape([-1])).unwrap();
         let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let diff = got.iter().zip(&w).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
-        assert!(diff <= 1e-5 * scale, "{name} differs from PyTorch's by {diff} (scale {scale})");
+        assert!(diff <= tol * scale, "{name} differs from PyTorch's by {diff} (scale {scale})");
     }
     assert_eq!(bend.iter().filter(|(n, _)| want.contains_key(n)).count(), want.len(), "every parameter compared");
+}
+
+#[test]
+fn a_resnet_trains_channels_last_on_the_cpu_to_pytorchs_bend() {
+    // ResNet-20 (width 16: no 1x1 convolution from fewer than 16 channels) takes its gradients in
+    // channels_last on the CPU. One SGD step (60 images, batch 64) from the midpoint against
+    // PyTorch's NCHW loop: a random ResNet-20 in training mode is ill-conditioned (float32 NCHW
+    // gradients are 0.2% off float64 ones on its BatchNorm biases, channels_last ones 1%; in float64
+    // the two layouts agree to 1e-13), so each tensor's step is compared to 5% of its norm and the
+    // bend to 1e-4 of its scale. A layout bug (oneDNN's #6035 was 615x off) fails both.
+    let (a, b, data) = (s(&fxp("resnet20.pt")), s(&fxp("resnet20_b.safetensors")), s(&fxp("cifar-bin")));
+    let out = out_dir("connect-resnet20");
+    let o = s(&out);
+    ok(&losscape(&[
+        "connect",
+        "--from",
+        &a,
+        "--to",
+        &b,
+        "--data",
+        &data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--points",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        &o,
+        "--no-plots",
+        "-q",
+    ]));
+    assert_eq!(meta_json(&out)["channels_last"], true, "ResNet-20's gradients are not channels_last");
+    let json = out_dir("connect-resnet20-reference").with_extension("json");
+    let progress = s(&out.join("train/progress.json"));
+    fixtures_py(&[
+        "connect-reference",
+        "--arch",
+        "resnet20",
+        "--from",
+        &a,
+        "--to",
+        &b,
+        "--data",
+        &data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--progress",
+        &progress,
+        "--out",
+        &s(&json),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["same_draws"], true, "the t draws are not torch.rand's after the documented seed");
+    assert_bend_is_pytorchs(&out, &r, 1e-4);
+    let values = |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(f).collect() };
+    for (name, t) in Tensor::read_safetensors(out.join("bend.safetensors")).unwrap() {
+        if r["bend"].get(&name).is_none() {
+            continue;
+        }
+        let (start, want) = (values(&r["start"][&name]), values(&r["bend"][&name]));
+        let got: Vec<f64> = Vec::<f64>::try_from(&t.to_kind(tch::Kind::Double).reshape([-1])).unwrap();
+        let (mut err, mut norm) = (0.0, 0.0);
+        for ((g, w), s0) in got.iter().zip(&want).zip(&start) {
+            err += (g - w) * (g - w);
+            norm += (w - s0) * (w - s0);
+        }
+        assert!(
+            norm > 0.0 && err.sqrt() <= 0.05 * norm.sqrt(),
+            "{name}: its step is {} of PyTorch's off",
+            (err / norm).sqrt()
+        );
+    }
 }
 
 #[test]

@@ -341,6 +341,12 @@ def make(out):
     r20 = arch.build("resnet20")
     randomize_bn(r20, g)
     export(r20, os.path.join(out, "resnet20.pt"))
+    # A second ResNet-20 (another seed, its own generator) as the other end of a curve.
+    torch.manual_seed(22)
+    r20b = arch.build("resnet20")
+    randomize_bn(r20b, torch.Generator().manual_seed(23))
+    from safetensors.torch import save_file as save_st
+    save_st({k: v.contiguous() for k, v in r20b.state_dict().items()}, os.path.join(out, "resnet20_b.safetensors"))
     with open(os.path.join(out, "garbage.pt"), "wb") as f:
         f.write(b"this is not a model\n")
 
@@ -516,7 +522,7 @@ def curve_lr(lr, e, epochs):
 
 
 def connect_reference(a):
-    """Curve training between two BnMLPs (or, with --arch resnet8w4, two width-4 ResNet-8s) as
+    """Curve training between two BnMLPs (or, with --arch, two width-4 ResNet-8s or ResNet-20s) as
     losscape documents it, written out with torch.optim.SGD on the bend, with the documented
     --augment draws (flips, then crop offsets, per minibatch, after the epoch's shuffle and t
     draws; crops from images padded by 4 pixels of byte-0 black), and the loss of θ(t) from a bend
@@ -531,7 +537,9 @@ def connect_reference(a):
         return {k: v.detach() for k, v in torch.jit.load(path, map_location="cpu").state_dict().items()}
 
     sa, sb = state_of(a.from_), state_of(a.to)
-    net = arch.CifarResNet(8, num_classes=10, width=4) if a.arch == "resnet8w4" else BnMLP()
+    nets = {"resnet8w4": lambda: arch.CifarResNet(8, num_classes=10, width=4),
+            "resnet20": lambda: arch.build("resnet20"), "bnmlp": BnMLP}
+    net = nets[a.arch]()
     names = [k for k, _ in net.named_parameters()]
     x, y = load_data(a.data, "train")
     augment = set() if a.augment == "none" else set(a.augment.split(","))
@@ -552,6 +560,7 @@ def connect_reference(a):
     if a.epochs:
         draws = json.load(open(a.progress))["t"] if a.progress else None
         bend = {k: ((sa[k].float() + sb[k].float()) / 2).clone().requires_grad_(True) for k in names}
+        result["start"] = {k: v.detach().reshape(-1).tolist() for k, v in bend.items()}
         opt = torch.optim.SGD(list(bend.values()), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
         net.load_state_dict(sa)
         net.train()
@@ -1332,7 +1341,7 @@ def main():
     cr.add_argument("--weight-decay", type=float, default=5e-4)
     cr.add_argument("--batch-size", type=int, default=128)
     cr.add_argument("--seed", type=int, default=0)
-    cr.add_argument("--arch", default="bnmlp", choices=["bnmlp", "resnet8w4"])
+    cr.add_argument("--arch", default="bnmlp", choices=["bnmlp", "resnet8w4", "resnet20"])
     cr.add_argument("--augment", default="none")
     cr.add_argument("--progress")
     cr.add_argument("--bend")

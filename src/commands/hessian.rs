@@ -83,7 +83,7 @@ fn hessian_setup(cfg: &HessianConfig) -> Result<Setup> {
     setup.precision = Some(precision);
     setup.fold_batchnorm = false;
     setup.batch_size = setup.batch_size.or(Some(default_batch_size(cfg.device)));
-    hessian::gradient_layout(&mut setup, cfg.device);
+    hessian::product_layout(&mut setup, cfg.device);
     Ok(setup)
 }
 

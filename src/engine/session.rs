@@ -26,6 +26,10 @@ pub struct Setup {
     pub loss_cap: Option<f64>,
     /// channels_last weights and resident images.
     pub channels_last: bool,
+    /// The run takes first-order gradients on the CPU: channels_last only for a model none of
+    /// whose convolutions oneDNN's channels_last weight gradient gets wrong (see
+    /// [`Model::pointwise_conv_with_few_inputs`]); such a model stays NCHW.
+    pub gradients_on_cpu: bool,
     /// Evaluate a frozen, BatchNorm-folded copy where that is exact (see `fold`).
     pub fold_batchnorm: bool,
     /// Let cuDNN time its convolution algorithms and keep the fastest (per process).
@@ -53,6 +57,7 @@ impl Setup {
             precision: None,
             loss_cap: None,
             channels_last: true,
+            gradients_on_cpu: false,
             fold_batchnorm: true,
             cudnn_benchmark: true,
             onednn: true,
@@ -170,6 +175,17 @@ impl Session {
                 d.set_order(&crate::space::sample::permutation(d.n, s.seed));
             }
         }
+        let mut setup = setup.clone();
+        if setup.channels_last && setup.gradients_on_cpu {
+            if let Some(name) = model.pointwise_conv_with_few_inputs() {
+                log::debug!(
+                    "{name} is a 1x1 convolution with fewer than {} input channels: gradients run in the NCHW layout \
+                     (oneDNN's channels_last weight gradient of such a convolution can be wrong)",
+                    crate::inputs::model::POINTWISE_MIN_INPUTS
+                );
+                setup.channels_last = false;
+            }
+        }
         if setup.channels_last {
             model.to_channels_last()?;
             data.to_channels_last();
@@ -178,7 +194,7 @@ impl Session {
                 b.to_channels_last();
             }
         }
-        Ok(Session { dev, model, data, more, bn_data, precision, setup: setup.clone(), started })
+        Ok(Session { dev, model, data, more, bn_data, precision, setup, started })
     }
 
     /// An evaluator of this model on this data (checks the model's output against the targets of

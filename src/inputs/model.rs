@@ -30,6 +30,10 @@ pub struct Model {
 
 pub use crate::formats::hash::sha256_hex;
 
+/// See [`Model::pointwise_conv_with_few_inputs`]: the input-channel block of oneDNN's AVX-512
+/// 1×1 convolution kernels (its AVX2 ones use 8).
+pub const POINTWISE_MIN_INPUTS: i64 = 16;
+
 /// sha256 of a file (streamed), as hex.
 pub fn sha256_file(path: &Path, role: Role) -> Result<String> {
     crate::formats::hash::sha256_file(path).map_err(|e| Error::file(role, path, format!("cannot read: {e}")))
@@ -148,6 +152,20 @@ impl Model {
         for ((_, p), v) in self.params.iter().zip(values) {
             p.shallow_clone().copy_(v);
         }
+    }
+
+    /// The first parameter that looks like the weight of a 1×1 2-D convolution with fewer than
+    /// [`POINTWISE_MIN_INPUTS`] input channels per group (shape [out, in, 1, 1]): the kind of layer
+    /// whose weight gradient oneDNN gets wrong in channels_last when it is strided (the stride is not
+    /// in the weight, so every such layer counts).
+    pub fn pointwise_conv_with_few_inputs(&self) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(_, p)| {
+                let s = p.size();
+                s.len() == 4 && s[2] == 1 && s[3] == 1 && s[1] < POINTWISE_MIN_INPUTS
+            })
+            .map(|(n, _)| n.as_str())
     }
 
     /// Re-lay 4-D weights (convolutions) out as channels_last (NHWC in memory, NCHW in shape),
