@@ -202,7 +202,7 @@ pub fn surface(a: &SurfaceArgs, env: &dyn Env, argv: Vec<String>) -> Result<Surf
     curvature_precision(&mut setup, &curvature);
     let task = task(&a.out, &a.value.device, Some(&a.task), env, argv)?;
     if curvature.is_some() {
-        crate::engine::hessian::product_layout(&mut setup, task.devices[0]);
+        crate::engine::hessian::gradient_layout(&mut setup, task.devices[0]);
     }
     Ok(SurfaceConfig {
         curvature,

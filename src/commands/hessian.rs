@@ -66,7 +66,8 @@ pub struct HessianOutcome {
     pub meta: HessianMeta,
 }
 
-/// The evaluation options of a Hessian: fp32 or tf32, no fold, eval-mode BatchNorm, NCHW on the CPU.
+/// The evaluation options of a Hessian: fp32 or tf32, no fold, eval-mode BatchNorm, the layout of
+/// gradients (`engine::hessian::gradient_layout`).
 fn hessian_setup(cfg: &HessianConfig) -> Result<Setup> {
     let mut setup = cfg.setup.clone();
     let precision = setup.precision.unwrap_or(Precision::Fp32);
@@ -83,7 +84,7 @@ fn hessian_setup(cfg: &HessianConfig) -> Result<Setup> {
     setup.precision = Some(precision);
     setup.fold_batchnorm = false;
     setup.batch_size = setup.batch_size.or(Some(default_batch_size(cfg.device)));
-    hessian::product_layout(&mut setup, cfg.device);
+    hessian::gradient_layout(&mut setup, cfg.device);
     Ok(setup)
 }
 
@@ -139,7 +140,7 @@ pub fn hessian(cfg: &HessianConfig) -> Result<HessianOutcome> {
         origin: cfg.arch.as_ref().map(|_| cfg.model.clone()),
         argv: &cfg.argv,
         precision,
-        channels_last: setup.channels_last,
+        channels_last: s.setup.channels_last,
         files,
         setup_seconds,
         density: cfg.request.density.map(|(runs, steps)| DensityMeta {
