@@ -26,8 +26,8 @@ pub struct Setup {
     pub loss_cap: Option<f64>,
     /// channels_last weights and resident images.
     pub channels_last: bool,
-    /// The run takes first-order gradients on the CPU: channels_last only for a model none of
-    /// whose convolutions oneDNN's channels_last weight gradient gets wrong (see
+    /// The run takes gradients or curvature products on the CPU: channels_last only for a model
+    /// none of whose convolutions oneDNN's channels_last weight gradient gets wrong (see
     /// [`Model::pointwise_conv_with_few_inputs`]); such a model stays NCHW.
     pub gradients_on_cpu: bool,
     /// Evaluate a frozen, BatchNorm-folded copy where that is exact (see `fold`).
