@@ -303,33 +303,31 @@ fn augmented_curve_training_is_seeded_and_flips_and_crops_images() {
     assert!(one.equal(&two), "two augmented runs with one seed differ");
     assert!(!one.allclose(&none, 1e-6, 1e-6, false), "the augmentation changed nothing");
     // PyTorch, training the same curve with the documented draws, ends at the same bend.
-    let json = out_dir("connect-augment-reference").with_extension("json");
-    let progress = s(&run.join("train/progress.json"));
-    fixtures_py(&[
-        "connect-reference",
-        "--arch",
-        "resnet8w4",
-        "--from",
-        &a,
-        "--to",
-        &b,
-        "--data",
-        &data,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--augment",
-        "flip,crop",
-        "--progress",
-        &progress,
-        "--out",
-        &s(&json),
-    ]);
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(r["same_draws"], true, "the t draws are not torch.rand's after the documented seed");
+    let r = one_epoch_in_pytorch(&run, "resnet8w4", [&a, &b, &data], "16", &["--augment", "flip,crop"]);
     assert!(!meta_json(&run)["channels_last"].as_bool().unwrap(), "the width-4 ResNet-8 must stay NCHW on the CPU");
     assert_bend_is_pytorchs(&run, &r, 1e-5);
+}
+
+/// PyTorch's one epoch of training the curve of connect run `run` (`arch` between the models
+/// `from`, `to` on `data`, minibatches of `batch`, then `extra`) with the run's t draws, checked to
+/// be torch.rand's after the documented seed: the reference's JSON (its `bend` and `start`).
+fn one_epoch_in_pytorch(
+    run: &Path,
+    arch: &str,
+    [from, to, data]: [&str; 3],
+    batch: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let json = run.with_extension("reference.json");
+    let progress = s(&run.join("train/progress.json"));
+    let out = s(&json);
+    let mut v = vec!["connect-reference", "--arch", arch, "--from", from, "--to", to, "--data", data];
+    v.extend(["--epochs", "1", "--batch-size", batch, "--progress", &progress, "--out", &out]);
+    v.extend_from_slice(extra);
+    fixtures_py(&v);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["same_draws"], true, "the t draws are not torch.rand's after the documented seed");
+    r
 }
 
 /// The bend of `run` equals the one in PyTorch's reference `r` to `tol` of each tensor's scale.
@@ -380,29 +378,7 @@ fn a_resnet_trains_channels_last_on_the_cpu_to_pytorchs_bend() {
         "-q",
     ]));
     assert_eq!(meta_json(&out)["channels_last"], true, "ResNet-20's gradients are not channels_last");
-    let json = out_dir("connect-resnet20-reference").with_extension("json");
-    let progress = s(&out.join("train/progress.json"));
-    fixtures_py(&[
-        "connect-reference",
-        "--arch",
-        "resnet20",
-        "--from",
-        &a,
-        "--to",
-        &b,
-        "--data",
-        &data,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--progress",
-        &progress,
-        "--out",
-        &s(&json),
-    ]);
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(r["same_draws"], true, "the t draws are not torch.rand's after the documented seed");
+    let r = one_epoch_in_pytorch(&out, "resnet20", [&a, &b, &data], "64", &[]);
     assert_bend_is_pytorchs(&out, &r, 1e-4);
     let values = |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(f).collect() };
     for (name, t) in Tensor::read_safetensors(out.join("bend.safetensors")).unwrap() {
