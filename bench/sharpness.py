@@ -9,8 +9,8 @@
     layout on the CPU, 1.2-1.3x faster for ResNet-20 there), and torch.compile of the module in
     both layouts (mode default); "best" is the fastest of the four;
  3. losscape: `sharpness --measure worst` on the same TorchScript model and data, its ascent steps
-    timed by itself (meta.json: worker seconds; every step is one gradient, the few loss-only
-    passes of a measurement are counted as passes too).
+    timed by itself (meta.json's timing: the gradient passes and their seconds; the loss-only
+    passes of a measurement are not in them).
 
 Also the seconds per model of the default measures (average and worst, --samples and --steps as
 given) in losscape. The loss at θ is compared between losscape and eager PyTorch as a check.
@@ -121,11 +121,10 @@ def main():
         subprocess.run(cmd, check=True)
         meta = json.load(open(os.path.join(out, "meta.json")))
         res = json.load(open(os.path.join(out, "sharpness.json")))["models"][0]
-        grads = res["results"][0]["details"]["gradients"]
-        # Passes over the data: one per gradient (each also gives its loss), and two loss-only
-        # passes (the loss at θ for the measurement, and the ascent's starting point).
-        passes = grads + 2
-        r["losscape_ips"] = passes * a.n / meta["timing"]["worker_seconds"]
+        t = meta["timing"]
+        assert t["gradients"] == res["results"][0]["details"]["gradients"]
+        # Every gradient pass, the first included (the PyTorch loops leave their first step out).
+        r["losscape_ips"] = t["gradients"] * a.n / t["gradient_seconds"]
         r["losscape_base_loss"] = res["loss"]
         out = os.path.join(work, f"default-{name}")
         cmd = [a.bin, "sharpness", "--model", pt, "--data", data_dir, "--radius", "0.05", "--samples", str(a.samples),

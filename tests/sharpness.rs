@@ -113,8 +113,14 @@ fn on_networks_losscape_agrees_with_pytorch_and_its_delta_is_the_reported_increa
     ] {
         let out = out_dir(&format!("sharp-net-{model}"));
         let r = sharpness(model, data, &out, &["--radius", rho, "--samples", "60", "--steps", "10"]);
-        assert_eq!(crate::common::meta_json(&out)["channels_last"], channels_last, "{model}: the layout recorded");
+        let meta = crate::common::meta_json(&out);
+        assert_eq!(meta["channels_last"], channels_last, "{model}: the layout recorded");
         let rs = results(&r);
+        // The run's timing counts the ascent's gradient passes (and times them).
+        let taken = find(&rs, "worst")["details"]["gradients"].as_u64().unwrap();
+        assert_eq!(meta["timing"]["gradients"].as_u64(), Some(taken), "{model}: gradients in timing");
+        let secs = f(&meta["timing"]["gradient_seconds"]);
+        assert!(secs > 0.0 && secs <= f(&meta["timing"]["worker_seconds"]), "{model}: gradient seconds {secs}");
         let reference = out_dir(&format!("sharp-ref-{model}")).with_extension("json");
         let delta = out.join("worst.safetensors");
         let (m, d) = (s(&fxp(model)), s(&fxp(data)));

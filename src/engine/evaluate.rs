@@ -32,6 +32,16 @@ impl Forward for Model {
     }
 }
 
+/// The model's forward for curvature products and gradients in eval mode: BatchNorms folded into
+/// the layers before them, as functions of the parameters ([`Model::forward_products`]).
+pub struct Products<'a>(pub &'a Model);
+
+impl Forward for Products<'_> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.0.forward_products(x)
+    }
+}
+
 /// How a pass over the data is made: the loss, batch and input dtype.
 #[derive(Debug, Clone)]
 pub struct Evaluator {

@@ -129,6 +129,9 @@ struct Recorder<'a> {
     /// Hessian-vector products so far (`--curvature`), and about the most one point takes.
     products: usize,
     max_products: usize,
+    /// Gradient passes (sharpness ascent steps) so far, and their seconds.
+    gradients: usize,
+    gradient_seconds: f64,
     eval_started: Option<Instant>,
     evaluated: usize,
     failure: Option<Error>,
@@ -153,6 +156,8 @@ impl Recorder<'_> {
                 self.costs.1 += out.batchnorm_seconds;
                 self.costs.2 += out.curvature_seconds;
                 self.products += out.products;
+                self.gradients += out.gradients;
+                self.gradient_seconds += out.gradient_seconds;
                 self.evaluated += 1;
                 self.observer.point(out.loss, out.products);
                 self.store.record(k, out.values);
@@ -182,6 +187,8 @@ impl Recorder<'_> {
             batchnorm_seconds: bn,
             curvature_seconds: curv,
             curvature_products: self.products,
+            gradients: self.gradients,
+            gradient_seconds: self.gradient_seconds,
         }
     }
 
@@ -279,6 +286,8 @@ pub fn sweep(
         products: 0,
         // Lanczos steps, and the residual checks of λmax and λmin at the end.
         max_products: spec.plan.curvature.map_or(0, |c| c.max_steps + 2),
+        gradients: 0,
+        gradient_seconds: 0.0,
         eval_started: None,
         evaluated: 0,
         failure: None,

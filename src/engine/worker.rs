@@ -132,6 +132,9 @@ pub struct Evaluated {
     pub curvature_seconds: f64,
     /// Hessian-vector products at this point (`--curvature`).
     pub products: usize,
+    /// Gradient passes over the data (sharpness ascent steps) and their seconds.
+    pub gradients: usize,
+    pub gradient_seconds: f64,
 }
 
 fn mover_of(spec: &RunSpec, s: &Session) -> Result<Mover> {
@@ -429,7 +432,7 @@ impl Parts {
             let bn = self.recompute()?;
             let bn_data = self.s.bn_data.as_ref();
             let recompute = self.bn.as_ref().zip(bn_data);
-            let point = crate::engine::sharpness::measure(
+            let measured = crate::engine::sharpness::measure(
                 &self.s.model,
                 &self.s.data,
                 &self.ev,
@@ -438,7 +441,8 @@ impl Parts {
                 i,
                 &self.run_dir,
             )?;
-            crate::store::sharpness::write_item(&self.run_dir, i, &point)?;
+            let point = &measured.point;
+            crate::store::sharpness::write_item(&self.run_dir, i, point)?;
             let value = PointValue {
                 loss: point.loss,
                 acc: point.acc.unwrap_or(f64::NAN),
@@ -447,6 +451,8 @@ impl Parts {
                 samples: self.s.data.n,
             };
             let mut out = self.values(value, &[], false, perturb, bn);
+            out.gradients = measured.gradients;
+            out.gradient_seconds = measured.gradient_seconds;
             for (q, x) in self.columns.iter().zip(out.values.iter_mut()) {
                 if *q == Quantity::Sharpness {
                     *x = point.result.value as f32;
@@ -498,6 +504,8 @@ impl Parts {
             batchnorm_seconds: bn,
             curvature_seconds: 0.0,
             products: 0,
+            gradients: 0,
+            gradient_seconds: 0.0,
         }
     }
 }

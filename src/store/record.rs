@@ -839,6 +839,11 @@ pub struct ShardTiming {
     /// Hessian-vector products those took.
     #[serde(default)]
     pub curvature_products: usize,
+    /// Gradient passes over the data (sharpness ascent steps), and their seconds summed over workers.
+    #[serde(default)]
+    pub gradients: usize,
+    #[serde(default)]
+    pub gradient_seconds: f64,
 }
 
 impl std::ops::Add for ShardTiming {
@@ -852,6 +857,8 @@ impl std::ops::Add for ShardTiming {
             batchnorm_seconds: self.batchnorm_seconds + o.batchnorm_seconds,
             curvature_seconds: self.curvature_seconds + o.curvature_seconds,
             curvature_products: self.curvature_products + o.curvature_products,
+            gradients: self.gradients + o.gradients,
+            gradient_seconds: self.gradient_seconds + o.gradient_seconds,
         }
     }
 }
@@ -916,6 +923,13 @@ pub struct Timing {
     /// Hessian-vector products those took, in all (each about 12 forward passes' work on a CPU).
     #[serde(default)]
     pub curvature_products: usize,
+    /// Gradient passes over the data that sharpness measures took (each worst-case ascent step is
+    /// one), and their seconds summed over workers: samples × gradients / gradient_seconds is
+    /// one worker's ascent throughput.
+    #[serde(default)]
+    pub gradients: usize,
+    #[serde(default)]
+    pub gradient_seconds: f64,
 }
 
 impl Timing {
@@ -933,6 +947,8 @@ impl Timing {
             batchnorm_seconds: t.batchnorm_seconds,
             curvature_seconds: t.curvature_seconds,
             curvature_products: t.curvature_products,
+            gradients: t.gradients,
+            gradient_seconds: t.gradient_seconds,
         }
     }
 }
@@ -1352,14 +1368,18 @@ pub(crate) mod tests {
             eval_seconds: 2.0,
             worker_seconds: 4.0,
             perturb_seconds: 0.4,
+            gradients: 3,
+            gradient_seconds: 1.5,
             ..Default::default()
         };
         let s = t + t;
         assert_eq!(s.worker_seconds, 8.0);
+        assert_eq!((s.gradients, s.gradient_seconds), (6, 3.0));
         let m = Timing::of(s, 16, 100);
         assert_eq!(m.seconds_per_point, 0.5);
         assert_eq!(m.images_per_second, 200.0);
         assert!((m.perturb_fraction - 0.1).abs() < 1e-12);
+        assert_eq!((m.gradients, m.gradient_seconds), (6, 3.0));
         assert_eq!(Timing::of(ShardTiming::default(), 0, 10).images_per_second, 0.0);
     }
 
