@@ -650,6 +650,7 @@ fn batchnorm_folded_products_equal_the_modules_own() {
         ("smooth_cnn.pt", "cifar-bin"),
         ("pair_a.pt", "spirals"),
         ("weightnorm_cnn.pt", "cifar-bin"),
+        ("convs_cnn.pt", "cifar-bin"),
     ] {
         let m = Model::load(&fxp(model), tch::Device::Cpu).unwrap();
         let d = Dataset::load(&DataSpec::new(fxp(data), Split::Train), tch::Device::Cpu).unwrap();
@@ -657,14 +658,23 @@ fn batchnorm_folded_products_equal_the_modules_own() {
         let unfoldable = usize::from(model == "weightnorm_cnn.pt");
         let layers = m.batchnorm_layers().unwrap().len();
         assert_eq!(m.batchnorms_folded().unwrap(), layers - unfoldable, "{model}: BatchNorms folded of {layers}");
+        // Every convolution (the weights of rank 3 to 5) runs as losscape::conv in the Hessian's.
+        let convs = m.params.iter().filter(|(_, p)| p.dim() >= 3).count();
+        assert_eq!(m.hessian_convolutions().unwrap(), convs, "{model}: convolutions rewritten");
         let (x, y) = (d.inputs(0, d.n.min(32)), d.targets(0, d.n.min(32)));
         tch::manual_seed(3);
         let v: Vec<Tensor> = m.params.iter().map(|(_, p)| p.randn_like()).collect();
-        // (loss, gradient, Hessian-vector product) of `of`, through one forward or the other.
-        let products = |of: &Model, folded: bool| -> (f64, Tensor, Tensor) {
+        // (loss, gradient, Hessian-vector product) of `of`, through the module's own forward (0),
+        // the products' (1), or the Hessian products' with its convolutions rewritten (2).
+        let products = |of: &Model, which: u8| -> (f64, Tensor, Tensor) {
             let params: Vec<&Tensor> = of.params.iter().map(|(_, p)| p).collect();
             tch::with_grad(|| {
-                let out = if folded { of.forward_products(&x) } else { of.forward(&x) }.unwrap();
+                let out = match which {
+                    0 => of.forward(&x),
+                    1 => of.forward_products(&x),
+                    _ => of.forward_hessian_products(&x),
+                }
+                .unwrap();
                 let loss = out.cross_entropy_for_logits(&y);
                 let g = Tensor::run_backward(&[&loss], &params, true, true);
                 let gv = g.iter().zip(&v).map(|(g, v)| (g * v).sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
@@ -674,7 +684,7 @@ fn batchnorm_folded_products_equal_the_modules_own() {
         };
         // The loaded module runs a few passes with gradients first (its executor optimizes).
         for _ in 0..4 {
-            let _ = products(&m, false);
+            let _ = products(&m, 0);
         }
         for moved in [false, true] {
             let case = format!("{model} (statistics moved: {moved})");
@@ -683,12 +693,16 @@ fn batchnorm_folded_products_equal_the_modules_own() {
                 move_statistics(&reference);
                 move_statistics(&m);
             }
-            let (l0, g0, h0) = products(&reference, false);
-            let (l1, g1, h1) = products(&m, true);
+            let (l0, g0, h0) = products(&reference, 0);
+            let (l1, g1, h1) = products(&m, 1);
             assert!((l0 - l1).abs() <= 1e-5 * l0.abs(), "{case}: loss {l1} vs {l0}");
             assert!(close(&g1, &g0, 1e-4), "{case}: gradients differ");
             assert!(close(&h1, &h0, 1e-4), "{case}: Hessian-vector products differ");
-            if model == "smooth_cnn.pt" {
+            let (l2, g2, h2) = products(&m, 2);
+            assert!((l0 - l2).abs() <= 1e-5 * l0.abs(), "{case}, losscape::conv: loss {l2} vs {l0}");
+            assert!(close(&g2, &g0, 1e-4), "{case}, losscape::conv: gradients differ");
+            assert!(close(&h2, &h0, 1e-4), "{case}, losscape::conv: Hessian-vector products differ");
+            if model == "smooth_cnn.pt" || model == "convs_cnn.pt" {
                 let params: Vec<&Tensor> = m.params.iter().map(|(_, p)| p).collect();
                 let grad_at = |eps: f64| -> Tensor {
                     let shift = |sign: f64| {
@@ -707,6 +721,7 @@ fn batchnorm_folded_products_equal_the_modules_own() {
                 };
                 let fd = (grad_at(1e-3) - grad_at(-1e-3)) / 2e-3;
                 assert!(close(&h1, &fd, 1e-3), "{case}: the product is not the gradient's derivative");
+                assert!(close(&h2, &fd, 1e-3), "{case}, losscape::conv: the product is not the gradient's derivative");
             }
         }
     }

@@ -129,6 +129,26 @@ class WeightNormCNN(nn.Module):
         return F.linear(h, torch._weight_norm(self.v, self.g, 0), self.b)
 
 
+class ConvsCNN(nn.Module):
+    """Convolutions of every kind the Hessian products rewrite: 2-D with a bias, stride and uneven
+    padding; grouped and dilated with BatchNorm; 3-D; 1-D over the flattened map."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=(1, 2))
+        self.b = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.c = nn.Conv3d(8, 4, (1, 3, 3), stride=(1, 2, 2))
+        self.d = nn.Conv1d(4, 6, 5, stride=2, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        h = F.softplus(self.bn(self.b(F.softplus(self.a(x)))))
+        h = F.softplus(self.c(h.unsqueeze(2))).squeeze(2)
+        h = F.softplus(self.d(h.flatten(2)))
+        return self.fc(h.mean(dim=2))
+
+
 class NoGrad(nn.Module):
     """Its output does not depend differentiably on its parameters."""
 
@@ -335,6 +355,9 @@ def make(out):
     wn = WeightNormCNN()
     randomize_bn(wn, torch.Generator().manual_seed(77))
     export(wn, os.path.join(out, "weightnorm_cnn.pt"))
+    convs = ConvsCNN()
+    randomize_bn(convs, torch.Generator().manual_seed(78))
+    export(convs, os.path.join(out, "convs_cnn.pt"))
     export(NoGrad(), os.path.join(out, "nograd.pt"))
     export(NanGrad(), os.path.join(out, "nangrad.pt"))
     torch.manual_seed(20)

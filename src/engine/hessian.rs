@@ -156,10 +156,12 @@ impl<'a> Hessian<'a> {
         crate::engine::evaluate::denominator(self.loss, self.data, self.outputs_per_sample)
     }
 
-    /// The loss of one batch, summed over its targets, with the autograd graph.
-    fn batch_loss(&self, start: usize, len: usize) -> Result<Tensor> {
+    /// The loss of one batch, summed over its targets, with the autograd graph (for Hessian
+    /// products by double backward, through `Model::forward_hessian_products`).
+    fn batch_loss(&self, start: usize, len: usize, hessian: bool) -> Result<Tensor> {
         let x = self.data.inputs(start, len);
-        let out = self.model.forward_products(&x)?.to_kind(Kind::Float);
+        let out = if hessian { self.model.forward_hessian_products(&x)? } else { self.model.forward_products(&x)? };
+        let out = out.to_kind(Kind::Float);
         Ok(crate::engine::evaluate::batch_loss(self.loss, &out, &self.data.targets(start, len), Kind::Float))
     }
 
@@ -254,7 +256,7 @@ impl<'a> Hessian<'a> {
         params: &[Tensor],
         vs: &[Vec<Tensor>],
     ) -> Result<Vec<Vec<Tensor>>> {
-        let loss = self.batch_loss(start, len)?;
+        let loss = self.batch_loss(start, len, true)?;
         if !loss.requires_grad() {
             return Err(self.not_differentiable());
         }
@@ -401,7 +403,7 @@ impl<'a> Hessian<'a> {
         let mut start = 0;
         while start < self.data.n {
             let len = self.batch_size.min(self.data.n - start);
-            total += self.batch_loss(start, len)?.double_value(&[]);
+            total += self.batch_loss(start, len, false)?.double_value(&[]);
             start += len;
         }
         Ok(total / self.denominator())

@@ -74,9 +74,10 @@ extern "C" {
     ) -> i32;
     fn losscape_module_clone_shared(
         module: *mut c_void,
-        fold: i32,
+        how: i32,
         out: *mut *mut c_void,
         folded: *mut i32,
+        convs: *mut i32,
         err: *mut c_char,
         len: usize,
     ) -> i32;
@@ -264,16 +265,22 @@ impl Module {
 
     /// A clone of the module sharing its parameters and buffers (the same tensors: moving one
     /// moves the other) with methods of its own, hence graph executors of its own, as a tch
-    /// module in eval mode. With `fold`, each BatchNorm that follows a convolution or linear layer
+    /// module in eval mode. Folded, each BatchNorm that follows a convolution or linear layer
     /// runs, in eval mode, as that layer with folded weights computed in the graph from the
     /// parameters (W·γ/σ, β − μγ/σ), so derivatives of every order reach the original
     /// parameters; the count of BatchNorms folded comes back beside the clone (0, and the clone
-    /// as it was, where the graph cannot be rewritten).
-    pub fn clone_shared(&self, fold: bool) -> Result<(CModule, usize)> {
-        let (m, mut out, mut folded) = (self.raw(), std::ptr::null_mut(), 0i32);
+    /// as it was, where the graph cannot be rewritten). For Hessian products, its convolutions
+    /// also run as `losscape::conv`, whose double backward is oneDNN's convolution kernels
+    /// (shim.cpp; reverse mode only), counted third.
+    pub fn clone_shared(&self, how: CloneFor) -> Result<(CModule, usize, usize)> {
+        let (m, mut out, mut folded, mut convs) = (self.raw(), std::ptr::null_mut(), 0i32, 0i32);
+        let how = match how {
+            CloneFor::Products => 1,
+            CloneFor::HessianProducts => 3,
+        };
         // SAFETY: m is a live Module*; the shim writes a new Module* into out on success.
         call("cloning the module", |err, len| unsafe {
-            losscape_module_clone_shared(m, fold as i32, &mut out, &mut folded, err, len)
+            losscape_module_clone_shared(m, how, &mut out, &mut folded, &mut convs, err, len)
         })?;
         let mut module = layout::into_cmodule(Module::from_raw(out)?);
         module
@@ -282,7 +289,7 @@ impl Module {
         if folded < 0 {
             log::debug!("the module's graph could not be rewritten; its BatchNorms are not folded");
         }
-        Ok((module, folded.max(0) as usize))
+        Ok((module, folded.max(0) as usize, convs.max(0) as usize))
     }
 
     /// The module's BatchNorm layers that track running statistics, in module order.
@@ -304,6 +311,15 @@ impl Module {
             losscape_set_batchnorm_training(m, on as i32, err, len)
         })
     }
+}
+
+/// What `clone_shared`'s clone is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneFor {
+    /// Gradients, GGN and Fisher products (forward-mode tangents included): BatchNorms folded.
+    Products,
+    /// Hessian products by double backward: BatchNorms folded and `losscape::conv` convolutions.
+    HessianProducts,
 }
 
 /// How `freeze` makes its copy (all off by default).

@@ -11,7 +11,10 @@
 //  - for the curvature products: a clone of a module sharing its tensors, its BatchNorms folded
 //    into the layers before them as differentiable functions of the parameters; the graph
 //    executor's optimizations switched off (its autodiff subgraphs drop tangents); forward-mode
-//    automatic differentiation (a dual level, a tensor's tangent set and read).
+//    automatic differentiation (a dual level, a tensor's tangent set and read);
+//  - for Hessian products: the operator `losscape::conv`, a convolution whose backward is made of
+//    operations with cheap derivatives, so that a double backward through it runs oneDNN's
+//    convolution kernels instead of PyTorch's generic double backward (see `ConvOp`).
 // No C++ exception crosses into Rust: every call runs its body through `guard`, which returns 0 on
 // success, -2 when libtorch's allocator ran out of memory (c10::OutOfMemoryError, a typed cause)
 // and -1 on any other failure, with the first line of the message in `err`.
@@ -24,6 +27,10 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+#include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
 #include <torch/csrc/jit/passes/frozen_ops_to_mkldnn.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/constant_propagation.h>
@@ -591,24 +598,197 @@ static int fold_batchnorm(std::shared_ptr<torch::jit::Graph>& graph) {
   return folded;
 }
 
+// ---- A convolution for Hessian-vector products -------------------------------------------------
+//
+// A Hessian-vector product by double backward differentiates each convolution's backward.
+// PyTorch's derivative of convolution_backward (_convolution_double_backward) forms the weight
+// gradient of its grad-input term as a convolution of transposed tensors (batch and channels
+// swapped, the whole feature map as the kernel), with copies into those layouts: on the CPU for
+// a ResNet-20 that took about a third of a product. `losscape::conv` computes the same function
+// and the same first derivatives, but its backward is two operations whose own derivatives are
+// again plain convolutions and convolution_backward calls (oneDNN's kernels):
+//   O = conv(I, W) + b;  gI = BI(gO, W) = ∂⟨gO, conv(I, W)⟩/∂I;  gW = BW(I, gO) = ∂⟨gO, conv(I, W)⟩/∂W
+//   with adjoint A of gI:  ∂/∂gO = conv(A, W),  ∂/∂W = BW(A, gO)
+//   with adjoint B of gW:  ∂/∂I = BI(gO, B),   ∂/∂gO = conv(I, B).
+// It supports reverse mode only (no forward-mode tangents): only the Hessian products' clone uses it.
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct ConvGeometry {
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups;
+  void save(AutogradContext* ctx) const {
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["groups"] = groups;
+  }
+  static ConvGeometry load(AutogradContext* ctx) {
+    return {ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
+            ctx->saved_data["dilation"].toIntVector(), ctx->saved_data["groups"].toInt()};
+  }
+  at::Tensor conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+    std::vector<int64_t> none(stride.size(), 0);
+    return at::convolution(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, stride, padding,
+                           dilation, false, none, groups);
+  }
+  // BI(gO, w) (input: only its shape and layout are read) or BW(input, gO) (w: only its shape).
+  at::Tensor grad_input(const at::Tensor& gO, const at::Tensor& input, const at::Tensor& w) const {
+    return std::get<0>(backward(gO, input, w, {true, false, false}));
+  }
+  at::Tensor grad_weight(const at::Tensor& gO, const at::Tensor& input, const at::Tensor& w) const {
+    return std::get<1>(backward(gO, input, w, {false, true, false}));
+  }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& gO, const at::Tensor& input,
+                                                          const at::Tensor& w, std::array<bool, 3> mask) const {
+    std::vector<int64_t> none(stride.size(), 0);
+    return at::convolution_backward(gO, input, w, c10::nullopt, stride, padding, dilation, false, none, groups, mask);
+  }
+};
+
+// gI = BI(gO, W); I rides along for its shape (no gradient flows to it from here).
+struct ConvGradInput : public torch::autograd::Function<ConvGradInput> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gO, const at::Tensor& w, const at::Tensor& input,
+                            ConvGeometry g) {
+    ctx->save_for_backward({gO, w, input});
+    g.save(ctx);
+    return g.grad_input(gO, input, w);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &gO = saved[0], &w = saved[1];
+    const at::Tensor& a = grads[0];
+    auto g = ConvGeometry::load(ctx);
+    at::Tensor dgO = ctx->needs_input_grad(0) ? g.conv(a, w, at::Tensor()) : at::Tensor();
+    at::Tensor dw = ctx->needs_input_grad(1) ? g.grad_weight(gO, a, w) : at::Tensor();
+    return {dgO, dw, at::Tensor(), at::Tensor()};
+  }
+};
+
+// gW = BW(I, gO); W rides along for its shape.
+struct ConvGradWeight : public torch::autograd::Function<ConvGradWeight> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& gO, const at::Tensor& w,
+                            ConvGeometry g) {
+    ctx->save_for_backward({input, gO});
+    g.save(ctx);
+    return g.grad_weight(gO, input, w);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &gO = saved[1];
+    const at::Tensor& b = grads[0];
+    auto g = ConvGeometry::load(ctx);
+    at::Tensor dinput = ctx->needs_input_grad(0) ? g.grad_input(gO, input, b) : at::Tensor();
+    at::Tensor dgO = ctx->needs_input_grad(1) ? g.conv(input, b, at::Tensor()) : at::Tensor();
+    return {dinput, dgO, at::Tensor(), at::Tensor()};
+  }
+};
+
+struct ConvOp : public torch::autograd::Function<ConvOp> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& w, const at::Tensor& b,
+                            ConvGeometry g) {
+    ctx->save_for_backward({input, w});
+    ctx->saved_data["bias"] = b.defined();
+    g.save(ctx);
+    return g.conv(input, w, b);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &w = saved[1];
+    const at::Tensor& gO = grads[0];
+    auto g = ConvGeometry::load(ctx);
+    at::Tensor gi = ctx->needs_input_grad(0) ? ConvGradInput::apply(gO, w, input, g) : at::Tensor();
+    at::Tensor gw = ctx->needs_input_grad(1) ? ConvGradWeight::apply(input, gO, w, g) : at::Tensor();
+    at::Tensor gb;
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) {
+      std::vector<int64_t> dims{0};
+      for (int64_t d = 2; d < gO.dim(); ++d) dims.push_back(d);
+      gb = gO.sum(dims);
+    }
+    return {gi, gw, gb, at::Tensor()};
+  }
+};
+
+// One value per spatial dimension (a list of one is repeated, as aten::convolution does).
+std::vector<int64_t> per_dim(c10::IntArrayRef v, int64_t dims) {
+  if (static_cast<int64_t>(v.size()) == dims) return v.vec();
+  TORCH_CHECK(v.size() == 1, "a convolution parameter has ", v.size(), " values for ", dims, " dimensions");
+  return std::vector<int64_t>(dims, v[0]);
+}
+
+at::Tensor losscape_conv(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                         c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+  const int64_t dims = weight.dim() - 2;
+  ConvGeometry g{per_dim(stride, dims), per_dim(padding, dims), per_dim(dilation, dims), groups};
+  at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+  // An unbatched input (conv2d takes [C, H, W]) as a batch of one.
+  if (input.dim() == weight.dim() - 1) return ConvOp::apply(input.unsqueeze(0), weight, b, g).squeeze(0);
+  return ConvOp::apply(input, weight, b, g);
+}
+}  // namespace
+
+TORCH_LIBRARY(losscape, m) {
+  m.def("conv(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups) -> Tensor",
+        &losscape_conv);
+}
+
+// Every convolution of the graph that is not transposed and has numeric padding (conv1d/2d/3d, a
+// traced graph's _convolution) becomes losscape::conv. Returns how many.
+static int use_product_convolutions(std::shared_ptr<torch::jit::Graph>& graph) {
+  using namespace torch::jit;
+  static const std::unordered_set<c10::Symbol> plain = {c10::Symbol::aten("conv1d"), c10::Symbol::aten("conv2d"),
+                                                       c10::Symbol::aten("conv3d")};
+  static const c10::Symbol op = c10::Symbol::fromQualString("losscape::conv");
+  std::vector<Node*> convs;
+  find_nodes(graph->block(), [](Node* n) {
+    if (n->outputs().size() != 1) return false;
+    if (plain.count(n->kind())) {
+      return n->inputs().size() == 7 && n->input(4)->type()->isSubtypeOf(*c10::ListType::ofInts());
+    }
+    if (n->kind() == c10::Symbol::aten("_convolution")) {
+      auto transposed = constant_as<bool>(n->input(6));
+      return transposed.has_value() && !*transposed;
+    }
+    return false;
+  }, convs);
+  for (Node* n : convs) {
+    const bool traced = n->kind() == c10::Symbol::aten("_convolution");
+    Value* groups = n->input(traced ? 8 : 6);
+    WithInsertPoint at(n);
+    Node* c = graph->insertNode(
+        graph->create(op, {n->input(0), n->input(1), n->input(2), n->input(3), n->input(4), n->input(5), groups}));
+    c->output()->setType(n->output()->type());
+    n->output()->replaceAllUsesWith(c->output());
+    n->destroy();
+  }
+  return static_cast<int>(convs.size());
+}
+
 // A clone of the module that shares its parameters and buffers (the same tensors) but has its own
 // methods, so its own graph executors: the curvature products run it, always unoptimized. With
-// `fold`, it is for eval mode only: its forward graph is rewritten by fold_batchnorm (*folded
-// counts the BatchNorms folded; -1 when the rewrite failed and the clone is left as it was).
-int losscape_module_clone_shared(void* module, int fold, void** out, int* folded, char* err, size_t errlen) {
+// `how` & 1 (fold), it is for eval mode only: its forward graph is rewritten by fold_batchnorm
+// (*folded counts the BatchNorms folded; -1 when the rewrite failed and the clone is left as it
+// was); with `how` & 2 as well, its convolutions then become losscape::conv (*convs counts them),
+// for Hessian products by double backward (reverse mode only).
+int losscape_module_clone_shared(void* module, int how, void** out, int* folded, int* convs, char* err,
+                                 size_t errlen) {
   return guard(err, errlen, [&] {
     auto* m = module_of(module);
     auto clone = std::make_unique<torch::jit::Module>(m->clone(/*inplace=*/true));
     *folded = 0;
-    if (fold) {
+    *convs = 0;
+    if (how & 1) {
       try {
         auto& fn = torch::jit::toGraphFunction(clone->get_method("forward").function());
         auto graph = fn.graph();
         *folded = fold_batchnorm(graph);
+        if (how & 2) *convs = use_product_convolutions(graph);
       } catch (const std::exception&) {
-        // A graph this pass cannot rewrite: a fresh clone, unfolded (*folded = -1 says so).
+        // A graph these passes cannot rewrite: a fresh clone, unfolded (*folded = -1 says so).
         clone = std::make_unique<torch::jit::Module>(m->clone(/*inplace=*/true));
         *folded = -1;
+        *convs = 0;
       }
     }
     *out = clone.release();
