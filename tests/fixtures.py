@@ -131,7 +131,8 @@ class WeightNormCNN(nn.Module):
 
 class ConvsCNN(nn.Module):
     """Convolutions of every kind the Hessian products rewrite: 2-D with a bias, stride and uneven
-    padding; grouped and dilated with BatchNorm; 3-D; 1-D over the flattened map."""
+    padding; grouped and dilated with BatchNorm; 3-D; 1-D over the flattened map, without a bias
+    and without a BatchNorm to fold into it."""
 
     def __init__(self):
         super().__init__()
@@ -139,7 +140,7 @@ class ConvsCNN(nn.Module):
         self.b = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2, bias=False)
         self.bn = nn.BatchNorm2d(8)
         self.c = nn.Conv3d(8, 4, (1, 3, 3), stride=(1, 2, 2))
-        self.d = nn.Conv1d(4, 6, 5, stride=2, padding=1)
+        self.d = nn.Conv1d(4, 6, 5, stride=2, padding=1, bias=False)
         self.fc = nn.Linear(6, 10)
 
     def forward(self, x):

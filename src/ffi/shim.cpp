@@ -628,10 +628,9 @@ struct ConvGeometry {
     return {ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
             ctx->saved_data["dilation"].toIntVector(), ctx->saved_data["groups"].toInt()};
   }
-  at::Tensor conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+  at::Tensor conv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b) const {
     std::vector<int64_t> none(stride.size(), 0);
-    return at::convolution(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, stride, padding,
-                           dilation, false, none, groups);
+    return at::convolution(x, w, b, stride, padding, dilation, false, none, groups);
   }
   // BI(gO, w) (input: only its shape and layout are read) or BW(input, gO) (w: only its shape).
   at::Tensor grad_input(const at::Tensor& gO, const at::Tensor& input, const at::Tensor& w) const {
@@ -651,7 +650,7 @@ struct ConvGeometry {
 struct ConvGradInput : public torch::autograd::Function<ConvGradInput> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gO, const at::Tensor& w, const at::Tensor& input,
                             ConvGeometry g) {
-    ctx->save_for_backward({gO, w, input});
+    ctx->save_for_backward({gO, w});
     g.save(ctx);
     return g.grad_input(gO, input, w);
   }
@@ -660,7 +659,7 @@ struct ConvGradInput : public torch::autograd::Function<ConvGradInput> {
     const at::Tensor &gO = saved[0], &w = saved[1];
     const at::Tensor& a = grads[0];
     auto g = ConvGeometry::load(ctx);
-    at::Tensor dgO = ctx->needs_input_grad(0) ? g.conv(a, w, at::Tensor()) : at::Tensor();
+    at::Tensor dgO = ctx->needs_input_grad(0) ? g.conv(a, w, c10::nullopt) : at::Tensor();
     at::Tensor dw = ctx->needs_input_grad(1) ? g.grad_weight(gO, a, w) : at::Tensor();
     return {dgO, dw, at::Tensor(), at::Tensor()};
   }
@@ -680,16 +679,18 @@ struct ConvGradWeight : public torch::autograd::Function<ConvGradWeight> {
     const at::Tensor& b = grads[0];
     auto g = ConvGeometry::load(ctx);
     at::Tensor dinput = ctx->needs_input_grad(0) ? g.grad_input(gO, input, b) : at::Tensor();
-    at::Tensor dgO = ctx->needs_input_grad(1) ? g.conv(input, b, at::Tensor()) : at::Tensor();
+    at::Tensor dgO = ctx->needs_input_grad(1) ? g.conv(input, b, c10::nullopt) : at::Tensor();
     return {dinput, dgO, at::Tensor(), at::Tensor()};
   }
 };
 
+// The bias is an optional tensor: an absent one is no autograd input (an undefined at::Tensor
+// argument would be one, and fails), and needs_input_grad(2) exists only when it is present.
 struct ConvOp : public torch::autograd::Function<ConvOp> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& w, const at::Tensor& b,
-                            ConvGeometry g) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& w,
+                            const c10::optional<at::Tensor>& b, ConvGeometry g) {
     ctx->save_for_backward({input, w});
-    ctx->saved_data["bias"] = b.defined();
+    ctx->saved_data["bias"] = b.has_value() && b->defined();
     g.save(ctx);
     return g.conv(input, w, b);
   }
@@ -721,7 +722,7 @@ at::Tensor losscape_conv(const at::Tensor& input, const at::Tensor& weight, cons
                          c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
   const int64_t dims = weight.dim() - 2;
   ConvGeometry g{per_dim(stride, dims), per_dim(padding, dims), per_dim(dilation, dims), groups};
-  at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+  c10::optional<at::Tensor> b = bias.has_value() && bias->defined() ? bias : c10::nullopt;
   // An unbatched input (conv2d takes [C, H, W]) as a batch of one.
   if (input.dim() == weight.dim() - 1) return ConvOp::apply(input.unsqueeze(0), weight, b, g).squeeze(0);
   return ConvOp::apply(input, weight, b, g);
