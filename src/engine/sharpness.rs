@@ -6,7 +6,7 @@
 //! its loss (and gradient, taken in eval mode with those statistics) is computed. Values and
 //! gradients run the model's products forward (`Model::forward_products`): eval mode with every
 //! BatchNorm that follows a layer folded into it as a function of the parameters, which gives the
-//! same function with one memory-bound pass less per layer each way (5-15% per pass on the CPU).
+//! same function with one memory-bound pass less per layer each way (5-20% per pass on the CPU).
 
 use std::path::Path;
 
