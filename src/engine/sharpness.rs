@@ -27,6 +27,8 @@ use crate::store::record::{
 /// The network as an objective.
 pub struct Net<'a> {
     model: &'a Model,
+    /// The forward every value and gradient runs: eval mode, BatchNorms folded into the layers
+    /// before them as functions of the parameters (`Model::forward_products`).
     products: Products<'a>,
     data: &'a Dataset,
     ev: Evaluator,
@@ -151,12 +153,6 @@ impl<'a> Net<'a> {
         Ok(())
     }
 
-    /// The forward every value and gradient runs: in eval mode, with BatchNorms folded into the
-    /// layers before them as functions of the parameters (`Model::forward_products`).
-    fn net(&self) -> &dyn Forward {
-        &self.products
-    }
-
     /// Put the parameters back at θ, bit for bit.
     pub fn restore(&self) {
         let _g = tch::no_grad_guard();
@@ -204,7 +200,7 @@ impl Objective for Net<'_> {
         self.values += 1;
         let (start, len) = self.range(part);
         if len == self.data.n {
-            let v = self.ev.evaluate(self.net(), self.data)?;
+            let v = self.ev.evaluate(&self.products, self.data)?;
             return Ok((v.loss, 1.0 - v.acc));
         }
         let _g = tch::no_grad_guard();
@@ -213,7 +209,7 @@ impl Objective for Net<'_> {
         let mut s = start;
         while s < start + len {
             let n = self.ev.batch_size.min(start + len - s);
-            let out = self.net().forward(&self.data.inputs_as(s, n, self.ev.input_kind))?.to_kind(Kind::Float);
+            let out = self.products.forward(&self.data.inputs_as(s, n, self.ev.input_kind))?.to_kind(Kind::Float);
             let y = self.data.targets(s, n);
             loss += batch_loss(self.ev.loss, &out, &y, Kind::Double).to_kind(Kind::Double);
             if self.ev.loss == LossKind::Ce {
@@ -240,7 +236,7 @@ impl Objective for Net<'_> {
         let ev = ev.clone();
         self.place(delta)?;
         self.values += 1;
-        let v = ev.evaluate_in_order(self.net(), self.data, &order)?;
+        let v = ev.evaluate_in_order(&self.products, self.data, &order)?;
         self.samples_used += v.samples as u64;
         self.samples_exact += self.data.n as u64;
         Ok((v.loss, 1.0 - v.acc))
@@ -259,7 +255,7 @@ impl Objective for Net<'_> {
             let mut s = start;
             while s < start + len {
                 let n = self.ev.batch_size.min(start + len - s);
-                let out = self.net().forward(&self.data.inputs_as(s, n, self.ev.input_kind))?.to_kind(Kind::Float);
+                let out = self.products.forward(&self.data.inputs_as(s, n, self.ev.input_kind))?.to_kind(Kind::Float);
                 let l = batch_loss(self.ev.loss, &out, &self.data.targets(s, n), Kind::Float);
                 if !l.requires_grad() {
                     return Err(Error::file(

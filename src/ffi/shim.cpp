@@ -497,20 +497,24 @@ static torch::jit::Value* add_scaled_bias(torch::jit::Graph* g, torch::jit::Valu
 // a traced graph's _convolution that is not transposed) or a linear layer, whose weight is its
 // input 1 and bias (a tensor, None or an optional tensor) its input 2. (Its output must also be
 // used by the BatchNorm alone: checked by the caller.)
-static bool foldable_layer(const torch::jit::Node* n) {
+// A convolution that is not transposed: conv1d/2d/3d, or a traced graph's _convolution whose
+// `transposed` is the constant false.
+static bool untransposed_convolution(const torch::jit::Node* n) {
   using c10::Symbol;
+  static const std::unordered_set<Symbol> plain = {Symbol::aten("conv1d"), Symbol::aten("conv2d"),
+                                                   Symbol::aten("conv3d")};
+  if (plain.count(n->kind())) return true;
+  if (n->kind() != Symbol::aten("_convolution")) return false;
+  auto transposed = torch::jit::constant_as<bool>(n->input(6));
+  return transposed.has_value() && !*transposed;
+}
+
+static bool foldable_layer(const torch::jit::Node* n) {
   using torch::jit::Value;
-  static const std::unordered_set<Symbol> plain = {
-      Symbol::aten("conv1d"), Symbol::aten("conv2d"), Symbol::aten("conv3d"), Symbol::aten("linear")};
   if (n->outputs().size() != 1) return false;
   Value* bias = n->input(2);
   if (!is_tensor(n->input(1)) || !(is_tensor(bias) || is_none(bias) || is_optional_tensor(bias))) return false;
-  if (plain.count(n->kind())) return true;
-  if (n->kind() == Symbol::aten("_convolution")) {
-    auto transposed = torch::jit::constant_as<bool>(n->input(6));
-    return transposed.has_value() && !*transposed;
-  }
-  return false;
+  return n->kind() == c10::Symbol::aten("linear") || untransposed_convolution(n);
 }
 
 
@@ -738,20 +742,13 @@ TORCH_LIBRARY(losscape, m) {
 // traced graph's _convolution) becomes losscape::conv. Returns how many.
 static int use_product_convolutions(std::shared_ptr<torch::jit::Graph>& graph) {
   using namespace torch::jit;
-  static const std::unordered_set<c10::Symbol> plain = {c10::Symbol::aten("conv1d"), c10::Symbol::aten("conv2d"),
-                                                       c10::Symbol::aten("conv3d")};
   static const c10::Symbol op = c10::Symbol::fromQualString("losscape::conv");
   std::vector<Node*> convs;
   find_nodes(graph->block(), [](Node* n) {
-    if (n->outputs().size() != 1) return false;
-    if (plain.count(n->kind())) {
-      return n->inputs().size() == 7 && n->input(4)->type()->isSubtypeOf(*c10::ListType::ofInts());
-    }
-    if (n->kind() == c10::Symbol::aten("_convolution")) {
-      auto transposed = constant_as<bool>(n->input(6));
-      return transposed.has_value() && !*transposed;
-    }
-    return false;
+    if (n->outputs().size() != 1 || !untransposed_convolution(n)) return false;
+    // conv1d/2d/3d: the overload with numeric padding (not "same"/"valid").
+    return n->kind() == c10::Symbol::aten("_convolution") ||
+           (n->inputs().size() == 7 && n->input(4)->type()->isSubtypeOf(*c10::ListType::ofInts()));
   }, convs);
   for (Node* n : convs) {
     const bool traced = n->kind() == c10::Symbol::aten("_convolution");
